@@ -1,0 +1,7 @@
+from django.urls import path
+
+from .consumers import JobStreamConsumer
+
+websocket_urlpatterns = [
+    path("ws/jobs/<int:job_id>/", JobStreamConsumer.as_asgi()),
+]

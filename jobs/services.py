@@ -1,0 +1,208 @@
+"""Writes to jobs, their events and artifacts. Every state change records its event in the same
+transaction, and the live notification goes out only after that transaction commits."""
+import hashlib
+import logging
+import math
+import uuid
+from pathlib import Path
+from typing import Any
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .events import event_publish
+from .kinds import job_kind_spec, params_as_dict, params_parse
+from .models import Artifact, Job, JobEvent
+
+logger = logging.getLogger(__name__)
+
+
+class JobStateError(Exception):
+    """An action that the job's current state does not allow; the message says why."""
+
+
+class JobQueueUnavailable(Exception):
+    """The task queue (the Celery broker) did not take the job."""
+
+
+def job_submit(*, owner, kind: str, params: dict[str, Any] | None = None, dataset=None, parent=None) -> Job:
+    """Validate parameters, create a queued job and hand it to the Celery queue of its kind.
+
+    Raises JobParamsError for parameters that cannot run, JobQueueUnavailable when the broker
+    refuses the task (the job is then marked failed with that reason, nothing is left queued).
+    """
+    spec = job_kind_spec(kind)
+    parsed = params_parse(kind, params)
+    with transaction.atomic():
+        job = Job.objects.create(
+            kind=kind, params=params_as_dict(parsed), owner=owner, dataset=dataset, parent=parent,
+            celery_task_id=str(uuid.uuid4()),
+        )
+        job_event_record(job_id=job.pk, kind=JobEvent.Kind.STATUS, payload={"status": job.status})
+        # Enqueue only once the job row is committed, or a fast worker would not find it.
+        transaction.on_commit(lambda: _job_enqueue(job, spec.task_name, spec.queue))
+    job.refresh_from_db()
+    return job
+
+
+def _job_enqueue(job: Job, task_name: str, queue: str) -> None:
+    try:
+        current_app.send_task(
+            task_name, args=[job.pk], queue=queue, task_id=job.celery_task_id,
+            retry=True, retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 1},
+        )
+    except Exception as exc:  # kombu raises many kinds; each means the same thing here
+        job_fail(job_id=job.pk, error=f"could not enqueue the job: {exc}. Is the broker (Redis) running?")
+        raise JobQueueUnavailable(f"The task queue did not accept job {job.pk}: {exc}") from exc
+
+
+@transaction.atomic
+def job_event_record(*, job_id: int, kind: str, payload: dict[str, Any]) -> JobEvent:
+    """Append an event to a job's stream with the next `seq`, and publish it after commit.
+
+    The counter on the job row is incremented in the same transaction as the insert: the row lock
+    (PostgreSQL) or the write lock (SQLite) makes `seq` gap-free and ordered per job.
+    """
+    now = timezone.now()
+    if not Job.objects.filter(pk=job_id).update(last_event_seq=F("last_event_seq") + 1, heartbeat_at=now):
+        raise Job.DoesNotExist(f"job {job_id} does not exist")
+    seq, dataset_id = Job.objects.filter(pk=job_id).values_list("last_event_seq", "dataset_id").get()
+    event = JobEvent.objects.create(job_id=job_id, seq=seq, kind=kind, payload=_json_safe(payload))
+    message = event.as_message()
+    transaction.on_commit(lambda: event_publish(message, dataset_id=dataset_id))
+    return event
+
+
+@transaction.atomic
+def job_start(*, job_id: int, celery_task_id: str) -> Job | None:
+    """Mark a job running for a new attempt; None when it must not run (not this job's task,
+    finished, cancelled, or out of attempts). A redelivered task of a finished job is a no-op."""
+    job = Job.objects.select_for_update().get(pk=job_id)
+    if job.celery_task_id != celery_task_id:
+        # A stale message (another database, an old queue) naming a job id that is not its own.
+        logger.warning("task %s is not job %s's task %s; ignoring it", celery_task_id, job_id, job.celery_task_id)
+        return None
+    if job.is_finished:
+        logger.info("job %s is already %s; task %s does nothing", job_id, job.status, celery_task_id)
+        return None
+    if job.cancel_requested:
+        _job_finish(job, Job.Status.CANCELLED, error="cancelled before it started")
+        return None
+    if job.attempts >= settings.KSG_MAX_ATTEMPTS:
+        _job_finish(
+            job, Job.Status.FAILED,
+            error=f"gave up after {job.attempts} attempts: the worker stopped before finishing each time",
+        )
+        return None
+    job.attempts += 1
+    job.status = Job.Status.RUNNING
+    job.started_at = timezone.now()
+    job.save(update_fields=["attempts", "status", "started_at"])
+    job_event_record(
+        job_id=job.pk, kind=JobEvent.Kind.STATUS, payload={"status": job.status, "attempt": job.attempts}
+    )
+    return job
+
+
+@transaction.atomic
+def job_succeed(*, job_id: int) -> Job:
+    job = Job.objects.select_for_update().get(pk=job_id)
+    return _job_finish(job, Job.Status.SUCCEEDED)
+
+
+@transaction.atomic
+def job_fail(*, job_id: int, error: str) -> Job:
+    job = Job.objects.select_for_update().get(pk=job_id)
+    return _job_finish(job, Job.Status.FAILED, error=error)
+
+
+@transaction.atomic
+def job_mark_cancelled(*, job_id: int) -> Job:
+    """The worker stopped a running job because a cancel was requested."""
+    job = Job.objects.select_for_update().get(pk=job_id)
+    return _job_finish(job, Job.Status.CANCELLED, error="cancelled on request")
+
+
+def job_cancel(*, job: Job, actor) -> Job:
+    """Cancel a queued job at once, or ask a running one to stop at its next step."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if job.is_finished:
+            raise JobStateError(f"job {job.pk} is already {job.status}; there is nothing to cancel")
+        job.cancel_requested = True
+        job.save(update_fields=["cancel_requested"])
+        if job.status == Job.Status.QUEUED:
+            _job_finish(job, Job.Status.CANCELLED, error=f"cancelled by {actor} before it started")
+        else:
+            job_event_record(
+                job_id=job.pk, kind=JobEvent.Kind.LOG,
+                payload={"message": f"cancel requested by {actor}; stopping at the next step"},
+            )
+    if job.status == Job.Status.CANCELLED:
+        try:  # only spares the worker a no-op: job_start already refuses a cancelled job
+            current_app.control.revoke(job.celery_task_id)
+        except Exception:
+            logger.warning("could not revoke task %s of cancelled job %s", job.celery_task_id, job.pk, exc_info=True)
+    return job
+
+
+def job_cancel_requested(*, job_id: int) -> bool:
+    return Job.objects.filter(pk=job_id, cancel_requested=True).exists()
+
+
+def _job_finish(job: Job, status: str, *, error: str = "") -> Job:
+    if job.is_finished:
+        return job
+    job.status = status
+    job.error = error
+    job.finished_at = timezone.now()
+    job.save(update_fields=["status", "error", "finished_at"])
+    payload = {"status": status}
+    if error:
+        payload["error"] = error
+    job_event_record(job_id=job.pk, kind=JobEvent.Kind.STATUS, payload=payload)
+    return job
+
+
+def artifact_record(*, job_id: int, kind: str, path: Path) -> Artifact:
+    """Register a file (or a directory, hashed file by file in name order) a job wrote under
+    KSG_ARTIFACT_DIR. Recording the same path again updates its checksum: stages may re-run."""
+    root = Path(settings.KSG_ARTIFACT_DIR).resolve()
+    path = Path(path).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"artifact {path} is outside the artifact directory {root}")
+    if not path.exists():
+        raise FileNotFoundError(f"artifact {path} does not exist")
+    sha256, size = _checksum(path)
+    artifact, _ = Artifact.objects.update_or_create(
+        job_id=job_id, kind=kind, path=str(path.relative_to(root)),
+        defaults={"sha256": sha256, "bytes": size},
+    )
+    return artifact
+
+
+def _checksum(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+                size += len(block)
+    return digest.hexdigest(), size
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON has no NaN or infinity (PostgreSQL's jsonb refuses them): store them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value

@@ -1,0 +1,91 @@
+"""Job pages: thin views over jobs.services and jobs.selectors."""
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpResponseBadRequest, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from . import services
+from .forms import params_form_class
+from .kinds import JOB_KINDS, JobParamsError
+from .selectors import artifacts_visible_to, job_events_after, jobs_visible_to
+
+
+@login_required
+@require_GET
+def job_list(request):
+    return render(
+        request,
+        "jobs/list.html",
+        {"jobs": jobs_visible_to(request.user)[:200], "selftest_form": params_form_class("selftest")()},
+    )
+
+
+@login_required
+@require_POST
+def job_submit_view(request, kind: str):
+    if kind not in JOB_KINDS:
+        raise Http404(f"unknown job kind {kind!r}")
+    form = params_form_class(kind)(request.POST)
+    if not form.is_valid():
+        return render(
+            request, "jobs/list.html",
+            {"jobs": jobs_visible_to(request.user)[:200], "selftest_form": form}, status=400,
+        )
+    try:
+        job = services.job_submit(owner=request.user, kind=kind, params=form.cleaned_data)
+    except JobParamsError as exc:
+        form.add_error(None, str(exc))
+        return render(
+            request, "jobs/list.html",
+            {"jobs": jobs_visible_to(request.user)[:200], "selftest_form": form}, status=400,
+        )
+    except services.JobQueueUnavailable as exc:
+        messages.error(request, str(exc))
+        return redirect("jobs:list")
+    return redirect("jobs:detail", job_id=job.pk)
+
+
+@login_required
+@require_GET
+def job_detail(request, job_id: int):
+    job = get_object_or_404(jobs_visible_to(request.user), pk=job_id)
+    return render(request, "jobs/detail.html", {"job": job, "artifacts": job.artifacts.all()})
+
+
+@login_required
+@require_GET
+def job_events(request, job_id: int):
+    """The stored stream as JSON: `?after=N` gives events with seq > N (at most 500)."""
+    job = get_object_or_404(jobs_visible_to(request.user), pk=job_id)
+    try:
+        after = int(request.GET.get("after", "0"))
+    except ValueError:
+        return HttpResponseBadRequest("after must be a whole number (the last seq you have)")
+    events = job_events_after(job_id=job.pk, after_seq=after)
+    return JsonResponse({"job": job.pk, "status": job.status, "events": events})
+
+
+@login_required
+@require_POST
+def job_cancel_view(request, job_id: int):
+    job = get_object_or_404(jobs_visible_to(request.user), pk=job_id)
+    try:
+        services.job_cancel(job=job, actor=request.user)
+    except services.JobStateError as exc:
+        messages.warning(request, str(exc))
+    return redirect("jobs:detail", job_id=job.pk)
+
+
+@login_required
+@require_GET
+def artifact_download(request, artifact_id: int):
+    artifact = get_object_or_404(artifacts_visible_to(request.user), pk=artifact_id)
+    root = Path(settings.KSG_ARTIFACT_DIR).resolve()
+    path = (root / artifact.path).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise Http404("the artifact's file is not on this server")
+    return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)

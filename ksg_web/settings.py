@@ -1,0 +1,205 @@
+"""Settings of the KnowledgeSG platform, read from the environment.
+
+Two run modes come out of the same file:
+- embedded (REDIS_URL unset): SQLite under KSG_DATA_DIR, Celery on an in-process memory broker,
+  an in-memory channel layer; what `make run` starts on a machine that has only Python;
+- distributed (REDIS_URL set, usually DATABASE_URL too): Redis as Celery broker, result backend
+  and channel layer, any database DATABASE_URL names (PostgreSQL in compose.yaml).
+"""
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from kombu import Queue
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{name}={raw!r} is not a boolean; use 1/0, true/false, yes/no or on/off")
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# --- Where the platform keeps its files -------------------------------------------------------
+KSG_DATA_DIR = Path(os.environ.get("KSG_DATA_DIR") or BASE_DIR / "data").resolve()
+# Private datasets: in compose.yaml this is a volume mounted only on `web` and `worker-client`.
+KSG_PRIVATE_DIR = Path(os.environ.get("KSG_PRIVATE_DIR") or KSG_DATA_DIR / "private").resolve()
+KSG_ARTIFACT_DIR = Path(os.environ.get("KSG_ARTIFACT_DIR") or KSG_DATA_DIR / "artifacts").resolve()
+KSG_MODEL_CACHE = Path(os.environ.get("KSG_MODEL_CACHE") or KSG_DATA_DIR / "models").resolve()
+for _directory in (KSG_DATA_DIR, KSG_ARTIFACT_DIR, KSG_MODEL_CACHE):
+    _directory.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once and kept in the data dir."""
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    key_file = KSG_DATA_DIR / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "jobs",
+    "privacy",
+    "synthesis",
+    "evaluation",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "ksg_web.urls"
+ASGI_APPLICATION = "ksg_web.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------------
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{KSG_DATA_DIR / 'ksg.sqlite3'}",
+        conn_max_age=0,
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web thread and the in-process worker write concurrently: WAL lets readers go on while
+    # one writes, IMMEDIATE transactions take the write lock up front instead of failing late.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file, not :memory:, so worker threads in tests see the same database.
+    DATABASES["default"]["TEST"] = {"NAME": str(KSG_DATA_DIR / "test.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "jobs:list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = KSG_DATA_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    # plotly.min.js from the installed plotly package, served as vendor/plotly.min.js (no CDN)
+    "ksg_web.staticfiles.PlotlyFinder",
+]
+# daphne serves static files itself (Django's ASGIStaticFilesHandler) unless a proxy does.
+KSG_SERVE_STATIC = env_bool("KSG_SERVE_STATIC", True)
+
+# --- Run mode: Redis for Celery and Channels, or the embedded in-process equivalents ----------
+REDIS_URL = os.environ.get("REDIS_URL", "")
+KSG_RUN_MODE = "distributed" if REDIS_URL else "embedded"
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "jobs.channel_layer.EmbeddedChannelLayer", "CONFIG": {"capacity": 1000}}
+    }
+
+# Wall-clock limit of each stage, seconds. The visibility timeout below must exceed the longest,
+# or Redis would hand a still-running task to a second worker.
+KSG_STAGE_TIME_LIMITS = {
+    "selftest": 15 * 60,
+    "dp_finetune": 8 * 3600,
+    "generate": 6 * 3600,
+    "filter": 4 * 3600,
+    "distill": 6 * 3600,
+    "finetune_target": 8 * 3600,
+    "evaluate": 6 * 3600,
+}
+KSG_MAX_ATTEMPTS = int(os.environ.get("KSG_MAX_ATTEMPTS", "3"))
+
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": max(KSG_STAGE_TIME_LIMITS.values()) + 3600}
+if not REDIS_URL:
+    CELERY_BROKER_TRANSPORT_OPTIONS["polling_interval"] = 0.1  # the memory broker polls; Redis blocks
+CELERY_RESULT_EXPIRES = 7 * 24 * 3600
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_TASK_TRACK_STARTED = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# Client-side stages (may read private data) and server-side stages (never do) have their own
+# queues; in compose.yaml each has its own worker, and only the client worker mounts private data.
+CELERY_TASK_QUEUES = (Queue("client"), Queue("server"))
+CELERY_TASK_DEFAULT_QUEUE = "server"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("KSG_LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}

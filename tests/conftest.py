@@ -1,0 +1,47 @@
+"""Shared fixtures. Tests use real components: the database DATABASE_URL names (SQLite when unset),
+Redis when REDIS_URL is set (else the in-memory equivalents), and a real Celery worker thread."""
+import time
+
+import pytest
+from django.contrib.auth import get_user_model
+
+pytest_plugins = ("celery.contrib.pytest",)
+
+
+@pytest.fixture(scope="session")
+def celery_worker_pool():
+    return "solo"
+
+
+@pytest.fixture(scope="session")
+def celery_worker_parameters():
+    return {"queues": ["client", "server"], "perform_ping_check": False, "shutdown_timeout": 30}
+
+
+@pytest.fixture(scope="session")
+def celery_session_app():
+    """The platform's own Celery app (broker: Redis when REDIS_URL is set, else memory); the
+    session worker (`celery_session_worker`) consumes both queues for the whole test run."""
+    from ksg_web.celery import app
+
+    return app
+
+
+@pytest.fixture()
+def make_user(db):
+    def make(username: str, *, staff: bool = False):
+        return get_user_model().objects.create_user(username=username, password="a-long-password-1", is_staff=staff)
+
+    return make
+
+
+def wait_until(read, done, *, timeout: float = 30.0, interval: float = 0.05):
+    """Poll `read()` until `done(value)`; return the value, or fail naming what was last seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s; last value: {value!r}")
+        time.sleep(interval)
