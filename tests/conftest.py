@@ -24,6 +24,8 @@ def celery_session_app():
     session worker (`celery_session_worker`) consumes both queues for the whole test run."""
     from ksg_web.celery import app
 
+    if app.conf.broker_url.startswith("redis"):
+        app.control.purge()  # messages a previous run left behind (CI uses Redis db 15 for tests)
     return app
 
 

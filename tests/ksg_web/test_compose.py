@@ -1,0 +1,41 @@
+"""compose.yaml cannot run here (no Docker engine), so its promises are checked by reading it."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+COMPOSE = yaml.safe_load((Path(__file__).resolve().parents[2] / "compose.yaml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def volume_names(service: str) -> set[str]:
+    return {spec.split(":")[0] for spec in SERVICES[service].get("volumes", [])}
+
+
+def test_private_data_is_mounted_only_on_web_and_the_client_worker():
+    holders = {name for name in SERVICES if "private-data" in volume_names(name)}
+    assert holders == {"web", "worker-client"}
+
+
+@pytest.mark.parametrize("service, queue", [("worker-client", "client"), ("worker-server", "server")])
+def test_each_worker_serves_one_queue_one_task_at_a_time_on_a_gpu(service, queue):
+    command = SERVICES[service]["command"]
+    assert command[:4] == ["celery", "-A", "ksg_web", "worker"]
+    assert command[command.index("-Q") + 1] == queue
+    assert command[command.index("--concurrency") + 1] == "1"
+    assert command[command.index("--prefetch-multiplier") + 1] == "1"
+    (device,) = SERVICES[service]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["capabilities"] == ["gpu"]
+
+
+def test_web_is_daphne_on_the_asgi_application_after_migrations():
+    web = SERVICES["web"]
+    assert web["command"][0] == "daphne" and web["command"][-1] == "ksg_web.asgi:application"
+    assert web["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+
+
+def test_every_app_service_uses_postgres_and_redis():
+    for name in ("web", "worker-client", "worker-server", "migrate"):
+        env = SERVICES[name]["environment"]
+        assert env["DATABASE_URL"].startswith("postgres://") and env["REDIS_URL"].startswith("redis://redis:")
+        assert env["KSG_PRIVATE_DIR"] == "/data/private"
