@@ -1,20 +1,43 @@
-"""Private datasets and their privacy budgets (first cut; the ledger comes with the privacy core)."""
+"""Private datasets, their privacy budgets and the append-only epsilon ledger.
+
+Writes go through privacy.services; balances are derived from the ledger (privacy.selectors),
+never stored, so there is nothing to drift.
+"""
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+EPSILON_DECIMAL_PLACES = 6  # ledger precision; spent epsilon is rounded up to it, never down
+
 
 class PrivateDataset(models.Model):
-    """A file of private records under KSG_PRIVATE_DIR; it never leaves the client side."""
+    """Private records under KSG_PRIVATE_DIR; they never leave the client side.
+
+    The directory `path` holds `original.<jsonl|csv>` as uploaded, and the normalised splits
+    `train.jsonl` and `heldout.jsonl` (records {"instruction", "response"}); held-out records are
+    never used for training.
+    """
+
+    class SourceFormat(models.TextChoices):
+        JSONL = "jsonl", "JSON Lines"
+        CSV = "csv", "CSV"
 
     name = models.CharField(max_length=200, unique=True)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="datasets")
-    path = models.CharField(max_length=500, help_text="Relative to KSG_PRIVATE_DIR.")
-    sha256 = models.CharField(max_length=64)
-    record_count = models.PositiveIntegerField()
+    path = models.CharField(max_length=500, help_text="Directory relative to KSG_PRIVATE_DIR.")
+    source_format = models.CharField(max_length=8, choices=SourceFormat.choices)
+    field_mapping = models.JSONField(
+        default=dict, help_text='Source columns used, e.g. {"instruction": "question", "response": "answer"}.'
+    )
+    sha256 = models.CharField(max_length=64, help_text="Of the uploaded file, byte for byte.")
     size_bytes = models.PositiveBigIntegerField()
+    record_count = models.PositiveIntegerField()
+    train_count = models.PositiveIntegerField()
+    heldout_count = models.PositiveIntegerField()
+    split_seed = models.BigIntegerField()
+    pii_summary = models.JSONField(default=dict, help_text="Counts of names, emails, phones, dates, ids found.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -25,7 +48,8 @@ class PrivateDataset(models.Model):
 
 
 class PrivacyBudget(models.Model):
-    """The (epsilon, delta) a dataset may spend in total, across all its DP jobs."""
+    """The epsilon a dataset may spend in total across its DP jobs (sequential composition),
+    and the delta each DP job on it is run at."""
 
     class Accountant(models.TextChoices):
         PRV = "prv", "PRV (privacy random variables)"
@@ -34,7 +58,7 @@ class PrivacyBudget(models.Model):
 
     dataset = models.OneToOneField(PrivateDataset, on_delete=models.PROTECT, related_name="budget")
     epsilon_limit = models.DecimalField(
-        max_digits=12, decimal_places=6, validators=[MinValueValidator(Decimal("0.000001"))]
+        max_digits=12, decimal_places=EPSILON_DECIMAL_PLACES, validators=[MinValueValidator(Decimal("0.000001"))]
     )
     delta = models.FloatField(
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
@@ -53,3 +77,45 @@ class PrivacyBudget(models.Model):
 
     def __str__(self) -> str:
         return f"{self.dataset}: epsilon <= {self.epsilon_limit}, delta = {self.delta:g}"
+
+
+class LedgerEntry(models.Model):
+    """One append-only row of a budget's history. A trigger refuses UPDATE (and DELETE on
+    PostgreSQL) of these rows; at most one row of each kind per job.
+
+    reserve: before a DP job starts, its target epsilon is set aside;
+    commit:  the epsilon the accountant says the job spent (rounded up), with the mechanism;
+    release: what was reserved and not spent goes back.
+    """
+
+    class Kind(models.TextChoices):
+        RESERVE = "reserve", "Reserve"
+        COMMIT = "commit", "Commit"
+        RELEASE = "release", "Release"
+
+    budget = models.ForeignKey(PrivacyBudget, on_delete=models.PROTECT, related_name="ledger")
+    job = models.ForeignKey("jobs.Job", on_delete=models.PROTECT, related_name="ledger_entries")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ledger_entries",
+        help_text="Who caused the entry: the job's owner, or the operator who settled it.",
+    )
+    epsilon = models.DecimalField(max_digits=12, decimal_places=EPSILON_DECIMAL_PLACES)
+    delta = models.FloatField()
+    reason = models.TextField()
+    mechanism = models.JSONField(
+        default=dict, blank=True,
+        help_text="For commits: sample_rate, noise_multiplier, steps, accountant, library versions.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "ledger entries"
+        constraints = [
+            models.UniqueConstraint(fields=["job", "kind"], name="ledger_one_entry_per_job_and_kind"),
+            models.CheckConstraint(condition=models.Q(epsilon__gte=0), name="ledger_epsilon_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.epsilon} for job {self.job_id} on {self.budget.dataset}"

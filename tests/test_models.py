@@ -13,8 +13,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture()
 def dataset(make_user):
     return PrivateDataset.objects.create(
-        name="clinic-notes", owner=make_user("ada"), path="clinic-notes.jsonl", sha256="a" * 64,
-        record_count=1000, size_bytes=123_456,
+        name="clinic-notes", owner=make_user("ada"), path="datasets/clinic-notes", source_format="jsonl",
+        sha256="a" * 64, size_bytes=123_456, record_count=1000, train_count=900, heldout_count=100, split_seed=7,
+        pii_summary={"name": 12, "email": 3},
     )
 
 
@@ -29,6 +30,7 @@ def test_a_job_with_its_dataset_events_and_artifacts_round_trips(dataset):
     assert job.events.get().payload == {"loss": 1.5, "names": ["ü", "日本"]}
     assert dataset.budget == budget and budget.epsilon_limit == Decimal("10.000000")
     assert job.artifacts.get().bytes == 10
+    assert PrivateDataset.objects.get().pii_summary == {"name": 12, "email": 3}
 
 
 def test_seq_is_unique_per_job(dataset):

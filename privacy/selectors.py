@@ -1,0 +1,46 @@
+"""Reads of the privacy app. Balances are derived from the ledger, never stored."""
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db.models import QuerySet
+
+from .models import LedgerEntry, PrivacyBudget, PrivateDataset
+
+
+@dataclass(frozen=True)
+class BudgetBalance:
+    """Where a dataset's epsilon stands (epsilon is dimensionless; delta a probability)."""
+
+    limit: Decimal
+    spent: Decimal      # sum of commits: sequential composition across jobs
+    reserved: Decimal   # set aside by jobs that have not settled yet
+    left: Decimal       # limit - spent - reserved (negative only if a commit exceeded its reservation)
+    delta_spent: float  # sum of the deltas of the commits (sequential composition)
+    commits: int
+
+
+def budget_balance(*, budget: PrivacyBudget) -> BudgetBalance:
+    per_job: dict[int, dict[str, LedgerEntry]] = {}
+    for entry in LedgerEntry.objects.filter(budget=budget).only("job_id", "kind", "epsilon", "delta"):
+        per_job.setdefault(entry.job_id, {})[entry.kind] = entry
+    spent, reserved, delta_spent, commits = Decimal(0), Decimal(0), 0.0, 0
+    for entries in per_job.values():
+        commit = entries.get(LedgerEntry.Kind.COMMIT)
+        if commit is not None:
+            spent += commit.epsilon
+            delta_spent += commit.delta
+            commits += 1
+        reserve = entries.get(LedgerEntry.Kind.RESERVE)
+        if reserve is not None and LedgerEntry.Kind.RELEASE not in entries:
+            # Unsettled: the whole reservation stays set aside, less anything already committed.
+            reserved += max(reserve.epsilon - (commit.epsilon if commit else Decimal(0)), Decimal(0))
+    left = budget.epsilon_limit - spent - reserved
+    return BudgetBalance(budget.epsilon_limit, spent, reserved, left, delta_spent, commits)
+
+
+def dataset_balance(*, dataset: PrivateDataset) -> BudgetBalance:
+    return budget_balance(budget=dataset.budget)
+
+
+def ledger_for(*, dataset: PrivateDataset) -> QuerySet[LedgerEntry]:
+    return LedgerEntry.objects.filter(budget__dataset=dataset).select_related("job", "actor").order_by("created_at", "id")

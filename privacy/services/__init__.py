@@ -1,0 +1,13 @@
+"""Writes of the privacy app: dataset registration and the budget ledger.
+
+Other apps import from here (`from privacy.services import budget_reserve`), never the modules.
+"""
+from .budget import (
+    BudgetExceeded,
+    LedgerError,
+    budget_commit,
+    budget_release,
+    budget_reserve,
+    budget_settle,
+    epsilon_to_decimal,
+)

@@ -1,0 +1,131 @@
+"""The epsilon ledger: reserve before a DP job, commit what the accountant says it spent,
+release the rest. Each service locks the budget row (SELECT ... FOR UPDATE on PostgreSQL; the
+IMMEDIATE write transaction on SQLite), so concurrent jobs can never overspend, and is
+idempotent per (job, kind): calling it again returns the row already written.
+
+Composition across jobs is sequential (the floor DESIGN.md names): spent = sum of commits.
+"""
+import math
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+
+from django.db import transaction
+
+from jobs.services import job_event_record
+
+from ..models import EPSILON_DECIMAL_PLACES, LedgerEntry, PrivacyBudget
+from ..selectors import BudgetBalance, budget_balance
+
+QUANTUM = Decimal(1).scaleb(-EPSILON_DECIMAL_PLACES)
+
+
+class BudgetExceeded(Exception):
+    """A reservation that would push spent + reserved past the dataset's limit."""
+
+
+class LedgerError(Exception):
+    """A ledger operation that does not fit the job's history (e.g. commit without reserve)."""
+
+
+def epsilon_to_decimal(value, *, what: str = "epsilon") -> Decimal:
+    """A non-negative finite epsilon as a Decimal, rounded UP to the ledger's precision, so a
+    recorded spend is never smaller than the accountant's value."""
+    try:
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise LedgerError(f"{what} must be a number, got {value!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise LedgerError(f"{what} must be a finite number >= 0, got {value!r}")
+    return amount.quantize(QUANTUM, rounding=ROUND_CEILING)
+
+
+@transaction.atomic
+def budget_reserve(*, job, epsilon, actor, reason: str = "") -> LedgerEntry:
+    """Set aside `epsilon` of the job's dataset budget before the job draws any noise.
+
+    Raises BudgetExceeded, naming the numbers, when spent + reserved + epsilon > limit.
+    """
+    budget = _locked_budget(job)
+    existing = LedgerEntry.objects.filter(job=job, kind=LedgerEntry.Kind.RESERVE).first()
+    amount = epsilon_to_decimal(epsilon, what="target epsilon")
+    if existing is not None:
+        if existing.epsilon != amount:
+            raise LedgerError(f"job {job.pk} already reserved epsilon {existing.epsilon}, not {amount}")
+        return existing
+    if amount == 0:
+        raise LedgerError("a reservation must be for a positive epsilon")
+    balance = budget_balance(budget=budget)
+    if balance.spent + balance.reserved + amount > budget.epsilon_limit:
+        raise BudgetExceeded(
+            f"Refused: job {job.pk} asks for epsilon {amount} on dataset '{budget.dataset.name}', whose limit "
+            f"is {budget.epsilon_limit}; {balance.spent} is spent and {balance.reserved} reserved by "
+            f"running jobs, so at most {balance.left} is left. Ask for {balance.left} or less, or "
+            f"have a compliance officer raise the limit."
+        )
+    entry = LedgerEntry.objects.create(
+        budget=budget, job=job, kind=LedgerEntry.Kind.RESERVE, actor=actor, epsilon=amount,
+        delta=budget.delta, reason=reason or f"reserve the target epsilon of {job.kind} job {job.pk}",
+    )
+    job_event_record(job_id=job.pk, kind="log", payload={"message": f"reserved epsilon {amount}", "ledger": "reserve"})
+    return entry
+
+
+@transaction.atomic
+def budget_commit(*, job, epsilon: float, delta: float, mechanism: dict, actor, reason: str = "") -> LedgerEntry:
+    """Record the epsilon a job actually spent (from the accountant), with the mechanism's
+    parameters (sample_rate, noise_multiplier, steps, accountant, ...) so tighter composition
+    across jobs can be computed from the history later. Never capped: the ledger records the
+    true spend even if it exceeds the reservation."""
+    budget = _locked_budget(job)
+    existing = LedgerEntry.objects.filter(job=job, kind=LedgerEntry.Kind.COMMIT).first()
+    if existing is not None:
+        return existing
+    if not LedgerEntry.objects.filter(job=job, kind=LedgerEntry.Kind.RESERVE).exists():
+        raise LedgerError(f"job {job.pk} has no reservation; a DP job must reserve before it trains")
+    if not (isinstance(delta, (int, float)) and math.isfinite(delta) and 0 <= delta < 1):
+        raise LedgerError(f"delta must be a probability in [0, 1), got {delta!r}")
+    amount = epsilon_to_decimal(epsilon)
+    entry = LedgerEntry.objects.create(
+        budget=budget, job=job, kind=LedgerEntry.Kind.COMMIT, actor=actor, epsilon=amount, delta=float(delta),
+        mechanism=mechanism, reason=reason or f"epsilon spent by {job.kind} job {job.pk}",
+    )
+    job_event_record(job_id=job.pk, kind="log", payload={"message": f"committed epsilon {amount}", "ledger": "commit"})
+    return entry
+
+
+@transaction.atomic
+def budget_release(*, job, actor, reason: str = "") -> LedgerEntry | None:
+    """Give back what the job reserved and did not commit (all of it if it never committed).
+    None when the job has no reservation."""
+    budget = _locked_budget(job)
+    existing = LedgerEntry.objects.filter(job=job, kind=LedgerEntry.Kind.RELEASE).first()
+    if existing is not None:
+        return existing
+    entries = {entry.kind: entry for entry in LedgerEntry.objects.filter(job=job)}
+    reserve = entries.get(LedgerEntry.Kind.RESERVE)
+    if reserve is None:
+        return None
+    committed = entries[LedgerEntry.Kind.COMMIT].epsilon if LedgerEntry.Kind.COMMIT in entries else Decimal(0)
+    amount = max(reserve.epsilon - committed, Decimal(0))
+    entry = LedgerEntry.objects.create(
+        budget=budget, job=job, kind=LedgerEntry.Kind.RELEASE, actor=actor, epsilon=amount, delta=budget.delta,
+        reason=reason or f"release what {job.kind} job {job.pk} reserved and did not spend",
+    )
+    job_event_record(job_id=job.pk, kind="log", payload={"message": f"released epsilon {amount}", "ledger": "release"})
+    return entry
+
+
+@transaction.atomic
+def budget_settle(*, job, epsilon: float, delta: float, mechanism: dict, actor, reason: str = "") -> BudgetBalance:
+    """Commit the spend and release the remainder in one transaction; returns the new balance."""
+    budget_commit(job=job, epsilon=epsilon, delta=delta, mechanism=mechanism, actor=actor, reason=reason)
+    budget_release(job=job, actor=actor)
+    return budget_balance(budget=PrivacyBudget.objects.get(dataset_id=job.dataset_id))
+
+
+def _locked_budget(job) -> PrivacyBudget:
+    if job.dataset_id is None:
+        raise LedgerError(f"job {job.pk} has no dataset, so it has no privacy budget")
+    try:
+        return PrivacyBudget.objects.select_for_update(of=("self",)).select_related("dataset").get(dataset_id=job.dataset_id)
+    except PrivacyBudget.DoesNotExist:
+        raise LedgerError(f"dataset {job.dataset_id} has no privacy budget; register it with one") from None
