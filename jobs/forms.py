@@ -21,6 +21,8 @@ def params_form_class(kind: str) -> type[forms.Form]:
             form_fields[spec.name] = forms.IntegerField(**options)
         elif spec.type in (float, "float"):
             form_fields[spec.name] = forms.FloatField(**options)
+        elif spec.type in (str, "str"):
+            form_fields[spec.name] = forms.CharField(initial=spec.default, help_text=options["help_text"], max_length=1000)
         else:
             raise TypeError(f"{kind}.{spec.name}: no form field for parameters of type {spec.type!r}")
     return type(f"{kind.title()}ParamsForm", (forms.Form,), form_fields)

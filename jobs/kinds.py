@@ -30,6 +30,42 @@ class SelftestParams:
 
 
 @dataclass(frozen=True)
+class DPFinetuneParams:
+    """Stage 1: DP-LoRA fine-tuning of the base model on the private training split."""
+
+    target_epsilon: float = field(
+        default=4.0, metadata={"min": 0.01, "max": 100.0, "help": "Epsilon this job may spend (reserved before it starts)."}
+    )
+    base_model: str = field(
+        default="smollm2-135m-instruct",
+        metadata={"help": "smollm2-135m-instruct (embedded), a local Hugging Face model directory, or a hub id."},
+    )
+    lora_rank: int = field(default=8, metadata={"min": 1, "max": 256, "help": "LoRA rank r."})
+    lora_alpha: int = field(default=16, metadata={"min": 1, "max": 1024, "help": "LoRA scaling alpha."})
+    target_modules: str = field(
+        default="q_proj,v_proj", metadata={"help": "Comma-separated module names that get LoRA adapters."}
+    )
+    learning_rate: float = field(default=2e-3, metadata={"min": 1e-6, "max": 0.5, "help": "AdamW learning rate."})
+    epochs: float = field(
+        default=1.0, metadata={"min": 0.01, "max": 100.0, "help": "Passes over the training split (expected)."}
+    )
+    steps: int = field(
+        default=0, metadata={"min": 0, "max": 1_000_000, "help": "Number of DP-SGD steps; 0 means use epochs."}
+    )
+    logical_batch_size: int = field(
+        default=16, metadata={"min": 1, "max": 65_536, "help": "Expected Poisson batch size B (q = B / N)."}
+    )
+    physical_batch_size: int = field(
+        default=8, metadata={"min": 1, "max": 4096, "help": "Examples per forward pass; bounds memory."}
+    )
+    max_length: int = field(default=64, metadata={"min": 16, "max": 8192, "help": "Tokens per example."})
+    max_grad_norm: float = field(
+        default=1.0, metadata={"min": 1e-4, "max": 1e4, "help": "Per-example gradient clipping norm C."}
+    )
+    seed: int = field(default=0, metadata={"min": 0, "max": 2**31 - 1, "help": "Seed for sampling and noise."})
+
+
+@dataclass(frozen=True)
 class JobKindSpec:
     kind: str
     queue: str
@@ -39,6 +75,7 @@ class JobKindSpec:
 
 JOB_KINDS: dict[str, JobKindSpec] = {
     "selftest": JobKindSpec("selftest", SERVER_QUEUE, "jobs.selftest", SelftestParams),
+    "dp_finetune": JobKindSpec("dp_finetune", CLIENT_QUEUE, "jobs.dp_finetune", DPFinetuneParams),
 }
 
 
@@ -82,8 +119,9 @@ def _field_value(kind: str, spec: dataclasses.Field, value: Any) -> Any:
         if not math.isfinite(value):
             raise JobParamsError(f"{kind}.{name} must be a finite number, got {value!r}")
     elif wanted in (str, "str"):
-        if not isinstance(value, str):
-            raise JobParamsError(f"{kind}.{name} must be text, got {value!r}")
+        if not isinstance(value, str) or not value.strip() or "\x00" in value or len(value) > 1000:
+            raise JobParamsError(f"{kind}.{name} must be non-empty text without NUL bytes, got {value!r}")
+        value = value.strip()
     lower, upper = spec.metadata.get("min"), spec.metadata.get("max")
     if lower is not None and value < lower:
         raise JobParamsError(f"{kind}.{name} must be at least {lower}, got {value!r}")

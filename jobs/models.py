@@ -8,6 +8,7 @@ class Job(models.Model):
 
     class Kind(models.TextChoices):
         SELFTEST = "selftest", "Self-test"
+        DP_FINETUNE = "dp_finetune", "DP fine-tuning (stage 1)"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

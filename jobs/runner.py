@@ -30,12 +30,14 @@ class StageTimeLimitExceeded(Exception):
 class JobContext:
     """The stage's window on its job: events, artifacts, cancel and time checks."""
 
-    def __init__(self, *, job_id: int, kind: str, attempt: int):
-        self.job_id = job_id
-        self.attempt = attempt
+    def __init__(self, *, job: Job):
+        self.job = job
+        self.job_id = job.pk
+        self.attempt = job.attempts
+        kind = job.kind
         self.time_limit_seconds = settings.KSG_STAGE_TIME_LIMITS[kind]
         self.deadline = time.monotonic() + self.time_limit_seconds
-        self.artifact_dir = Path(settings.KSG_ARTIFACT_DIR) / f"job-{job_id}"
+        self.artifact_dir = Path(settings.KSG_ARTIFACT_DIR) / f"job-{job.pk}"
 
     def metric(self, **values: Any) -> None:
         services.job_event_record(job_id=self.job_id, kind=JobEvent.Kind.METRIC, payload=values)
@@ -75,14 +77,15 @@ def job_execute(*, job_id: int, celery_task_id: str, stage: Callable[[Any, JobCo
         return "missing"
     if job is None:
         return "skipped"
-    params = job_kind_spec(job.kind).params_class(**job.params)
-    ctx = JobContext(job_id=job.pk, kind=job.kind, attempt=job.attempts)
     try:
+        params = job_kind_spec(job.kind).params_class(**job.params)
+        ctx = JobContext(job=job)
         stage(params, ctx)
     except JobCancelled:
         return services.job_mark_cancelled(job_id=job.pk).status
     except (StageTimeLimitExceeded, SoftTimeLimitExceeded):
-        error = f"stopped: the {job.kind} stage ran past its time limit of {ctx.time_limit_seconds} s"
+        limit = settings.KSG_STAGE_TIME_LIMITS[job.kind]
+        error = f"stopped: the {job.kind} stage ran past its time limit of {limit} s"
         return services.job_fail(job_id=job.pk, error=error).status
     except Exception as exc:
         logger.exception("job %s (%s) failed", job.pk, job.kind)

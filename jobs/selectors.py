@@ -26,3 +26,9 @@ def job_events_after(*, job_id: int, after_seq: int, limit: int = BACKLOG_BATCH)
 
 def artifacts_visible_to(user) -> QuerySet[Artifact]:
     return Artifact.objects.filter(job__in=jobs_visible_to(user))
+
+
+def job_last_event_payload(*, job_id: int, kind: str) -> dict | None:
+    """The payload of the job's newest event of `kind`, or None."""
+    event = JobEvent.objects.filter(job_id=job_id, kind=kind).order_by("-seq").first()
+    return None if event is None else event.payload

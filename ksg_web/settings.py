@@ -203,3 +203,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("KSG_LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
+
+# --- Private datasets ---------------------------------------------------------------------------
+# Largest dataset file accepted at registration, bytes; and longest record, characters
+# (instruction + response).
+KSG_MAX_DATASET_BYTES = int(os.environ.get("KSG_MAX_DATASET_BYTES") or 200 * 1024 * 1024)
+KSG_MAX_RECORD_CHARS = int(os.environ.get("KSG_MAX_RECORD_CHARS") or 20_000)

@@ -1,7 +1,10 @@
 """Reads of the privacy app. Balances are derived from the ledger, never stored."""
+import json
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
+from django.conf import settings
 from django.db.models import QuerySet
 
 from .models import LedgerEntry, PrivacyBudget, PrivateDataset
@@ -44,3 +47,26 @@ def dataset_balance(*, dataset: PrivateDataset) -> BudgetBalance:
 
 def ledger_for(*, dataset: PrivateDataset) -> QuerySet[LedgerEntry]:
     return LedgerEntry.objects.filter(budget__dataset=dataset).select_related("job", "actor").order_by("created_at", "id")
+
+
+def dataset_dir(*, dataset: PrivateDataset) -> Path:
+    """The dataset's directory under KSG_PRIVATE_DIR (client side only)."""
+    root = Path(settings.KSG_PRIVATE_DIR).resolve()
+    path = (root / dataset.path).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"dataset {dataset.pk} points outside the private data directory")
+    return path
+
+
+def dataset_records(*, dataset: PrivateDataset, split: str) -> list[dict]:
+    """The normalised records {"instruction", "response"} of the `train` or `heldout` split."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', not {split!r}")
+    path = dataset_dir(dataset=dataset) / f"{split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: this process cannot see the private data of dataset '{dataset.name}' "
+            f"(is KSG_PRIVATE_DIR mounted here? only client-side workers have it)"
+        )
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

@@ -1,0 +1,121 @@
+"""The `dp_finetune` stage (client side): the private training split in, a DP LoRA adapter out,
+with every epsilon settled in the ledger whatever happens to the run.
+
+Budget flow: the submit service reserved the target epsilon. Here, before each step's noise,
+the step's epsilon is recorded as an `epsilon` event; when the stage ends (finished, failed,
+cancelled) the epsilon of the steps taken is committed and the rest released. If the worker
+died in an earlier attempt, that attempt's last `epsilon` event says how many steps drew noise:
+they are committed and the job fails, asking for a new one (the noise cannot be taken back, and
+re-training under the same reservation would spend it twice).
+"""
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from django.conf import settings
+
+from jobs.selectors import job_last_event_payload
+from synthesis.loader import causal_lm_load
+
+from . import accountant as dp_accountant
+from .dp_train import DPTrainConfig, StepReport, dp_lora_train, examples_tokenize, lora_wrap
+from .models import LedgerEntry
+from .selectors import dataset_records
+from .services import budget_release, budget_settle
+
+
+class WorkerLostError(Exception):
+    """An earlier attempt drew noise and then its worker stopped; its spend is now committed."""
+
+
+def dp_config_from_params(params, *, delta: float, accountant: str) -> DPTrainConfig:
+    """Job parameters (jobs.kinds.DPFinetuneParams) plus the budget's delta and accountant."""
+    return DPTrainConfig(
+        target_epsilon=params.target_epsilon, delta=delta, accountant=accountant,
+        lora_rank=params.lora_rank, lora_alpha=params.lora_alpha,
+        target_modules=tuple(name.strip() for name in params.target_modules.split(",") if name.strip()),
+        learning_rate=params.learning_rate, epochs=None if params.steps else params.epochs,
+        steps=params.steps or None, logical_batch_size=params.logical_batch_size,
+        physical_batch_size=params.physical_batch_size, max_length=params.max_length,
+        max_grad_norm=params.max_grad_norm, seed=params.seed,
+    )
+
+
+def dp_finetune_run(params, ctx) -> None:
+    job = ctx.job
+    dataset = job.dataset
+    budget = dataset.budget
+    config = dp_config_from_params(params, delta=budget.delta, accountant=budget.accountant)
+    if LedgerEntry.objects.filter(job=job, kind=LedgerEntry.Kind.COMMIT).exists():
+        raise WorkerLostError("this job's epsilon was already committed by an earlier attempt; submit a new job")
+    earlier = job_last_event_payload(job_id=job.pk, kind="epsilon")
+    if earlier is not None:
+        _settle(job, config, earlier)
+        raise WorkerLostError(
+            f"the worker stopped during step {earlier['step']} of {earlier['planned_steps']} (attempt "
+            f"{ctx.attempt - 1}); epsilon {earlier['epsilon']:.6f} of the steps that drew noise is committed. "
+            f"Submit a new job to train again."
+        )
+
+    model, tokenizer = causal_lm_load(params.base_model, cache_dir=settings.KSG_MODEL_CACHE)
+    model = lora_wrap(model, config)
+    examples = examples_tokenize(dataset_records(dataset=dataset, split="train"), tokenizer, max_length=config.max_length)
+    ctx.log(f"training on {len(examples)} records of {dataset.name}", base_model=params.base_model)
+    last_step: dict = {}
+
+    def before_noise(report: StepReport) -> None:
+        ctx.check()  # a cancel stops here, before this step's noise is drawn
+        payload = {
+            "step": report.step, "planned_steps": report.planned_steps, "epsilon": report.epsilon,
+            "noise_multiplier": report.noise_multiplier, "sample_rate": report.sample_rate,
+            "target_epsilon": config.target_epsilon, "delta": config.delta, "accountant": config.accountant,
+        }
+        ctx.epsilon(**payload)
+        last_step.clear()
+        last_step.update(payload)
+
+    def after_step(report: StepReport) -> None:
+        ctx.metric(step=report.step, loss=report.loss, batch_size=report.batch_size, seconds=report.seconds)
+
+    try:
+        result = dp_lora_train(model, examples, config, pad_id=tokenizer.pad_token_id,
+                               on_step=before_noise, on_step_done=after_step)
+    finally:
+        _settle(job, config, last_step or None)
+
+    adapter_dir = ctx.artifact_dir / "adapter"
+    model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    committed = LedgerEntry.objects.get(job=job, kind=LedgerEntry.Kind.COMMIT)
+    (adapter_dir / "privacy.json").write_text(json.dumps({
+        "epsilon": float(committed.epsilon), "delta": config.delta, "accountant": config.accountant,
+        "eps_error": dp_accountant.PRV_EPS_ERROR if config.accountant == "prv" else None,
+        "target_epsilon": config.target_epsilon, "sample_rate": result.sample_rate,
+        "noise_multiplier": result.noise_multiplier, "steps": result.steps, "planned_steps": result.planned_steps,
+        "max_grad_norm": config.max_grad_norm, "logical_batch_size": config.logical_batch_size,
+        "base_model": params.base_model, "config": asdict(config),
+        "dataset": {"name": dataset.name, "sha256": dataset.sha256, "train_records": dataset.train_count},
+        "library_versions": dp_accountant.library_versions(),
+    }, indent=2))
+    ctx.artifact(kind="adapter", path=adapter_dir)
+    ctx.log(f"adapter saved: epsilon {committed.epsilon} spent over {result.steps} steps")
+
+
+def _settle(job, config: DPTrainConfig, last_step: dict | None) -> None:
+    """Commit the epsilon of the steps that drew noise (from the accountant), release the rest.
+    No step started: nothing was spent, the whole reservation goes back."""
+    if last_step is None:
+        budget_release(job=job, actor=job.owner, reason="no DP step was taken; nothing spent")
+        return
+    epsilon = dp_accountant.epsilon_compute(
+        sample_rate=last_step["sample_rate"], noise_multiplier=last_step["noise_multiplier"],
+        steps=last_step["step"], delta=config.delta, accountant=config.accountant,
+    )
+    mechanism = {
+        "mechanism": "poisson_subsampled_gaussian", "sample_rate": last_step["sample_rate"],
+        "noise_multiplier": last_step["noise_multiplier"], "steps": last_step["step"],
+        "max_grad_norm": config.max_grad_norm, "accountant": config.accountant,
+        "library_versions": dp_accountant.library_versions(),
+    }
+    budget_settle(job=job, epsilon=epsilon, delta=config.delta, mechanism=mechanism, actor=job.owner,
+                  reason=f"DP-SGD: {last_step['step']} steps of {job.kind} job {job.pk}")

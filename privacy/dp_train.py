@@ -1,0 +1,270 @@
+"""DP-LoRA fine-tuning of a causal LM (KnowledgeSG stage 1), with Opacus and PEFT.
+
+One DP-SGD step, in the paper's words:
+  1. sample   - a Poisson batch: each training record joins with probability q = B / N;
+  2. clip     - each example's gradient (LoRA weights only) to norm <= max_grad_norm;
+  3. noise    - add N(0, (sigma * max_grad_norm)^2) to the sum, divide by B, take the step;
+  4. account  - epsilon after t steps of the subsampled Gaussian, from privacy.accountant.
+Sigma is calibrated before training so that the planned T steps stay within the target
+epsilon; the loop still checks each step and stops at the last one within the target.
+
+The progress callback is called BEFORE each step's noise is drawn, with the epsilon that step
+will have spent: whoever records it (the job's ledger) never under-counts, even if the process
+dies in the middle of the step.
+"""
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from . import accountant as dp_accountant
+
+IGNORE_INDEX = -100
+# Prompt format for tokenizers without a chat template (prompts are data, not code).
+PLAIN_PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
+
+
+class TrainConfigError(ValueError):
+    """A training configuration that cannot run; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class DPTrainConfig:
+    """Stage-1 settings. epsilon is dimensionless, delta a probability, lengths in tokens."""
+
+    target_epsilon: float
+    delta: float
+    accountant: str = "prv"
+    dp: bool = True                 # False: the same LoRA training without clipping or noise
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    learning_rate: float = 2e-3
+    epochs: float | None = 1.0      # exactly one of epochs and steps
+    steps: int | None = None
+    logical_batch_size: int = 16    # the expected Poisson batch size B
+    physical_batch_size: int = 8    # examples per forward/backward (memory)
+    max_length: int = 64
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if (self.epochs is None) == (self.steps is None):
+            raise TrainConfigError("give exactly one of epochs and steps")
+        checks = [
+            (self.dp is False or (math.isfinite(self.target_epsilon) and self.target_epsilon > 0),
+             "target_epsilon must be a positive number"),
+            (0 < self.delta < 1, "delta must be a probability strictly between 0 and 1"),
+            (self.lora_rank >= 1 and self.lora_alpha >= 1, "lora_rank and lora_alpha must be at least 1"),
+            (0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
+            (bool(self.target_modules), "target_modules must name at least one module"),
+            (0 < self.learning_rate < 1, "learning_rate must be in (0, 1)"),
+            (self.epochs is None or 0 < self.epochs <= 100, "epochs must be in (0, 100]"),
+            (self.steps is None or self.steps >= 1, "steps must be at least 1"),
+            (1 <= self.physical_batch_size <= self.logical_batch_size,
+             "physical_batch_size must be between 1 and logical_batch_size"),
+            (8 <= self.max_length <= 8192, "max_length must be between 8 and 8192 tokens"),
+            (self.max_grad_norm > 0, "max_grad_norm must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainConfigError(message)
+
+
+@dataclass
+class StepReport:
+    """What the loop reports about step `step` (1-based) of `planned_steps`."""
+
+    step: int
+    planned_steps: int
+    epsilon: float | None           # spent once this step's noise is drawn; None without DP
+    noise_multiplier: float | None
+    sample_rate: float
+    loss: float | None = None       # mean per-example loss of the step's batch (after it ran)
+    batch_size: int | None = None
+    seconds: float | None = None
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    planned_steps: int
+    sample_rate: float
+    noise_multiplier: float | None
+    epsilon: float | None
+    losses: list[float] = field(default_factory=list)
+
+
+def examples_tokenize(records: list[dict], tokenizer, *, max_length: int) -> list[tuple[list[int], list[int]]]:
+    """(input_ids, labels) per record: the chat-formatted prompt is masked out of the labels,
+    so the loss is on the response tokens only. Long prompts lose their beginning, long
+    responses their end; every example keeps at least a quarter of max_length for its response."""
+    examples = []
+    for record in records:
+        prompt_text, response_text = _format(record, tokenizer)
+        prompt = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        response = tokenizer(response_text, add_special_tokens=False)["input_ids"]
+        keep_prompt = max_length - min(len(response), max(max_length // 4, max_length - len(prompt)))
+        prompt = prompt[-keep_prompt:] if keep_prompt > 0 else []
+        response = response[: max_length - len(prompt)]
+        examples.append((prompt + response, [IGNORE_INDEX] * len(prompt) + response))
+    return examples
+
+
+def _format(record: dict, tokenizer) -> tuple[str, str]:
+    if getattr(tokenizer, "chat_template", None):
+        user = [{"role": "user", "content": record["instruction"]}]
+        prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(
+            user + [{"role": "assistant", "content": record["response"]}], tokenize=False
+        )
+        if full.startswith(prompt):
+            return prompt, full[len(prompt):]
+    return PLAIN_PROMPT.format(instruction=record["instruction"]), record["response"] + (tokenizer.eos_token or "")
+
+
+def collate(pad_id: int):
+    def pad(batch):
+        longest = max((len(ids) for ids, _ in batch), default=1)
+        input_ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), longest), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((len(batch), longest), dtype=torch.long)
+        for row, (ids, labs) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, : len(labs)] = torch.tensor(labs)
+            attention[row, : len(ids)] = 1
+        return input_ids, attention, labels
+
+    return pad
+
+
+def per_example_loss(model, input_ids, attention_mask, labels) -> torch.Tensor:
+    """Mean next-token cross-entropy over each example's response tokens, shape (batch,)."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+    targets = labels[:, 1:]
+    token_loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
+    counted = (targets != IGNORE_INDEX).float()
+    return (token_loss * counted).sum(1) / counted.sum(1).clamp(min=1.0)
+
+
+def lora_wrap(model, config: DPTrainConfig):
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules), task_type="CAUSAL_LM", bias="none",
+    )
+    return get_peft_model(model, lora)
+
+
+def planned_steps(config: DPTrainConfig, n_train: int) -> tuple[int, float]:
+    """(T, q): steps to run and the Poisson sample rate q = B / N."""
+    if n_train < config.logical_batch_size:
+        raise TrainConfigError(
+            f"the training split has {n_train} records, fewer than logical_batch_size "
+            f"{config.logical_batch_size}; lower the batch size or add records"
+        )
+    sample_rate = config.logical_batch_size / n_train
+    steps = config.steps or max(1, math.ceil(config.epochs / sample_rate))
+    return steps, sample_rate
+
+
+def dp_lora_train(
+    model, examples: list[tuple[list[int], list[int]]], config: DPTrainConfig, *, pad_id: int,
+    on_step: Callable[[StepReport], None] = lambda report: None,
+    on_step_done: Callable[[StepReport], None] = lambda report: None,
+) -> TrainResult:
+    """Train LoRA weights on `examples` (from examples_tokenize) in place; `model` must already
+    be LoRA-wrapped (lora_wrap). `on_step` runs before each step's noise (raise from it to stop,
+    e.g. on cancel); `on_step_done` after the step with its loss."""
+    torch.manual_seed(config.seed)
+    steps, sample_rate = planned_steps(config, len(examples))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
+    loader = DataLoader(examples, batch_size=config.logical_batch_size, shuffle=True,
+                        collate_fn=collate(pad_id), generator=torch.Generator().manual_seed(config.seed))
+    model.train()
+    if not config.dp:
+        return _train_plain(model, optimizer, loader, config, steps, sample_rate, on_step, on_step_done)
+
+    # Calibrate: the smallest sigma (to the accountant's tolerance) whose epsilon after T steps
+    # is within the target. Never above it (noise_calibrate guarantees it).
+    calibration = dp_accountant.noise_calibrate(
+        sample_rate=sample_rate, steps=steps, delta=config.delta,
+        target_epsilon=config.target_epsilon, accountant=config.accountant,
+    )
+    sigma = calibration.noise_multiplier
+    from opacus import PrivacyEngine
+    from opacus.utils.batch_memory_manager import BatchMemoryManager
+
+    engine = PrivacyEngine(accountant=config.accountant)
+    dp_model, dp_optimizer, dp_loader = engine.make_private(
+        module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma,
+        max_grad_norm=config.max_grad_norm, poisson_sampling=True,  # 1. sample: Poisson, rate q
+    )
+    result = TrainResult(0, steps, sample_rate, sigma, None)
+    with BatchMemoryManager(data_loader=dp_loader, max_physical_batch_size=config.physical_batch_size,
+                            optimizer=dp_optimizer) as physical_loader:
+        while result.steps < steps:
+            step_losses, started, report = [], time.monotonic(), None
+            for input_ids, attention_mask, labels in physical_loader:
+                # Opacus queues, per physical batch, whether the optimizer step will be skipped
+                # (accumulate only); the last physical batch of a logical batch takes the step.
+                takes_step = not dp_optimizer._check_skip_next_step(pop_next=False)
+                if report is None:
+                    # 4. account, before the noise is drawn: epsilon once this step is taken.
+                    epsilon = dp_accountant.epsilon_compute(
+                        sample_rate=sample_rate, noise_multiplier=sigma, steps=result.steps + 1,
+                        delta=config.delta, accountant=config.accountant,
+                    )
+                    if epsilon > config.target_epsilon:
+                        return result  # stop at the last step within the target
+                    report = StepReport(result.steps + 1, steps, epsilon, sigma, sample_rate)
+                    on_step(report)
+                if input_ids.shape[0] == 0:  # an empty Poisson batch still takes a noisy step
+                    for param in trainable:
+                        param.grad_sample = torch.zeros((0, *param.shape), dtype=param.dtype)
+                else:
+                    losses = per_example_loss(dp_model, input_ids, attention_mask, labels)
+                    losses.mean().backward()  # 2. clip happens in the optimizer, per example
+                    step_losses.extend(losses.detach().tolist())
+                dp_optimizer.step()          # 3. noise + update (skipped until the last physical batch)
+                dp_optimizer.zero_grad()
+                if takes_step:
+                    break
+            result.steps, result.epsilon = report.step, report.epsilon
+            report.loss = sum(step_losses) / len(step_losses) if step_losses else None
+            report.batch_size, report.seconds = len(step_losses), time.monotonic() - started
+            result.losses.append(report.loss)
+            on_step_done(report)
+    return result
+
+
+def _train_plain(model, optimizer, loader, config, steps, sample_rate, on_step, on_step_done) -> TrainResult:
+    """The non-private control: same LoRA, shuffled batches of B, gradient accumulation."""
+    result = TrainResult(0, steps, sample_rate, None, None)
+    while result.steps < steps:
+        for input_ids, attention_mask, labels in loader:
+            if result.steps >= steps:
+                break
+            report = StepReport(result.steps + 1, steps, None, None, sample_rate)
+            on_step(report)
+            started, step_losses = time.monotonic(), []
+            for chunk in range(0, input_ids.shape[0], config.physical_batch_size):
+                part = slice(chunk, chunk + config.physical_batch_size)
+                losses = per_example_loss(model, input_ids[part], attention_mask[part], labels[part])
+                (losses.sum() / input_ids.shape[0]).backward()
+                step_losses.extend(losses.detach().tolist())
+            optimizer.step()
+            optimizer.zero_grad()
+            result.steps = report.step
+            report.loss, report.batch_size = sum(step_losses) / len(step_losses), len(step_losses)
+            report.seconds = time.monotonic() - started
+            result.losses.append(report.loss)
+            on_step_done(report)
+    return result

@@ -1,0 +1,78 @@
+"""Register a private dataset file (JSONL or CSV) with its privacy budget."""
+import math
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
+
+from privacy.datasets import DatasetError
+from privacy.models import PrivacyBudget
+from privacy.services import BudgetConfigError, dataset_register
+
+
+class Command(BaseCommand):
+    help = "Register FILE as a private dataset: validate, split into train/held-out, create its budget."
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", type=Path, help=".jsonl/.json or .csv with instruction/response "
+                                                    "(or input/output, question/answer) fields")
+        parser.add_argument("--name", required=True, help="unique dataset name")
+        parser.add_argument("--epsilon-limit", required=True, help="total epsilon all DP jobs may spend")
+        parser.add_argument("--delta", help="delta per DP job, a probability below 1/n (default: the largest "
+                                            "power of ten below 1/n for n training records)")
+        parser.add_argument("--accountant", default="prv", help=f"one of {', '.join(PrivacyBudget.Accountant.values)}")
+        parser.add_argument("--heldout-fraction", default="0.1", help="share of records held out (0 to 0.5)")
+        parser.add_argument("--seed", type=int, default=0, help="seed of the train/held-out split")
+        parser.add_argument("--owner", help="username of the owner (default: the first superuser)")
+
+    def handle(self, *args, **options):
+        owner = self._owner(options["owner"])
+        try:
+            dataset = dataset_register(
+                owner=owner, name=options["name"], source_path=options["file"],
+                epsilon_limit=options["epsilon_limit"], delta=_number(options["delta"], "--delta"),
+                accountant=options["accountant"], split_seed=options["seed"],
+                heldout_fraction=_number(options["heldout_fraction"], "--heldout-fraction"),
+            )
+        except (DatasetError, BudgetConfigError) as error:
+            raise CommandError(str(error)) from error
+        except OSError as error:
+            raise CommandError(f"cannot store the dataset: {error}") from error
+        except DatabaseError as error:
+            raise CommandError(f"could not save the dataset (nothing was registered): {error}") from error
+        budget = dataset.budget
+        pii = ", ".join(f"{kind} {count}" for kind, count in dataset.pii_summary.items())
+        self.stdout.write(
+            f"registered dataset {dataset.pk} {dataset.name!r} (owner {owner.get_username()})\n"
+            f"  records: {dataset.record_count} ({dataset.source_format}, fields "
+            f"{dataset.field_mapping['instruction']}/{dataset.field_mapping['response']}): "
+            f"train {dataset.train_count}, held-out {dataset.heldout_count}\n"
+            f"  sha256: {dataset.sha256}\n"
+            f"  budget: epsilon limit {budget.epsilon_limit}, delta {budget.delta:g}, accountant {budget.accountant}\n"
+            f"  PII found: {pii}"
+        )
+
+    def _owner(self, username: str | None):
+        users = get_user_model().objects
+        if username:
+            try:
+                return users.get(**{users.model.USERNAME_FIELD: username})
+            except users.model.DoesNotExist:
+                raise CommandError(f"no user named {username!r}") from None
+        owner = users.filter(is_superuser=True).order_by("pk").first()
+        if owner is None:
+            raise CommandError("no superuser exists to own the dataset; create one or pass --owner USERNAME")
+        return owner
+
+
+def _number(text: str | None, option: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise CommandError(f"{option} must be a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise CommandError(f"{option} must be a finite number, not {text!r}")
+    return value

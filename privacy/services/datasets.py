@@ -1,0 +1,151 @@
+"""Registering a private dataset: validate, split, store the files, create the dataset and its budget."""
+import hashlib
+import math
+import secrets
+import shutil
+import unicodedata
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils.text import slugify
+
+from privacy.datasets import DatasetError, dataset_parse, dataset_split, dataset_write_jsonl, default_delta
+from privacy.models import EPSILON_DECIMAL_PLACES, PrivacyBudget, PrivateDataset
+from privacy.pii import pii_summary
+
+NAME_MAX_LENGTH = 200
+EPSILON_LIMIT_BOUND = Decimal(10) ** 6  # the column holds 12 digits, 6 of them decimals
+
+
+class BudgetConfigError(ValueError):
+    """An epsilon limit, delta or accountant that a budget cannot have."""
+
+
+def dataset_register(
+    *,
+    owner,
+    name: str,
+    source_path: Path,
+    epsilon_limit,
+    delta: float | None = None,
+    accountant: str = "prv",
+    heldout_fraction: float = 0.1,
+    split_seed: int = 0,
+) -> PrivateDataset:
+    """Register the file at source_path as a private dataset with its privacy budget.
+
+    epsilon_limit (dimensionless; Decimal, str or float) is what all DP jobs on the dataset may
+    spend together. delta, a probability, defaults to default_delta(train records) and must be
+    below 1/train records. The original file and its train.jsonl / heldout.jsonl splits are
+    stored under KSG_PRIVATE_DIR/datasets/<slug>-<random>/. Raises DatasetError or
+    BudgetConfigError; on any failure nothing is left behind, neither rows nor files.
+    """
+    name = _validated_name(name)
+    limit = _validated_epsilon_limit(epsilon_limit)
+    if accountant not in PrivacyBudget.Accountant.values:
+        raise BudgetConfigError(
+            f"unknown accountant {accountant!r}; choose one of {', '.join(PrivacyBudget.Accountant.values)}"
+        )
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int) or not -(2**63) <= split_seed < 2**63:
+        raise DatasetError(f"split seed must be a whole number (64-bit), not {split_seed!r}")
+    source_path = Path(source_path)
+    if not source_path.is_file():
+        raise DatasetError(f"{source_path}: no such file")
+    parsed = dataset_parse(
+        source_path, max_file_bytes=settings.KSG_MAX_DATASET_BYTES, max_record_chars=settings.KSG_MAX_RECORD_CHARS
+    )
+    train, heldout = dataset_split(parsed.records, heldout_fraction=heldout_fraction, seed=split_seed)
+    delta = _validated_delta(delta, train_count=len(train))
+
+    private_dir = Path(settings.KSG_PRIVATE_DIR)
+    slug = slugify(name)[:60].strip("-") or "dataset"
+    directory = private_dir / "datasets" / f"{slug}-{secrets.token_hex(4)}"
+    directory.mkdir(parents=True)
+    # Files first, then the rows in a short transaction: on SQLite a transaction holds the write
+    # lock from its start, and parsing or copying a 200 MB file must not block the workers.
+    try:
+        original = directory / f"original.{parsed.source_format}"
+        shutil.copyfile(source_path, original)
+        sha256, size_bytes = _file_digest(original)  # of the stored copy, byte for byte
+        dataset_write_jsonl(directory / "train.jsonl", train)
+        dataset_write_jsonl(directory / "heldout.jsonl", heldout)
+        summary = pii_summary(f"{record['instruction']}\n{record['response']}" for record in parsed.records)
+        with transaction.atomic():
+            dataset = PrivateDataset.objects.create(
+                name=name, owner=owner, path=str(directory.relative_to(private_dir)),
+                source_format=parsed.source_format, field_mapping=parsed.field_mapping, sha256=sha256,
+                size_bytes=size_bytes, record_count=len(parsed.records), train_count=len(train),
+                heldout_count=len(heldout), split_seed=split_seed, pii_summary=summary,
+            )
+            PrivacyBudget.objects.create(dataset=dataset, epsilon_limit=limit, delta=delta, accountant=accountant)
+    except IntegrityError as error:
+        shutil.rmtree(directory, ignore_errors=True)
+        if PrivateDataset.objects.filter(name=name).exists():
+            raise DatasetError(f"a dataset named {name!r} already exists; choose another name") from error
+        raise
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return dataset
+
+
+def _validated_name(name) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise DatasetError("the dataset name is empty; give it a name")
+    name = name.strip()
+    if len(name) > NAME_MAX_LENGTH:
+        raise DatasetError(f"the dataset name is {len(name)} characters; the limit is {NAME_MAX_LENGTH}")
+    if any(unicodedata.category(character) == "Cc" for character in name):
+        raise DatasetError("the dataset name contains control characters (e.g. NUL, tab or newline); remove them")
+    if PrivateDataset.objects.filter(name=name).exists():
+        raise DatasetError(f"a dataset named {name!r} already exists; choose another name")
+    return name
+
+
+def _validated_epsilon_limit(value) -> Decimal:
+    """The limit as a Decimal; floats are read by their shortest repr (0.1 is 0.1, not 0.1000000000000000055)."""
+    if isinstance(value, bool) or not isinstance(value, Decimal | str | int | float):
+        raise BudgetConfigError(f"epsilon limit must be a number, not {value!r}")
+    try:
+        limit = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise BudgetConfigError(f"epsilon limit must be a number, not {value!r}") from None
+    if not limit.is_finite() or limit <= 0:
+        raise BudgetConfigError(f"epsilon limit must be a finite number above 0, not {value!r}")
+    if limit >= EPSILON_LIMIT_BOUND:
+        raise BudgetConfigError(f"epsilon limit {value!r} is too large; it must be below {EPSILON_LIMIT_BOUND:,}")
+    if limit.normalize().as_tuple().exponent < -EPSILON_DECIMAL_PLACES:
+        raise BudgetConfigError(
+            f"epsilon limit {value!r} has more than {EPSILON_DECIMAL_PLACES} decimal places; round it"
+        )
+    return limit
+
+
+def _validated_delta(delta, *, train_count: int) -> float:
+    """delta, a probability, strictly below 1/train_count; default_delta(train_count) when None."""
+    if delta is None:
+        return default_delta(train_count)
+    if isinstance(delta, bool) or not isinstance(delta, int | float | Decimal):
+        raise BudgetConfigError(f"delta must be a number, not {delta!r}")
+    delta = float(delta)
+    if not math.isfinite(delta) or not 0 < delta < 1:
+        raise BudgetConfigError(f"delta must be a probability strictly between 0 and 1, not {delta!r}")
+    if delta >= 1 / train_count:
+        raise BudgetConfigError(
+            f"delta {delta:g} is not below 1/n = {1 / train_count:.3g} for n = {train_count} training records: "
+            "with delta >= 1/n a mechanism could publish a whole record and still meet the guarantee; "
+            f"use a smaller delta (the default for this dataset is {default_delta(train_count):g})"
+        )
+    return delta
+
+
+def _file_digest(path: Path) -> tuple[str, int]:
+    """(sha256 hex digest, size in bytes) of the file, read in 1 MiB chunks."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as source:
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size

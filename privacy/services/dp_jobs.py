@@ -1,0 +1,32 @@
+"""Submitting DP jobs: the job and its epsilon reservation are one transaction, so a job that
+does not fit the budget is refused before it exists, and an accepted one is queued only once
+its epsilon is set aside."""
+from django.db import transaction
+
+from jobs.kinds import JobParamsError, params_parse
+from jobs.services import job_submit
+
+from ..dp_train import TrainConfigError, planned_steps
+from ..models import PrivateDataset
+from .budget import budget_reserve
+
+
+@transaction.atomic
+def dp_finetune_submit(*, owner, dataset: PrivateDataset, params: dict | None = None):
+    """Queue a stage-1 job on `dataset`, reserving its target epsilon.
+
+    Raises JobParamsError for parameters that cannot run (including a training split smaller
+    than the batch), BudgetExceeded when the target epsilon does not fit what is left.
+    """
+    from ..dp_stage import dp_config_from_params  # the stage pulls in torch; import it late
+
+    parsed = params_parse("dp_finetune", params)
+    budget = dataset.budget
+    try:
+        config = dp_config_from_params(parsed, delta=budget.delta, accountant=budget.accountant)
+        planned_steps(config, dataset.train_count)
+    except TrainConfigError as exc:
+        raise JobParamsError(f"dp_finetune: {exc}") from None
+    job = job_submit(owner=owner, kind="dp_finetune", params=params, dataset=dataset)
+    budget_reserve(job=job, epsilon=parsed.target_epsilon, actor=owner)
+    return job

