@@ -14,6 +14,7 @@ dies in the middle of the step.
 """
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -202,6 +203,8 @@ def dp_lora_train(
     from opacus import PrivacyEngine
     from opacus.utils.batch_memory_manager import BatchMemoryManager
 
+    # Opacus' hooks warn that no input requires a gradient: true (embeddings are frozen), harmless.
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")
     engine = PrivacyEngine(accountant=config.accountant)
     dp_model, dp_optimizer, dp_loader = engine.make_private(
         module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma,

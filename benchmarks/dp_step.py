@@ -1,0 +1,97 @@
+"""DP vs non-DP LoRA step on the embedded model: seconds per step, peak memory, ratio.
+
+Same model (SmolLM2-135M-Instruct, fp32, LoRA r=8 on q_proj/v_proj), same batches of demo
+medical records at max length 64; the DP step adds Opacus per-example gradients, clipping and
+noise. Each (mode, batch) runs in its own process so peak RSS is its own.
+
+    .venv/bin/python benchmarks/dp_step.py                 # batches 8 16 32, 6 timed steps each
+    .venv/bin/python benchmarks/dp_step.py --batches 8 64 --steps 4
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ksg_web.settings")
+
+
+def measure(mode: str, batch: int, steps: int, max_length: int) -> dict:
+    import django
+
+    django.setup()
+    import torch
+    from django.conf import settings
+
+    from privacy.demo_data import demo_records
+    from privacy.dp_train import DPTrainConfig, collate, examples_tokenize, lora_wrap, per_example_loss
+    from synthesis.loader import EMBEDDED_MODEL, causal_lm_load
+
+    torch.manual_seed(0)
+    model, tokenizer = causal_lm_load(EMBEDDED_MODEL, cache_dir=settings.KSG_MODEL_CACHE)
+    config = DPTrainConfig(target_epsilon=4.0, delta=1e-5, steps=steps, epochs=None, max_length=max_length,
+                           logical_batch_size=batch, physical_batch_size=batch)
+    model = lora_wrap(model, config)
+    examples = examples_tokenize(demo_records(domain="medical", n=batch * (steps + 1), seed=0), tokenizer,
+                                 max_length=max_length)
+    batches = [collate(tokenizer.pad_token_id)(examples[i * batch:(i + 1) * batch]) for i in range(steps + 1)]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    if mode == "dp":
+        import warnings
+
+        from opacus import GradSampleModule
+        from opacus.optimizers import DPOptimizer
+
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        model = GradSampleModule(model)
+        optimizer = DPOptimizer(optimizer, noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=batch)
+    model.train()
+    times = []
+    for index, (input_ids, attention, labels) in enumerate(batches):
+        started = time.perf_counter()
+        per_example_loss(model, input_ids, attention, labels).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if index:  # the first step warms up
+            times.append(time.perf_counter() - started)
+    return {"mode": mode, "batch": batch, "seconds_per_step": statistics.median(times),
+            "examples_per_second": batch / statistics.median(times),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "BATCH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child[0], int(args.child[1]), args.steps, args.max_length)))
+        return
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    print(f"commit {commit}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch threads default, max_length {args.max_length}, median of {args.steps} steps")
+    print(f"{'batch':>5} {'non-DP s/step':>13} {'DP s/step':>10} {'ratio':>6} {'non-DP ex/s':>11} {'DP ex/s':>8} "
+          f"{'non-DP MB':>9} {'DP MB':>7}")
+    for batch in args.batches:
+        rows = {}
+        for mode in ("plain", "dp"):
+            out = subprocess.run([sys.executable, __file__, "--child", mode, str(batch), "--steps", str(args.steps),
+                                  "--max-length", str(args.max_length)], capture_output=True, text=True, check=True)
+            rows[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+        plain, dp = rows["plain"], rows["dp"]
+        print(f"{batch:>5} {plain['seconds_per_step']:>13.3f} {dp['seconds_per_step']:>10.3f} "
+              f"{dp['seconds_per_step'] / plain['seconds_per_step']:>6.2f} {plain['examples_per_second']:>11.1f} "
+              f"{dp['examples_per_second']:>8.1f} {plain['peak_rss_mb']:>9.0f} {dp['peak_rss_mb']:>7.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
