@@ -4,7 +4,7 @@ Same model (SmolLM2-135M-Instruct, fp32, LoRA r=8 on q_proj/v_proj), same batche
 medical records at max length 64; the DP step adds Opacus per-example gradients, clipping and
 noise. Each (mode, batch) runs in its own process so peak RSS is its own.
 
-    .venv/bin/python benchmarks/dp_step.py                 # batches 8 16 32, 6 timed steps each
+    .venv/bin/python benchmarks/dp_step.py                 # batches 8 16 32, 6 timed steps, 2 runs each
     .venv/bin/python benchmarks/dp_step.py --batches 8 64 --steps 4
 """
 import argparse
@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2, help="processes per (mode, batch), alternating modes")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -78,16 +79,18 @@ def main() -> None:
         return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     print(f"commit {commit}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch threads default, max_length {args.max_length}, median of {args.steps} steps")
+          f"torch threads default, max_length {args.max_length}; per run the median of {args.steps} "
+          f"steps after one warm-up, best of {args.repeats} runs per mode")
     print(f"{'batch':>5} {'non-DP s/step':>13} {'DP s/step':>10} {'ratio':>6} {'non-DP ex/s':>11} {'DP ex/s':>8} "
           f"{'non-DP MB':>9} {'DP MB':>7}")
     for batch in args.batches:
-        rows = {}
-        for mode in ("plain", "dp"):
-            out = subprocess.run([sys.executable, __file__, "--child", mode, str(batch), "--steps", str(args.steps),
-                                  "--max-length", str(args.max_length)], capture_output=True, text=True, check=True)
-            rows[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-        plain, dp = rows["plain"], rows["dp"]
+        runs = {"plain": [], "dp": []}
+        for _ in range(args.repeats):
+            for mode in ("plain", "dp"):  # alternate, so drift in machine load hits both modes alike
+                out = subprocess.run([sys.executable, __file__, "--child", mode, str(batch), "--steps", str(args.steps),
+                                      "--max-length", str(args.max_length)], capture_output=True, text=True, check=True)
+                runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        plain, dp = (min(runs[mode], key=lambda run: run["seconds_per_step"]) for mode in ("plain", "dp"))
         print(f"{batch:>5} {plain['seconds_per_step']:>13.3f} {dp['seconds_per_step']:>10.3f} "
               f"{dp['seconds_per_step'] / plain['seconds_per_step']:>6.2f} {plain['examples_per_second']:>11.1f} "
               f"{dp['examples_per_second']:>8.1f} {plain['peak_rss_mb']:>9.0f} {dp['peak_rss_mb']:>7.0f}", flush=True)

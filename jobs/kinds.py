@@ -71,11 +71,14 @@ class JobKindSpec:
     queue: str
     task_name: str
     params_class: type
+    # Kinds that spend a privacy budget are submitted through their own service (it reserves
+    # epsilon in the same transaction), never through the generic job form.
+    spends_budget: bool = False
 
 
 JOB_KINDS: dict[str, JobKindSpec] = {
     "selftest": JobKindSpec("selftest", SERVER_QUEUE, "jobs.selftest", SelftestParams),
-    "dp_finetune": JobKindSpec("dp_finetune", CLIENT_QUEUE, "jobs.dp_finetune", DPFinetuneParams),
+    "dp_finetune": JobKindSpec("dp_finetune", CLIENT_QUEUE, "jobs.dp_finetune", DPFinetuneParams, spends_budget=True),
 }
 
 

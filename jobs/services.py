@@ -14,7 +14,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from .events import event_publish
-from .kinds import job_kind_spec, params_as_dict, params_parse
+from .kinds import JobParamsError, job_kind_spec, params_as_dict, params_parse
 from .models import Artifact, Job, JobEvent
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ def job_submit(*, owner, kind: str, params: dict[str, Any] | None = None, datase
     """
     spec = job_kind_spec(kind)
     parsed = params_parse(kind, params)
+    if spec.spends_budget and dataset is None:
+        raise JobParamsError(f"a {kind} job needs a dataset: it trains on private data under its budget")
     with transaction.atomic():
         job = Job.objects.create(
             kind=kind, params=params_as_dict(parsed), owner=owner, dataset=dataset, parent=parent,

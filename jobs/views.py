@@ -1,4 +1,6 @@
 """Job pages: thin views over jobs.services and jobs.selectors."""
+import tempfile
+import zipfile
 from pathlib import Path
 
 from django.conf import settings
@@ -27,8 +29,8 @@ def job_list(request):
 @login_required
 @require_POST
 def job_submit_view(request, kind: str):
-    if kind not in JOB_KINDS:
-        raise Http404(f"unknown job kind {kind!r}")
+    if kind not in JOB_KINDS or JOB_KINDS[kind].spends_budget:
+        raise Http404(f"no job form for {kind!r}")
     form = params_form_class(kind)(request.POST)
     if not form.is_valid():
         return render(
@@ -83,9 +85,17 @@ def job_cancel_view(request, job_id: int):
 @login_required
 @require_GET
 def artifact_download(request, artifact_id: int):
+    """A file as is; a directory (an adapter, a model) as a zip of its files."""
     artifact = get_object_or_404(artifacts_visible_to(request.user), pk=artifact_id)
     root = Path(settings.KSG_ARTIFACT_DIR).resolve()
     path = (root / artifact.path).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    if not path.is_relative_to(root) or not path.exists():
         raise Http404("the artifact's file is not on this server")
-    return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)
+    if path.is_file():
+        return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)
+    bundle = tempfile.TemporaryFile()
+    with zipfile.ZipFile(bundle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
+            archive.write(file, arcname=str(Path(path.name) / file.relative_to(path)))
+    bundle.seek(0)
+    return FileResponse(bundle, as_attachment=True, filename=f"job-{artifact.job_id}-{path.name}.zip")

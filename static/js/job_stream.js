@@ -4,30 +4,47 @@
 const KsgJobStream = (() => {
   const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
   const MAX_LOG_ITEMS = 300;
+  const SECONDARY_METRICS = new Set(["batch_size", "seconds"]);  // in the legend, hidden until clicked
 
   function start(opts) {
     const el = (id) => document.getElementById(id);
     const chart = el(opts.chart), log = el(opts.log), status = el(opts.status);
     const error = el(opts.error), state = el(opts.state);
-    const traces = new Map();  // metric name -> trace index
+    const epsilonChart = opts.epsilonChart ? el(opts.epsilonChart) : null;
     let lastSeq = 0, retryDelay = 500, finished = false;
+    const layout = (ytitle) => ({
+      margin: {t: 10, r: 10, b: 40, l: 55}, xaxis: {title: {text: "step"}}, yaxis: {title: {text: ytitle}},
+      legend: {orientation: "h"}, height: 300,
+    });
+    const config = {responsive: true, displaylogo: false};
+    const series = new Map();  // chart id + name -> trace index
 
-    Plotly.newPlot(chart, [], {
-      margin: {t: 10, r: 10, b: 40, l: 50}, xaxis: {title: {text: "step"}},
-      legend: {orientation: "h"}, height: 320,
-    }, {responsive: true, displaylogo: false});
+    Plotly.newPlot(chart, [], layout("value"), config);
+    if (epsilonChart) Plotly.newPlot(epsilonChart, [], layout("epsilon"), config);
+
+    function extend(target, name, x, y, style) {
+      const key = target.id + ":" + name;
+      if (!series.has(key)) {
+        series.set(key, target.data.length);
+        Plotly.addTraces(target, {x: [x], y: [y], name, mode: "lines+markers", ...style});
+      } else {
+        Plotly.extendTraces(target, {x: [[x]], y: [[y]]}, [series.get(key)]);
+      }
+    }
 
     function plotMetric(payload) {
       const x = payload.step ?? lastSeq;
       for (const [name, value] of Object.entries(payload)) {
         if (name === "step" || typeof value !== "number") continue;
-        if (!traces.has(name)) {
-          traces.set(name, traces.size);
-          Plotly.addTraces(chart, {x: [x], y: [value], name, mode: "lines+markers"});
-        } else {
-          Plotly.extendTraces(chart, {x: [[x]], y: [[value]]}, [traces.get(name)]);
-        }
+        extend(chart, name, x, value, SECONDARY_METRICS.has(name) ? {visible: "legendonly"} : {});
       }
+    }
+
+    // epsilon spent once each step's noise is drawn, against the job's target
+    function plotEpsilon(payload) {
+      if (!epsilonChart || typeof payload.epsilon !== "number") return;
+      extend(epsilonChart, "epsilon spent", payload.step, payload.epsilon, {});
+      extend(epsilonChart, "target", payload.step, payload.target_epsilon, {mode: "lines", line: {dash: "dash"}});
     }
 
     function showStatus(payload) {
@@ -62,6 +79,7 @@ const KsgJobStream = (() => {
       lastSeq = event.seq;
       appendLog(event);
       if (event.kind === "metric") plotMetric(event.payload);
+      else if (event.kind === "epsilon") plotEpsilon(event.payload);
       else if (event.kind === "status") showStatus(event.payload);
     }
 

@@ -144,3 +144,12 @@ def test_directory_artifact_checksum_covers_names_and_contents(make_user, settin
     second = artifact_record(job_id=job.pk, kind="adapter", path=adapter)
     assert first.pk == second.pk and first.bytes == 12
     assert first.sha256 != second.sha256
+
+
+@pytest.mark.django_db
+def test_a_budget_spending_job_without_a_dataset_is_refused(make_user):
+    from jobs.services import job_submit
+
+    with pytest.raises(JobParamsError, match="needs a dataset"):
+        job_submit(owner=make_user("ada"), kind="dp_finetune", params={})
+    assert not Job.objects.exists()

@@ -87,3 +87,26 @@ def test_artifact_row_pointing_outside_the_directory_is_not_served(ada_client):
     job = make_job(ada_client.user)
     artifact = Artifact.objects.create(job=job, kind="report", path="../../../etc/passwd", sha256="0" * 64, bytes=1)
     assert ada_client.get(reverse("jobs:artifact-download", args=[artifact.pk])).status_code == 404
+
+
+def test_budget_spending_kinds_have_no_generic_form(ada_client):
+    response = ada_client.post(reverse("jobs:submit", args=["dp_finetune"]), {"target_epsilon": "1"})
+    assert response.status_code == 404
+    assert not Job.objects.exists()
+
+
+def test_directory_artifact_downloads_as_a_zip(ada_client, settings):
+    import io
+    import zipfile
+
+    job = make_job(ada_client.user)
+    adapter = settings.KSG_ARTIFACT_DIR / f"view-test-{job.pk}" / "adapter"
+    adapter.mkdir(parents=True, exist_ok=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "privacy.json").write_text('{"epsilon": 1.5}')
+    artifact = Artifact.objects.create(job=job, kind="adapter", path=f"view-test-{job.pk}/adapter", sha256="0" * 64, bytes=2)
+    response = ada_client.get(reverse("jobs:artifact-download", args=[artifact.pk]))
+    assert response.status_code == 200 and response["Content-Disposition"].endswith(f'job-{job.pk}-adapter.zip"')
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    assert sorted(archive.namelist()) == ["adapter/adapter_config.json", "adapter/privacy.json"]
+    assert archive.read("adapter/privacy.json") == b'{"epsilon": 1.5}'

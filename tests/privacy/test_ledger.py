@@ -155,3 +155,17 @@ def test_fifty_concurrent_reservations_against_a_budget_for_ten(owner):
     assert LedgerEntry.objects.filter(budget__dataset=dataset, kind="reserve").count() == 10
     balance = dataset_balance(dataset=dataset)
     assert (balance.reserved, balance.left) == (10, 0)
+
+
+@pytest.mark.django_db
+def test_admin_shows_the_ledger_read_only(client, owner, make_user):
+    job = make_dp_job(owner, make_dataset(owner))
+    entry = budget_reserve(job=job, epsilon=1, actor=owner)
+    client.force_login(make_user("root", staff=True).__class__.objects.create_superuser("boss", password="x-long-pw-1"))
+    assert client.get("/admin/privacy/ledgerentry/").status_code == 200
+    assert client.get(f"/admin/privacy/ledgerentry/{entry.pk}/change/").status_code == 200  # a read-only view
+    assert client.post(f"/admin/privacy/ledgerentry/{entry.pk}/change/", {"epsilon": "0"}).status_code == 403
+    assert client.post(f"/admin/privacy/ledgerentry/{entry.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert client.get("/admin/privacy/ledgerentry/add/").status_code == 403
+    entry.refresh_from_db()
+    assert entry.epsilon == 1
