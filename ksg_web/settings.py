@@ -163,6 +163,9 @@ else:
         "default": {"BACKEND": "jobs.channel_layer.EmbeddedChannelLayer", "CONFIG": {"capacity": 1000}}
     }
 
+# Websocket streams re-read the database this often (seconds; 0 = only on notifications).
+KSG_STREAM_POLL_SECONDS = float(os.environ.get("KSG_STREAM_POLL_SECONDS") or 2.0)
+
 # Wall-clock limit of each stage, seconds. The visibility timeout below must exceed the longest,
 # or Redis would hand a still-running task to a second worker.
 KSG_STAGE_TIME_LIMITS = {

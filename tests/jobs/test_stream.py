@@ -13,6 +13,12 @@ from ksg_web.asgi import application
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 
+@pytest.fixture(autouse=True)
+def notifications_only(settings):
+    """Most tests here are about the notification path: polling off unless a test turns it on."""
+    settings.KSG_STREAM_POLL_SECONDS = 0
+
+
 @database_sync_to_async
 def make_user(username: str, *, staff: bool = False):
     return get_user_model().objects.create_user(username=username, password="a-long-password-1", is_staff=staff)
@@ -123,3 +129,22 @@ async def test_foreign_origin_is_refused():
     )
     connected, _ = await stream.connect()
     assert not connected
+
+
+async def test_events_written_without_any_notification_still_arrive_by_polling(settings):
+    settings.KSG_STREAM_POLL_SECONDS = 0.2
+    owner = await make_user("ada")
+    job = await make_job(owner)
+    stream = await open_stream(job, user=owner)
+    assert (await stream.connect())[0]
+
+    @database_sync_to_async
+    def write_as_another_process():  # rows only: no channel-layer message at all
+        for seq in (1, 2):
+            JobEvent.objects.create(job=job, seq=seq, kind="metric", payload={"step": seq})
+        Job.objects.filter(pk=job.pk).update(last_event_seq=2)
+
+    await write_as_another_process()
+    assert await receive_seqs(stream, 2) == [1, 2]
+    assert await stream.receive_nothing(timeout=0.5)
+    await stream.disconnect()
