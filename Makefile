@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 
 run: install
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py ksg_run --host $(HOST) --port $(PORT)
+	$(PY) manage.py ksg_embedded --host $(HOST) --port $(PORT)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -35,7 +35,7 @@ def embedded_server(tmp_path):
     port = free_port()
     log = (tmp_path / "server.log").open("w+")
     server = subprocess.Popen(
-        [sys.executable, "manage.py", "ksg_run", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "manage.py", "ksg_embedded", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
     )
     base = f"http://localhost:{port}"
     deadline = time.monotonic() + 60

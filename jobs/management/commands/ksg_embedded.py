@@ -1,4 +1,4 @@
-"""`python manage.py ksg_run`: the embedded server (daphne + an in-process Celery worker)."""
+"""`python manage.py ksg_embedded`: the embedded server (daphne + an in-process Celery worker)."""
 # daphne.server installs Twisted's asyncio reactor; it must be imported before anything else
 # pulls in Twisted.
 from daphne.server import Server  # isort:skip
