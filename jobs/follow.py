@@ -35,3 +35,41 @@ def event_line(event: dict) -> str:
     else:
         detail = payload.get("message", str(payload))
     return f"#{event['seq']:<4} {event['time'][11:19]} {event['kind']:<7} {detail}"
+
+
+def progress_bar(done: int, total: int, width: int = 20) -> str:
+    filled = 0 if total <= 0 else min(width, round(width * done / total))
+    return "[" + "#" * filled + "." * (width - filled) + f"] {done}/{total}"
+
+
+def run_follow(*, run_id: int, write: Callable[[str], None], poll_seconds: float = 1.0) -> Job:
+    """Print each stage's progress (a bar per step or item) and status changes until the run ends."""
+    seen: dict[int, int] = {}
+    while True:
+        run = Job.objects.get(pk=run_id)
+        for child in run.children.order_by("pk"):
+            for event in job_events_after(job_id=child.pk, after_seq=seen.get(child.pk, 0)):
+                seen[child.pk] = event["seq"]
+                line = _stage_line(child.kind, event)
+                if line:
+                    write(line)
+        if run.is_finished and all(child.is_finished for child in run.children.all()):
+            write(f"run {run.pk} {run.status}" + (f": {run.error}" if run.error else ""))
+            return run
+        time.sleep(poll_seconds)
+
+
+def _stage_line(kind: str, event: dict) -> str | None:
+    payload = event["payload"]
+    if event["kind"] == "status":
+        return f"{kind:<16} {payload['status']}" + (f": {payload['error']}" if payload.get("error") else "")
+    if event["kind"] == "epsilon":
+        return (f"{kind:<16} {progress_bar(payload['step'], payload['planned_steps'])} "
+                f"epsilon {payload['epsilon']:.3f} of {payload['target_epsilon']}")
+    if event["kind"] == "metric" and "loss" in payload and payload.get("loss") is not None:
+        return f"{kind:<16} step {payload['step']} loss {payload['loss']:.4f}"
+    if event["kind"] == "metric" and "generated" in payload:
+        return f"{kind:<16} {payload['generated']} generated"
+    if event["kind"] == "log":
+        return f"{kind:<16} {payload.get('message', '')}"
+    return None

@@ -65,6 +65,74 @@ class DPFinetuneParams:
     seed: int = field(default=0, metadata={"min": 0, "max": 2**31 - 1, "help": "Seed for sampling and noise."})
 
 
+def _domain():
+    return field(default="medical", metadata={"choices": ("medical", "finance"), "help": "medical or finance."})
+
+
+def _backend():
+    return field(default="auto", metadata={"choices": ("auto", "transformers", "vllm"),
+                                           "help": "auto: vLLM where CUDA and vllm exist, else transformers."})
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    """Stage 2 (server): sample raw instructions from W_Loc + the stage-1 DP adapter."""
+
+    adapter_artifact: int = field(default=0, metadata={"min": 1, "help": "Artifact id of the DP adapter."})
+    base_model: str = field(default="smollm2-135m-instruct", metadata={"help": "W_Loc: the model the adapter was trained on."})
+    domain: str = _domain()
+    num_instructions: int = field(default=60, metadata={"min": 1, "max": 100_000, "help": "Raw instructions to sample."})
+    few_shot: int = field(default=3, metadata={"min": 1, "max": 10, "help": "Public seed examples per prompt."})
+    temperature: float = field(default=0.9, metadata={"min": 0.0, "max": 2.0, "help": "Sampling temperature."})
+    top_p: float = field(default=0.95, metadata={"min": 0.01, "max": 1.0, "help": "Nucleus sampling mass."})
+    max_new_tokens: int = field(default=48, metadata={"min": 4, "max": 1024, "help": "Tokens per instruction."})
+    seed: int = field(default=0, metadata={"min": 0, "max": 2**31 - 1, "help": "Sampling seed."})
+    backend: str = _backend()
+
+
+@dataclass(frozen=True)
+class FilterParams:
+    """Stage 3 (server): near-duplicates, relevance judged by W_Pro, PII."""
+
+    raw_artifact: int = field(default=0, metadata={"min": 1, "help": "Artifact id of the raw instructions."})
+    professional_model: str = field(default="smollm2-135m-instruct", metadata={"help": "W_Pro, the relevance judge."})
+    domain: str = _domain()
+    dedup_threshold: float = field(default=0.7, metadata={"min": 0.0, "max": 1.0, "help": "ROUGE-L F1 above which an instruction is a near-duplicate."})
+    relevance_threshold: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0, "help": "Minimum p(yes) of W_Pro's relevance verdict."})
+    backend: str = _backend()
+
+
+@dataclass(frozen=True)
+class DistillParams:
+    """Stage 4 (server): W_Pro writes the response to each kept instruction."""
+
+    kept_artifact: int = field(default=0, metadata={"min": 1, "help": "Artifact id of the kept instructions."})
+    professional_model: str = field(default="smollm2-135m-instruct", metadata={"help": "W_Pro, who writes the responses."})
+    domain: str = _domain()
+    temperature: float = field(default=0.3, metadata={"min": 0.0, "max": 2.0, "help": "Sampling temperature (0: greedy)."})
+    top_p: float = field(default=0.9, metadata={"min": 0.01, "max": 1.0, "help": "Nucleus sampling mass."})
+    max_new_tokens: int = field(default=96, metadata={"min": 4, "max": 4096, "help": "Tokens per response."})
+    seed: int = field(default=0, metadata={"min": 0, "max": 2**31 - 1, "help": "Sampling seed."})
+    backend: str = _backend()
+
+
+@dataclass(frozen=True)
+class FinetuneTargetParams:
+    """Stage 5 (server): plain LoRA of W_Loc on the synthetic pairs (they never saw D_pri)."""
+
+    synthetic_artifact: int = field(default=0, metadata={"min": 1, "help": "Artifact id of the synthetic pairs."})
+    base_model: str = field(default="smollm2-135m-instruct", metadata={"help": "W_Loc."})
+    lora_rank: int = field(default=8, metadata={"min": 1, "max": 256, "help": "LoRA rank r."})
+    lora_alpha: int = field(default=16, metadata={"min": 1, "max": 1024, "help": "LoRA scaling alpha."})
+    target_modules: str = field(default="q_proj,v_proj", metadata={"help": "Comma-separated module names."})
+    learning_rate: float = field(default=2e-3, metadata={"min": 1e-6, "max": 0.5, "help": "AdamW learning rate."})
+    epochs: float = field(default=1.0, metadata={"min": 0.01, "max": 100.0, "help": "Passes over the synthetic pairs."})
+    logical_batch_size: int = field(default=8, metadata={"min": 1, "max": 65_536, "help": "Batch size."})
+    physical_batch_size: int = field(default=8, metadata={"min": 1, "max": 4096, "help": "Examples per forward pass."})
+    max_length: int = field(default=128, metadata={"min": 16, "max": 8192, "help": "Tokens per example."})
+    seed: int = field(default=0, metadata={"min": 0, "max": 2**31 - 1, "help": "Seed."})
+
+
 @dataclass(frozen=True)
 class JobKindSpec:
     kind: str
@@ -79,6 +147,10 @@ class JobKindSpec:
 JOB_KINDS: dict[str, JobKindSpec] = {
     "selftest": JobKindSpec("selftest", SERVER_QUEUE, "jobs.selftest", SelftestParams),
     "dp_finetune": JobKindSpec("dp_finetune", CLIENT_QUEUE, "jobs.dp_finetune", DPFinetuneParams, spends_budget=True),
+    "generate": JobKindSpec("generate", SERVER_QUEUE, "jobs.generate", GenerateParams),
+    "filter": JobKindSpec("filter", SERVER_QUEUE, "jobs.filter", FilterParams),
+    "distill": JobKindSpec("distill", SERVER_QUEUE, "jobs.distill", DistillParams),
+    "finetune_target": JobKindSpec("finetune_target", SERVER_QUEUE, "jobs.finetune_target", FinetuneTargetParams),
 }
 
 
@@ -99,7 +171,8 @@ def params_parse(kind: str, raw: dict[str, Any] | None) -> Any:
         raise JobParamsError(
             f"unknown parameter(s) {', '.join(unknown)} for {kind}; allowed: {', '.join(fields)}"
         )
-    values = {name: _field_value(kind, fields[name], value) for name, value in raw.items()}
+    # Defaults are checked too: a required input (an artifact id defaulting to 0) must be given.
+    values = {name: _field_value(kind, spec, raw.get(name, spec.default)) for name, spec in fields.items()}
     return params_class(**values)
 
 
@@ -125,6 +198,9 @@ def _field_value(kind: str, spec: dataclasses.Field, value: Any) -> Any:
         if not isinstance(value, str) or not value.strip() or "\x00" in value or len(value) > 1000:
             raise JobParamsError(f"{kind}.{name} must be non-empty text without NUL bytes, got {value!r}")
         value = value.strip()
+    choices = spec.metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise JobParamsError(f"{kind}.{name} must be one of {', '.join(choices)}, got {value!r}")
     lower, upper = spec.metadata.get("min"), spec.metadata.get("max")
     if lower is not None and value < lower:
         raise JobParamsError(f"{kind}.{name} must be at least {lower}, got {value!r}")

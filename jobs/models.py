@@ -9,6 +9,11 @@ class Job(models.Model):
     class Kind(models.TextChoices):
         SELFTEST = "selftest", "Self-test"
         DP_FINETUNE = "dp_finetune", "DP fine-tuning (stage 1)"
+        GENERATE = "generate", "Instruction generation (stage 2)"
+        FILTER = "filter", "Filtering (stage 3)"
+        DISTILL = "distill", "Distillation (stage 4)"
+        FINETUNE_TARGET = "finetune_target", "Target fine-tuning (stage 5)"
+        RUN = "run", "KnowledgeSG run"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

@@ -12,7 +12,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from . import services
-from .kinds import job_kind_spec
+from .kinds import SERVER_QUEUE, job_kind_spec
 from .models import Artifact, Job, JobEvent
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,28 @@ class StageTimeLimitExceeded(Exception):
     limits are not enforced: the solo pool of the embedded worker)."""
 
 
+class PrivacyBoundaryError(Exception):
+    """A server-side stage was handed a reference to private data; it refuses to run."""
+
+
+PRIVATE_PARAM_NAMES = {"dataset", "dataset_id", "dataset_path", "private_path", "records"}
+
+
+def server_boundary_check(job: Job) -> None:
+    """Server-side stages receive artifact ids, never a private dataset: refuse a job whose
+    parameters name one or point into KSG_PRIVATE_DIR (the parameters were tampered with, or a
+    caller bypassed the submit services)."""
+    private_root = Path(settings.KSG_PRIVATE_DIR).resolve()
+    for name, value in job.params.items():
+        if name in PRIVATE_PARAM_NAMES:
+            raise PrivacyBoundaryError(f"server stage {job.kind} refuses parameter {name!r}: it names private data")
+        if isinstance(value, str) and ("/" in value or "\\" in value):
+            if Path(value).expanduser().resolve().is_relative_to(private_root):
+                raise PrivacyBoundaryError(
+                    f"server stage {job.kind} refuses parameter {name!r}: {value} is inside the private data directory"
+                )
+
+
 class JobContext:
     """The stage's window on its job: events, artifacts, cancel and time checks."""
 
@@ -38,6 +60,7 @@ class JobContext:
         self.time_limit_seconds = settings.KSG_STAGE_TIME_LIMITS[kind]
         self.deadline = time.monotonic() + self.time_limit_seconds
         self.artifact_dir = Path(settings.KSG_ARTIFACT_DIR) / f"job-{job.pk}"
+        self._last_sample = 0.0
 
     def metric(self, **values: Any) -> None:
         services.job_event_record(job_id=self.job_id, kind=JobEvent.Kind.METRIC, payload=values)
@@ -45,8 +68,15 @@ class JobContext:
     def epsilon(self, **values: Any) -> None:
         services.job_event_record(job_id=self.job_id, kind=JobEvent.Kind.EPSILON, payload=values)
 
-    def sample(self, **values: Any) -> None:
+    def sample(self, **values: Any) -> bool:
+        """Record a sample (a generated instruction, a verdict, a pair) unless one was recorded less
+        than KSG_SAMPLE_EVENT_SECONDS ago: the live feed stays readable. True if recorded."""
+        now = time.monotonic()
+        if now - self._last_sample < settings.KSG_SAMPLE_EVENT_SECONDS:
+            return False
+        self._last_sample = now
         services.job_event_record(job_id=self.job_id, kind=JobEvent.Kind.SAMPLE, payload=values)
+        return True
 
     def log(self, message: str, **values: Any) -> None:
         services.job_event_record(job_id=self.job_id, kind=JobEvent.Kind.LOG, payload={"message": message, **values})
@@ -77,8 +107,20 @@ def job_execute(*, job_id: int, celery_task_id: str, stage: Callable[[Any, JobCo
         return "missing"
     if job is None:
         return "skipped"
+    status = _run_stage(job, stage)
+    if job.parent_id is not None:
+        from .pipeline import run_child_finished
+
+        run_child_finished(child_id=job.pk)
+    return status
+
+
+def _run_stage(job: Job, stage: Callable[[Any, JobContext], None]) -> str:
     try:
-        params = job_kind_spec(job.kind).params_class(**job.params)
+        spec = job_kind_spec(job.kind)
+        if spec.queue == SERVER_QUEUE:
+            server_boundary_check(job)
+        params = spec.params_class(**job.params)
         ctx = JobContext(job=job)
         stage(params, ctx)
     except JobCancelled:

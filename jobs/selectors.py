@@ -1,4 +1,7 @@
 """Reads of jobs and their streams, with who may see what."""
+from pathlib import Path
+
+from django.conf import settings
 from django.db.models import QuerySet
 
 from .models import Artifact, Job, JobEvent
@@ -32,3 +35,27 @@ def job_last_event_payload(*, job_id: int, kind: str) -> dict | None:
     """The payload of the job's newest event of `kind`, or None."""
     event = JobEvent.objects.filter(job_id=job_id, kind=kind).order_by("-seq").first()
     return None if event is None else event.payload
+
+
+def artifact_input(*, artifact_id: int, kind: str) -> Path:
+    """The file or directory of an artifact a stage takes as input, after checking that it is
+    of the expected kind, lies inside the artifact directory and still has its recorded sha256."""
+    from .services import artifact_checksum  # the same hashing as when it was recorded
+
+    try:
+        artifact = Artifact.objects.get(pk=artifact_id)
+    except Artifact.DoesNotExist:
+        raise ArtifactInputError(f"artifact {artifact_id} does not exist") from None
+    if artifact.kind != kind:
+        raise ArtifactInputError(f"artifact {artifact_id} is a {artifact.kind}, not a {kind}")
+    root = Path(settings.KSG_ARTIFACT_DIR).resolve()
+    path = (root / artifact.path).resolve()
+    if not path.is_relative_to(root) or not path.exists():
+        raise ArtifactInputError(f"artifact {artifact_id} ({artifact.path}) is missing from {root}")
+    if artifact_checksum(path)[0] != artifact.sha256:
+        raise ArtifactInputError(f"artifact {artifact_id} ({artifact.path}) changed since it was recorded")
+    return path
+
+
+class ArtifactInputError(Exception):
+    """An input artifact that is missing, of the wrong kind, or altered."""

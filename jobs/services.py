@@ -91,10 +91,10 @@ def job_start(*, job_id: int, celery_task_id: str) -> Job | None:
         logger.info("job %s is already %s; task %s does nothing", job_id, job.status, celery_task_id)
         return None
     if job.cancel_requested:
-        _job_finish(job, Job.Status.CANCELLED, error="cancelled before it started")
+        job_finish_locked(job, Job.Status.CANCELLED, error="cancelled before it started")
         return None
     if job.attempts >= settings.KSG_MAX_ATTEMPTS:
-        _job_finish(
+        job_finish_locked(
             job, Job.Status.FAILED,
             error=f"gave up after {job.attempts} attempts: the worker stopped before finishing each time",
         )
@@ -112,20 +112,20 @@ def job_start(*, job_id: int, celery_task_id: str) -> Job | None:
 @transaction.atomic
 def job_succeed(*, job_id: int) -> Job:
     job = Job.objects.select_for_update().get(pk=job_id)
-    return _job_finish(job, Job.Status.SUCCEEDED)
+    return job_finish_locked(job, Job.Status.SUCCEEDED)
 
 
 @transaction.atomic
 def job_fail(*, job_id: int, error: str) -> Job:
     job = Job.objects.select_for_update().get(pk=job_id)
-    return _job_finish(job, Job.Status.FAILED, error=error)
+    return job_finish_locked(job, Job.Status.FAILED, error=error)
 
 
 @transaction.atomic
 def job_mark_cancelled(*, job_id: int) -> Job:
     """The worker stopped a running job because a cancel was requested."""
     job = Job.objects.select_for_update().get(pk=job_id)
-    return _job_finish(job, Job.Status.CANCELLED, error="cancelled on request")
+    return job_finish_locked(job, Job.Status.CANCELLED, error="cancelled on request")
 
 
 def job_cancel(*, job: Job, actor) -> Job:
@@ -137,7 +137,7 @@ def job_cancel(*, job: Job, actor) -> Job:
         job.cancel_requested = True
         job.save(update_fields=["cancel_requested"])
         if job.status == Job.Status.QUEUED:
-            _job_finish(job, Job.Status.CANCELLED, error=f"cancelled by {actor} before it started")
+            job_finish_locked(job, Job.Status.CANCELLED, error=f"cancelled by {actor} before it started")
         else:
             job_event_record(
                 job_id=job.pk, kind=JobEvent.Kind.LOG,
@@ -155,7 +155,8 @@ def job_cancel_requested(*, job_id: int) -> bool:
     return Job.objects.filter(pk=job_id, cancel_requested=True).exists()
 
 
-def _job_finish(job: Job, status: str, *, error: str = "") -> Job:
+def job_finish_locked(job: Job, status: str, *, error: str = "") -> Job:
+    """Move a job (locked by the caller with select_for_update) to a final status, with its event."""
     if job.is_finished:
         return job
     job.status = status
@@ -178,7 +179,7 @@ def artifact_record(*, job_id: int, kind: str, path: Path) -> Artifact:
         raise ValueError(f"artifact {path} is outside the artifact directory {root}")
     if not path.exists():
         raise FileNotFoundError(f"artifact {path} does not exist")
-    sha256, size = _checksum(path)
+    sha256, size = artifact_checksum(path)
     artifact, _ = Artifact.objects.update_or_create(
         job_id=job_id, kind=kind, path=str(path.relative_to(root)),
         defaults={"sha256": sha256, "bytes": size},
@@ -186,7 +187,8 @@ def artifact_record(*, job_id: int, kind: str, path: Path) -> Artifact:
     return artifact
 
 
-def _checksum(path: Path) -> tuple[str, int]:
+def artifact_checksum(path: Path) -> tuple[str, int]:
+    """(sha256, bytes) of a file, or of a directory's files in name order with their names."""
     digest, size = hashlib.sha256(), 0
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for file in files:

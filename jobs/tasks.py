@@ -1,23 +1,38 @@
-"""Celery tasks: a few lines each, they hand the job id to the runner with the stage function."""
+"""Celery tasks: one per job kind, each a few lines that hand the job id to the runner with the
+stage function. Stage modules (torch, transformers) are imported in the worker, at run time."""
+from importlib import import_module
+
 from celery import shared_task
 from django.conf import settings
 
 from .runner import job_execute
-from .selftest import selftest_run
 
-SELFTEST_LIMIT = settings.KSG_STAGE_TIME_LIMITS["selftest"]
-
-
-@shared_task(name="jobs.selftest", bind=True, time_limit=SELFTEST_LIMIT + 60, soft_time_limit=SELFTEST_LIMIT)
-def selftest(self, job_id: int) -> str:
-    return job_execute(job_id=job_id, celery_task_id=self.request.id, stage=selftest_run)
-
-
-DP_FINETUNE_LIMIT = settings.KSG_STAGE_TIME_LIMITS["dp_finetune"]
+STAGE_FUNCTIONS = {
+    "selftest": "jobs.selftest.selftest_run",
+    "dp_finetune": "privacy.dp_stage.dp_finetune_run",
+    "generate": "synthesis.stages.generate_run",
+    "filter": "synthesis.stages.filter_run",
+    "distill": "synthesis.stages.distill_run",
+    "finetune_target": "synthesis.stages.finetune_target_run",
+}
 
 
-@shared_task(name="jobs.dp_finetune", bind=True, time_limit=DP_FINETUNE_LIMIT + 300, soft_time_limit=DP_FINETUNE_LIMIT)
-def dp_finetune(self, job_id: int) -> str:
-    from privacy.dp_stage import dp_finetune_run  # torch and transformers load in workers only
+def _stage_task(kind: str):
+    limit = settings.KSG_STAGE_TIME_LIMITS[kind]
+    module_name, function_name = STAGE_FUNCTIONS[kind].rsplit(".", 1)
 
-    return job_execute(job_id=job_id, celery_task_id=self.request.id, stage=dp_finetune_run)
+    # The hard limit leaves the soft one time to settle the job (and its epsilon) cleanly.
+    @shared_task(name=f"jobs.{kind}", bind=True, time_limit=limit + 300, soft_time_limit=limit)
+    def run_stage(self, job_id: int) -> str:
+        stage = getattr(import_module(module_name), function_name)
+        return job_execute(job_id=job_id, celery_task_id=self.request.id, stage=stage)
+
+    return run_stage
+
+
+selftest = _stage_task("selftest")
+dp_finetune = _stage_task("dp_finetune")
+generate = _stage_task("generate")
+filter_instructions = _stage_task("filter")
+distill = _stage_task("distill")
+finetune_target = _stage_task("finetune_target")

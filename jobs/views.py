@@ -13,6 +13,8 @@ from django.views.decorators.http import require_GET, require_POST
 from . import services
 from .forms import params_form_class
 from .kinds import JOB_KINDS, JobParamsError
+from .models import Job
+from .pipeline import run_cancel
 from .selectors import artifacts_visible_to, job_events_after, jobs_visible_to
 
 
@@ -55,7 +57,9 @@ def job_submit_view(request, kind: str):
 @require_GET
 def job_detail(request, job_id: int):
     job = get_object_or_404(jobs_visible_to(request.user), pk=job_id)
-    return render(request, "jobs/detail.html", {"job": job, "artifacts": job.artifacts.all()})
+    return render(request, "jobs/detail.html", {
+        "job": job, "artifacts": job.artifacts.all(), "children": job.children.order_by("pk"),
+    })
 
 
 @login_required
@@ -76,7 +80,10 @@ def job_events(request, job_id: int):
 def job_cancel_view(request, job_id: int):
     job = get_object_or_404(jobs_visible_to(request.user), pk=job_id)
     try:
-        services.job_cancel(job=job, actor=request.user)
+        if job.kind == Job.Kind.RUN:
+            run_cancel(run=job, actor=request.user)
+        else:
+            services.job_cancel(job=job, actor=request.user)
     except services.JobStateError as exc:
         messages.warning(request, str(exc))
     return redirect("jobs:detail", job_id=job.pk)

@@ -166,6 +166,9 @@ else:
 # Websocket streams re-read the database this often (seconds; 0 = only on notifications).
 KSG_STREAM_POLL_SECONDS = float(os.environ.get("KSG_STREAM_POLL_SECONDS") or 2.0)
 
+# At most one `sample` event per this many seconds per job (the live feed stays readable).
+KSG_SAMPLE_EVENT_SECONDS = float(os.environ.get("KSG_SAMPLE_EVENT_SECONDS") or 0.5)
+
 # Wall-clock limit of each stage, seconds. The visibility timeout below must exceed the longest,
 # or Redis would hand a still-running task to a second worker.
 KSG_STAGE_TIME_LIMITS = {

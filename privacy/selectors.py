@@ -70,3 +70,9 @@ def dataset_records(*, dataset: PrivateDataset, split: str) -> list[dict]:
         )
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def job_epsilon_committed(*, job_id: int) -> tuple[Decimal, float] | None:
+    """(epsilon, delta) the ledger committed for a job, or None."""
+    entry = LedgerEntry.objects.filter(job_id=job_id, kind=LedgerEntry.Kind.COMMIT).first()
+    return None if entry is None else (entry.epsilon, entry.delta)

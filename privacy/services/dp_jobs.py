@@ -12,7 +12,7 @@ from .budget import budget_reserve
 
 
 @transaction.atomic
-def dp_finetune_submit(*, owner, dataset: PrivateDataset, params: dict | None = None):
+def dp_finetune_submit(*, owner, dataset: PrivateDataset, params: dict | None = None, parent=None):
     """Queue a stage-1 job on `dataset`, reserving its target epsilon.
 
     Raises JobParamsError for parameters that cannot run (including a training split smaller
@@ -27,6 +27,6 @@ def dp_finetune_submit(*, owner, dataset: PrivateDataset, params: dict | None = 
         planned_steps(config, dataset.train_count)
     except TrainConfigError as exc:
         raise JobParamsError(f"dp_finetune: {exc}") from None
-    job = job_submit(owner=owner, kind="dp_finetune", params=params, dataset=dataset)
+    job = job_submit(owner=owner, kind="dp_finetune", params=params, dataset=dataset, parent=parent)
     budget_reserve(job=job, epsilon=parsed.target_epsilon, actor=owner)
     return job

@@ -1,0 +1,60 @@
+"""`python manage.py ksg_run --dataset NAME --preset demo [--epsilon E] [--set stage.field=value] [--wait]`"""
+import json
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from jobs.embedded import embedded_worker_start
+from jobs.follow import run_follow
+from jobs.kinds import JobParamsError
+from jobs.pipeline import run_submit, run_summary
+from ksg_web.celery import app as celery_app
+from privacy.models import PrivateDataset
+from privacy.services import BudgetExceeded
+from synthesis.presets import PRESETS, preset_stages
+from synthesis.prompts import DOMAINS
+
+
+class Command(BaseCommand):
+    help = ("Submit a whole KnowledgeSG run (DP fine-tuning, generation, filtering, distillation, target "
+            "fine-tuning) on a registered dataset. With --wait, show each stage's progress and print a JSON "
+            "summary; the exit code is non-zero if the run does not succeed.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--dataset", required=True, help="name of a registered dataset")
+        parser.add_argument("--preset", default="demo", choices=sorted(PRESETS))
+        parser.add_argument("--domain", default="medical", choices=DOMAINS)
+        parser.add_argument("--epsilon", type=float, help="target epsilon of stage 1 (default: the preset's)")
+        parser.add_argument("--base-model", help="W_Loc spec (default: the embedded model)")
+        parser.add_argument("--professional-model", help="W_Pro spec (default: the embedded model)")
+        parser.add_argument("--set", action="append", default=[], metavar="STAGE.FIELD=VALUE",
+                            help="override one stage parameter, e.g. generate.num_instructions=100 (repeatable)")
+        parser.add_argument("--wait", action="store_true", help="follow the run until it ends")
+
+    def handle(self, *args, **options):
+        try:
+            dataset = PrivateDataset.objects.select_related("budget").get(name=options["dataset"])
+        except PrivateDataset.DoesNotExist:
+            raise CommandError(f"no dataset named {options['dataset']!r}; register one with ksg_dataset_add") from None
+        embedded = settings.KSG_RUN_MODE == "embedded"
+        if embedded and not options["wait"]:
+            raise CommandError("in the embedded mode the queue lives in this process: add --wait")
+        try:
+            stages = preset_stages(options["preset"], domain=options["domain"], target_epsilon=options["epsilon"],
+                                   base_model=options["base_model"], professional_model=options["professional_model"],
+                                   overrides=options["set"])
+            run = run_submit(owner=dataset.owner, dataset=dataset, stages=stages, preset=options["preset"])
+        except (JobParamsError, BudgetExceeded) as error:
+            raise CommandError(str(error)) from error
+        self.stdout.write(f"run {run.pk} submitted on dataset {dataset.name!r} (preset {options['preset']})")
+        if not options["wait"]:
+            return
+        worker = embedded_worker_start(celery_app) if embedded else None
+        try:
+            run = run_follow(run_id=run.pk, write=self.stdout.write)
+        finally:
+            if worker is not None:
+                worker.stop(in_sighandler=False)
+        self.stdout.write(json.dumps(run_summary(run=run), indent=2))
+        if run.status != "succeeded":
+            raise CommandError(f"run {run.pk} {run.status}: {run.error}")

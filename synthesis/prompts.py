@@ -1,0 +1,71 @@
+"""Prompts of the server-side stages, as data. Few-shot examples come only from the public seed
+files in synthesis/seeds/ (shipped with the project), never from a private dataset."""
+import json
+import random
+from functools import cache
+from pathlib import Path
+
+SEED_DIR = Path(__file__).resolve().parent / "seeds"
+DOMAINS = ("medical", "finance")
+
+# Stage 2: sampling raw instructions from W_Loc + the DP adapter.
+GENERATION_SYSTEM = {
+    "medical": "You write realistic messages that patients send to their doctor.",
+    "finance": "You write realistic questions and requests that clients and analysts send to a financial expert.",
+}
+GENERATION_USER = (
+    "Here are examples:\n{examples}\n\n"
+    "Write one new message of the same kind, different from the examples. "
+    "Reply with the message only."
+)
+
+# Stage 4: W_Pro writes the response to each kept instruction.
+DISTILL_SYSTEM = {
+    "medical": (
+        "You are an experienced physician. Answer the patient's message accurately, helpfully and "
+        "concisely, say when they should see a doctor in person, and do not invent personal details."
+    ),
+    "finance": (
+        "You are an experienced financial analyst. Answer accurately and concisely; for sentiment "
+        "questions give the sentiment (positive, negative or neutral) and a one-sentence reason."
+    ),
+}
+
+
+class PromptError(ValueError):
+    """An unknown domain or a broken seed file."""
+
+
+@cache
+def seed_instructions(domain: str) -> tuple[str, ...]:
+    """The public few-shot examples of a domain."""
+    if domain not in DOMAINS:
+        raise PromptError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
+    data = json.loads((SEED_DIR / f"{domain}.json").read_text(encoding="utf-8"))
+    examples = tuple(text.strip() for text in data["instructions"] if text.strip())
+    if len(examples) < 3:
+        raise PromptError(f"seed file for {domain} has fewer than 3 examples")
+    return examples
+
+
+def generation_prompts(*, domain: str, count: int, few_shot: int, seed: int) -> list[list[dict]]:
+    """`count` chat prompts, each with `few_shot` seed examples drawn for that prompt (so the
+    sampled instructions vary); deterministic for a seed."""
+    examples = seed_instructions(domain)
+    few_shot = max(1, min(few_shot, len(examples)))
+    prompts = []
+    for index in range(count):
+        chosen = random.Random(seed * 1_000_003 + index).sample(examples, few_shot)
+        listing = "\n".join(f"{number}. {text}" for number, text in enumerate(chosen, 1))
+        prompts.append([
+            {"role": "system", "content": GENERATION_SYSTEM[domain]},
+            {"role": "user", "content": GENERATION_USER.format(examples=listing)},
+        ])
+    return prompts
+
+
+def distill_prompts(instructions: list[str], *, domain: str) -> list[list[dict]]:
+    if domain not in DOMAINS:
+        raise PromptError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
+    return [[{"role": "system", "content": DISTILL_SYSTEM[domain]}, {"role": "user", "content": text}]
+            for text in instructions]
