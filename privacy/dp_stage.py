@@ -93,6 +93,7 @@ def dp_finetune_run(params, ctx) -> None:
         "target_epsilon": config.target_epsilon, "sample_rate": result.sample_rate,
         "noise_multiplier": result.noise_multiplier, "steps": result.steps, "planned_steps": result.planned_steps,
         "max_grad_norm": config.max_grad_norm, "logical_batch_size": config.logical_batch_size,
+        "secure_rng": result.secure_rng,
         "base_model": params.base_model, "config": asdict(config),
         "dataset": {"name": dataset.name, "sha256": dataset.sha256, "train_records": dataset.train_count},
         "library_versions": dp_accountant.library_versions(),

@@ -12,6 +12,7 @@ The progress callback is called BEFORE each step's noise is drawn, with the epsi
 will have spent: whoever records it (the job's ledger) never under-counts, even if the process
 dies in the middle of the step.
 """
+import importlib.util
 import math
 import time
 import warnings
@@ -99,6 +100,7 @@ class TrainResult:
     noise_multiplier: float | None
     epsilon: float | None
     losses: list[float] = field(default_factory=list)
+    secure_rng: bool = False  # sampling and noise from a cryptographically secure generator
 
 
 def examples_tokenize(records: list[dict], tokenizer, *, max_length: int) -> list[tuple[list[int], list[int]]]:
@@ -205,12 +207,16 @@ def dp_lora_train(
 
     # Opacus' hooks warn that no input requires a gradient: true (embeddings are frozen), harmless.
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
-    engine = PrivacyEngine(accountant=config.accountant)
+    # Cryptographically secure sampling and noise need torchcsprng; where it is not installed
+    # (it is not, on this CPU build) the run uses torch's RNG and privacy.json says so.
+    secure_rng = importlib.util.find_spec("torchcsprng") is not None
+    warnings.filterwarnings("ignore", message="Secure RNG turned off")
+    engine = PrivacyEngine(accountant=config.accountant, secure_mode=secure_rng)
     dp_model, dp_optimizer, dp_loader = engine.make_private(
         module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma,
         max_grad_norm=config.max_grad_norm, poisson_sampling=True,  # 1. sample: Poisson, rate q
     )
-    result = TrainResult(0, steps, sample_rate, sigma, None)
+    result = TrainResult(0, steps, sample_rate, sigma, None, secure_rng=secure_rng)
     with BatchMemoryManager(data_loader=dp_loader, max_physical_batch_size=config.physical_batch_size,
                             optimizer=dp_optimizer) as physical_loader:
         while result.steps < steps:

@@ -7,6 +7,7 @@ vLLM applies it per request through a LoRARequest.
 """
 import gc
 import json
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -80,8 +81,6 @@ class VLLMBackend:
     def next_token_probs(self, prompts: list[Prompt], candidates: list[str]) -> list[dict[str, float]]:
         """As TransformersBackend.next_token_probs, from vLLM's top-20 log-probabilities of the
         first reply token: a candidate token outside the top 20 counts as probability 0."""
-        import math
-
         from vllm import SamplingParams as VLLMSamplingParams
 
         prompts_validate(prompts)

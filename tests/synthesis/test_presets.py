@@ -1,0 +1,48 @@
+"""Run presets and --set overrides."""
+import pytest
+
+from jobs.kinds import JobParamsError
+from jobs.pipeline import RUN_STAGES, run_stage_params
+from synthesis.presets import PRESETS, preset_stages
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_validates_for_every_stage(preset):
+    resolved = run_stage_params(preset_stages(preset))
+    assert list(resolved) == list(RUN_STAGES)
+
+
+def test_paper_preset_has_the_papers_scale():
+    paper = PRESETS["paper"]
+    assert (paper["dp_finetune"]["lora_rank"], paper["dp_finetune"]["lora_alpha"], paper["dp_finetune"]["max_length"]) == (16, 32, 512)
+    assert paper["generate"]["num_instructions"] == 1000
+
+
+def test_run_wide_choices_and_typed_overrides_apply():
+    stages = preset_stages("demo", domain="finance", target_epsilon=2.5, base_model="/models/local", professional_model="/models/expert",
+                           overrides=["generate.num_instructions=100", "filter.relevance_threshold=0.6", "distill.backend=transformers"])
+    assert stages["dp_finetune"]["target_epsilon"] == 2.5
+    assert stages["generate"]["num_instructions"] == 100 and stages["filter"]["relevance_threshold"] == 0.6
+    assert {stages[k]["domain"] for k in ("generate", "filter", "distill")} == {"finance"}
+    assert stages["generate"]["base_model"] == stages["finetune_target"]["base_model"] == "/models/local"
+    assert stages["filter"]["professional_model"] == stages["distill"]["professional_model"] == "/models/expert"
+    assert PRESETS["demo"]["generate"]["num_instructions"] == 40  # the preset itself is untouched
+
+
+@pytest.mark.parametrize("override, message", [
+    ("generate.num_instructions", "write stage.field=value"),
+    ("evaluate.x=1", "unknown stage 'evaluate'"),
+    ("generate.colour=blue", "generate has no field 'colour'"),
+    ("generate.num_instructions=many", "needs a int"),
+])
+def test_bad_overrides_say_what_to_write(override, message):
+    with pytest.raises(JobParamsError, match=message):
+        preset_stages("demo", overrides=[override])
+
+
+def test_unknown_preset_and_input_overrides_are_refused():
+    with pytest.raises(JobParamsError, match="unknown preset 'huge'"):
+        preset_stages("huge")
+    stages = preset_stages("demo", overrides=["generate.adapter_artifact=3"])
+    with pytest.raises(JobParamsError, match="generate.adapter_artifact is set by the run"):
+        run_stage_params(stages)
