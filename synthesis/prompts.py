@@ -2,6 +2,7 @@
 files in synthesis/seeds/ (shipped with the project), never from a private dataset."""
 import json
 import random
+import re
 from functools import cache
 from pathlib import Path
 
@@ -69,3 +70,26 @@ def distill_prompts(instructions: list[str], *, domain: str) -> list[list[dict]]
         raise PromptError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
     return [[{"role": "system", "content": DISTILL_SYSTEM[domain]}, {"role": "user", "content": text}]
             for text in instructions]
+
+
+# Small models often wrap the requested message: "Here's a new message: ...", "1. ... 2. ...".
+_PREAMBLE = re.compile(
+    r"^(here(?:'s| is| are)|sure|okay|ok|certainly|of course|i'll|i will|let's|new (?:message|example|question)"
+    r"|original|rewritten|example|message|question)\b[^:\n]{0,80}:\s*", re.IGNORECASE)
+_LIST_MARKER = re.compile(r"^(?:\d+[.)]|[-*\u2022]|[A-Z][:.)])\s+")
+_NEXT_ITEM = re.compile(r"\s+(?:\d+[.)]|[A-Z]:)\s+")
+
+
+def instruction_extract(generated: str, *, min_words: int = 3) -> str:
+    """The instruction inside a generated message: the first line with at least `min_words`
+    words once a preamble ("Here's a new message:"), a list marker and any following
+    enumerated items are removed, skipping lines that end in a colon; "" if there is none."""
+    for line in generated.splitlines():
+        line = _PREAMBLE.sub("", line.strip()).strip()
+        line = _LIST_MARKER.sub("", line).strip()
+        line = _NEXT_ITEM.split(line)[0].strip().strip('"').strip()
+        if line.endswith(":"):
+            continue  # a line that introduces what follows
+        if len(line.split()) >= min_words:
+            return line
+    return ""

@@ -10,7 +10,7 @@ from jobs.selectors import artifact_input
 
 from .filtering import FilterConfig, filter_instructions, verdict_counts
 from .generation import SamplingParams, backend_load
-from .prompts import distill_prompts, generation_prompts
+from .prompts import distill_prompts, generation_prompts, instruction_extract
 
 RAW_FILE, KEPT_FILE, VERDICTS_FILE, PAIRS_FILE = "raw_instructions.jsonl", "kept_instructions.jsonl", "verdicts.jsonl", "synthetic_pairs.jsonl"
 
@@ -32,7 +32,7 @@ def generate_run(params, ctx) -> None:
         nonlocal done
         done += 1
         ctx.check()
-        ctx.sample(stage="generate", index=index, instruction=completion.text)
+        ctx.sample(stage="generate", index=index, instruction=instruction_extract(completion.text))
         if done % 10 == 0 or done == len(prompts):
             ctx.metric(step=done, generated=done, completion_tokens=completion.completion_tokens)
 
@@ -40,8 +40,9 @@ def generate_run(params, ctx) -> None:
         completions = backend.generate(prompts, sampling, on_completion=on_completion)
     finally:
         backend.close()
-    rows = [{"index": i, "instruction": c.text.strip(), "completion_tokens": c.completion_tokens,
-             "finish_reason": c.finish_reason} for i, c in enumerate(completions)]
+    rows = [{"index": i, "instruction": instruction_extract(c.text), "generated": c.text,
+             "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason}
+            for i, c in enumerate(completions)]
     _write_output(ctx, RAW_FILE, rows)
     ctx.log(f"generated {len(rows)} raw instructions", tokens=sum(c.completion_tokens for c in completions))
 
