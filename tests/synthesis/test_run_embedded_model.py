@@ -24,9 +24,10 @@ SMALLEST = ["dp_finetune.steps=2", "dp_finetune.logical_batch_size=8", "generate
 
 def test_ksg_run_on_the_embedded_model(celery_session_worker, tmp_path, make_user, settings):
     from peft import PeftModel
+    from transformers import AutoModelForCausalLM
 
     from synthesis.generation import SamplingParams, TransformersBackend
-    from synthesis.loader import EMBEDDED_MODEL
+    from synthesis.loader import EMBEDDED_MODEL, embedded_model_dir
 
     settings.KSG_PRIVATE_DIR = tmp_path / "private"
     make_user("ada")
@@ -52,8 +53,9 @@ def test_ksg_run_on_the_embedded_model(celery_session_worker, tmp_path, make_use
     assert leaked == [], f"private PII in the synthetic data: {leaked[:10]}"
 
     adapter_dir = Path(settings.KSG_ARTIFACT_DIR) / target.artifacts.get(kind="adapter").path
+    base = AutoModelForCausalLM.from_pretrained(embedded_model_dir(cache_dir=settings.KSG_MODEL_CACHE))
+    assert isinstance(PeftModel.from_pretrained(base, adapter_dir), PeftModel)
     backend = TransformersBackend.load(model_spec=EMBEDDED_MODEL, adapter_path=adapter_dir, cache_dir=settings.KSG_MODEL_CACHE)
-    assert isinstance(backend.model, PeftModel)
     (answer,) = backend.generate([[{"role": "user", "content": "I have had a headache for two days. What should I do?"}]],
                                  SamplingParams(temperature=0.0, max_new_tokens=40))
     assert len(answer.text.split()) >= 5
