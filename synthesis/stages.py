@@ -7,11 +7,13 @@ from pathlib import Path
 from django.conf import settings
 
 from jobs.selectors import artifact_input
+from privacy.pii import pii_find
 
 from .filtering import FilterConfig, filter_instructions, verdict_counts
 from .generation import SamplingParams, backend_load
 from .prompts import distill_prompts, generation_prompts, instruction_extract
 
+RESPONSE_PII_KINDS = ("name", "email", "phone", "id")
 RAW_FILE, KEPT_FILE, VERDICTS_FILE, PAIRS_FILE = "raw_instructions.jsonl", "kept_instructions.jsonl", "verdicts.jsonl", "synthetic_pairs.jsonl"
 
 
@@ -100,11 +102,20 @@ def distill_run(params, ctx) -> None:
                                             on_completion=on_completion)
     finally:
         professional.close()
-    pairs = [{"instruction": text, "response": c.text.strip()} for text, c in zip(kept, completions)
-             if c.text.strip()]
+    # W_Pro never saw the private data, but it invents people ("I am Dr. Patel"): a target model
+    # must not learn to emit names or contact details, so such responses are dropped too.
+    pairs, dropped = [], {"empty": 0, "pii": 0}
+    for text, completion in zip(kept, completions):
+        response = completion.text.strip()
+        if not response:
+            dropped["empty"] += 1
+        elif any(span.kind in RESPONSE_PII_KINDS for span in pii_find(response)):
+            dropped["pii"] += 1
+        else:
+            pairs.append({"instruction": text, "response": response})
     _write_output(ctx, PAIRS_FILE, pairs)
-    ctx.metric(step=1, pairs=len(pairs), dropped_empty=len(kept) - len(pairs))
-    ctx.log(f"distilled {len(pairs)} instruction-response pairs")
+    ctx.metric(step=1, pairs=len(pairs), dropped_empty=dropped["empty"], dropped_pii=dropped["pii"])
+    ctx.log(f"distilled {len(pairs)} instruction-response pairs", **{f"dropped_{k}": v for k, v in dropped.items()})
 
 
 def finetune_target_run(params, ctx) -> None:
@@ -118,6 +129,8 @@ def finetune_target_run(params, ctx) -> None:
         return
     pairs_path = artifact_input(artifact_id=params.synthetic_artifact, kind="synthetic_data")
     pairs = _read_jsonl(pairs_path)
+    if not pairs:
+        raise ValueError("there are no synthetic pairs to train on (every response was empty or held PII)")
     config = DPTrainConfig(
         target_epsilon=1.0, delta=0.5, dp=False, lora_rank=params.lora_rank, lora_alpha=params.lora_alpha,
         target_modules=tuple(m.strip() for m in params.target_modules.split(",") if m.strip()),

@@ -14,6 +14,7 @@ from jobs.runner import job_execute
 from privacy.datasets import dataset_write_jsonl
 from privacy.demo_data import demo_records
 from privacy.models import LedgerEntry
+from privacy.pii import pii_find
 from privacy.services import BudgetExceeded, dataset_register
 from synthesis.presets import preset_stages
 from synthesis.prompts import DISTILL_SYSTEM, GENERATION_SYSTEM, GENERATION_USER, seed_instructions
@@ -82,6 +83,7 @@ def test_a_run_chains_the_five_stages_and_hands_back_a_target_adapter(celery_ses
     adapter_dir = Path(django_settings.KSG_ARTIFACT_DIR) / target.artifacts.get(kind="adapter").path
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter_dir)
     assert queues["generate"].events.filter(kind="sample").exists()
+    assert not any(span.kind in ("name", "email", "phone", "id") for pair in pairs for span in pii_find(pair["response"]))
 
 
 def test_a_run_that_does_not_fit_the_budget_is_refused_whole(clinic):

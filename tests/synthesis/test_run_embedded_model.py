@@ -51,6 +51,7 @@ def test_ksg_run_on_the_embedded_model(celery_session_worker, tmp_path, make_use
     private_pii = {span.text for span in pii_find(private_text) if span.kind in ("name", "email", "phone", "id")}
     leaked = sorted(value for value in private_pii if len(value) > 3 and value in synthetic)
     assert leaked == [], f"private PII in the synthetic data: {leaked[:10]}"
+    assert not [span for span in pii_find(synthetic) if span.kind in ("name", "email", "phone", "id")]
 
     adapter_dir = Path(settings.KSG_ARTIFACT_DIR) / target.artifacts.get(kind="adapter").path
     base = AutoModelForCausalLM.from_pretrained(embedded_model_dir(cache_dir=settings.KSG_MODEL_CACHE))
