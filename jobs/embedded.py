@@ -5,6 +5,7 @@ import logging
 import os
 import secrets
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from celery import Celery
@@ -47,3 +48,15 @@ def admin_ensure() -> tuple[str, str | None]:
     password_file.write_text(f"{ADMIN_USERNAME}\n{password}\n")
     password_file.chmod(0o600)
     return ADMIN_USERNAME, password
+
+
+@contextmanager
+def embedded_worker_if_needed(app: Celery):
+    """Run an in-process worker for the duration when the broker is the in-process memory one
+    (embedded mode): a job submitted from a terminal there can only be run by that process."""
+    worker = embedded_worker_start(app) if settings.KSG_RUN_MODE == "embedded" else None
+    try:
+        yield worker
+    finally:
+        if worker is not None:
+            worker.stop(in_sighandler=False)

@@ -29,6 +29,26 @@ class SelftestParams:
     )
 
 
+def _lora_rank():
+    return field(default=8, metadata={"min": 1, "max": 256, "help": "LoRA rank r."})
+
+
+def _lora_alpha():
+    return field(default=16, metadata={"min": 1, "max": 1024, "help": "LoRA scaling alpha."})
+
+
+def _target_modules():
+    return field(default="q_proj,v_proj", metadata={"help": "Comma-separated module names that get LoRA adapters."})
+
+
+def _learning_rate():
+    return field(default=2e-3, metadata={"min": 1e-6, "max": 0.5, "help": "AdamW learning rate."})
+
+
+def _seed(help_text: str = "Seed for sampling and noise."):
+    return field(default=0, metadata={"min": 0, "max": 2**31 - 1, "help": help_text})
+
+
 @dataclass(frozen=True)
 class DPFinetuneParams:
     """Stage 1: DP-LoRA fine-tuning of the base model on the private training split."""
@@ -40,12 +60,10 @@ class DPFinetuneParams:
         default="smollm2-135m-instruct",
         metadata={"help": "smollm2-135m-instruct (embedded), a local Hugging Face model directory, or a hub id."},
     )
-    lora_rank: int = field(default=8, metadata={"min": 1, "max": 256, "help": "LoRA rank r."})
-    lora_alpha: int = field(default=16, metadata={"min": 1, "max": 1024, "help": "LoRA scaling alpha."})
-    target_modules: str = field(
-        default="q_proj,v_proj", metadata={"help": "Comma-separated module names that get LoRA adapters."}
-    )
-    learning_rate: float = field(default=2e-3, metadata={"min": 1e-6, "max": 0.5, "help": "AdamW learning rate."})
+    lora_rank: int = _lora_rank()
+    lora_alpha: int = _lora_alpha()
+    target_modules: str = _target_modules()
+    learning_rate: float = _learning_rate()
     epochs: float = field(
         default=1.0, metadata={"min": 0.01, "max": 100.0, "help": "Passes over the training split (expected)."}
     )
@@ -62,7 +80,7 @@ class DPFinetuneParams:
     max_grad_norm: float = field(
         default=1.0, metadata={"min": 1e-4, "max": 1e4, "help": "Per-example gradient clipping norm C."}
     )
-    seed: int = field(default=0, metadata={"min": 0, "max": 2**31 - 1, "help": "Seed for sampling and noise."})
+    seed: int = _seed()
 
 
 def _domain():
@@ -86,7 +104,7 @@ class GenerateParams:
     temperature: float = field(default=0.9, metadata={"min": 0.0, "max": 2.0, "help": "Sampling temperature."})
     top_p: float = field(default=0.95, metadata={"min": 0.01, "max": 1.0, "help": "Nucleus sampling mass."})
     max_new_tokens: int = field(default=48, metadata={"min": 4, "max": 1024, "help": "Tokens per instruction."})
-    seed: int = field(default=0, metadata={"min": 0, "max": 2**31 - 1, "help": "Sampling seed."})
+    seed: int = _seed("Sampling seed.")
     backend: str = _backend()
 
 
@@ -112,7 +130,7 @@ class DistillParams:
     temperature: float = field(default=0.3, metadata={"min": 0.0, "max": 2.0, "help": "Sampling temperature (0: greedy)."})
     top_p: float = field(default=0.9, metadata={"min": 0.01, "max": 1.0, "help": "Nucleus sampling mass."})
     max_new_tokens: int = field(default=96, metadata={"min": 4, "max": 4096, "help": "Tokens per response."})
-    seed: int = field(default=0, metadata={"min": 0, "max": 2**31 - 1, "help": "Sampling seed."})
+    seed: int = _seed("Sampling seed.")
     backend: str = _backend()
 
 
@@ -122,15 +140,15 @@ class FinetuneTargetParams:
 
     synthetic_artifact: int = field(default=0, metadata={"min": 1, "help": "Artifact id of the synthetic pairs."})
     base_model: str = field(default="smollm2-135m-instruct", metadata={"help": "W_Loc."})
-    lora_rank: int = field(default=8, metadata={"min": 1, "max": 256, "help": "LoRA rank r."})
-    lora_alpha: int = field(default=16, metadata={"min": 1, "max": 1024, "help": "LoRA scaling alpha."})
-    target_modules: str = field(default="q_proj,v_proj", metadata={"help": "Comma-separated module names."})
-    learning_rate: float = field(default=2e-3, metadata={"min": 1e-6, "max": 0.5, "help": "AdamW learning rate."})
+    lora_rank: int = _lora_rank()
+    lora_alpha: int = _lora_alpha()
+    target_modules: str = _target_modules()
+    learning_rate: float = _learning_rate()
     epochs: float = field(default=1.0, metadata={"min": 0.01, "max": 100.0, "help": "Passes over the synthetic pairs."})
     logical_batch_size: int = field(default=8, metadata={"min": 1, "max": 65_536, "help": "Batch size."})
     physical_batch_size: int = field(default=8, metadata={"min": 1, "max": 4096, "help": "Examples per forward pass."})
     max_length: int = field(default=128, metadata={"min": 16, "max": 8192, "help": "Tokens per example."})
-    seed: int = field(default=0, metadata={"min": 0, "max": 2**31 - 1, "help": "Seed."})
+    seed: int = _seed("Seed of the batch order.")
 
 
 @dataclass(frozen=True)

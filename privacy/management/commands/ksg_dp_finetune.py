@@ -5,7 +5,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.embedded import embedded_worker_start
+from jobs.embedded import embedded_worker_if_needed
 from jobs.follow import job_follow
 from jobs.kinds import DPFinetuneParams, JobParamsError
 from ksg_web.celery import app as celery_app
@@ -44,12 +44,8 @@ class Command(BaseCommand):
         self.stdout.write(f"job {job.pk} queued on dataset {target.name!r}; epsilon {params['target_epsilon']} reserved")
         if no_wait:
             return
-        worker = embedded_worker_start(celery_app) if embedded else None
-        try:
+        with embedded_worker_if_needed(celery_app):
             job = job_follow(job_id=job.pk, write=self.stdout.write)
-        finally:
-            if worker is not None:
-                worker.stop(in_sighandler=False)
         if job.status != "succeeded":
             raise CommandError(f"job {job.pk} {job.status}: {job.error}")
         adapter = job.artifacts.filter(kind="adapter").first()

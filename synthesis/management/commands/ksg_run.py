@@ -4,7 +4,7 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.embedded import embedded_worker_start
+from jobs.embedded import embedded_worker_if_needed
 from jobs.follow import run_follow
 from jobs.kinds import JobParamsError
 from jobs.pipeline import run_submit, run_summary
@@ -49,12 +49,8 @@ class Command(BaseCommand):
         self.stdout.write(f"run {run.pk} submitted on dataset {dataset.name!r} (preset {options['preset']})")
         if not options["wait"]:
             return
-        worker = embedded_worker_start(celery_app) if embedded else None
-        try:
+        with embedded_worker_if_needed(celery_app):
             run = run_follow(run_id=run.pk, write=self.stdout.write)
-        finally:
-            if worker is not None:
-                worker.stop(in_sighandler=False)
         self.stdout.write(json.dumps(run_summary(run=run), indent=2))
         if run.status != "succeeded":
             raise CommandError(f"run {run.pk} {run.status}: {run.error}")
