@@ -106,13 +106,20 @@ def job_execute(*, job_id: int, celery_task_id: str, stage: Callable[[Any, JobCo
         logger.warning("task %s names job %s, which does not exist; dropping it", celery_task_id, job_id)
         return "missing"
     if job is None:
+        # Not run (finished, cancelled, or out of attempts): its run may still need settling.
+        _settle_parent(Job.objects.get(pk=job_id))
         return "skipped"
     status = _run_stage(job, stage)
-    if job.parent_id is not None:
+    _settle_parent(job)
+    return status
+
+
+def _settle_parent(job: Job) -> None:
+    """Advance, fail or cancel the run a finished stage belongs to (idempotent)."""
+    if job.parent_id is not None and Job.objects.filter(pk=job.pk, status__in=Job.TERMINAL_STATUSES).exists():
         from .pipeline import run_child_finished
 
         run_child_finished(child_id=job.pk)
-    return status
 
 
 def _run_stage(job: Job, stage: Callable[[Any, JobContext], None]) -> str:

@@ -58,6 +58,10 @@ def _job_enqueue(job: Job, task_name: str, queue: str) -> None:
         )
     except Exception as exc:  # kombu raises many kinds; each means the same thing here
         job_fail(job_id=job.pk, error=f"could not enqueue the job: {exc}. Is the broker (Redis) running?")
+        if job.parent_id is not None:  # the run this stage belongs to ends with it
+            from .pipeline import run_child_finished
+
+            run_child_finished(child_id=job.pk)
         raise JobQueueUnavailable(f"The task queue did not accept job {job.pk}: {exc}") from exc
 
 

@@ -127,3 +127,18 @@ def test_cancelling_a_run_cancels_its_stage(celery_session_worker, clinic):
     assert finished(stage.pk).status == "cancelled"
     run.refresh_from_db()
     assert run.status == "cancelled" and run.children.count() == 1
+
+
+def test_a_stage_that_gives_up_after_its_attempts_fails_the_run(clinic, settings):
+    from jobs.services import job_start
+
+    owner, dataset, model_dir = clinic
+    settings.KSG_MAX_ATTEMPTS = 1
+    run = run_submit(owner=owner, dataset=dataset, stages=tiny_stages(model_dir))
+    stage = run.children.get()
+    job_start(job_id=stage.pk, celery_task_id=stage.celery_task_id)  # attempt 1: its worker dies
+
+    assert job_execute(job_id=stage.pk, celery_task_id=stage.celery_task_id, stage=generate_run) == "skipped"
+
+    run.refresh_from_db()
+    assert run.status == "failed" and "gave up after 1 attempts" in run.error
