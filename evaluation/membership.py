@@ -1,0 +1,118 @@
+"""Membership inference: can an attacker tell the training records from held-out ones?
+
+Two scores per record, both "higher = more likely a member":
+  - loss:  the mean response-token log-prob, i.e. the negated training loss (Yeom et al. 2018);
+  - min_k: Min-K% Prob (Shi et al. 2024), the mean of the lowest k fraction of token log-probs,
+           which ignores the easy tokens every model predicts well.
+The attack quality is the ROC AUC (0.5 = chance) and the TPR at a low FPR (Carlini et al. 2022
+argue the low-FPR regime is what matters for privacy).
+"""
+import math
+
+import numpy as np
+from scipy.stats import rankdata
+
+from .scoring import token_logprobs
+
+HISTOGRAM_BINS = 20
+REPORT_FPR = 0.01
+
+
+def loss_scores(token_logprobs: list[list[float]]) -> list[float]:
+    """Per record, the negated mean token loss = mean token log-prob (nats); higher = member."""
+    return [_mean(row) for row in token_logprobs]
+
+
+def min_k_scores(token_logprobs: list[list[float]], k: float = 0.2) -> list[float]:
+    """Per record, the mean of its lowest max(1, floor(k * n)) token log-probs (n tokens), in
+    nats; higher = member. k is a fraction in (0, 1]."""
+    if not 0 < k <= 1:
+        raise ValueError("k must be a fraction in (0, 1]")
+    return [_mean(sorted(row)[: max(1, math.floor(k * len(row)))]) for row in token_logprobs]
+
+
+def _mean(values: list[float]) -> float:
+    if not values:
+        raise ValueError("a record has no scored tokens")
+    return sum(values) / len(values)
+
+
+def roc_auc(member_scores: list[float], nonmember_scores: list[float]) -> float:
+    """P(score of a random member > score of a random non-member), ties counting 1/2: the
+    Mann-Whitney U statistic divided by n_members * n_nonmembers."""
+    n_m, n_n = len(member_scores), len(nonmember_scores)
+    if not n_m or not n_n:
+        raise ValueError("need at least one member and one non-member score")
+    ranks = rankdata(np.concatenate([member_scores, nonmember_scores]), method="average")
+    u_statistic = ranks[:n_m].sum() - n_m * (n_m + 1) / 2
+    return float(u_statistic / (n_m * n_n))
+
+
+def tpr_at_fpr(member_scores: list[float], nonmember_scores: list[float], fpr: float = 0.01) -> float:
+    """The fraction of members flagged at the strictest threshold that keeps the FPR <= fpr.
+
+    With the n non-member scores sorted from highest, a = floor(fpr * n) of them may be
+    flagged; the threshold is the (a+1)-th highest non-member score and a record is flagged
+    when its score is STRICTLY above it. So at most a non-members (fewer when scores tie at
+    the threshold) are flagged, and the result is conservative. When a >= n every record is
+    flagged (TPR 1.0)."""
+    if not 0 <= fpr <= 1:
+        raise ValueError("fpr must be in [0, 1]")
+    ordered = sorted(nonmember_scores, reverse=True)
+    allowed = math.floor(fpr * len(ordered))
+    if allowed >= len(ordered):
+        return 1.0
+    threshold = ordered[allowed]
+    return sum(score > threshold for score in member_scores) / len(member_scores)
+
+
+def roc_curve(member_scores: list[float], nonmember_scores: list[float]) -> list[tuple[float, float]]:
+    """(fpr, tpr) points from (0, 0) to (1, 1), one per distinct score, thresholds descending
+    (flag score >= threshold); tied scores move both rates in one step. Both coordinates are
+    non-decreasing."""
+    labelled = sorted([(s, 1) for s in member_scores] + [(s, 0) for s in nonmember_scores], reverse=True)
+    n_m, n_n = len(member_scores), len(nonmember_scores)
+    points, true_pos, false_pos, index = [(0.0, 0.0)], 0, 0, 0
+    while index < len(labelled):
+        score = labelled[index][0]
+        while index < len(labelled) and labelled[index][0] == score:
+            true_pos += labelled[index][1]
+            false_pos += 1 - labelled[index][1]
+            index += 1
+        points.append((false_pos / n_n, true_pos / n_m))
+    return points
+
+
+def score_histogram(member_scores: list[float], nonmember_scores: list[float], *,
+                    bins: int = HISTOGRAM_BINS) -> dict:
+    """Counts of both score lists over the same `bins` equal-width bins (bins + 1 edges)."""
+    edges = np.histogram_bin_edges(np.concatenate([member_scores, nonmember_scores]), bins=bins)
+    return {
+        "edges": edges.tolist(),
+        "members": np.histogram(member_scores, bins=edges)[0].tolist(),
+        "nonmembers": np.histogram(nonmember_scores, bins=edges)[0].tolist(),
+    }
+
+
+def attack_summary(member_scores: list[float], nonmember_scores: list[float]) -> dict:
+    """AUC, TPR at 1% FPR, counts, the shared-edge histogram and the ROC points of one score."""
+    return {
+        "auc": roc_auc(member_scores, nonmember_scores),
+        "tpr_at_1pct_fpr": tpr_at_fpr(member_scores, nonmember_scores, REPORT_FPR),
+        "n_members": len(member_scores),
+        "n_nonmembers": len(nonmember_scores),
+        "histogram": score_histogram(member_scores, nonmember_scores),
+        "roc": roc_curve(member_scores, nonmember_scores),
+    }
+
+
+def membership_report(model, tokenizer, train_records: list[dict], heldout_records: list[dict], *,
+                      max_length: int, k: float = 0.2) -> dict:
+    """Both attacks ("loss" and "min_k") on members = train_records vs non-members =
+    heldout_records; plain data (floats, ints, lists) ready for JSON."""
+    members = token_logprobs(model, tokenizer, train_records, max_length=max_length)
+    nonmembers = token_logprobs(model, tokenizer, heldout_records, max_length=max_length)
+    return {
+        "loss": attack_summary(loss_scores(members), loss_scores(nonmembers)),
+        "min_k": attack_summary(min_k_scores(members, k), min_k_scores(nonmembers, k)) | {"k": k},
+    }

@@ -1,0 +1,233 @@
+"""Utility of the target model: is the model KnowledgeSG trained actually useful?
+
+Four measurements, each a plain function on plain data (records are {"instruction", "response"}
+dicts, the format privacy.dp_train trains on):
+
+1. held-out loss and perplexity: the mean response-token cross-entropy (nats) on records the
+   model never saw, computed exactly as training computes it (privacy.dp_train.per_example_loss);
+2. ROUGE-L against references: the model answers each instruction greedily through a generation
+   backend; ROUGE-L F1 (synthesis.filtering.rouge_l) of its answer against the reference answer;
+3. pairwise win-rate: the professional model, as judge, reads one question and two answers (the
+   target model's and the base model's) and says which is better, "A" or "B";
+4. IFD, Instruction-Following Difficulty (Li et al. 2024, "From Quantity to Quality: Boosting LLM
+   Performance with Self-Guided Data Selection for Instruction Tuning"): how much the instruction
+   helps the model predict the response. Low IFD: the instruction makes the response easy.
+
+No Django here: the evaluation app's services call these functions with loaded models.
+"""
+import math
+import random
+import statistics
+
+import numpy as np
+import torch
+
+from privacy.dp_train import IGNORE_INDEX, collate, examples_tokenize, per_example_loss
+from synthesis.filtering import rouge_l, tokenize_for_similarity
+from synthesis.generation import SamplingParams
+
+ROUGE_EXAMPLES = 5               # examples kept in the ROUGE-L report, the first records in input order
+JUDGE_CANDIDATES = ["A", "B"]
+_NEGLIGIBLE_PROBABILITY = 1e-9   # p(A) + p(B) below this: the judge answered neither, a tie
+IFD_HISTOGRAM_BINS = 20
+# IFD histogram range. IFD is a ratio of losses, mostly in (0, 1.5); a fixed range keeps reports
+# from different runs comparable. Scores above the top edge are counted in the last bin.
+IFD_HISTOGRAM_RANGE = (0.0, 2.0)
+
+JUDGE_SYSTEM_PROMPT = (
+    "You are an impartial expert judge. You compare two answers to the same question and decide "
+    "which one is more helpful, correct and relevant to the question. Do not let the order of the "
+    "answers or their length influence you. Reply with a single capital letter: A or B."
+)
+JUDGE_QUESTION = (
+    "Question:\n{instruction}\n\n"
+    "Answer A:\n{answer_a}\n\n"
+    "Answer B:\n{answer_b}\n\n"
+    "Which answer is better? Answer with A or B only."
+)
+
+
+# --- 1. held-out loss and perplexity ---------------------------------------------------------
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _example_losses(model, examples: list[tuple[list[int], list[int]]], *, pad_id: int, batch_size: int) -> list[float]:
+    """per_example_loss over tokenized examples, in batches, without gradients, in eval mode
+    (dropout off). The model's train/eval mode is restored afterwards."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
+    was_training, device, pad = model.training, _model_device(model), collate(pad_id)
+    model.eval()
+    losses: list[float] = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(examples), batch_size):
+                input_ids, attention_mask, labels = pad(examples[start:start + batch_size])
+                losses.extend(per_example_loss(model, input_ids.to(device), attention_mask.to(device),
+                                               labels.to(device)).tolist())
+    finally:
+        model.train(was_training)
+    return losses
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def response_losses(model, tokenizer, records: list[dict], *, max_length: int, batch_size: int = 8) -> list[float]:
+    """Per record, the mean cross-entropy (nats per token) of its response tokens given its
+    chat-formatted instruction: the training loss (privacy.dp_train.per_example_loss on
+    examples_tokenize), so held-out numbers compare directly with the training curve."""
+    examples = examples_tokenize(records, tokenizer, max_length=max_length)
+    return _example_losses(model, examples, pad_id=_pad_id(tokenizer), batch_size=batch_size)
+
+
+def heldout_loss_report(model, tokenizer, records: list[dict], *, max_length: int) -> dict:
+    """{"loss": mean response loss (nats per token), "perplexity": exp(loss), "n": records}.
+    The mean is over records (each record counts once, whatever its length), as in training."""
+    if not records:
+        raise ValueError("heldout_loss_report needs at least one held-out record")
+    loss = statistics.fmean(response_losses(model, tokenizer, records, max_length=max_length))
+    return {"loss": loss, "perplexity": math.exp(loss), "n": len(records)}
+
+
+# --- 2. ROUGE-L against reference answers ----------------------------------------------------
+
+def rouge_l_against_references(backend, records: list[dict], *, max_new_tokens: int = 96, seed: int = 0) -> dict:
+    """Answer each record's instruction greedily (temperature 0) through `backend` (a generation
+    backend: TransformersBackend or VLLMBackend), then ROUGE-L F1 (word tokens, in [0, 1]) of the
+    answer against the record's reference response. Returns {"mean", "n", "scores" (per record,
+    input order), "examples" (the first ROUGE_EXAMPLES records: instruction, reference,
+    generated, score)}. The prompt is a single user message, the format the adapter trained on."""
+    if not records:
+        raise ValueError("rouge_l_against_references needs at least one record")
+    prompts = [[{"role": "user", "content": record["instruction"]}] for record in records]
+    sampling = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, seed=seed)
+    generated = [completion.text for completion in backend.generate(prompts, sampling)]
+    scores = [
+        rouge_l(tokenize_for_similarity(text), tokenize_for_similarity(record["response"]))
+        for text, record in zip(generated, records)
+    ]
+    examples = [
+        {"instruction": record["instruction"], "reference": record["response"], "generated": text, "score": score}
+        for record, text, score in list(zip(records, generated, scores))[:ROUGE_EXAMPLES]
+    ]
+    return {"mean": statistics.fmean(scores), "n": len(scores), "scores": scores, "examples": examples}
+
+
+# --- 3. pairwise win-rate, judged by the professional model ----------------------------------
+
+def judge_prompt(instruction: str, answer_a: str, answer_b: str) -> list[dict]:
+    """The chat prompt asking the judge which of answers A and B to `instruction` is better."""
+    return [
+        {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
+        {"role": "user", "content": JUDGE_QUESTION.format(instruction=instruction, answer_a=answer_a,
+                                                          answer_b=answer_b)},
+    ]
+
+
+def judge_choice(p_a: float, p_b: float, *, tie_margin: float) -> str:
+    """"A", "B" or "tie" from the judge's probabilities of replying A and B: a tie when the
+    relative gap |p(A) - p(B)| / (p(A) + p(B)) is below tie_margin, or when the judge put
+    (almost) no probability on either reply."""
+    total = p_a + p_b
+    if total < _NEGLIGIBLE_PROBABILITY or abs(p_a - p_b) / total < tie_margin:
+        return "tie"
+    return "A" if p_a > p_b else "B"
+
+
+def pairwise_win_rate(judge_backend, instructions: list[str], answers_target: list[str], answers_base: list[str],
+                      *, seed: int = 0, tie_margin: float = 0.1) -> dict:
+    """How often the judge prefers the target model's answer to the base model's.
+
+    LLM judges have a position bias: asked "A or B?", they favour one position (often the first)
+    whatever the answers say. So for each item a seeded coin decides whether the target answer is
+    shown as A or as B (recorded per item as "target_position"); a judge that only looks at the
+    position then wins about half the items for each model instead of deciding the result.
+
+    The judge's reply is read from `judge_backend.next_token_probs` for ["A", "B"] (see
+    judge_choice for ties). Returns {"wins", "losses", "ties", "n", "win_rate" = (wins + 0.5 *
+    ties) / n, "verdicts": per item {index, target_position, p_a, p_b, choice, outcome}}, with
+    outcome "win", "loss" or "tie" from the target model's side.
+    """
+    if not len(instructions) == len(answers_target) == len(answers_base):
+        raise ValueError("instructions, answers_target and answers_base must have the same length")
+    if not instructions:
+        raise ValueError("pairwise_win_rate needs at least one item")
+    if not 0 <= tie_margin < 1:
+        raise ValueError(f"tie_margin must be in [0, 1), got {tie_margin!r}")
+    coin = random.Random(seed)
+    target_positions = ["A" if coin.random() < 0.5 else "B" for _ in instructions]
+    prompts = [
+        judge_prompt(instruction, target, base) if position == "A" else judge_prompt(instruction, base, target)
+        for instruction, target, base, position in zip(instructions, answers_target, answers_base, target_positions)
+    ]
+    probabilities = judge_backend.next_token_probs(prompts, JUDGE_CANDIDATES)
+    verdicts = []
+    for index, (position, probs) in enumerate(zip(target_positions, probabilities)):
+        p_a, p_b = float(probs.get("A", 0.0)), float(probs.get("B", 0.0))
+        choice = judge_choice(p_a, p_b, tie_margin=tie_margin)
+        outcome = "tie" if choice == "tie" else ("win" if choice == position else "loss")
+        verdicts.append({"index": index, "target_position": position, "p_a": p_a, "p_b": p_b,
+                         "choice": choice, "outcome": outcome})
+    counts = {outcome: sum(v["outcome"] == outcome for v in verdicts) for outcome in ("win", "loss", "tie")}
+    n = len(verdicts)
+    return {"wins": counts["win"], "losses": counts["loss"], "ties": counts["tie"], "n": n,
+            "win_rate": (counts["win"] + 0.5 * counts["tie"]) / n, "verdicts": verdicts}
+
+
+# --- 4. IFD, Instruction-Following Difficulty ------------------------------------------------
+
+def _unconditioned_examples(records: list[dict], conditioned: list[tuple[list[int], list[int]]], tokenizer, *,
+                            max_length: int) -> list[tuple[list[int], list[int]]]:
+    """The response of each record scored without its instruction: the same chat format with an
+    EMPTY user message (record {"instruction": "", "response": ...} through examples_tokenize).
+    With the tiny test template that is "<|im_start|>user\\n<|im_end|>\\n<|im_start|>assistant\\n"
+    followed by the response; without a chat template, PLAIN_PROMPT with an empty instruction.
+    The response tokens are then exactly those scored with the instruction (same text, same end
+    of turn), cut to the same count when max_length truncated the conditioned response, so the
+    ratio measures only what the instruction adds. (Li et al. score the bare answer text; the
+    empty turn avoids asking the chat model to predict a response outside any chat format.)"""
+    empty = [{"instruction": "", "response": record["response"]} for record in records]
+    examples = []
+    for (ids, labels), (_, conditioned_labels) in zip(examples_tokenize(empty, tokenizer, max_length=max_length),
+                                                      conditioned):
+        prompt_length = sum(label == IGNORE_INDEX for label in labels)
+        response_length = sum(label != IGNORE_INDEX for label in conditioned_labels)
+        keep = prompt_length + response_length
+        examples.append((ids[:keep], labels[:keep]))
+    return examples
+
+
+def ifd_scores(model, tokenizer, records: list[dict], *, max_length: int, batch_size: int = 8) -> list[float]:
+    """Per record, IFD = loss(response | instruction) / loss(response | empty instruction), both
+    mean response-token cross-entropies in nats (see _unconditioned_examples for the empty
+    input). Dimensionless, > 0: below 1 the instruction helps predict the response, at or above 1
+    it does not (Li et al. drop such pairs as unhelpful or misaligned)."""
+    conditioned = examples_tokenize(records, tokenizer, max_length=max_length)
+    for index, (_, labels) in enumerate(conditioned):
+        if all(label == IGNORE_INDEX for label in labels):
+            raise ValueError(f"record {index} has no response tokens within max_length={max_length}; IFD is undefined")
+    unconditioned = _unconditioned_examples(records, conditioned, tokenizer, max_length=max_length)
+    pad_id = _pad_id(tokenizer)
+    with_instruction = _example_losses(model, conditioned, pad_id=pad_id, batch_size=batch_size)
+    without_instruction = _example_losses(model, unconditioned, pad_id=pad_id, batch_size=batch_size)
+    return [cond / max(alone, 1e-12) for cond, alone in zip(with_instruction, without_instruction)]
+
+
+def ifd_report(model, tokenizer, records: list[dict], *, max_length: int) -> dict:
+    """{"mean", "median", "n", "share_at_least_1" (fraction of records whose instruction does not
+    help), "histogram": {"edges": 21 bin edges over IFD_HISTOGRAM_RANGE, "counts": 20 counts,
+    scores above the range in the last bin}}."""
+    if not records:
+        raise ValueError("ifd_report needs at least one record")
+    scores = ifd_scores(model, tokenizer, records, max_length=max_length)
+    low, high = IFD_HISTOGRAM_RANGE
+    counts, edges = np.histogram(np.clip(scores, low, high), bins=IFD_HISTOGRAM_BINS, range=IFD_HISTOGRAM_RANGE)
+    return {
+        "mean": statistics.fmean(scores), "median": statistics.median(scores), "n": len(scores),
+        "share_at_least_1": sum(score >= 1.0 for score in scores) / len(scores),
+        "histogram": {"edges": edges.tolist(), "counts": counts.astype(int).tolist()},
+    }

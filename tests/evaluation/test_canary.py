@@ -1,0 +1,51 @@
+"""Secret Sharer canaries: distinct random secrets, and exposure near its maximum for a
+canary the model memorised, low for one it never saw."""
+import math
+
+import pytest
+
+from evaluation.canary import (
+    CANARY_INSTRUCTION,
+    SPACE_SIZE,
+    canary_records,
+    exposure,
+    exposure_report,
+    secret_text,
+)
+from tests.evaluation.memorised import memorised
+
+
+def test_canary_records_have_distinct_six_digit_secrets_and_repeat_for_a_seed():
+    canaries = canary_records(50, seed=1)
+    secrets = [canary["secret"] for canary in canaries]
+    assert len(set(secrets)) == 50
+    assert all(len(secret) == 6 and secret.isdigit() for secret in secrets)
+    assert canary_records(50, seed=1) == canaries and canary_records(50, seed=2) != canaries
+    assert all(canary["instruction"] == CANARY_INSTRUCTION and secret_text(canary["secret"]) in canary["response"]
+               for canary in canaries)
+
+
+def test_secret_is_written_one_digit_per_word():
+    assert secret_text("004217") == "0 0 4 2 1 7"
+
+
+@pytest.mark.slow
+def test_exposure_is_high_for_a_memorised_canary_and_low_for_an_unseen_one():
+    setup = memorised()
+    seen = exposure(setup.model, setup.tokenizer, setup.canary, reference_sample=500)
+    unseen = exposure(setup.model, setup.tokenizer, setup.unseen_canary, reference_sample=500)
+    assert seen["exposure"] > math.log2(SPACE_SIZE) - 3
+    assert unseen["exposure"] < 8
+    for row in (seen, unseen):
+        assert row["reference_sample"] == 500
+        assert row["estimated_rank"] == 1 + (row["rank_in_sample"] - 1) * SPACE_SIZE / 500
+        assert row["exposure"] == pytest.approx(math.log2(SPACE_SIZE) - math.log2(row["estimated_rank"]))
+
+
+@pytest.mark.slow
+def test_exposure_report_summarises_every_canary():
+    setup = memorised()
+    report = exposure_report(setup.model, setup.tokenizer, [setup.canary, setup.unseen_canary], reference_sample=200)
+    values = [row["exposure"] for row in report["canaries"]]
+    assert report["max_exposure"] == max(values) and report["mean_exposure"] == pytest.approx(sum(values) / 2)
+    assert report["max_possible_exposure"] == pytest.approx(math.log2(10**6))

@@ -1,0 +1,82 @@
+"""Membership inference metrics on hand-computed cases, and the attack on a model that
+memorised its training records (AUC well above chance) versus the untrained model (chance)."""
+import pytest
+
+from evaluation.membership import (
+    loss_scores,
+    membership_report,
+    min_k_scores,
+    roc_auc,
+    roc_curve,
+    score_histogram,
+    tpr_at_fpr,
+)
+from tests.evaluation.memorised import MAX_LENGTH, memorised
+
+
+def test_auc_is_one_for_perfect_separation_and_zero_when_reversed():
+    assert roc_auc([3.0, 4.0, 5.0], [0.0, 1.0, 2.0]) == 1.0
+    assert roc_auc([0.0, 1.0], [2.0, 3.0]) == 0.0
+
+
+def test_auc_is_one_half_for_identical_scores():
+    assert roc_auc([1.0, 1.0, 1.0], [1.0, 1.0]) == 0.5
+    assert roc_auc([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == 0.5
+
+
+def test_auc_counts_ties_as_one_half():
+    # pairs (m, n): (2,1)=1 (2,2)=.5 (2,3)=0 (4,1)=1 (4,2)=1 (4,3)=1 -> 4.5 / 6
+    assert roc_auc([2.0, 4.0], [1.0, 2.0, 3.0]) == pytest.approx(4.5 / 6)
+
+
+def test_tpr_at_fpr_uses_threshold_above_the_allowed_non_members():
+    nonmembers = [float(i) for i in range(100)]  # 0..99
+    members = [98.5, 99.5, 50.0, 120.0]
+    # 1% of 100 = 1 non-member may be flagged: threshold = 98 (second highest), flag > 98
+    assert tpr_at_fpr(members, nonmembers, fpr=0.01) == 0.75
+    # 0 allowed: threshold = 99
+    assert tpr_at_fpr(members, nonmembers, fpr=0.0) == 0.5
+    assert tpr_at_fpr(members, nonmembers, fpr=1.0) == 1.0
+
+
+def test_tpr_at_fpr_is_conservative_when_non_members_tie_at_the_threshold():
+    # 10% of 10 = 1 may be flagged; the top two tie at 5, so the threshold is 5 and none is flagged
+    nonmembers = [5.0, 5.0] + [0.0] * 8
+    assert tpr_at_fpr([5.0, 6.0], nonmembers, fpr=0.1) == 0.5
+
+
+def test_roc_curve_runs_monotonically_from_origin_to_one_one():
+    points = roc_curve([0.9, 0.8, 0.4, 0.4], [0.7, 0.4, 0.1])
+    assert points[0] == (0.0, 0.0) and points[-1] == (1.0, 1.0)
+    assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(points, points[1:]))
+    assert (0.0, 0.5) in points and (2 / 3, 1.0) in points  # the tie at 0.4 moves both at once
+
+
+def test_min_k_averages_the_lowest_fraction_of_token_logprobs():
+    row = [-0.1, -5.0, -0.2, -3.0, -0.3, -0.1, -0.2, -0.1, -0.4, -0.5]
+    assert min_k_scores([row], k=0.2) == [pytest.approx(-4.0)]   # lowest 2 of 10
+    assert min_k_scores([[-1.0, -2.0]], k=0.2) == [-2.0]         # at least one token
+    assert min_k_scores([row], k=1.0) == pytest.approx(loss_scores([row]))
+
+
+def test_loss_score_is_the_negated_mean_loss():
+    assert loss_scores([[-1.0, -3.0], [-0.5]]) == [-2.0, -0.5]
+
+
+def test_histogram_shares_edges_and_counts_every_score():
+    histogram = score_histogram([1.0, 2.0, 3.0], [0.0, 10.0])
+    assert len(histogram["edges"]) == 21 and histogram["edges"][0] == 0.0 and histogram["edges"][-1] == 10.0
+    assert sum(histogram["members"]) == 3 and sum(histogram["nonmembers"]) == 2
+
+
+@pytest.mark.slow
+def test_memorising_model_is_attackable_and_untrained_model_is_not():
+    setup = memorised()
+    trained = membership_report(setup.model, setup.tokenizer, setup.train, setup.heldout, max_length=MAX_LENGTH)
+    untrained = membership_report(setup.base, setup.tokenizer, setup.train, setup.heldout, max_length=MAX_LENGTH)
+    for kind in ("loss", "min_k"):
+        assert trained[kind]["auc"] > 0.8
+        assert abs(untrained[kind]["auc"] - 0.5) < 0.2
+        assert trained[kind]["n_members"] == len(setup.train) and trained[kind]["n_nonmembers"] == len(setup.heldout)
+        assert len(trained[kind]["histogram"]["members"]) == 20
+    assert trained["loss"]["tpr_at_1pct_fpr"] > untrained["loss"]["tpr_at_1pct_fpr"]

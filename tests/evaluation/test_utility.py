@@ -1,0 +1,256 @@
+"""Utility metrics of the target model on a tiny model: held-out loss is the training loss,
+ROUGE-L scores the backend's greedy answers, the pairwise judge's answer order is randomised
+and mapped back, and IFD falls when the instruction becomes predictive of the response."""
+import math
+import statistics
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from evaluation.utility import (
+    JUDGE_QUESTION,
+    heldout_loss_report,
+    ifd_report,
+    ifd_scores,
+    judge_prompt,
+    pairwise_win_rate,
+    response_losses,
+    rouge_l_against_references,
+)
+from privacy.dp_train import DPTrainConfig, collate, dp_lora_train, examples_tokenize, lora_wrap, per_example_loss
+from synthesis.filtering import rouge_l, tokenize_for_similarity
+from synthesis.generation import SamplingParams, TransformersBackend
+from tests.support.tiny_model import tiny_model_dir
+
+# The response repeats the name and symptom of the instruction: predictable from it, not without it.
+RECORDS = [
+    {"instruction": f"Patient {name} reports {symptom} .", "response": f"Dear {name} , rest for {symptom} ."}
+    for name in ("Alice", "Bob", "Carol", "Dan")
+    for symptom in ("headache", "fever")
+]
+MAX_LENGTH = 48
+TRAIN_CONFIG = DPTrainConfig(
+    target_epsilon=8.0, delta=1e-3, dp=False, steps=40, epochs=None, learning_rate=0.02,
+    logical_batch_size=8, physical_batch_size=8, max_length=MAX_LENGTH, lora_rank=8,
+    target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"),
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    texts = [record["instruction"] + " " + record["response"] for record in RECORDS] + ["GOOD bad"]
+    return tiny_model_dir(tmp_path_factory.mktemp("tiny"), texts)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_dir):
+    return AutoTokenizer.from_pretrained(tiny_dir)
+
+
+def base_model(tiny_dir):
+    return lora_wrap(AutoModelForCausalLM.from_pretrained(tiny_dir), TRAIN_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def trained_model(tiny_dir, tokenizer):
+    """LoRA trained without DP until it reproduces each record's response greedily."""
+    model = base_model(tiny_dir)
+    dp_lora_train(model, examples_tokenize(RECORDS, tokenizer, max_length=MAX_LENGTH), TRAIN_CONFIG,
+                  pad_id=tokenizer.pad_token_id)
+    return model.eval()
+
+
+def test_utility_module_imports_without_django():
+    code = "import sys, evaluation.utility; assert not any(m.startswith('django') for m in sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# --- held-out loss ---------------------------------------------------------------------------
+
+def test_response_losses_equal_per_example_loss_computed_directly(tiny_dir, tokenizer):
+    model = base_model(tiny_dir).eval()
+    with torch.no_grad():
+        batch = collate(tokenizer.pad_token_id)(examples_tokenize(RECORDS, tokenizer, max_length=MAX_LENGTH))
+        direct = per_example_loss(model, *batch).tolist()
+    measured = response_losses(model, tokenizer, RECORDS, max_length=MAX_LENGTH, batch_size=3)
+    assert measured == pytest.approx(direct, abs=1e-5)
+    assert all(loss > 0 for loss in measured)
+
+
+def test_response_losses_restore_training_mode_and_compute_no_gradients(tiny_dir, tokenizer):
+    model = base_model(tiny_dir).train()
+    response_losses(model, tokenizer, RECORDS, max_length=MAX_LENGTH)
+    assert model.training
+    assert all(parameter.grad is None for parameter in model.parameters())
+
+
+def test_heldout_perplexity_is_exp_of_the_mean_loss(tiny_dir, tokenizer):
+    model = base_model(tiny_dir)
+    report = heldout_loss_report(model, tokenizer, RECORDS, max_length=MAX_LENGTH)
+    losses = response_losses(model, tokenizer, RECORDS, max_length=MAX_LENGTH)
+    assert report["n"] == len(RECORDS)
+    assert report["loss"] == pytest.approx(sum(losses) / len(losses))
+    assert report["perplexity"] == pytest.approx(math.exp(report["loss"]))
+
+
+def test_heldout_loss_is_lower_after_training_on_the_records(tiny_dir, tokenizer, trained_model):
+    before = heldout_loss_report(base_model(tiny_dir), tokenizer, RECORDS, max_length=MAX_LENGTH)
+    after = heldout_loss_report(trained_model, tokenizer, RECORDS, max_length=MAX_LENGTH)
+    assert after["loss"] < before["loss"] / 2
+
+
+def test_heldout_loss_report_refuses_no_records(tiny_dir, tokenizer):
+    with pytest.raises(ValueError, match="at least one"):
+        heldout_loss_report(base_model(tiny_dir), tokenizer, [], max_length=MAX_LENGTH)
+
+
+# --- ROUGE-L ---------------------------------------------------------------------------------
+
+def test_rouge_l_is_1_when_greedy_answers_reproduce_the_references(tokenizer, trained_model):
+    report = rouge_l_against_references(TransformersBackend(trained_model, tokenizer), RECORDS, max_new_tokens=16)
+    assert report["mean"] == pytest.approx(1.0)
+    assert report["scores"] == [pytest.approx(1.0)] * len(RECORDS)
+    assert report["n"] == len(RECORDS) and len(report["examples"]) == 5
+    assert report["examples"][0]["generated"] == report["examples"][0]["reference"] == RECORDS[0]["response"]
+
+
+def test_rouge_l_equals_rouge_l_of_independently_generated_greedy_answers(tiny_dir, tokenizer):
+    backend = TransformersBackend(base_model(tiny_dir), tokenizer)
+    report = rouge_l_against_references(backend, RECORDS, max_new_tokens=12)
+    prompts = [[{"role": "user", "content": record["instruction"]}] for record in RECORDS]
+    texts = [c.text for c in backend.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=12))]
+    expected = [rouge_l(tokenize_for_similarity(text), tokenize_for_similarity(record["response"]))
+                for text, record in zip(texts, RECORDS)]
+    assert report["scores"] == pytest.approx(expected)
+    assert report["mean"] == pytest.approx(sum(expected) / len(expected))
+    assert [example["generated"] for example in report["examples"]] == texts[:5]
+    assert report["mean"] < 1.0  # the untrained model does not reproduce the references
+
+
+# --- pairwise win-rate -----------------------------------------------------------------------
+
+class FixedJudge:
+    """Stand-in for the judge model's next_token_probs: the same probabilities for every prompt."""
+
+    def __init__(self, probabilities: dict[str, float]):
+        self.probabilities = probabilities
+        self.prompts = []
+
+    def next_token_probs(self, prompts, candidates):
+        assert candidates == ["A", "B"]
+        self.prompts.extend(prompts)
+        return [dict(self.probabilities) for _ in prompts]
+
+
+class ReadingJudge:
+    """Stand-in judge that reads the answers: prefers the one containing GOOD, ties on TIE."""
+
+    def next_token_probs(self, prompts, candidates):
+        results = []
+        for messages in prompts:
+            question = messages[-1]["content"]
+            answer_a, answer_b = question.split("Answer A:\n")[1].split("\n\nAnswer B:\n")
+            if "TIE" in question:
+                results.append({"A": 0.3, "B": 0.31})
+            else:
+                results.append({"A": 0.9, "B": 0.05} if "GOOD" in answer_a else {"A": 0.05, "B": 0.9})
+        return results
+
+
+def items(n: int) -> tuple[list[str], list[str], list[str]]:
+    return [f"question {i}" for i in range(n)], [f"GOOD answer {i}" for i in range(n)], [f"bad answer {i}" for i in range(n)]
+
+
+def test_judge_always_preferring_position_a_gives_about_half_wins():
+    result = pairwise_win_rate(FixedJudge({"A": 0.9, "B": 0.1}), *items(200), seed=3)
+    shown_first = sum(verdict["target_position"] == "A" for verdict in result["verdicts"])
+    assert result["wins"] == shown_first and result["losses"] == 200 - shown_first and result["ties"] == 0
+    assert 0.4 < result["win_rate"] < 0.6
+
+
+def test_winner_is_mapped_back_through_the_randomised_order():
+    result = pairwise_win_rate(ReadingJudge(), *items(40), seed=1)
+    positions = {verdict["target_position"] for verdict in result["verdicts"]}
+    assert positions == {"A", "B"}  # both orders were used ...
+    assert result["wins"] == 40 and result["win_rate"] == 1.0  # ... and the better answer always won
+    assert all(verdict["choice"] == verdict["target_position"] for verdict in result["verdicts"])
+
+
+def test_ties_count_half():
+    instructions, target, base = items(4)
+    instructions[2:] = ["TIE question 2", "TIE question 3"]
+    result = pairwise_win_rate(ReadingJudge(), instructions, target, base)
+    assert (result["wins"], result["losses"], result["ties"], result["n"]) == (2, 0, 2, 4)
+    assert result["win_rate"] == pytest.approx(0.75)
+    assert [verdict["outcome"] for verdict in result["verdicts"]] == ["win", "win", "tie", "tie"]
+
+
+def test_close_or_absent_probabilities_are_ties_within_the_margin():
+    close = pairwise_win_rate(FixedJudge({"A": 0.5, "B": 0.52}), *items(10), tie_margin=0.1)
+    absent = pairwise_win_rate(FixedJudge({"A": 0.0, "B": 0.0}), *items(10))
+    decided = pairwise_win_rate(FixedJudge({"A": 0.5, "B": 0.52}), *items(10), tie_margin=0.01)
+    assert close["ties"] == absent["ties"] == 10 and close["win_rate"] == absent["win_rate"] == 0.5
+    assert decided["ties"] == 0
+
+
+def test_answer_order_is_repeatable_for_a_seed_and_changes_with_it():
+    def positions(seed):
+        return [v["target_position"] for v in pairwise_win_rate(FixedJudge({"A": 1.0}), *items(50), seed=seed)["verdicts"]]
+
+    assert positions(7) == positions(7)
+    assert positions(7) != positions(8)
+
+
+def test_judge_prompt_shows_the_question_and_both_answers_in_their_positions():
+    judge = FixedJudge({"A": 1.0, "B": 0.0})
+    result = pairwise_win_rate(judge, ["What helps a fever ?"], ["target says rest"], ["base says run"], seed=0)
+    shown = judge.prompts[0][-1]["content"]
+    first, second = ("target says rest", "base says run") if result["verdicts"][0]["target_position"] == "A" \
+        else ("base says run", "target says rest")
+    assert shown == JUDGE_QUESTION.format(instruction="What helps a fever ?", answer_a=first, answer_b=second)
+    assert judge.prompts[0] == judge_prompt("What helps a fever ?", first, second)
+    assert "A or B only" in shown
+
+
+def test_pairwise_win_rate_runs_with_a_real_judge_model(tiny_dir, tokenizer):
+    result = pairwise_win_rate(TransformersBackend(base_model(tiny_dir), tokenizer), *items(6))
+    assert result["n"] == 6 and result["wins"] + result["losses"] + result["ties"] == 6
+    assert all(0.0 <= v["p_a"] <= 1.0 and 0.0 <= v["p_b"] <= 1.0 for v in result["verdicts"])
+
+
+def test_pairwise_win_rate_refuses_lists_of_different_lengths():
+    with pytest.raises(ValueError, match="same length"):
+        pairwise_win_rate(FixedJudge({"A": 1.0}), ["q"], ["a", "b"], ["c"])
+
+
+# --- IFD -------------------------------------------------------------------------------------
+
+def test_ifd_is_the_loss_with_the_instruction_over_the_loss_with_an_empty_one(tiny_dir, tokenizer):
+    model = base_model(tiny_dir)
+    with_instruction = response_losses(model, tokenizer, RECORDS, max_length=MAX_LENGTH)
+    empty = [{"instruction": "", "response": record["response"]} for record in RECORDS]
+    without_instruction = response_losses(model, tokenizer, empty, max_length=MAX_LENGTH)
+    expected = [c / u for c, u in zip(with_instruction, without_instruction)]
+    assert ifd_scores(model, tokenizer, RECORDS, max_length=MAX_LENGTH) == pytest.approx(expected)
+
+
+def test_ifd_falls_after_training_on_responses_predictable_from_their_instructions(tiny_dir, tokenizer, trained_model):
+    before = ifd_scores(base_model(tiny_dir), tokenizer, RECORDS, max_length=MAX_LENGTH)
+    after = ifd_scores(trained_model, tokenizer, RECORDS, max_length=MAX_LENGTH)
+    assert all(score > 0 for score in before + after)
+    assert all(a < b for a, b in zip(after, before))
+    assert max(after) < 0.5  # the instruction now makes the response easy
+
+
+def test_ifd_report_has_mean_median_count_and_a_20_bin_histogram(tokenizer, trained_model):
+    report = ifd_report(trained_model, tokenizer, RECORDS, max_length=MAX_LENGTH)
+    scores = ifd_scores(trained_model, tokenizer, RECORDS, max_length=MAX_LENGTH)
+    assert report["n"] == len(RECORDS)
+    assert report["mean"] == pytest.approx(sum(scores) / len(scores))
+    assert report["median"] == pytest.approx(statistics.median(scores))
+    assert len(report["histogram"]["counts"]) == 20 and len(report["histogram"]["edges"]) == 21
+    assert sum(report["histogram"]["counts"]) == len(RECORDS)
+    assert report["share_at_least_1"] == 0.0
