@@ -152,6 +152,23 @@ class FinetuneTargetParams:
 
 
 @dataclass(frozen=True)
+class EvaluateParams:
+    """Evaluation (client): privacy attacks and utility of an adapter against the base model."""
+
+    adapter_artifact: int = field(default=0, metadata={"min": 1, "help": "Artifact id of the adapter to evaluate."})
+    synthetic_artifact: int = field(default=0, metadata={"min": 0, "help": "Artifact id of its synthetic data (0: none)."})
+    base_model: str = field(default="smollm2-135m-instruct", metadata={"help": "The model the adapter belongs to."})
+    professional_model: str = field(default="smollm2-135m-instruct", metadata={"help": "W_Pro, the win-rate judge."})
+    max_records: int = field(default=100, metadata={"min": 2, "max": 100_000, "help": "Records per split used."})
+    max_length: int = field(default=128, metadata={"min": 16, "max": 8192, "help": "Tokens per scored record."})
+    reconstruction_targets: int = field(default=30, metadata={"min": 1, "max": 10_000, "help": "Names to reconstruct."})
+    candidate_set_size: int = field(default=100, metadata={"min": 2, "max": 10_000, "help": "Candidate names per target."})
+    generation_records: int = field(default=10, metadata={"min": 1, "max": 10_000, "help": "Held-out questions answered."})
+    max_new_tokens: int = field(default=64, metadata={"min": 4, "max": 4096, "help": "Tokens per generated answer."})
+    seed: int = _seed("Seed of the attacks' sampling and the judge's answer order.")
+
+
+@dataclass(frozen=True)
 class JobKindSpec:
     kind: str
     queue: str
@@ -169,6 +186,7 @@ JOB_KINDS: dict[str, JobKindSpec] = {
     "filter": JobKindSpec("filter", SERVER_QUEUE, "jobs.filter", FilterParams),
     "distill": JobKindSpec("distill", SERVER_QUEUE, "jobs.distill", DistillParams),
     "finetune_target": JobKindSpec("finetune_target", SERVER_QUEUE, "jobs.finetune_target", FinetuneTargetParams),
+    "evaluate": JobKindSpec("evaluate", CLIENT_QUEUE, "jobs.evaluate", EvaluateParams),
 }
 
 

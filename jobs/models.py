@@ -13,6 +13,7 @@ class Job(models.Model):
         FILTER = "filter", "Filtering (stage 3)"
         DISTILL = "distill", "Distillation (stage 4)"
         FINETUNE_TARGET = "finetune_target", "Target fine-tuning (stage 5)"
+        EVALUATE = "evaluate", "Evaluation"
         RUN = "run", "KnowledgeSG run"
 
     class Status(models.TextChoices):

@@ -48,18 +48,21 @@ def preset_stages(preset: str, *, domain: str = "medical", target_epsilon: float
             for kind in MODEL_FIELDS[field_name]:
                 stages[kind][field_name] = value
     for item in overrides:
-        kind, field_name, value = _override(item)
+        kind, field_name, value = override_value(item)
+        if kind not in stages:
+            raise JobParamsError(f"--set {item!r}: {kind} is not a stage of a run; stages: {', '.join(stages)}")
         stages[kind][field_name] = value
     return stages
 
 
-def _override(item: str) -> tuple[str, str, Any]:
+def override_value(item: str) -> tuple[str, str, Any]:
+    """("stage", "field", typed value) from "stage.field=value"."""
     key, sep, text = item.partition("=")
     kind, dot, field_name = key.strip().partition(".")
     if not sep or not dot:
         raise JobParamsError(f"--set {item!r}: write stage.field=value, e.g. generate.num_instructions=100")
-    if kind not in PRESETS["demo"]:
-        raise JobParamsError(f"--set {item!r}: unknown stage {kind!r}; stages: {', '.join(PRESETS['demo'])}")
+    if kind not in JOB_KINDS:
+        raise JobParamsError(f"--set {item!r}: unknown stage {kind!r}; stages: {', '.join(JOB_KINDS)}")
     fields = {f.name: f for f in dataclasses.fields(JOB_KINDS[kind].params_class)}
     if field_name not in fields:
         raise JobParamsError(f"--set {item!r}: {kind} has no field {field_name!r}; fields: {', '.join(fields)}")

@@ -1,0 +1,96 @@
+"""The `evaluate` stage (client side: it reads the private training and held-out records).
+
+It answers the two questions a compliance officer asks of a model, side by side with the base
+model: does it leak the private data (membership inference, name reconstruction), and is it
+useful (held-out loss, ROUGE-L against the held-out references, win-rate judged by W_Pro, IFD
+of the synthetic data vs the private data). The report is a JSON artifact; the headline
+figures also stream as `metric` events.
+"""
+import json
+
+from django.conf import settings
+
+from jobs.selectors import artifact_input
+from privacy.selectors import dataset_records
+from synthesis.generation import SamplingParams, TransformersBackend
+
+from .membership import membership_report
+from .reconstruction import reconstruction_report
+from .utility import heldout_loss_report, ifd_report, pairwise_win_rate, rouge_l_against_references
+
+
+def evaluate_run(params, ctx) -> None:
+    job = ctx.job
+    if job.dataset_id is None:
+        raise ValueError("an evaluation needs the dataset the model was derived from")
+    if job.artifacts.filter(kind="report").exists():
+        return  # idempotent: the report of this job is already there
+    train = dataset_records(dataset=job.dataset, split="train")[: params.max_records]
+    heldout = dataset_records(dataset=job.dataset, split="heldout")[: params.max_records]
+    if not heldout:
+        raise ValueError(f"dataset {job.dataset.name!r} has no held-out records; register it with a held-out fraction")
+    adapter = artifact_input(artifact_id=params.adapter_artifact, kind="adapter")
+    cache = settings.KSG_MODEL_CACHE
+    report = {"dataset": {"name": job.dataset.name, "sha256": job.dataset.sha256},
+              "adapter_artifact": params.adapter_artifact, "records": {"train": len(train), "heldout": len(heldout)}}
+
+    target = TransformersBackend.load(model_spec=params.base_model, adapter_path=adapter, cache_dir=cache)
+    base = TransformersBackend.load(model_spec=params.base_model, adapter_path=None, cache_dir=cache)
+    try:
+        ctx.check()
+        report["privacy"] = {
+            "membership": membership_report(target.model, target.tokenizer, train, heldout, max_length=params.max_length),
+            "reconstruction": reconstruction_report(target.model, target.tokenizer, train, limit=params.reconstruction_targets,
+                                                    candidate_set_size=params.candidate_set_size, seed=params.seed),
+        }
+        ctx.metric(step=1, membership_auc=report["privacy"]["membership"]["loss"]["auc"],
+                   reconstruction_top1=report["privacy"]["reconstruction"]["likelihood_top1_rate"])
+        ctx.check()
+        questions = heldout[: params.generation_records]
+        report["utility"] = {
+            "heldout_loss": {"target": heldout_loss_report(target.model, target.tokenizer, heldout, max_length=params.max_length),
+                             "base": heldout_loss_report(base.model, base.tokenizer, heldout, max_length=params.max_length)},
+            "rouge_l": {"target": rouge_l_against_references(target, questions, max_new_tokens=params.max_new_tokens),
+                        "base": rouge_l_against_references(base, questions, max_new_tokens=params.max_new_tokens)},
+        }
+        ctx.check()
+        report["utility"]["win_rate"] = _win_rate(params, target, base, questions)
+        report["utility"]["ifd"] = _ifd(params, base, train)
+    finally:
+        target.close()
+        base.close()
+    utility = report["utility"]
+    ctx.metric(step=2, heldout_loss_target=utility["heldout_loss"]["target"]["loss"],
+               heldout_loss_base=utility["heldout_loss"]["base"]["loss"],
+               rouge_l_target=utility["rouge_l"]["target"]["mean"], win_rate=utility["win_rate"]["win_rate"])
+    ctx.artifact_dir.mkdir(parents=True, exist_ok=True)
+    path = ctx.artifact_dir / "evaluation.json"
+    path.write_text(json.dumps(report, indent=1))
+    ctx.artifact(kind="report", path=path)
+    ctx.log("evaluation report written", membership_auc=report["privacy"]["membership"]["loss"]["auc"])
+
+
+def _win_rate(params, target, base, questions: list[dict]) -> dict:
+    """Target vs base answers to the same held-out questions, judged by W_Pro."""
+    prompts = [[{"role": "user", "content": record["instruction"]}] for record in questions]
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=params.max_new_tokens, seed=params.seed)
+    answers_target = [c.text for c in target.generate(prompts, greedy)]
+    answers_base = [c.text for c in base.generate(prompts, greedy)]
+    judge = TransformersBackend.load(model_spec=params.professional_model, adapter_path=None,
+                                     cache_dir=settings.KSG_MODEL_CACHE)
+    try:
+        return pairwise_win_rate(judge, [r["instruction"] for r in questions], answers_target, answers_base,
+                                 seed=params.seed)
+    finally:
+        judge.close()
+
+
+def _ifd(params, base, train: list[dict]) -> dict:
+    """IFD, scored with the base model, of the private data and (if given) the synthetic data."""
+    result = {"private": ifd_report(base.model, base.tokenizer, train, max_length=params.max_length)}
+    if params.synthetic_artifact:
+        path = artifact_input(artifact_id=params.synthetic_artifact, kind="synthetic_data")
+        synthetic = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        result["synthetic"] = ifd_report(base.model, base.tokenizer, synthetic[: params.max_records],
+                                         max_length=params.max_length)
+    return result

@@ -1,0 +1,78 @@
+"""The evaluate stage on a tiny model: a report with privacy and utility figures, side by side
+with the base model, as an artifact and metric events; and who may ask for one."""
+import json
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+from evaluation.services import evaluate_submit
+from evaluation.stage import evaluate_run
+from jobs.kinds import JobParamsError, params_as_dict, params_parse
+from jobs.models import Job
+from jobs.runner import job_execute
+from jobs.services import artifact_record
+from privacy.datasets import dataset_write_jsonl
+from privacy.demo_data import demo_records
+from privacy.dp_train import DPTrainConfig, dp_lora_train, examples_tokenize, lora_wrap
+from privacy.selectors import dataset_records
+from privacy.services import dataset_register
+from tests.support.tiny_model import tiny_model_dir
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture()
+def trained(tmp_path, settings, make_user):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    settings.KSG_PRIVATE_DIR = tmp_path / "private"
+    records = demo_records(domain="medical", n=24, seed=9)
+    source = tmp_path / "clinic.jsonl"
+    dataset_write_jsonl(source, records)
+    owner = make_user("ada")
+    dataset = dataset_register(owner=owner, name="clinic", source_path=source, epsilon_limit="10", heldout_fraction=0.25)
+    model_dir = tiny_model_dir(tmp_path / "tiny", [r["instruction"] + " " + r["response"] for r in records])
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    config = DPTrainConfig(target_epsilon=1.0, delta=0.5, dp=False, steps=20, epochs=None, learning_rate=0.01,
+                           logical_batch_size=6, physical_batch_size=6, max_length=96, lora_rank=4)
+    model = lora_wrap(AutoModelForCausalLM.from_pretrained(model_dir), config)
+    train = dataset_records(dataset=dataset, split="train")
+    dp_lora_train(model, examples_tokenize(train, tokenizer, max_length=96), config, pad_id=tokenizer.pad_token_id)
+    holder = Job.objects.create(kind="finetune_target", owner=owner, params={}, celery_task_id="x")
+    adapter_dir = Path(django_settings.KSG_ARTIFACT_DIR) / f"eval-test-{holder.pk}" / "adapter"
+    model.save_pretrained(adapter_dir)
+    adapter = artifact_record(job_id=holder.pk, kind="adapter", path=adapter_dir)
+    return owner, dataset, model_dir, adapter
+
+
+def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained):
+    owner, dataset, model_dir, adapter = trained
+    params = params_as_dict(params_parse("evaluate", {
+        "adapter_artifact": adapter.pk, "base_model": str(model_dir), "professional_model": str(model_dir),
+        "max_length": 96, "reconstruction_targets": 5, "candidate_set_size": 20, "generation_records": 3,
+        "max_new_tokens": 8}))
+    job = Job.objects.create(kind="evaluate", owner=owner, dataset=dataset, params=params, celery_task_id="e")
+
+    assert job_execute(job_id=job.pk, celery_task_id="e", stage=evaluate_run) == "succeeded", Job.objects.get(pk=job.pk).error
+
+    report_path = Path(django_settings.KSG_ARTIFACT_DIR) / job.artifacts.get(kind="report").path
+    report = json.loads(report_path.read_text())
+    membership = report["privacy"]["membership"]
+    assert 0 <= membership["loss"]["auc"] <= 1 and membership["loss"]["n_members"] == dataset.train_count
+    reconstruction = report["privacy"]["reconstruction"]
+    assert reconstruction["random_guess_rate"] == pytest.approx(1 / 20) and reconstruction["n_targets"] >= 1
+    utility = report["utility"]
+    # The adapter was trained on the training split: it fits the private data better than the base.
+    assert utility["heldout_loss"]["target"]["loss"] != utility["heldout_loss"]["base"]["loss"]
+    assert 0 <= utility["rouge_l"]["target"]["mean"] <= 1 and utility["win_rate"]["n"] == 3
+    assert utility["ifd"]["private"]["n"] == dataset.train_count
+    metrics = [event.payload for event in job.events.filter(kind="metric").order_by("seq")]
+    assert metrics[0]["membership_auc"] == membership["loss"]["auc"] and "win_rate" in metrics[1]
+
+
+def test_an_evaluation_of_an_unfinished_run_is_refused(trained):
+    owner, dataset, *_ = trained
+    run = Job.objects.create(kind="run", owner=owner, dataset=dataset, status="running", params={"stages": {}})
+    with pytest.raises(JobParamsError, match="not a succeeded run"):
+        evaluate_submit(owner=owner, run=run)
