@@ -123,15 +123,17 @@ def candidate_token_ids(tokenizer, word: str) -> list[int]:
     """The distinct first-token ids of `word` written six ways: as given, lower case and
     capitalised ("yes", "Yes"), each bare and after a space ("yes", " yes"). A first token counts
     only if it decodes to a non-empty prefix of the word (case-insensitive, spaces stripped), which
-    drops unknown tokens and lone-space pieces that some tokenizers split off first."""
+    drops unknown tokens and lone-space pieces that some tokenizers split off first. A one-letter
+    word keeps its case: a judge's "A" is not the article "a"."""
     ids = []
-    for form in dict.fromkeys([word, word.lower(), word.capitalize()]):
+    forms = [word] if len(word) == 1 else [word, word.lower(), word.capitalize()]
+    for form in dict.fromkeys(forms):
         for text in (form, " " + form):
             encoded = tokenizer(text, add_special_tokens=False)["input_ids"]
             if not encoded or encoded[0] in ids:
                 continue
-            piece = tokenizer.decode([encoded[0]]).strip().lower()
-            if piece and word.lower().startswith(piece):
+            piece = tokenizer.decode([encoded[0]]).strip()
+            if piece and (word.startswith(piece) if len(word) == 1 else word.lower().startswith(piece.lower())):
                 ids.append(encoded[0])
     return ids
 

@@ -252,3 +252,17 @@ def test_the_vllm_backend_module_imports_without_vllm_installed():
     from synthesis.vllm_backend import VLLMBackend
 
     assert callable(VLLMBackend.load) and callable(VLLMBackend.next_token_probs)
+
+
+def test_a_one_letter_candidate_keeps_its_case():
+    class Letters:
+        """A tokenizer over single letters and their spaced forms, enough for candidate ids."""
+        vocab = {"A": 1, " A": 2, "a": 3, " a": 4, "B": 5}
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [self.vocab[text]] if text in self.vocab else []}
+
+        def decode(self, ids):
+            return {v: k for k, v in self.vocab.items()}[ids[0]]
+
+    assert sorted(candidate_token_ids(Letters(), "A")) == [1, 2]
