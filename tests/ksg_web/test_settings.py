@@ -97,7 +97,7 @@ def test_models_and_services_also_pass_on_sqlite(tmp_path):
     """CI runs the suite on PostgreSQL; the embedded database must hold the same behaviour."""
     result = run_python(
         ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_models.py", "tests/jobs/test_services.py",
-         "tests/jobs/test_worker.py"],
+         "tests/jobs/test_worker.py", "tests/privacy/test_ledger.py"],
         {}, tmp_path,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
