@@ -10,7 +10,6 @@ re-training under the same reservation would spend it twice).
 """
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 from django.conf import settings
 

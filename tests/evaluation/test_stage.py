@@ -12,11 +12,9 @@ from jobs.kinds import JobParamsError, params_as_dict, params_parse
 from jobs.models import Job
 from jobs.runner import job_execute
 from jobs.services import artifact_record
-from privacy.datasets import dataset_write_jsonl
-from privacy.demo_data import demo_records
 from privacy.dp_train import DPTrainConfig, dp_lora_train, examples_tokenize, lora_wrap
 from privacy.selectors import dataset_records
-from privacy.services import dataset_register
+from tests.support.datasets import register_demo_dataset
 from tests.support.tiny_model import tiny_model_dir
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,11 +25,8 @@ def trained(tmp_path, settings, make_user):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     settings.KSG_PRIVATE_DIR = tmp_path / "private"
-    records = demo_records(domain="medical", n=24, seed=9)
-    source = tmp_path / "clinic.jsonl"
-    dataset_write_jsonl(source, records)
     owner = make_user("ada")
-    dataset = dataset_register(owner=owner, name="clinic", source_path=source, epsilon_limit="10", heldout_fraction=0.25)
+    dataset, records = register_demo_dataset(tmp_path, owner, n=24, seed=9, heldout_fraction=0.25)
     model_dir = tiny_model_dir(tmp_path / "tiny", [r["instruction"] + " " + r["response"] for r in records])
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     config = DPTrainConfig(target_epsilon=1.0, delta=0.5, dp=False, steps=20, epochs=None, learning_rate=0.01,

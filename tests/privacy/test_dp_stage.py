@@ -12,13 +12,12 @@ from jobs.models import Job
 from jobs.runner import job_execute
 from jobs.services import job_cancel, job_event_record, job_start
 from privacy import accountant
-from privacy.datasets import dataset_write_jsonl
-from privacy.demo_data import demo_records
 from privacy.dp_stage import dp_finetune_run
 from privacy.models import LedgerEntry
 from privacy.selectors import dataset_balance
-from privacy.services import BudgetExceeded, budget_reserve, dataset_register, dp_finetune_submit
+from privacy.services import BudgetExceeded, budget_reserve, dp_finetune_submit
 from tests.conftest import wait_until
+from tests.support.datasets import register_demo_dataset
 from tests.support.tiny_model import tiny_model_dir
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,11 +26,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture()
 def clinic(tmp_path, settings, make_user):
     settings.KSG_PRIVATE_DIR = tmp_path / "private"
-    records = demo_records(domain="medical", n=60, seed=3)
-    source = tmp_path / "clinic.jsonl"
-    dataset_write_jsonl(source, records)
     owner = make_user("ada")
-    dataset = dataset_register(owner=owner, name="clinic", source_path=source, epsilon_limit="10")
+    dataset, records = register_demo_dataset(tmp_path, owner, n=60, seed=3)
     model_dir = tiny_model_dir(tmp_path / "tiny", [r["instruction"] + " " + r["response"] for r in records])
     return owner, dataset, model_dir
 

@@ -11,15 +11,15 @@ from jobs.kinds import JobParamsError
 from jobs.models import Job
 from jobs.pipeline import RUN_STAGES, run_cancel, run_submit, run_summary
 from jobs.runner import job_execute
-from privacy.datasets import dataset_write_jsonl
 from privacy.demo_data import demo_records
 from privacy.models import LedgerEntry
 from privacy.pii import pii_find
-from privacy.services import BudgetExceeded, dataset_register
+from privacy.services import BudgetExceeded
 from synthesis.presets import preset_stages
 from synthesis.prompts import DISTILL_SYSTEM, GENERATION_SYSTEM, GENERATION_USER, seed_instructions
 from synthesis.stages import generate_run
 from tests.conftest import wait_until
+from tests.support.datasets import register_demo_dataset
 from tests.support.tiny_model import tiny_model_dir
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,11 +29,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def clinic(tmp_path, settings, make_user):
     settings.KSG_PRIVATE_DIR = tmp_path / "private"
     settings.KSG_SAMPLE_EVENT_SECONDS = 0
-    records = demo_records(domain="medical", n=40, seed=5)
-    source = tmp_path / "clinic.jsonl"
-    dataset_write_jsonl(source, records)
     owner = make_user("ada")
-    dataset = dataset_register(owner=owner, name="clinic", source_path=source, epsilon_limit="10")
+    dataset, _ = register_demo_dataset(tmp_path, owner, n=40, seed=5)
     # The tiny model's vocabulary comes from public text only: private names are unknown to it.
     public = list(seed_instructions("medical")) + list(GENERATION_SYSTEM.values()) + [GENERATION_USER] + list(DISTILL_SYSTEM.values())
     return owner, dataset, tiny_model_dir(tmp_path / "tiny", public)
