@@ -79,12 +79,20 @@ def _filled(target: dict, name: str) -> dict:
             field: target[field].replace(MASK, name, 1)}
 
 
+def candidate_logprobs(model, tokenizer, target: dict, candidates: list[str], *,
+                       batch_size: int = 32) -> list[float]:
+    """Per candidate, the log-prob (nats) of the whole chat-formatted record with the candidate
+    in place of the mask. The tokens before the name are the same for every candidate: scoring
+    runs them once (evaluation.scoring), then each candidate's name and the rest of its record."""
+    return record_logprobs(model, tokenizer, [_filled(target, name) for name in candidates],
+                           max_length=RECONSTRUCTION_MAX_LENGTH, batch_size=batch_size)
+
+
 def reconstruct_by_likelihood(model, tokenizer, target: dict, candidates: list[str], *,
                               batch_size: int = 32) -> list[str]:
     """Candidates ranked best first by the log-prob of the whole chat-formatted record with the
-    candidate in place of the mask."""
-    scores = record_logprobs(model, tokenizer, [_filled(target, name) for name in candidates],
-                             max_length=RECONSTRUCTION_MAX_LENGTH, batch_size=batch_size)
+    candidate in place of the mask (candidate_logprobs)."""
+    scores = candidate_logprobs(model, tokenizer, target, candidates, batch_size=batch_size)
     order = sorted(range(len(candidates)), key=lambda i: scores[i], reverse=True)
     return [candidates[i] for i in order]
 
@@ -106,7 +114,7 @@ def reconstruct_by_generation(model, tokenizer, target: dict, *, max_new_tokens:
     input_ids = tokenizer(prefix, add_special_tokens=False, return_tensors="pt")["input_ids"]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model.eval()
-    with torch.no_grad():
+    with torch.inference_mode():
         output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                 max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
     return name_in(tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=True))

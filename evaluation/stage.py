@@ -6,14 +6,17 @@ useful (held-out loss, ROUGE-L against the held-out references, win-rate judged 
 of the synthetic data vs the private data). The report is a JSON artifact; the headline
 figures also stream as `metric` events.
 """
+import dataclasses
 import json
 
 from django.conf import settings
 
 from jobs.selectors import artifact_input
-from privacy.selectors import dataset_records
+from jobs.services import job_event_record
+from privacy.selectors import dataset_canaries, dataset_records
 from synthesis.generation import SamplingParams, TransformersBackend
 
+from .canary import exposure_report
 from .membership import membership_report
 from .reconstruction import reconstruction_report
 from .utility import heldout_loss_report, ifd_report, pairwise_win_rate, rouge_l_against_references
@@ -25,14 +28,20 @@ def evaluate_run(params, ctx) -> None:
         raise ValueError("an evaluation needs the dataset the model was derived from")
     if job.artifacts.filter(kind="report").exists():
         return  # idempotent: the report of this job is already there
-    train = dataset_records(dataset=job.dataset, split="train")[: params.max_records]
+    # Planted canaries are measured by their exposure, not mixed into the attacks on real records.
+    train = [r for r in dataset_records(dataset=job.dataset, split="train") if not r.get("canary")][: params.max_records]
     heldout = dataset_records(dataset=job.dataset, split="heldout")[: params.max_records]
     if not heldout:
         raise ValueError(f"dataset {job.dataset.name!r} has no held-out records; register it with a held-out fraction")
+    canaries = dataset_canaries(dataset=job.dataset)
     adapter = artifact_input(artifact_id=params.adapter_artifact, kind="adapter")
     cache = settings.KSG_MODEL_CACHE
-    report = {"dataset": {"name": job.dataset.name, "sha256": job.dataset.sha256},
-              "adapter_artifact": params.adapter_artifact, "records": {"train": len(train), "heldout": len(heldout)}}
+    baseline = job.parent.params.get("baseline", "knowledgesg") if job.parent_id else None
+    report = {"dataset": {"name": job.dataset.name, "sha256": job.dataset.sha256, "canaries": len(canaries)},
+              "model": {"adapter_artifact": params.adapter_artifact, "base_model": params.base_model,
+                        "baseline": baseline},
+              "adapter_artifact": params.adapter_artifact, "records": {"train": len(train), "heldout": len(heldout)},
+              "parameters": dataclasses.asdict(params)}
 
     target = TransformersBackend.load(model_spec=params.base_model, adapter_path=adapter, cache_dir=cache)
     base = TransformersBackend.load(model_spec=params.base_model, adapter_path=None, cache_dir=cache)
@@ -43,8 +52,14 @@ def evaluate_run(params, ctx) -> None:
             "reconstruction": reconstruction_report(target.model, target.tokenizer, train, limit=params.reconstruction_targets,
                                                     candidate_set_size=params.candidate_set_size, seed=params.seed),
         }
+        if canaries:
+            report["privacy"]["canaries"] = exposure_report(target.model, target.tokenizer, canaries,
+                                                            reference_sample=params.canary_references, seed=params.seed)
         ctx.metric(step=1, membership_auc=report["privacy"]["membership"]["loss"]["auc"],
-                   reconstruction_top1=report["privacy"]["reconstruction"]["likelihood_top1_rate"])
+                   membership_auc_min_k=report["privacy"]["membership"]["min_k"]["auc"],
+                   reconstruction_top1=report["privacy"]["reconstruction"]["likelihood_top1_rate"],
+                   reconstruction_random=report["privacy"]["reconstruction"]["expected_random_top1_rate"],
+                   **({"canary_exposure_mean": report["privacy"]["canaries"]["mean_exposure"]} if canaries else {}))
         ctx.check()
         questions = heldout[: params.generation_records]
         report["utility"] = {
@@ -68,6 +83,26 @@ def evaluate_run(params, ctx) -> None:
     path.write_text(json.dumps(report, indent=1))
     ctx.artifact(kind="report", path=path)
     ctx.log("evaluation report written", membership_auc=report["privacy"]["membership"]["loss"]["auc"])
+    if job.parent_id:  # the run keeps its headline figures as an event of its own
+        job_event_record(job_id=job.parent_id, kind="metric", payload={"stage": "evaluate", **headline_metrics(report)})
+
+
+def headline_metrics(report: dict) -> dict:
+    """The figures a compliance officer reads first, from an evaluation report (None if absent)."""
+    privacy, utility = report["privacy"], report["utility"]
+    canaries = privacy.get("canaries") or {}
+    return {
+        "membership_auc": privacy["membership"]["loss"]["auc"],
+        "membership_auc_min_k": privacy["membership"]["min_k"]["auc"],
+        "membership_tpr_at_1pct_fpr": privacy["membership"]["loss"]["tpr_at_1pct_fpr"],
+        "reconstruction_top1": privacy["reconstruction"]["likelihood_top1_rate"],
+        "reconstruction_random": privacy["reconstruction"]["expected_random_top1_rate"],
+        "canary_exposure_mean": canaries.get("mean_exposure"),
+        "heldout_loss_target": utility["heldout_loss"]["target"]["loss"],
+        "heldout_loss_base": utility["heldout_loss"]["base"]["loss"],
+        "rouge_l_target": utility["rouge_l"]["target"]["mean"],
+        "win_rate": utility["win_rate"]["win_rate"],
+    }
 
 
 def _win_rate(params, target, base, questions: list[dict]) -> dict:

@@ -96,7 +96,7 @@ def _backend():
 class GenerateParams:
     """Stage 2 (server): sample raw instructions from W_Loc + the stage-1 DP adapter."""
 
-    adapter_artifact: int = field(default=0, metadata={"min": 1, "help": "Artifact id of the DP adapter."})
+    adapter_artifact: int = field(default=0, metadata={"min": 0, "help": "Artifact id of the DP adapter (0: the base model alone, the self_instruct baseline)."})
     base_model: str = field(default="smollm2-135m-instruct", metadata={"help": "W_Loc: the model the adapter was trained on."})
     domain: str = _domain()
     num_instructions: int = field(default=60, metadata={"min": 1, "max": 100_000, "help": "Raw instructions to sample."})
@@ -152,6 +152,23 @@ class FinetuneTargetParams:
 
 
 @dataclass(frozen=True)
+class FinetunePrivateParams:
+    """The `nonprivate` baseline (client): plain LoRA of W_Loc on the raw private training records,
+    no DP. Needs the dataset's permission; recorded in the ledger as a non-private release."""
+
+    base_model: str = field(default="smollm2-135m-instruct", metadata={"help": "W_Loc."})
+    lora_rank: int = _lora_rank()
+    lora_alpha: int = _lora_alpha()
+    target_modules: str = _target_modules()
+    learning_rate: float = _learning_rate()
+    epochs: float = field(default=1.0, metadata={"min": 0.01, "max": 100.0, "help": "Passes over the private training records."})
+    logical_batch_size: int = field(default=16, metadata={"min": 1, "max": 65_536, "help": "Batch size."})
+    physical_batch_size: int = field(default=8, metadata={"min": 1, "max": 4096, "help": "Examples per forward pass."})
+    max_length: int = field(default=64, metadata={"min": 16, "max": 8192, "help": "Tokens per example."})
+    seed: int = _seed("Seed of the batch order.")
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     """Evaluation (client): privacy attacks and utility of an adapter against the base model."""
 
@@ -165,6 +182,7 @@ class EvaluateParams:
     candidate_set_size: int = field(default=100, metadata={"min": 2, "max": 10_000, "help": "Candidate names per target."})
     generation_records: int = field(default=10, metadata={"min": 1, "max": 10_000, "help": "Held-out questions answered."})
     max_new_tokens: int = field(default=64, metadata={"min": 4, "max": 4096, "help": "Tokens per generated answer."})
+    canary_references: int = field(default=1000, metadata={"min": 10, "max": 1_000_000, "help": "Random secrets each planted canary is ranked against (exposure resolution: log2 of this, in bits)."})
     seed: int = _seed("Seed of the attacks' sampling and the judge's answer order.")
 
 
@@ -174,8 +192,9 @@ class JobKindSpec:
     queue: str
     task_name: str
     params_class: type
-    # Kinds that spend a privacy budget are submitted through their own service (it reserves
-    # epsilon in the same transaction), never through the generic job form.
+    # Kinds that write the privacy ledger (a DP reservation, or a non-private release) are
+    # submitted through their own service, which writes it in the same transaction, never
+    # through the generic job form.
     spends_budget: bool = False
 
 
@@ -186,6 +205,8 @@ JOB_KINDS: dict[str, JobKindSpec] = {
     "filter": JobKindSpec("filter", SERVER_QUEUE, "jobs.filter", FilterParams),
     "distill": JobKindSpec("distill", SERVER_QUEUE, "jobs.distill", DistillParams),
     "finetune_target": JobKindSpec("finetune_target", SERVER_QUEUE, "jobs.finetune_target", FinetuneTargetParams),
+    "finetune_private": JobKindSpec("finetune_private", CLIENT_QUEUE, "jobs.finetune_private", FinetunePrivateParams,
+                                    spends_budget=True),
     "evaluate": JobKindSpec("evaluate", CLIENT_QUEUE, "jobs.evaluate", EvaluateParams),
 }
 

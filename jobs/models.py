@@ -13,6 +13,7 @@ class Job(models.Model):
         FILTER = "filter", "Filtering (stage 3)"
         DISTILL = "distill", "Distillation (stage 4)"
         FINETUNE_TARGET = "finetune_target", "Target fine-tuning (stage 5)"
+        FINETUNE_PRIVATE = "finetune_private", "Non-private fine-tuning (baseline)"
         EVALUATE = "evaluate", "Evaluation"
         RUN = "run", "KnowledgeSG run"
 
@@ -22,11 +23,13 @@ class Job(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
+        # a run over its dataset's approval threshold, before a compliance officer decides
+        AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
 
     TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
     kind = models.CharField(max_length=32, choices=Kind.choices)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.QUEUED, db_index=True)
     params = models.JSONField(default=dict, help_text="Validated parameters of the job's kind.")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs")
     dataset = models.ForeignKey(
@@ -111,3 +114,26 @@ class Artifact(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} of job {self.job_id}: {self.path}"
+
+
+class ApiToken(models.Model):
+    """A bearer key for the JSON API (`Authorization: Bearer <key>`). Only the key's sha256 is
+    stored; the key itself is shown once, when the token is created (jobs.tokens)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, help_text="What the token is for, e.g. 'analysis notebook'.")
+    prefix = models.CharField(max_length=8, unique=True, help_text="The key's first 8 characters, to recognise it.")
+    key_sha256 = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"API token {self.prefix}… of {self.user} ({self.name})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

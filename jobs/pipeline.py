@@ -1,7 +1,19 @@
-"""A KnowledgeSG run: a parent job of kind `run` whose children are the five stages, each a
-Celery job on its own queue. The run submits stage 1 (reserving its epsilon); each time a stage
-succeeds, the next is submitted with the previous stage's output artifact id as its input. A
-failed or cancelled stage ends the run the same way; cancelling the run cancels its stage."""
+"""A KnowledgeSG run: a parent job of kind `run` whose children are its stages, each a Celery
+job on its own queue. The run submits its first stage (stage 1 reserves its epsilon; the
+`nonprivate` baseline records a non-private release instead); each time a stage succeeds, the
+next is submitted with the previous stage's output artifact id as its input. Every run ends
+with an evaluation of the model it produced. A failed or cancelled stage ends the run the same
+way; cancelling the run cancels its stage. A run above its dataset's approval threshold waits
+(`awaiting_approval`, nothing reserved) until a compliance officer approves it (run_approve:
+then its first stage is submitted as above) or rejects it (run_reject: it ends cancelled).
+
+A run is KnowledgeSG itself or one of its baselines (same dataset, same report):
+  knowledgesg    DP-LoRA on the private data -> synthetic instructions -> filter -> distill -> target
+  dp_direct      the stage-1 DP adapter is the final model
+  self_instruct  stages 2-5 from the base model alone: no private data at all
+  nonprivate     plain LoRA on the private records, no DP (the leaky upper bound; needs the
+                 dataset's permission)
+"""
 import logging
 from typing import Any
 
@@ -13,49 +25,170 @@ from .services import JobStateError, job_finish_locked, job_cancel, job_event_re
 
 logger = logging.getLogger(__name__)
 
-RUN_STAGES = ("dp_finetune", "generate", "filter", "distill", "finetune_target")
-# stage -> (its input parameter, the artifact kind it reads, the file name of that artifact)
+BASELINES: dict[str, tuple[str, ...]] = {
+    "knowledgesg": ("dp_finetune", "generate", "filter", "distill", "finetune_target", "evaluate"),
+    "dp_direct": ("dp_finetune", "evaluate"),
+    "self_instruct": ("generate", "filter", "distill", "finetune_target", "evaluate"),
+    "nonprivate": ("finetune_private", "evaluate"),
+}
+RUN_STAGES = BASELINES["knowledgesg"]
+RUN_KINDS = ("dp_finetune", "generate", "filter", "distill", "finetune_target", "finetune_private", "evaluate")
+# stage -> (its input parameter, the artifact kind it reads, the file name of that artifact),
+# taken from the previous stage's outputs
 STAGE_INPUTS = {
     "generate": ("adapter_artifact", "adapter", "adapter"),
     "filter": ("raw_artifact", "synthetic_data", "raw_instructions.jsonl"),
     "distill": ("kept_artifact", "synthetic_data", "kept_instructions.jsonl"),
     "finetune_target": ("synthetic_artifact", "synthetic_data", "synthetic_pairs.jsonl"),
 }
+# parameters the run sets itself; a user who sets them is told so
+RUN_SET_FIELDS = {"generate": ("adapter_artifact",), "filter": ("raw_artifact",), "distill": ("kept_artifact",),
+                  "finetune_target": ("synthetic_artifact",), "evaluate": ("adapter_artifact", "synthetic_artifact")}
 
 
-def run_stage_params(stages: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Validate every stage's parameters up front (inputs other than artifacts), so a run never
-    fails at stage 4 on a typo. Returns them with defaults filled in."""
-    missing = [kind for kind in RUN_STAGES if kind not in stages]
-    unknown = sorted(set(stages) - set(RUN_STAGES))
+def run_stage_params(stages: dict[str, dict[str, Any]], baseline: str = "knowledgesg") -> dict[str, dict[str, Any]]:
+    """Validate the parameters of every stage of the baseline's pipeline up front (inputs other
+    than artifacts), so a run never fails at stage 4 on a typo. Returns them with defaults
+    filled in. Stages of other pipelines (a preset gives them all) are left out."""
+    if baseline not in BASELINES:
+        raise JobParamsError(f"unknown baseline {baseline!r}; choose one of {', '.join(BASELINES)}")
+    pipeline = BASELINES[baseline]
+    missing = [kind for kind in pipeline if kind not in stages]
+    unknown = sorted(set(stages) - set(RUN_KINDS))
     if missing or unknown:
-        raise JobParamsError(f"a run needs parameters for {', '.join(RUN_STAGES)}; missing {missing}, unknown {unknown}")
+        raise JobParamsError(f"a {baseline} run needs parameters for {', '.join(pipeline)}; "
+                             f"missing {missing}, unknown {unknown}")
     resolved = {}
-    for kind in RUN_STAGES:
+    for position, kind in enumerate(pipeline):
         raw = dict(stages[kind])
-        if kind in STAGE_INPUTS:
-            field_name = STAGE_INPUTS[kind][0]
+        run_set = RUN_SET_FIELDS.get(kind, ()) if position else ()
+        for field_name in run_set:
             if field_name in raw:
                 raise JobParamsError(f"{kind}.{field_name} is set by the run from the previous stage's output")
             raw[field_name] = 1  # a placeholder to validate the rest; replaced when the stage is submitted
+        if kind == "generate" and position == 0:
+            if raw.get("adapter_artifact", 0):
+                raise JobParamsError("the self_instruct baseline samples from the base model alone: "
+                                     "generate.adapter_artifact must not be set")
+            raw["adapter_artifact"] = 0
         params = params_as_dict(params_parse(kind, raw))
-        params.pop(STAGE_INPUTS.get(kind, ("",))[0], None)
+        for field_name in run_set:
+            params.pop(field_name)
         resolved[kind] = params
     return resolved
 
 
 @transaction.atomic
-def run_submit(*, owner, dataset, stages: dict[str, dict[str, Any]], preset: str = "custom") -> Job:
-    """Create the run and submit stage 1 in one transaction: a run whose epsilon does not fit
-    the budget is refused (BudgetExceeded) before anything exists."""
-    from privacy.services import dp_finetune_submit  # privacy depends on jobs, not the reverse, at import
+def run_submit(*, owner, dataset, stages: dict[str, dict[str, Any]], preset: str = "custom",
+               baseline: str = "knowledgesg") -> Job:
+    """Create the run and submit its first stage in one transaction: a run whose epsilon does not
+    fit the budget (BudgetExceeded), or a non-private baseline the dataset does not allow
+    (NonPrivateRefused), is refused before anything exists.
 
-    resolved = run_stage_params(stages)
-    run = Job.objects.create(kind=Job.Kind.RUN, owner=owner, dataset=dataset, status=Job.Status.RUNNING,
-                             params={"preset": preset, "stages": resolved})
-    job_event_record(job_id=run.pk, kind=JobEvent.Kind.STATUS, payload={"status": run.status, "stage": "dp_finetune"})
-    dp_finetune_submit(owner=owner, dataset=dataset, params=resolved["dp_finetune"], parent=run)
+    A run above its dataset's approval threshold (privacy.services.approval_needed) is checked
+    the same way but only created, in status `awaiting_approval`, with no reservation yet; its
+    first stage is submitted by run_approve."""
+    from privacy.services import approval_needed, budget_changed_on_commit, run_first_stage_check
+
+    resolved = run_stage_params(stages, baseline)
+    first = BASELINES[baseline][0]
+    approval = approval_needed(dataset=dataset, stage=first, params=resolved[first])
+    params = {"preset": preset, "baseline": baseline, "stages": resolved}
+    if approval is None:
+        run = Job.objects.create(kind=Job.Kind.RUN, owner=owner, dataset=dataset, status=Job.Status.RUNNING,
+                                 params=params)
+        job_event_record(job_id=run.pk, kind=JobEvent.Kind.STATUS, payload={"status": run.status, "stage": first})
+        _first_stage_submit(run)
+        return run
+    run_first_stage_check(dataset=dataset, stage=first, params=resolved[first])
+    run = Job.objects.create(kind=Job.Kind.RUN, owner=owner, dataset=dataset, status=Job.Status.AWAITING_APPROVAL,
+                             params={**params, "approval": approval})
+    job_event_record(job_id=run.pk, kind=JobEvent.Kind.STATUS,
+                     payload={"status": run.status, "stage": first, **approval})
+    budget_changed_on_commit(dataset_id=dataset.pk)
     return run
+
+
+def _first_stage_submit(run: Job) -> Job:
+    """Submit the run's first stage (stage 1 reserves its epsilon; the non-private baseline
+    records its release). Raises what the stage's submit service raises."""
+    # privacy depends on jobs, not the reverse, at import
+    from privacy.services import dp_finetune_submit, finetune_private_submit
+
+    first = run_pipeline(run)[0]
+    params = run.params["stages"][first]
+    if first == "dp_finetune":
+        return dp_finetune_submit(owner=run.owner, dataset=run.dataset, params=params, parent=run)
+    if first == "finetune_private":
+        return finetune_private_submit(owner=run.owner, dataset=run.dataset, params=params, parent=run)
+    return job_submit(owner=run.owner, kind=first, params=params, dataset=run.dataset, parent=run)
+
+
+def run_approve(*, run: Job, actor, comment: str = "") -> Job:
+    """A compliance officer lets a run that waits for approval start: the decision's audit entry,
+    and the first stage submitted exactly as run_submit does (with its epsilon reservation), in
+    one transaction. If the first stage is refused now (the budget no longer fits: BudgetExceeded),
+    the approval stays on record and the run fails with that message. The run's owner may not
+    approve their own run."""
+    from privacy.access import is_compliance_officer
+    from privacy.models import AuditEntry
+    from privacy.services import (AccessRefused, BudgetExceeded, NonPrivateRefused, audit_record,
+                                  budget_changed_on_commit)
+
+    if not is_compliance_officer(actor):
+        raise AccessRefused("only a compliance officer or an administrator may approve runs")
+    with transaction.atomic():
+        run = _run_awaiting_locked(run)
+        if run.owner_id == actor.pk:
+            raise AccessRefused(f"run {run.pk} is yours: another compliance officer must approve it")
+        audit_record(action=AuditEntry.Action.RUN_APPROVED, actor=actor, dataset=run.dataset, job=run,
+                     comment=comment.strip(), details=run.params.get("approval", {}))
+        try:
+            with transaction.atomic():  # a savepoint: a refused stage leaves nothing behind
+                stage = _first_stage_submit(run)
+        except (BudgetExceeded, NonPrivateRefused, JobParamsError) as error:
+            job_finish_locked(run, Job.Status.FAILED,
+                              error=f"approved by {actor}, but the first stage was refused: {error}")
+            budget_changed_on_commit(dataset_id=run.dataset_id)
+            return run
+        run.status = Job.Status.RUNNING
+        run.save(update_fields=["status"])
+        job_event_record(job_id=run.pk, kind=JobEvent.Kind.STATUS,
+                         payload={"status": run.status, "stage": stage.kind, "approved_by": actor.get_username()})
+    return run
+
+
+def run_reject(*, run: Job, actor, comment: str) -> Job:
+    """A compliance officer refuses a run that waits for approval: it ends `cancelled`, with the
+    reason in its error text and the decision (comment required) in the audit trail."""
+    from privacy.access import is_compliance_officer
+    from privacy.models import AuditEntry
+    from privacy.services import AccessRefused, audit_record, budget_changed_on_commit
+
+    if not is_compliance_officer(actor):
+        raise AccessRefused("only a compliance officer or an administrator may reject runs")
+    if not comment.strip():
+        raise ValueError("say why the run is rejected; the comment goes to its owner and the audit trail")
+    with transaction.atomic():
+        run = _run_awaiting_locked(run)
+        audit_record(action=AuditEntry.Action.RUN_REJECTED, actor=actor, dataset=run.dataset, job=run,
+                     comment=comment.strip(), details=run.params.get("approval", {}))
+        job_finish_locked(run, Job.Status.CANCELLED, error=f"rejected by {actor}: {comment.strip()}")
+        budget_changed_on_commit(dataset_id=run.dataset_id)
+    return run
+
+
+def _run_awaiting_locked(run: Job) -> Job:
+    run = Job.objects.select_for_update().get(pk=run.pk)
+    if run.kind != Job.Kind.RUN or run.status != Job.Status.AWAITING_APPROVAL:
+        raise JobStateError(f"job {run.pk} is {run.status}, not a run awaiting approval")
+    return run
+
+
+def run_pipeline(run: Job) -> tuple[str, ...]:
+    """The stages of a run (runs from before baselines existed are KnowledgeSG without evaluation)."""
+    baseline = run.params.get("baseline")
+    return BASELINES[baseline] if baseline else RUN_STAGES[:-1]
 
 
 def run_child_finished(*, child_id: int) -> None:
@@ -69,22 +202,39 @@ def run_child_finished(*, child_id: int) -> None:
             status = Job.Status.CANCELLED if child.status == Job.Status.CANCELLED else Job.Status.FAILED
             job_finish_locked(run, status, error=f"stage {child.kind} (job {child.pk}) {child.status}: {child.error}")
             return
-        position = RUN_STAGES.index(child.kind)
-        if position == len(RUN_STAGES) - 1:
+        pipeline = run_pipeline(run)
+        position = pipeline.index(child.kind)
+        if position == len(pipeline) - 1:
             job_finish_locked(run, Job.Status.SUCCEEDED)
             return
-        next_kind = RUN_STAGES[position + 1]
+        next_kind = pipeline[position + 1]
         if run.children.filter(kind=next_kind).exists():
             return  # already advanced (a redelivered task finished the same stage twice)
-        field_name, artifact_kind, filename = STAGE_INPUTS[next_kind]
-        output = child.artifacts.filter(kind=artifact_kind, path__endswith=filename).first()
-        if output is None:
-            job_finish_locked(run, Job.Status.FAILED, error=f"stage {child.kind} (job {child.pk}) left no {filename}")
+        try:
+            inputs = _stage_inputs(run, child, next_kind)
+        except LookupError as error:
+            job_finish_locked(run, Job.Status.FAILED, error=str(error))
             return
-        params = {**run.params["stages"][next_kind], field_name: output.pk}
+        params = {**run.params["stages"][next_kind], **inputs}
         job_event_record(job_id=run.pk, kind=JobEvent.Kind.LOG, payload={"message": f"stage {next_kind} queued",
                                                                           "stage": next_kind})
         job_submit(owner=run.owner, kind=next_kind, params=params, dataset=run.dataset, parent=run)
+
+
+def _stage_inputs(run: Job, child: Job, next_kind: str) -> dict[str, int]:
+    """The artifact ids `next_kind` reads, from the stage that just finished (`child`)."""
+    if next_kind == "evaluate":
+        adapter = child.artifacts.filter(kind="adapter").first()
+        if adapter is None:
+            raise LookupError(f"stage {child.kind} (job {child.pk}) left no adapter to evaluate")
+        target = run.children.filter(kind="finetune_target").first()
+        synthetic = target.artifacts.filter(kind="synthetic_data").first() if target else None
+        return {"adapter_artifact": adapter.pk, "synthetic_artifact": synthetic.pk if synthetic else 0}
+    field_name, artifact_kind, filename = STAGE_INPUTS[next_kind]
+    output = child.artifacts.filter(kind=artifact_kind, path__endswith=filename).first()
+    if output is None:
+        raise LookupError(f"stage {child.kind} (job {child.pk}) left no {filename}")
+    return {field_name: output.pk}
 
 
 def run_cancel(*, run: Job, actor) -> Job:
@@ -123,4 +273,5 @@ def run_summary(*, run: Job) -> dict[str, Any]:
             epsilon = None if committed is None else {"epsilon": float(committed[0]), "delta": committed[1]}
     total = (run.finished_at - run.created_at).total_seconds() if run.finished_at else None
     return {"run": run.pk, "status": run.status, "error": run.error or None, "preset": run.params.get("preset"),
+            "baseline": run.params.get("baseline", "knowledgesg"),
             "dataset": run.dataset.name if run.dataset else None, "privacy": epsilon, "seconds": total, "stages": stages}

@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from .models import Artifact, Job, JobEvent
 
@@ -10,11 +10,16 @@ BACKLOG_BATCH = 500
 
 
 def jobs_visible_to(user) -> QuerySet[Job]:
-    """Jobs a user may see: their own; staff see all."""
+    """Jobs a user may see: their own and those on datasets they may use; compliance officers
+    and administrators see all (privacy.access)."""
+    from privacy.access import datasets_usable_by, is_compliance_officer  # privacy imports jobs at load
+
     if not user.is_authenticated:
         return Job.objects.none()
     jobs = Job.objects.select_related("owner", "dataset")
-    return jobs if user.is_staff else jobs.filter(owner=user)
+    if is_compliance_officer(user):
+        return jobs
+    return jobs.filter(Q(owner=user) | Q(dataset__in=datasets_usable_by(user)))
 
 
 def job_visible_to(user, job_id: int) -> bool:

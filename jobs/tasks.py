@@ -14,6 +14,7 @@ STAGE_FUNCTIONS = {
     "filter": "synthesis.stages.filter_run",
     "distill": "synthesis.stages.distill_run",
     "finetune_target": "synthesis.stages.finetune_target_run",
+    "finetune_private": "privacy.baseline_stage.finetune_private_run",
     "evaluate": "evaluation.stage.evaluate_run",
 }
 
@@ -37,4 +38,5 @@ generate = _stage_task("generate")
 filter_instructions = _stage_task("filter")
 distill = _stage_task("distill")
 finetune_target = _stage_task("finetune_target")
+finetune_private = _stage_task("finetune_private")
 evaluate = _stage_task("evaluate")

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import run_views, token_views, views
 
 app_name = "jobs"
 urlpatterns = [
@@ -9,5 +9,14 @@ urlpatterns = [
     path("<int:job_id>/", views.job_detail, name="detail"),
     path("<int:job_id>/events/", views.job_events, name="events"),
     path("<int:job_id>/cancel/", views.job_cancel_view, name="cancel"),
+    path("<int:job_id>/report/", views.run_report_view, name="report"),
+    path("<int:job_id>/report.json", views.run_report_json_view, name="report-json"),
+    path("<int:job_id>/report.csv", views.run_report_csv_view, name="report-csv"),
     path("artifacts/<int:artifact_id>/download/", views.artifact_download, name="artifact-download"),
+    path("runs/", run_views.run_list, name="run-list"),
+    path("runs/new/", run_views.run_new, name="run-new"),
+    path("runs/compare/", run_views.run_compare, name="run-compare"),
+    path("<int:job_id>/timeline/", run_views.run_timeline_view, name="run-timeline"),
+    path("api-tokens/", token_views.api_tokens, name="api-tokens"),
+    path("api-tokens/<int:token_id>/revoke/", token_views.api_token_revoke_view, name="api-token-revoke"),
 ]

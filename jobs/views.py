@@ -6,9 +6,12 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpResponseBadRequest, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
+
+from evaluation.report import report_charts, report_comparison, report_csv, report_json, run_report
+from privacy.access import dataset_records_readable
 
 from . import services
 from .forms import params_form_class
@@ -106,3 +109,43 @@ def artifact_download(request, artifact_id: int):
             archive.write(file, arcname=str(Path(path.name) / file.relative_to(path)))
     bundle.seek(0)
     return FileResponse(bundle, as_attachment=True, filename=f"job-{artifact.job_id}-{path.name}.zip")
+
+
+def _visible_run(request, job_id: int) -> Job:
+    run = get_object_or_404(jobs_visible_to(request.user), pk=job_id)
+    if run.kind != Job.Kind.RUN:
+        raise Http404(f"job {job_id} is a {run.kind} job, not a run; only runs have a report")
+    return run
+
+
+def _records_readable(request, run: Job) -> bool:
+    """Whether the report may show excerpts of the run's private records to this user."""
+    return run.dataset is not None and dataset_records_readable(request.user, run.dataset)
+
+
+@login_required
+@require_GET
+def run_report_view(request, job_id: int):
+    """The run report: privacy spent, the comparison with the baselines, charts, examples."""
+    run = _visible_run(request, job_id)
+    report = run_report(run, records_readable=_records_readable(request, run))
+    return render(request, "jobs/report.html", {
+        "run": run, "report": report, "comparison": report_comparison(run, viewer=request.user),
+        "charts": report_charts(report),
+    })
+
+
+@login_required
+@require_GET
+def run_report_json_view(request, job_id: int):
+    run = _visible_run(request, job_id)
+    return JsonResponse(report_json(run, viewer=request.user, records_readable=_records_readable(request, run)),
+                        json_dumps_params={"indent": 1, "allow_nan": False})
+
+
+@login_required
+@require_GET
+def run_report_csv_view(request, job_id: int):
+    run = _visible_run(request, job_id)
+    return HttpResponse(report_csv(run, viewer=request.user), content_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="run-{run.pk}-report.csv"'})

@@ -1,4 +1,5 @@
-"""ASGI entry point: Django over HTTP, the job stream over websockets (daphne serves both)."""
+"""ASGI entry point: Django over HTTP, the job stream and the compliance feed over websockets
+(daphne serves both)."""
 import os
 
 from django.core.asgi import get_asgi_application
@@ -13,10 +14,12 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from jobs.routing import websocket_urlpatterns  # noqa: E402
+from privacy.routing import websocket_urlpatterns as compliance_websocket_urlpatterns  # noqa: E402
 
+websocket_routes = URLRouter(websocket_urlpatterns + compliance_websocket_urlpatterns)
 application = ProtocolTypeRouter(
     {
         "http": ASGIStaticFilesHandler(django_http) if settings.KSG_SERVE_STATIC else django_http,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(websocket_routes)),
     }
 )

@@ -37,8 +37,12 @@ KSG_DATA_DIR = Path(os.environ.get("KSG_DATA_DIR") or BASE_DIR / "data").resolve
 KSG_PRIVATE_DIR = Path(os.environ.get("KSG_PRIVATE_DIR") or KSG_DATA_DIR / "private").resolve()
 KSG_ARTIFACT_DIR = Path(os.environ.get("KSG_ARTIFACT_DIR") or KSG_DATA_DIR / "artifacts").resolve()
 KSG_MODEL_CACHE = Path(os.environ.get("KSG_MODEL_CACHE") or KSG_DATA_DIR / "models").resolve()
+# Uploads larger than 2.5 MB are staged on disk by Django: on the private volume, never in /tmp.
+FILE_UPLOAD_TEMP_DIR = str(KSG_PRIVATE_DIR / "upload-tmp")
 for _directory in (KSG_DATA_DIR, KSG_ARTIFACT_DIR, KSG_MODEL_CACHE):
     _directory.mkdir(parents=True, exist_ok=True)
+if KSG_PRIVATE_DIR.is_dir() or not os.environ.get("KSG_PRIVATE_DIR"):
+    Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)  # not where the private volume is absent
 
 
 def _secret_key() -> str:
@@ -66,6 +70,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "ninja",
     "jobs",
     "privacy",
     "synthesis",
@@ -95,6 +100,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "ksg_web.context_processors.roles",
             ],
         },
     },
@@ -178,6 +184,7 @@ KSG_STAGE_TIME_LIMITS = {
     "filter": 4 * 3600,
     "distill": 6 * 3600,
     "finetune_target": 8 * 3600,
+    "finetune_private": 8 * 3600,
     "evaluate": 6 * 3600,
 }
 KSG_MAX_ATTEMPTS = int(os.environ.get("KSG_MAX_ATTEMPTS", "3"))

@@ -9,4 +9,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("jobs/", include("jobs.urls")),
+    path("datasets/", include("privacy.dataset_urls")),
+    path("api/", include("jobs.api.urls")),
+    path("compliance/", include("privacy.urls")),
 ]

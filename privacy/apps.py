@@ -1,6 +1,19 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _roles_ensure(sender, **kwargs):
+    from django.contrib.auth.models import Group, Permission
+
+    from .access import role_groups_ensure
+
+    role_groups_ensure(Group, Permission)
 
 
 class PrivacyConfig(AppConfig):
     name = "privacy"
     verbose_name = "Privacy: datasets, budgets and the epsilon ledger"
+
+    def ready(self):
+        # after every app's post_migrate (the last one sees every permission), and after a test flush
+        post_migrate.connect(_roles_ensure, dispatch_uid="privacy.roles")

@@ -277,3 +277,26 @@ def _train_plain(model, optimizer, loader, config, steps, sample_rate, on_step, 
             result.losses.append(report.loss)
             on_step_done(report)
     return result
+
+
+def plain_lora_train(model, tokenizer, records: list[dict], params, *,
+                     on_step: Callable[[StepReport], None] = lambda report: None,
+                     on_step_done: Callable[[StepReport], None] = lambda report: None) -> tuple[object, TrainResult]:
+    """LoRA fine-tuning WITHOUT DP (no clipping, no noise) of `model` on `records`, with the
+    stage-1 code path: used by stage 5 (synthetic pairs) and the `nonprivate` baseline (raw
+    private records). `params` carries lora_rank, lora_alpha, target_modules, learning_rate,
+    epochs, logical/physical_batch_size, max_length and seed. Returns (peft model, result)."""
+    n = len(records)
+    config = DPTrainConfig(
+        target_epsilon=1.0, delta=0.5, dp=False, lora_rank=params.lora_rank, lora_alpha=params.lora_alpha,
+        target_modules=tuple(name.strip() for name in params.target_modules.split(",") if name.strip()),
+        learning_rate=params.learning_rate, epochs=params.epochs,
+        logical_batch_size=min(params.logical_batch_size, n),
+        physical_batch_size=min(params.physical_batch_size, params.logical_batch_size, n),
+        max_length=params.max_length, seed=params.seed,
+    )
+    model = lora_wrap(model, config)
+    examples = examples_tokenize(records, tokenizer, max_length=config.max_length)
+    result = dp_lora_train(model, examples, config, pad_id=tokenizer.pad_token_id, on_step=on_step,
+                           on_step_done=on_step_done)
+    return model, result

@@ -38,6 +38,20 @@ class PrivateDataset(models.Model):
     heldout_count = models.PositiveIntegerField()
     split_seed = models.BigIntegerField()
     pii_summary = models.JSONField(default=dict, help_text="Counts of names, emails, phones, dates, ids found.")
+    canary_count = models.PositiveIntegerField(
+        default=0, help_text="Random canary records planted in the training split at registration (0: none)."
+    )
+    canary_repeats = models.PositiveIntegerField(default=0, help_text="Copies of each canary in the training split.")
+    allow_nonprivate_baselines = models.BooleanField(
+        default=False,
+        help_text="Whether non-private baselines (plain fine-tuning on the raw records, no DP guarantee) may run.",
+    )
+    approval_epsilon_threshold = models.DecimalField(
+        max_digits=12, decimal_places=EPSILON_DECIMAL_PLACES, null=True, blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Runs whose stage-1 target epsilon is above this wait for a compliance officer's approval "
+                  "(empty: never). Change it through privacy.services.approval_threshold_change (audited).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -87,16 +101,20 @@ class LedgerEntry(models.Model):
     reserve: before a DP job starts, its target epsilon is set aside;
     commit:  the epsilon the accountant says the job spent (rounded up), with the mechanism;
     release: what was reserved and not spent goes back.
+    nonprivate: a non-private release (a baseline trained on the raw records with no DP at all);
+                its epsilon column is 0 because no finite epsilon describes it, and it is
+                never counted as spent: budget_balance reports these releases separately.
     """
 
     class Kind(models.TextChoices):
         RESERVE = "reserve", "Reserve"
         COMMIT = "commit", "Commit"
         RELEASE = "release", "Release"
+        NONPRIVATE = "nonprivate", "Non-private release"
 
     budget = models.ForeignKey(PrivacyBudget, on_delete=models.PROTECT, related_name="ledger")
     job = models.ForeignKey("jobs.Job", on_delete=models.PROTECT, related_name="ledger_entries")
-    kind = models.CharField(max_length=8, choices=Kind.choices)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ledger_entries",
         help_text="Who caused the entry: the job's owner, or the operator who settled it.",
@@ -120,3 +138,62 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.epsilon} for job {self.job_id} on {self.budget.dataset}"
+
+
+class DatasetGrant(models.Model):
+    """Lets a user, or every member of a group, use a dataset: submit runs on it and see its runs.
+    `can_read_records` additionally lets them read the raw private records (compliance officers
+    see budgets and ledgers of every dataset, but records only through such a grant)."""
+
+    dataset = models.ForeignKey(PrivateDataset, on_delete=models.CASCADE, related_name="grants")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                             related_name="dataset_grants")
+    group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="dataset_grants")
+    can_read_records = models.BooleanField(default=False)
+    granted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(user__isnull=False, group__isnull=True) | models.Q(user__isnull=True, group__isnull=False)),
+                name="grant_names_a_user_or_a_group",
+            ),
+            models.UniqueConstraint(fields=["dataset", "user"], name="grant_once_per_user"),
+            models.UniqueConstraint(fields=["dataset", "group"], name="grant_once_per_group"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user or self.group} may use {self.dataset}"
+
+
+class AuditEntry(models.Model):
+    """One append-only row of the audit trail beside the ledger: decisions and configuration
+    changes (budget limits, grants, run approvals). Triggers refuse UPDATE (both databases) and
+    DELETE (PostgreSQL), as for the ledger."""
+
+    class Action(models.TextChoices):
+        DATASET_REGISTERED = "dataset_registered", "Dataset registered"
+        BUDGET_CHANGED = "budget_changed", "Budget changed"
+        GRANT_ADDED = "grant_added", "Access granted"
+        GRANT_REMOVED = "grant_removed", "Access revoked"
+        RUN_APPROVED = "run_approved", "Run approved"
+        RUN_REJECTED = "run_rejected", "Run rejected"
+        APPROVAL_THRESHOLD_CHANGED = "approval_threshold_changed", "Approval threshold changed"
+
+    action = models.CharField(max_length=32, choices=Action.choices)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="audit_entries")
+    dataset = models.ForeignKey(PrivateDataset, null=True, blank=True, on_delete=models.PROTECT,
+                                related_name="audit_entries")
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.PROTECT, related_name="audit_entries")
+    comment = models.TextField(blank=True)
+    details = models.JSONField(default=dict, blank=True, help_text="What changed: before and after values.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} by {self.actor} at {self.created_at:%Y-%m-%d %H:%M}"

@@ -9,6 +9,8 @@ from django.db.models import QuerySet
 
 from .models import LedgerEntry, PrivacyBudget, PrivateDataset
 
+CANARIES_FILE = "canaries.jsonl"  # beside train.jsonl: the planted secrets, for the exposure measurement
+
 
 @dataclass(frozen=True)
 class BudgetBalance:
@@ -20,6 +22,7 @@ class BudgetBalance:
     left: Decimal       # limit - spent - reserved (negative only if a commit exceeded its reservation)
     delta_spent: float  # sum of the deltas of the commits (sequential composition)
     commits: int
+    nonprivate_releases: int = 0  # baselines trained on the raw records: no DP guarantee at all
 
 
 def budget_balance(*, budget: PrivacyBudget) -> BudgetBalance:
@@ -27,6 +30,7 @@ def budget_balance(*, budget: PrivacyBudget) -> BudgetBalance:
     for entry in LedgerEntry.objects.filter(budget=budget).only("job_id", "kind", "epsilon", "delta"):
         per_job.setdefault(entry.job_id, {})[entry.kind] = entry
     spent, reserved, delta_spent, commits = Decimal(0), Decimal(0), 0.0, 0
+    nonprivate = sum(LedgerEntry.Kind.NONPRIVATE in entries for entries in per_job.values())
     for entries in per_job.values():
         commit = entries.get(LedgerEntry.Kind.COMMIT)
         if commit is not None:
@@ -38,7 +42,7 @@ def budget_balance(*, budget: PrivacyBudget) -> BudgetBalance:
             # Unsettled: the whole reservation stays set aside, less anything already committed.
             reserved += max(reserve.epsilon - (commit.epsilon if commit else Decimal(0)), Decimal(0))
     left = budget.epsilon_limit - spent - reserved
-    return BudgetBalance(budget.epsilon_limit, spent, reserved, left, delta_spent, commits)
+    return BudgetBalance(budget.epsilon_limit, spent, reserved, left, delta_spent, commits, nonprivate)
 
 
 def dataset_balance(*, dataset: PrivateDataset) -> BudgetBalance:
@@ -68,6 +72,15 @@ def dataset_records(*, dataset: PrivateDataset, split: str) -> list[dict]:
             f"{path} is missing: this process cannot see the private data of dataset '{dataset.name}' "
             f"(is KSG_PRIVATE_DIR mounted here? only client-side workers have it)"
         )
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def dataset_canaries(*, dataset: PrivateDataset) -> list[dict]:
+    """The canaries planted at registration ({"instruction", "response", "secret"}), or []."""
+    if not dataset.canary_count:
+        return []
+    path = dataset_dir(dataset=dataset) / CANARIES_FILE
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 

@@ -1,4 +1,4 @@
-"""Run presets: the parameters of all five stages for a whole KnowledgeSG run."""
+"""Run presets: the parameters of every stage a run (KnowledgeSG or a baseline) may have."""
 import copy
 import dataclasses
 from typing import Any
@@ -15,6 +15,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "distill": {"temperature": 0.3, "top_p": 0.9, "max_new_tokens": 96},
         "finetune_target": {"epochs": 2.0, "logical_batch_size": 8, "physical_batch_size": 8, "max_length": 160,
                             "lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3},
+        # the nonprivate baseline: stage 1's model and data sizes, without DP
+        "finetune_private": {"epochs": 1.0, "logical_batch_size": 16, "physical_batch_size": 8, "max_length": 64,
+                             "lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3},
+        "evaluate": {"max_records": 60, "max_length": 128, "reconstruction_targets": 20, "candidate_set_size": 50,
+                     "generation_records": 8, "max_new_tokens": 48, "canary_references": 1000},
     },
     # The paper's scale, for GPU machines: about 500 private records, 1000 raw instructions.
     "paper": {
@@ -25,10 +30,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "distill": {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 512},
         "finetune_target": {"epochs": 3.0, "logical_batch_size": 32, "physical_batch_size": 8, "max_length": 512,
                             "lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-4},
+        "finetune_private": {"epochs": 3.0, "logical_batch_size": 64, "physical_batch_size": 8, "max_length": 512,
+                             "lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-4},
+        "evaluate": {"max_records": 500, "max_length": 512, "reconstruction_targets": 200, "candidate_set_size": 100,
+                     "generation_records": 100, "max_new_tokens": 256, "canary_references": 10000},
     },
 }
-MODEL_FIELDS = {"base_model": ("dp_finetune", "generate", "finetune_target"),
-                "professional_model": ("filter", "distill")}
+MODEL_FIELDS = {"base_model": ("dp_finetune", "generate", "finetune_target", "finetune_private", "evaluate"),
+                "professional_model": ("filter", "distill", "evaluate")}
 
 
 def preset_stages(preset: str, *, domain: str = "medical", target_epsilon: float | None = None,

@@ -18,10 +18,11 @@ RAW_FILE, KEPT_FILE, VERDICTS_FILE, PAIRS_FILE = "raw_instructions.jsonl", "kept
 
 
 def generate_run(params, ctx) -> None:
-    """Stage 2: sample raw instructions from W_Loc + the DP adapter, prompted with public seeds."""
+    """Stage 2: sample raw instructions from W_Loc + the DP adapter, prompted with public seeds.
+    adapter_artifact 0 samples from W_Loc alone (the `self_instruct` baseline)."""
     if _already_done(ctx, "synthetic_data", RAW_FILE):
         return
-    adapter = artifact_input(artifact_id=params.adapter_artifact, kind="adapter")
+    adapter = artifact_input(artifact_id=params.adapter_artifact, kind="adapter") if params.adapter_artifact else None
     prompts = generation_prompts(domain=params.domain, count=params.num_instructions, few_shot=params.few_shot,
                                  seed=params.seed)
     sampling = SamplingParams(temperature=params.temperature, top_p=params.top_p,
@@ -122,7 +123,7 @@ def finetune_target_run(params, ctx) -> None:
     """Stage 5: plain LoRA fine-tuning of W_Loc on the synthetic pairs, with the stage-1 code
     (DP off: these pairs never saw the private data). Outputs the target adapter and, beside it,
     the synthetic dataset it was trained on."""
-    from privacy.dp_train import DPTrainConfig, dp_lora_train, examples_tokenize, lora_wrap
+    from privacy.dp_train import plain_lora_train
     from synthesis.loader import causal_lm_load
 
     if ctx.job.artifacts.filter(kind="adapter").exists():
@@ -131,25 +132,9 @@ def finetune_target_run(params, ctx) -> None:
     pairs = _read_jsonl(pairs_path)
     if not pairs:
         raise ValueError("there are no synthetic pairs to train on (every response was empty or held PII)")
-    config = DPTrainConfig(
-        target_epsilon=1.0, delta=0.5, dp=False, lora_rank=params.lora_rank, lora_alpha=params.lora_alpha,
-        target_modules=tuple(m.strip() for m in params.target_modules.split(",") if m.strip()),
-        learning_rate=params.learning_rate, epochs=params.epochs, logical_batch_size=min(params.logical_batch_size, len(pairs)),
-        physical_batch_size=min(params.physical_batch_size, params.logical_batch_size, len(pairs)),
-        max_length=params.max_length, seed=params.seed,
-    )
     model, tokenizer = causal_lm_load(params.base_model, cache_dir=settings.KSG_MODEL_CACHE)
-    model = lora_wrap(model, config)
-    examples = examples_tokenize(pairs, tokenizer, max_length=config.max_length)
-
-    def before_step(report):
-        ctx.check()
-
-    def after_step(report):
-        ctx.metric(step=report.step, loss=report.loss, batch_size=report.batch_size, seconds=report.seconds)
-
-    result = dp_lora_train(model, examples, config, pad_id=tokenizer.pad_token_id, on_step=before_step,
-                           on_step_done=after_step)
+    model, result = plain_lora_train(model, tokenizer, pairs, params, on_step=lambda report: ctx.check(),
+                                     on_step_done=lambda report: training_metric(ctx, report))
     ctx.artifact_dir.mkdir(parents=True, exist_ok=True)
     synthetic_copy = ctx.artifact_dir / "synthetic_dataset.jsonl"
     synthetic_copy.write_bytes(pairs_path.read_bytes())
@@ -159,6 +144,11 @@ def finetune_target_run(params, ctx) -> None:
     tokenizer.save_pretrained(adapter_dir)
     ctx.artifact(kind="adapter", path=adapter_dir)
     ctx.log(f"target adapter trained on {len(pairs)} synthetic pairs in {result.steps} steps")
+
+
+def training_metric(ctx, report) -> None:
+    """A training step's `metric` event (loss vs step on the run page)."""
+    ctx.metric(step=report.step, loss=report.loss, batch_size=report.batch_size, seconds=report.seconds)
 
 
 def _already_done(ctx, kind: str, filename: str) -> bool:

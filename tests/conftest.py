@@ -31,8 +31,11 @@ def celery_session_app():
 
 @pytest.fixture()
 def make_user(db):
-    def make(username: str, *, staff: bool = False):
-        return get_user_model().objects.create_user(username=username, password="a-long-password-1", is_staff=staff)
+    def make(username: str, *, role: str = "data_scientist", staff: bool = False):
+        """A user in a role group (privacy.access.ROLES); staff=True makes an administrator."""
+        from privacy.services import user_create
+
+        return user_create(username=username, role="admin" if staff else role, password="a-long-password-1")
 
     return make
 

@@ -12,6 +12,7 @@ from django.db import transaction
 
 from jobs.services import job_event_record
 
+from ..events import budget_changed_on_commit
 from ..models import EPSILON_DECIMAL_PLACES, LedgerEntry, PrivacyBudget
 from ..selectors import BudgetBalance, budget_balance
 
@@ -66,6 +67,7 @@ def budget_reserve(*, job, epsilon, actor, reason: str = "") -> LedgerEntry:
         delta=budget.delta, reason=reason or f"reserve the target epsilon of {job.kind} job {job.pk}",
     )
     job_event_record(job_id=job.pk, kind="log", payload={"message": f"reserved epsilon {amount}", "ledger": "reserve"})
+    budget_changed_on_commit(dataset_id=budget.dataset_id)
     return entry
 
 
@@ -89,6 +91,7 @@ def budget_commit(*, job, epsilon: float, delta: float, mechanism: dict, actor, 
         mechanism=mechanism, reason=reason or f"epsilon spent by {job.kind} job {job.pk}",
     )
     job_event_record(job_id=job.pk, kind="log", payload={"message": f"committed epsilon {amount}", "ledger": "commit"})
+    budget_changed_on_commit(dataset_id=budget.dataset_id)
     return entry
 
 
@@ -111,6 +114,7 @@ def budget_release(*, job, actor, reason: str = "") -> LedgerEntry | None:
         reason=reason or f"release what {job.kind} job {job.pk} reserved and did not spend",
     )
     job_event_record(job_id=job.pk, kind="log", payload={"message": f"released epsilon {amount}", "ledger": "release"})
+    budget_changed_on_commit(dataset_id=budget.dataset_id)
     return entry
 
 
@@ -129,3 +133,34 @@ def _locked_budget(job) -> PrivacyBudget:
         return PrivacyBudget.objects.select_for_update(of=("self",)).select_related("dataset").get(dataset_id=job.dataset_id)
     except PrivacyBudget.DoesNotExist:
         raise LedgerError(f"dataset {job.dataset_id} has no privacy budget; register it with one") from None
+
+
+class NonPrivateRefused(Exception):
+    """A non-private baseline on a dataset that does not allow them."""
+
+
+@transaction.atomic
+def budget_nonprivate_release(*, job, actor, reason: str = "") -> LedgerEntry:
+    """Record in the ledger, before it runs, that `job` trains on the raw records with no DP
+    guarantee (a baseline). Refused unless the dataset allows non-private baselines. The entry
+    carries epsilon 0 in its column but is never counted as spent: no finite epsilon describes
+    the job, and `budget_balance` reports it as a non-private release."""
+    budget = _locked_budget(job)
+    existing = LedgerEntry.objects.filter(job=job, kind=LedgerEntry.Kind.NONPRIVATE).first()
+    if existing is not None:
+        return existing
+    if not budget.dataset.allow_nonprivate_baselines:
+        raise NonPrivateRefused(
+            f"Refused: dataset '{budget.dataset.name}' does not allow non-private baselines (a model trained on its "
+            "raw records with no privacy guarantee). Its owner can allow them at registration "
+            "(ksg_dataset_add --allow-nonprivate-baselines) if a leaky upper bound is wanted for comparison."
+        )
+    entry = LedgerEntry.objects.create(
+        budget=budget, job=job, kind=LedgerEntry.Kind.NONPRIVATE, actor=actor, epsilon=Decimal(0), delta=1.0,
+        mechanism={"dp": False},
+        reason=reason or f"non-private release: {job.kind} job {job.pk} trains on the raw records without DP",
+    )
+    job_event_record(job_id=job.pk, kind="log", payload={"message": "non-private release recorded in the ledger",
+                                                         "ledger": "nonprivate"})
+    budget_changed_on_commit(dataset_id=budget.dataset_id)
+    return entry

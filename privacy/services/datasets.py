@@ -1,6 +1,7 @@
 """Registering a private dataset: validate, split, store the files, create the dataset and its budget."""
 import hashlib
 import math
+import random
 import secrets
 import shutil
 import unicodedata
@@ -12,11 +13,14 @@ from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from privacy.datasets import DatasetError, dataset_parse, dataset_split, dataset_write_jsonl, default_delta
-from privacy.models import EPSILON_DECIMAL_PLACES, PrivacyBudget, PrivateDataset
+from privacy.models import EPSILON_DECIMAL_PLACES, AuditEntry, PrivacyBudget, PrivateDataset
+from privacy.selectors import CANARIES_FILE
 from privacy.pii import pii_summary
 
 NAME_MAX_LENGTH = 200
 EPSILON_LIMIT_BOUND = Decimal(10) ** 6  # the column holds 12 digits, 6 of them decimals
+MAX_CANARIES = 1000
+MAX_CANARY_REPEATS = 100
 
 
 class BudgetConfigError(ValueError):
@@ -33,6 +37,9 @@ def dataset_register(
     accountant: str = "prv",
     heldout_fraction: float = 0.1,
     split_seed: int = 0,
+    canaries: int = 0,
+    canary_repeats: int = 1,
+    allow_nonprivate_baselines: bool = False,
 ) -> PrivateDataset:
     """Register the file at source_path as a private dataset with its privacy budget.
 
@@ -41,6 +48,12 @@ def dataset_register(
     below 1/train records. The original file and its train.jsonl / heldout.jsonl splits are
     stored under KSG_PRIVATE_DIR/datasets/<slug>-<random>/. Raises DatasetError or
     BudgetConfigError; on any failure nothing is left behind, neither rows nor files.
+
+    canaries > 0 plants that many canary records (a fresh random secret each, in a fixed
+    template: evaluation.canary) into the training split, `canary_repeats` copies of each at
+    random positions, marked {"canary": true}; their secrets are kept in canaries.json beside
+    the splits, for the evaluation's exposure measurement. Canaries count as training records.
+    allow_nonprivate_baselines lets the `nonprivate` baseline (no DP) train on the records.
     """
     name = _validated_name(name)
     limit = _validated_epsilon_limit(epsilon_limit)
@@ -57,6 +70,8 @@ def dataset_register(
         source_path, max_file_bytes=settings.KSG_MAX_DATASET_BYTES, max_record_chars=settings.KSG_MAX_RECORD_CHARS
     )
     train, heldout = dataset_split(parsed.records, heldout_fraction=heldout_fraction, seed=split_seed)
+    canary_rows = _canaries(canaries, canary_repeats)
+    train = _planted(train, canary_rows, canary_repeats)
     delta = _validated_delta(delta, train_count=len(train))
 
     private_dir = Path(settings.KSG_PRIVATE_DIR)
@@ -71,6 +86,8 @@ def dataset_register(
         sha256, size_bytes = _file_digest(original)  # of the stored copy, byte for byte
         dataset_write_jsonl(directory / "train.jsonl", train)
         dataset_write_jsonl(directory / "heldout.jsonl", heldout)
+        if canary_rows:
+            dataset_write_jsonl(directory / CANARIES_FILE, canary_rows)
         summary = pii_summary(f"{record['instruction']}\n{record['response']}" for record in parsed.records)
         with transaction.atomic():
             dataset = PrivateDataset.objects.create(
@@ -78,8 +95,16 @@ def dataset_register(
                 source_format=parsed.source_format, field_mapping=parsed.field_mapping, sha256=sha256,
                 size_bytes=size_bytes, record_count=len(parsed.records), train_count=len(train),
                 heldout_count=len(heldout), split_seed=split_seed, pii_summary=summary,
+                canary_count=len(canary_rows), canary_repeats=canary_repeats if canary_rows else 0,
+                allow_nonprivate_baselines=bool(allow_nonprivate_baselines),
             )
             PrivacyBudget.objects.create(dataset=dataset, epsilon_limit=limit, delta=delta, accountant=accountant)
+            AuditEntry.objects.create(
+                action=AuditEntry.Action.DATASET_REGISTERED, actor=owner, dataset=dataset,
+                details={"sha256": sha256, "records": len(parsed.records), "epsilon_limit": str(limit), "delta": delta,
+                         "accountant": accountant, "canaries": len(canary_rows),
+                         "allow_nonprivate_baselines": bool(allow_nonprivate_baselines)},
+            )
     except IntegrityError as error:
         shutil.rmtree(directory, ignore_errors=True)
         if PrivateDataset.objects.filter(name=name).exists():
@@ -89,6 +114,32 @@ def dataset_register(
         shutil.rmtree(directory, ignore_errors=True)
         raise
     return dataset
+
+
+def _canaries(count, repeats) -> list[dict]:
+    """`count` canary records with secrets from the operating system's CSPRNG (no seed anyone
+    could know), or [] for 0."""
+    from evaluation.canary import canary_records  # the template lives with the exposure measurement
+
+    for value, what, bound in ((count, "canary count", MAX_CANARIES), (repeats, "canary repeats", MAX_CANARY_REPEATS)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= bound:
+            raise DatasetError(f"{what} must be a whole number from 0 to {bound}, not {value!r}")
+    if count and repeats < 1:
+        raise DatasetError("canary repeats must be at least 1 when canaries are planted")
+    return canary_records(count, seed=secrets.randbits(64)) if count else []
+
+
+def _planted(train: list[dict], canary_rows: list[dict], repeats: int) -> list[dict]:
+    """The training split with `repeats` copies of each canary inserted at random positions."""
+    if not canary_rows:
+        return train
+    rng = random.Random(secrets.randbits(64))
+    planted = list(train)
+    for row in canary_rows:
+        for _ in range(repeats):
+            planted.insert(rng.randint(0, len(planted)),
+                           {"instruction": row["instruction"], "response": row["response"], "canary": True})
+    return planted
 
 
 def _validated_name(name) -> str:

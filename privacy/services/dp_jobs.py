@@ -8,7 +8,7 @@ from jobs.services import job_submit
 
 from ..dp_train import TrainConfigError, planned_steps
 from ..models import PrivateDataset
-from .budget import budget_reserve
+from .budget import budget_nonprivate_release, budget_reserve
 
 
 @transaction.atomic
@@ -29,4 +29,15 @@ def dp_finetune_submit(*, owner, dataset: PrivateDataset, params: dict | None = 
         raise JobParamsError(f"dp_finetune: {exc}") from None
     job = job_submit(owner=owner, kind="dp_finetune", params=params, dataset=dataset, parent=parent)
     budget_reserve(job=job, epsilon=parsed.target_epsilon, actor=owner)
+    return job
+
+
+@transaction.atomic
+def finetune_private_submit(*, owner, dataset: PrivateDataset, params: dict | None = None, parent=None):
+    """Queue the `nonprivate` baseline's training on `dataset`, recording the non-private release
+    in the ledger in the same transaction. Raises NonPrivateRefused when the dataset does not
+    allow non-private baselines (then nothing is created)."""
+    params_parse("finetune_private", params)
+    job = job_submit(owner=owner, kind="finetune_private", params=params, dataset=dataset, parent=parent)
+    budget_nonprivate_release(job=job, actor=owner)
     return job

@@ -6,13 +6,18 @@ import pytest
 
 from evaluation.canary import (
     CANARY_INSTRUCTION,
+    CANARY_MAX_LENGTH,
     SPACE_SIZE,
+    canary_record,
     canary_records,
     exposure,
     exposure_report,
     secret_text,
 )
+from evaluation.scoring import response_logprobs
+from privacy.dp_train import examples_tokenize
 from tests.evaluation.memorised import memorised
+from tests.evaluation.test_scoring import plain_logprobs
 
 
 def test_canary_records_have_distinct_six_digit_secrets_and_repeat_for_a_seed():
@@ -49,3 +54,15 @@ def test_exposure_report_summarises_every_canary():
     values = [row["exposure"] for row in report["canaries"]]
     assert report["max_exposure"] == max(values) and report["mean_exposure"] == pytest.approx(sum(values) / 2)
     assert report["max_possible_exposure"] == pytest.approx(math.log2(10**6))
+
+
+@pytest.mark.slow
+def test_canary_scores_sharing_the_sentence_prefix_equal_the_plain_definition():
+    setup = memorised()
+    records = [setup.canary] + [canary_record(secret) for secret in ("000000", "123456", "999999", "480213")]
+    plain = [sum(row) for row in plain_logprobs(setup.model, examples_tokenize(records, setup.tokenizer,
+                                                                              max_length=CANARY_MAX_LENGTH))]
+    assert response_logprobs(setup.model, setup.tokenizer, records, max_length=CANARY_MAX_LENGTH,
+                             batch_size=2) == pytest.approx(plain, abs=1e-4)
+    assert exposure(setup.model, setup.tokenizer, setup.canary, reference_sample=50)["log_prob"] == pytest.approx(
+        plain[0], abs=1e-4)

@@ -11,7 +11,10 @@ from evaluation.membership import (
     score_histogram,
     tpr_at_fpr,
 )
+from evaluation.scoring import token_logprobs
+from privacy.dp_train import examples_tokenize
 from tests.evaluation.memorised import MAX_LENGTH, memorised
+from tests.evaluation.test_scoring import plain_logprobs
 
 
 def test_auc_is_one_for_perfect_separation_and_zero_when_reversed():
@@ -80,3 +83,14 @@ def test_memorising_model_is_attackable_and_untrained_model_is_not():
         assert trained[kind]["n_members"] == len(setup.train) and trained[kind]["n_nonmembers"] == len(setup.heldout)
         assert len(trained[kind]["histogram"]["members"]) == 20
     assert trained["loss"]["tpr_at_1pct_fpr"] > untrained["loss"]["tpr_at_1pct_fpr"]
+
+
+@pytest.mark.slow
+def test_member_token_logprobs_equal_the_plain_definition():
+    setup = memorised()
+    records = setup.train[:6] + setup.heldout[:6]
+    fast = token_logprobs(setup.model, setup.tokenizer, records, max_length=MAX_LENGTH, batch_size=5)
+    plain = plain_logprobs(setup.model, examples_tokenize(records, setup.tokenizer, max_length=MAX_LENGTH))
+    assert [len(row) for row in fast] == [len(row) for row in plain]
+    for one, other in zip(fast, plain):
+        assert one == pytest.approx(other, abs=1e-4)

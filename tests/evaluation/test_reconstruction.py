@@ -1,9 +1,13 @@
 """Name reconstruction: targets hide exactly one name and keep it as the truth; a model that
 memorised its records picks the true name far more often than a random guess."""
+from itertools import pairwise
+
 import pytest
 
 from evaluation.reconstruction import (
     MASK,
+    RECONSTRUCTION_MAX_LENGTH,
+    _filled,
     candidate_names,
     name_in,
     reconstruct_by_likelihood,
@@ -12,6 +16,7 @@ from evaluation.reconstruction import (
 )
 from privacy.demo_data import demo_records
 from tests.evaluation.memorised import memorised
+from tests.evaluation.test_scoring import plain_record_logprobs
 
 
 def test_targets_mask_exactly_the_first_name_and_keep_the_truth():
@@ -66,3 +71,17 @@ def test_untrained_model_ranks_the_truth_first_rarely():
     candidates = candidate_names(setup.train, extra=[t["truth"] for t in targets], size=100)
     hits = sum(reconstruct_by_likelihood(setup.base, setup.tokenizer, t, candidates)[0] == t["truth"] for t in targets)
     assert hits <= 3
+
+
+@pytest.mark.slow
+def test_likelihood_ranking_follows_whole_record_logprobs_of_the_plain_definition():
+    setup = memorised()
+    targets = reconstruction_targets(setup.train, limit=4)
+    # the records' own names: in the tiny vocabulary, one to three tokens long
+    candidates = candidate_names(setup.train, extra=[t["truth"] for t in targets], size=12)
+    for target in targets:
+        ranked = reconstruct_by_likelihood(setup.model, setup.tokenizer, target, candidates, batch_size=5)
+        scores = plain_record_logprobs(setup.model, setup.tokenizer, [_filled(target, name) for name in ranked],
+                                       max_length=RECONSTRUCTION_MAX_LENGTH)
+        assert sorted(ranked) == sorted(candidates)
+        assert all(better >= worse - 1e-4 for better, worse in pairwise(scores))

@@ -21,7 +21,10 @@ def notifications_only(settings):
 
 @database_sync_to_async
 def make_user(username: str, *, staff: bool = False):
-    return get_user_model().objects.create_user(username=username, password="a-long-password-1", is_staff=staff)
+    from privacy.services import user_create
+
+    return user_create(username=username, role="compliance_officer" if staff else "data_scientist",
+                       password="a-long-password-1")
 
 
 @database_sync_to_async
@@ -108,7 +111,7 @@ async def test_anonymous_user_is_refused():
     assert (connected, code) == (False, 4401)
 
 
-async def test_user_without_access_is_refused_and_staff_is_let_in():
+async def test_user_without_access_is_refused_and_a_compliance_officer_is_let_in():
     job = await make_job(await make_user("ada"))
     stranger = await open_stream(job, user=await make_user("mallory"))
     assert await stranger.connect() == (False, 4403)

@@ -32,7 +32,7 @@ def test_run_wide_choices_and_typed_overrides_apply():
 @pytest.mark.parametrize("override, message", [
     ("generate.num_instructions", "write stage.field=value"),
     ("mine.x=1", "unknown stage 'mine'"),
-    ("evaluate.max_records=5", "evaluate is not a stage of a run"),
+    ("selftest.steps=5", "selftest is not a stage of a run"),
     ("generate.colour=blue", "generate has no field 'colour'"),
     ("generate.num_instructions=many", "needs a int"),
 ])

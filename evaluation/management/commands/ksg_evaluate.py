@@ -1,9 +1,11 @@
-"""`python manage.py ksg_evaluate --run ID [--set field=value] [--wait]`: privacy and utility of a run's target."""
-import json
+"""`python manage.py ksg_evaluate --run ID [--json] [--again [--set field=value]]`: a run's
+privacy and utility figures, beside the baselines on the same dataset: the numbers of the run's
+report page."""
+import json as json_module
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from evaluation.report import COMPARISON_COLUMNS, report_comparison, report_json
 from evaluation.services import evaluate_submit
 from jobs.embedded import embedded_worker_if_needed
 from jobs.follow import job_follow
@@ -14,32 +16,59 @@ from synthesis.presets import override_value
 
 
 class Command(BaseCommand):
-    help = ("Evaluate the target model of a succeeded run: membership inference, name reconstruction, held-out "
-            "loss, ROUGE-L, win-rate against the base model, IFD. Prints the report's path with --wait.")
+    help = ("Print a run's evaluation (membership inference, name reconstruction, canary exposure, held-out "
+            "loss, ROUGE-L, win-rate, IFD) beside the newest evaluated run of each baseline on the same dataset. "
+            "A run without an evaluation (or with --again) is evaluated first.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--run", type=int, required=True, help="id of a succeeded KnowledgeSG run")
+        parser.add_argument("--run", type=int, required=True, help="id of a run")
+        parser.add_argument("--json", action="store_true", help="print the whole report as JSON (as /jobs/ID/report.json)")
+        parser.add_argument("--again", action="store_true", help="evaluate the run's model again before printing")
         parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                            help="override an evaluation parameter, e.g. max_records=50 (repeatable)")
-        parser.add_argument("--wait", action="store_true", help="follow the evaluation until it ends")
+                            help="with --again or a first evaluation: override an evaluation parameter, "
+                                 "e.g. max_records=50 (repeatable)")
 
-    def handle(self, *args, run, set, wait, **options):
-        found = Job.objects.filter(pk=run, kind=Job.Kind.RUN).first()
+    def handle(self, *args, run, json: bool, again: bool, set: list[str], **options):
+        found = Job.objects.filter(pk=run, kind=Job.Kind.RUN).select_related("owner", "dataset").first()
         if found is None:
             raise CommandError(f"no run with id {run}")
-        if settings.KSG_RUN_MODE == "embedded" and not wait:
-            raise CommandError("in the embedded mode the queue lives in this process: add --wait")
+        evaluated = found.children.filter(kind="evaluate", status=Job.Status.SUCCEEDED).exists()
+        if again or not evaluated:
+            self._evaluate(found, set)
+        elif set:
+            raise CommandError("--set changes a new evaluation: add --again")
+        if json:
+            self.stdout.write(_json_dumps(report_json(found)))
+        else:
+            self.stdout.write(comparison_table(report_comparison(found)))
+
+    def _evaluate(self, run: Job, overrides: list[str]) -> None:
         try:
-            overrides = dict(override_value(f"evaluate.{item}")[1:] for item in set)
-            job = evaluate_submit(owner=found.owner, run=found, overrides=overrides)
+            parsed = dict(override_value(f"evaluate.{item}")[1:] for item in overrides)
+            job = evaluate_submit(owner=run.owner, run=run, overrides=parsed)
         except JobParamsError as error:
             raise CommandError(str(error)) from error
-        self.stdout.write(f"evaluation job {job.pk} queued for run {found.pk}")
-        if not wait:
-            return
+        self.stderr.write(f"evaluation job {job.pk} queued for run {run.pk}")
         with embedded_worker_if_needed(celery_app):
-            job = job_follow(job_id=job.pk, write=self.stdout.write)
+            job = job_follow(job_id=job.pk, write=self.stderr.write)
         if job.status != "succeeded":
             raise CommandError(f"evaluation job {job.pk} {job.status}: {job.error}")
-        report = settings.KSG_ARTIFACT_DIR / job.artifacts.get(kind="report").path
-        self.stdout.write(json.dumps({"job": job.pk, "report": str(report)}))
+
+
+def comparison_table(rows: list[dict]) -> str:
+    """Metrics as lines, runs as columns (the first column is the run asked for)."""
+    cells = [[label] + [_cell(row.get(key)) for row in rows] for key, label in COMPARISON_COLUMNS]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _json_dumps(data) -> str:
+    return json_module.dumps(data, indent=1, allow_nan=False, default=str)

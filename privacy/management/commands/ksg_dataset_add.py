@@ -25,6 +25,14 @@ class Command(BaseCommand):
         parser.add_argument("--heldout-fraction", default="0.1", help="share of records held out (0 to 0.5)")
         parser.add_argument("--seed", type=int, default=0, help="seed of the train/held-out split")
         parser.add_argument("--owner", help="username of the owner (default: the first superuser)")
+        parser.add_argument("--canaries", type=int, default=0, metavar="K",
+                            help="plant K random canary records (a random secret each) in the training split, to "
+                                 "measure memorisation by their exposure (default 0: none)")
+        parser.add_argument("--canary-repeats", type=int, default=1, metavar="R",
+                            help="copies of each canary in the training split (default 1)")
+        parser.add_argument("--allow-nonprivate-baselines", action="store_true",
+                            help="allow the `nonprivate` baseline: plain fine-tuning on the raw records with no DP "
+                                 "guarantee, recorded in the ledger as a non-private release")
 
     def handle(self, *args, **options):
         owner = self._owner(options["owner"])
@@ -34,6 +42,8 @@ class Command(BaseCommand):
                 epsilon_limit=options["epsilon_limit"], delta=_number(options["delta"], "--delta"),
                 accountant=options["accountant"], split_seed=options["seed"],
                 heldout_fraction=_number(options["heldout_fraction"], "--heldout-fraction"),
+                canaries=options["canaries"], canary_repeats=options["canary_repeats"],
+                allow_nonprivate_baselines=options["allow_nonprivate_baselines"],
             )
         except (DatasetError, BudgetConfigError) as error:
             raise CommandError(str(error)) from error
@@ -51,6 +61,9 @@ class Command(BaseCommand):
             f"  sha256: {dataset.sha256}\n"
             f"  budget: epsilon limit {budget.epsilon_limit}, delta {budget.delta:g}, accountant {budget.accountant}\n"
             f"  PII found: {pii}"
+            + (f"\n  canaries: {dataset.canary_count} planted x {dataset.canary_repeats} in the training split"
+               if dataset.canary_count else "")
+            + ("\n  non-private baselines: allowed" if dataset.allow_nonprivate_baselines else "")
         )
 
     def _owner(self, username: str | None):

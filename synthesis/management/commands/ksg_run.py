@@ -1,4 +1,4 @@
-"""`python manage.py ksg_run --dataset NAME --preset demo [--epsilon E] [--set stage.field=value] [--wait]`"""
+"""`python manage.py ksg_run --dataset NAME --preset demo [--baseline B] [--epsilon E] [--set stage.field=value] [--wait]`"""
 import json
 
 from django.conf import settings
@@ -7,22 +7,26 @@ from django.core.management.base import BaseCommand, CommandError
 from jobs.embedded import embedded_worker_if_needed
 from jobs.follow import run_follow
 from jobs.kinds import JobParamsError
-from jobs.pipeline import run_submit, run_summary
+from jobs.pipeline import BASELINES, run_submit, run_summary
 from ksg_web.celery import app as celery_app
 from privacy.models import PrivateDataset
-from privacy.services import BudgetExceeded
+from privacy.services import BudgetExceeded, NonPrivateRefused
 from synthesis.presets import PRESETS, preset_stages
 from synthesis.prompts import DOMAINS
 
 
 class Command(BaseCommand):
     help = ("Submit a whole KnowledgeSG run (DP fine-tuning, generation, filtering, distillation, target "
-            "fine-tuning) on a registered dataset. With --wait, show each stage's progress and print a JSON "
-            "summary; the exit code is non-zero if the run does not succeed.")
+            "fine-tuning, evaluation), or one of its baselines, on a registered dataset. With --wait, show each "
+            "stage's progress and print a JSON summary; the exit code is non-zero if the run does not succeed.")
 
     def add_arguments(self, parser):
         parser.add_argument("--dataset", required=True, help="name of a registered dataset")
         parser.add_argument("--preset", default="demo", choices=sorted(PRESETS))
+        parser.add_argument("--baseline", default="knowledgesg", choices=list(BASELINES),
+                            help="knowledgesg (the method), dp_direct (the stage-1 DP adapter as the model), "
+                                 "self_instruct (stages 2-5 from the base model alone), nonprivate (plain LoRA on the "
+                                 "private records, no DP; the dataset must allow it)")
         parser.add_argument("--domain", default="medical", choices=DOMAINS)
         parser.add_argument("--epsilon", type=float, help="target epsilon of stage 1 (default: the preset's)")
         parser.add_argument("--base-model", help="W_Loc spec (default: the embedded model)")
@@ -43,10 +47,12 @@ class Command(BaseCommand):
             stages = preset_stages(options["preset"], domain=options["domain"], target_epsilon=options["epsilon"],
                                    base_model=options["base_model"], professional_model=options["professional_model"],
                                    overrides=options["set"])
-            run = run_submit(owner=dataset.owner, dataset=dataset, stages=stages, preset=options["preset"])
-        except (JobParamsError, BudgetExceeded) as error:
+            run = run_submit(owner=dataset.owner, dataset=dataset, stages=stages, preset=options["preset"],
+                             baseline=options["baseline"])
+        except (JobParamsError, BudgetExceeded, NonPrivateRefused) as error:
             raise CommandError(str(error)) from error
-        self.stdout.write(f"run {run.pk} submitted on dataset {dataset.name!r} (preset {options['preset']})")
+        self.stdout.write(f"run {run.pk} ({options['baseline']}) submitted on dataset {dataset.name!r} "
+                          f"(preset {options['preset']})")
         if not options["wait"]:
             return
         with embedded_worker_if_needed(celery_app):

@@ -1,0 +1,110 @@
+"""Run approval on the privacy side: each dataset may set an epsilon threshold above which a
+run waits for a compliance officer (jobs.pipeline.run_submit / run_approve / run_reject use
+these); the threshold itself changes only through an audited service.
+
+A run "is above" the threshold when its first stage's target epsilon is strictly greater, and a
+non-private baseline (no finite epsilon at all) is above every threshold. A run that reads no
+private data (self_instruct) never needs approval.
+"""
+from decimal import Decimal
+
+from django.db import transaction
+
+from jobs.kinds import JobParamsError, params_parse
+
+from ..access import dataset_manageable_by
+from ..dp_train import TrainConfigError, planned_steps
+from ..events import budget_changed_on_commit
+from ..models import AuditEntry, PrivateDataset
+from ..selectors import budget_balance
+from .access import AccessRefused, audit_record
+from .budget import BudgetExceeded, LedgerError, NonPrivateRefused, epsilon_to_decimal
+from .datasets import BudgetConfigError
+
+NONPRIVATE = "unbounded"  # the target epsilon shown for a non-private baseline
+THRESHOLD_BOUND = Decimal(10) ** 6  # what the column holds (12 digits, 6 after the point)
+
+
+@transaction.atomic
+def approval_threshold_change(*, dataset: PrivateDataset, threshold, actor, comment: str) -> PrivateDataset:
+    """Set (or, with None, remove) the epsilon above which runs on `dataset` need approval.
+    Administrators and the owner; the comment and the before/after values go into the audit
+    trail in the same transaction."""
+    if not dataset_manageable_by(actor, dataset):
+        raise AccessRefused(f"only an administrator or the owner of '{dataset.name}' may change its approval threshold")
+    if not comment.strip():
+        raise BudgetConfigError("say why the approval threshold changes; the comment goes into the audit trail")
+    value = None if threshold is None or str(threshold).strip() == "" else _validated_threshold(threshold)
+    dataset = PrivateDataset.objects.select_for_update().get(pk=dataset.pk)
+    before = dataset.approval_epsilon_threshold
+    dataset.approval_epsilon_threshold = value
+    dataset.save(update_fields=["approval_epsilon_threshold"])
+    audit_record(action=AuditEntry.Action.APPROVAL_THRESHOLD_CHANGED, actor=actor, dataset=dataset, comment=comment,
+                 details={"approval_epsilon_threshold": {"before": _text(before), "after": _text(value)}})
+    budget_changed_on_commit(dataset_id=dataset.pk)
+    return dataset
+
+
+def approval_needed(*, dataset: PrivateDataset | None, stage: str, params: dict) -> dict | None:
+    """None when a run whose first stage is `stage` may start at once; otherwise what the
+    officer decides on: {"threshold": "2.000000", "target_epsilon": "4.000000" or "unbounded"}."""
+    if dataset is None:
+        return None
+    # from the database, not the caller's instance: a threshold set since it was loaded applies
+    threshold = PrivateDataset.objects.filter(pk=dataset.pk).values_list("approval_epsilon_threshold", flat=True).get()
+    if threshold is None:
+        return None
+    if stage == "finetune_private":
+        return {"threshold": str(threshold), "target_epsilon": NONPRIVATE}
+    if stage != "dp_finetune":
+        return None  # reads no private data
+    target = epsilon_to_decimal(params["target_epsilon"], what="target epsilon")
+    if target <= threshold:
+        return None
+    return {"threshold": str(threshold), "target_epsilon": str(target)}
+
+
+def run_first_stage_check(*, dataset: PrivateDataset, stage: str, params: dict) -> None:
+    """Refuse at submission what could not start now: the checks the first stage's submit
+    service makes (parameters, the budget, the non-private permission), without reserving
+    anything. The reservation is made, and checked again under the lock, on approval."""
+    if stage == "finetune_private":
+        if not dataset.allow_nonprivate_baselines:
+            raise NonPrivateRefused(
+                f"Refused: dataset '{dataset.name}' does not allow non-private baselines (a model trained on its "
+                "raw records with no privacy guarantee)."
+            )
+        return
+    if stage != "dp_finetune":
+        return
+    from ..dp_stage import dp_config_from_params  # the stage pulls in torch; import it late
+
+    parsed = params_parse("dp_finetune", params)
+    budget = dataset.budget
+    try:
+        planned_steps(dp_config_from_params(parsed, delta=budget.delta, accountant=budget.accountant),
+                      dataset.train_count)
+    except TrainConfigError as exc:
+        raise JobParamsError(f"dp_finetune: {exc}") from None
+    amount = epsilon_to_decimal(parsed.target_epsilon, what="target epsilon")
+    balance = budget_balance(budget=budget)
+    if balance.spent + balance.reserved + amount > budget.epsilon_limit:
+        raise BudgetExceeded(
+            f"Refused: the run asks for epsilon {amount} on dataset '{dataset.name}', whose limit is "
+            f"{budget.epsilon_limit}; {balance.spent} is spent and {balance.reserved} reserved by running jobs, "
+            f"so at most {balance.left} is left. Ask for {balance.left} or less, or have the limit raised."
+        )
+
+
+def _validated_threshold(value) -> Decimal:
+    try:
+        amount = epsilon_to_decimal(value, what="approval threshold")
+    except LedgerError as exc:  # its message names the value; callers expect a configuration error
+        raise BudgetConfigError(str(exc)) from None
+    if amount >= THRESHOLD_BOUND:
+        raise BudgetConfigError(f"approval threshold {value!r} is too large; it must be below {THRESHOLD_BOUND:,}")
+    return amount
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)

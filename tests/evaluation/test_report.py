@@ -1,0 +1,481 @@
+"""The run report: privacy spent (from the ledger), training curves, synthetic data, the
+evaluation, the comparison with the baselines on the same dataset, its CSV and JSON exports and
+the page, for runs with and without an evaluation, and who may see them."""
+import csv
+import io
+import json
+import math
+import re
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from evaluation.membership import attack_summary
+from evaluation.report import report_comparison, report_csv, report_json, run_report
+from jobs.models import Job
+from jobs.services import artifact_record, job_event_record
+from privacy.models import LedgerEntry
+from privacy.services import budget_reserve, budget_settle
+from tests.privacy.factories import make_dataset
+
+pytestmark = pytest.mark.django_db
+
+MEMBERS = [-0.8, -0.9, -1.0, -1.1, -1.2, -0.7]
+NONMEMBERS = [-1.5, -1.3, -1.05, -1.6, -1.4, -0.95]
+MECHANISM = {"mechanism": "poisson_subsampled_gaussian", "sample_rate": 0.0125, "noise_multiplier": 1.137,
+             "steps": 240, "max_grad_norm": 1.0, "accountant": "prv",
+             "library_versions": {"opacus": "1.6.0", "torch": "2.13.0+cpu", "numpy": "2.4.6", "scipy": "1.17.1"}}
+STAGES = {
+    "dp_finetune": {"target_epsilon": 3.0, "epochs": 1.0, "base_model": "smollm2-135m-instruct"},
+    "generate": {"num_instructions": 40, "domain": "medical"},
+    "filter": {"dedup_threshold": 0.7, "relevance_threshold": 0.5},
+    "distill": {"professional_model": "=HYPERLINK(\"http://evil\")"},
+    "finetune_target": {"epochs": 2.0, "learning_rate": 0.0002},
+    "finetune_private": {"epochs": 1.0},
+    "evaluate": {"max_records": 100},
+}
+PIPELINES = {"knowledgesg": ("dp_finetune", "generate", "filter", "distill", "finetune_target", "evaluate"),
+             "dp_direct": ("dp_finetune", "evaluate"), "nonprivate": ("finetune_private", "evaluate"),
+             "self_instruct": ("generate", "filter", "distill", "finetune_target", "evaluate")}
+
+
+@pytest.fixture(autouse=True)
+def artifact_dir(settings, tmp_path):
+    settings.KSG_ARTIFACT_DIR = tmp_path / "artifacts"
+    settings.KSG_ARTIFACT_DIR.mkdir()
+    return settings.KSG_ARTIFACT_DIR
+
+
+@pytest.fixture()
+def ada(make_user):
+    return make_user("ada")
+
+
+@pytest.fixture()
+def dataset(ada):
+    return make_dataset(ada, name="clinic", epsilon_limit="100")
+
+
+def evaluation_json(*, shift: float = 0.0, canaries: bool = True, heldout_loss: float = 1.8) -> dict:
+    """An evaluation.json as evaluation.stage writes it; membership from the real attack_summary."""
+    members = [score + shift for score in MEMBERS]
+    report = {
+        "dataset": {"name": "clinic", "sha256": "a" * 64, "canaries": 2 if canaries else 0},
+        "records": {"train": len(members), "heldout": len(NONMEMBERS)},
+        "privacy": {
+            "membership": {"loss": attack_summary(members, NONMEMBERS),
+                           "min_k": attack_summary([s - 0.5 for s in members], [s - 0.5 for s in NONMEMBERS])
+                           | {"k": 0.2}},
+            "reconstruction": {
+                "n_targets": 10, "candidate_set_size": 50, "likelihood_top1_rate": 0.3, "likelihood_top5_rate": 0.6,
+                "generation_exact_rate": 0.1, "random_guess_rate": 0.02, "expected_random_top1_rate": 0.02,
+                "expected_random_top5_rate": 0.1,
+                "examples": [{"masked_text": "Dr. [NAME] saw the patient about chest pain.", "field": "response",
+                              "truth": "Maria Lopez", "top_guess": "Maria Lopez", "generated": "John Hale"}],
+            },
+        },
+        "utility": {
+            "heldout_loss": {"target": {"loss": heldout_loss, "perplexity": math.exp(heldout_loss), "n": 6},
+                             "base": {"loss": 2.4, "perplexity": math.exp(2.4), "n": 6}},
+            "rouge_l": {"target": {"mean": 0.31, "n": 3, "scores": [0.3, 0.31, 0.32], "examples": []},
+                        "base": {"mean": 0.22, "n": 3, "scores": [0.2, 0.22, 0.24], "examples": []}},
+            "win_rate": {"wins": 2, "losses": 1, "ties": 0, "n": 3, "win_rate": 2 / 3, "verdicts": []},
+            "ifd": {"private": {"mean": 0.93, "median": 0.9, "n": 6, "share_at_least_1": 0.2},
+                    "synthetic": {"mean": 0.71, "median": 0.7, "n": 12, "share_at_least_1": 0.1}},
+        },
+    }
+    if canaries:
+        rows = [{"secret": "483920", "log_prob": -9.1, "rank_in_sample": 1, "reference_sample": 1000,
+                 "estimated_rank": 1.0, "exposure": math.log2(10**6)},
+                {"secret": "120577", "log_prob": -14.2, "rank_in_sample": 401, "reference_sample": 1000,
+                 "estimated_rank": 400001.0, "exposure": math.log2(10**6) - math.log2(400001.0)}]
+        report["privacy"]["canaries"] = {"canaries": rows, "mean_exposure": sum(r["exposure"] for r in rows) / 2,
+                                         "max_exposure": rows[0]["exposure"], "max_possible_exposure": math.log2(10**6),
+                                         "space_size": 10**6}
+    return report
+
+
+def write_artifact(job: Job, kind: str, name: str, text: str):
+    from django.conf import settings
+
+    folder = Path(settings.KSG_ARTIFACT_DIR) / f"job-{job.pk}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text, encoding="utf-8")
+    return artifact_record(job_id=job.pk, kind=kind, path=folder / name)
+
+
+def make_run(owner, dataset, *, baseline: str | None = "knowledgesg", evaluation: dict | None = None,
+             evaluation_status: str = "succeeded", age_minutes: int = 0) -> Job:
+    """A finished run with the children of its baseline; a DP commit (or a non-private release)
+    in the ledger through the real services; an evaluation.json if given."""
+    params = {"preset": "demo", "stages": {kind: STAGES[kind] for kind in PIPELINES[baseline or "knowledgesg"]}}
+    if baseline:
+        params["baseline"] = baseline
+    else:
+        params["stages"].pop("evaluate")
+    run = Job.objects.create(kind="run", owner=owner, dataset=dataset, params=params, status="succeeded",
+                             finished_at=timezone.now())
+    Job.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(minutes=age_minutes))
+    run.refresh_from_db()
+    for position, kind in enumerate(PIPELINES[baseline or "knowledgesg"]):
+        if kind == "evaluate" and (evaluation is None or baseline is None):
+            continue
+        started = timezone.now() - timedelta(seconds=100 - position)
+        child = Job.objects.create(kind=kind, owner=owner, dataset=dataset, parent=run, params=STAGES[kind],
+                                   status=evaluation_status if kind == "evaluate" else "succeeded",
+                                   started_at=started, finished_at=started + timedelta(seconds=12.5))
+        CHILD_BUILDERS.get(kind, lambda job: None)(child)
+        if kind == "evaluate":
+            write_artifact(child, "report", "evaluation.json", json.dumps(evaluation))
+    return run
+
+
+def _dp_finetune(job: Job) -> None:
+    budget_reserve(job=job, epsilon=3.0, actor=job.owner)
+    for step, epsilon in ((1, 0.9), (2, 1.7), (3, 2.41)):
+        job_event_record(job_id=job.pk, kind="epsilon", payload={"step": step, "epsilon": epsilon, "target_epsilon": 3.0})
+        job_event_record(job_id=job.pk, kind="metric", payload={"step": step, "loss": 3.0 - step / 2, "batch_size": 8})
+    budget_settle(job=job, epsilon=2.41, delta=1e-4, mechanism=MECHANISM, actor=job.owner)
+
+
+def _finetune_private(job: Job) -> None:
+    LedgerEntry.objects.create(budget=job.dataset.budget, job=job, kind="nonprivate", actor=job.owner,
+                               epsilon=Decimal(0), delta=1.0, mechanism={"dp": False}, reason="non-private baseline")
+    for step in (1, 2):
+        job_event_record(job_id=job.pk, kind="metric", payload={"step": step, "loss": 1.0 / step})
+
+
+def _filter(job: Job) -> None:
+    job_event_record(job_id=job.pk, kind="metric", payload={"step": 1, "kept": 25, "empty_or_malformed": 3, "pii": 4,
+                                                            "duplicate": 6, "not_relevant": 2})
+
+
+def _distill(job: Job) -> None:
+    pairs = [{"instruction": f"How is condition {i} treated?", "response": f"Treatment plan {i}."} for i in range(8)]
+    write_artifact(job, "synthetic_data", "synthetic_pairs.jsonl", "".join(json.dumps(p) + "\n" for p in pairs))
+    job_event_record(job_id=job.pk, kind="metric", payload={"step": 1, "pairs": 8, "dropped_empty": 1, "dropped_pii": 2})
+
+
+def _finetune_target(job: Job) -> None:
+    for step in (1, 2, 3, 4):
+        job_event_record(job_id=job.pk, kind="metric", payload={"step": step, "loss": 2.0 / step, "seconds": 0.1})
+
+
+CHILD_BUILDERS = {"dp_finetune": _dp_finetune, "finetune_private": _finetune_private, "filter": _filter,
+                  "distill": _distill, "finetune_target": _finetune_target}
+
+
+def test_run_report_gathers_privacy_stages_curves_synthetic_data_and_evaluation(ada, dataset):
+    run = make_run(ada, dataset, evaluation=evaluation_json())
+
+    report = run_report(run, example_pairs=3)
+
+    assert report["run"] | {"created": None, "finished": None, "seconds": None} == {
+        "id": run.pk, "status": "succeeded", "error": None, "preset": "demo", "baseline": "knowledgesg",
+        "baseline_label": "KnowledgeSG", "owner": "ada", "created": None, "finished": None, "seconds": None}
+    assert report["dataset"] == {"id": dataset.pk, "name": "clinic", "sha256": "a" * 64, "records": 1000,
+                                 "train_records": 900, "heldout_records": 100, "canaries": 0}
+    privacy = report["privacy"]
+    assert privacy["dp"] and not privacy["unbounded"]
+    assert privacy["epsilon"] == pytest.approx(2.41) and privacy["epsilon_display"] == "2.41"
+    assert privacy["delta"] == 1e-4 and privacy["accountant"] == "prv" and privacy["target_epsilon"] == 3.0
+    assert privacy["mechanism"]["noise_multiplier"] == 1.137 and privacy["mechanism"]["steps"] == 240
+    assert report["parameters"] == run.params["stages"]
+    assert [(s["kind"], s["status"], s["seconds"]) for s in report["stages"]] == [
+        (kind, "succeeded", 12.5) for kind in PIPELINES["knowledgesg"]]
+    assert report["series"]["epsilon"] == {"step": [1, 2, 3], "epsilon": [0.9, 1.7, 2.41], "target_epsilon": 3.0}
+    assert report["series"]["loss"] == {"dp_finetune": {"step": [1, 2, 3], "loss": [2.5, 2.0, 1.5]},
+                                        "finetune_target": {"step": [1, 2, 3, 4], "loss": [2.0, 1.0, 2 / 3, 0.5]}}
+    synthesis = report["synthesis"]
+    assert {row["reason"]: row["count"] for row in synthesis["filter_counts"]} == {
+        "kept": 25, "empty_or_malformed": 3, "pii": 4, "duplicate": 6, "not_relevant": 2}
+    assert synthesis["filter_total"] == 40 and synthesis["pairs"] == 8 and synthesis["distill"]["dropped_pii"] == 2
+    assert [p["instruction"] for p in synthesis["examples"]] == [f"How is condition {i} treated?" for i in range(3)]
+    assert report["evaluation"]["privacy"]["reconstruction"]["n_targets"] == 10
+    headline = report["headline"]
+    assert headline["membership_auc_loss"] == pytest.approx(attack_summary(MEMBERS, NONMEMBERS)["auc"])
+    assert headline["membership_auc_loss"] > 0.5
+    assert headline["reconstruction_top1_rate"] == 0.3 and headline["reconstruction_random_guess_rate"] == 0.02
+    assert headline["canary_max_exposure"] == pytest.approx(math.log2(10**6))
+    assert headline["heldout_loss_target"] == 1.8 and headline["ifd_synthetic"] == 0.71
+    json.dumps(report, allow_nan=False)  # JSON-ready as it is
+
+
+def test_nonprivate_baseline_is_an_unbounded_release_never_epsilon_zero(ada, dataset):
+    run = make_run(ada, dataset, baseline="nonprivate", evaluation=evaluation_json(shift=0.6))
+
+    privacy = run_report(run)["privacy"]
+    assert privacy["dp"] is False and privacy["unbounded"] is True
+    assert privacy["epsilon"] is None and privacy["epsilon_display"] == "∞" and privacy["delta"] is None
+    assert "non-private" in privacy["label"]
+    row = report_comparison(run)[0]
+    assert row["epsilon_display"] == "∞" and row["epsilon"] is None and row["dp"] is False
+    assert run_report(run)["series"]["loss"] == {"finetune_private": {"step": [1, 2], "loss": [1.0, 0.5]}}
+
+
+def test_self_instruct_never_trains_on_private_data_so_its_epsilon_is_zero(ada, dataset):
+    run = make_run(ada, dataset, baseline="self_instruct", evaluation=evaluation_json())
+    privacy = run_report(run)["privacy"]
+    assert privacy["epsilon"] == 0.0 and privacy["dp"] and not privacy["unbounded"]
+    assert run_report(run)["series"]["epsilon"]["step"] == []
+
+
+def test_comparison_puts_this_run_first_then_the_newest_evaluated_run_of_each_other_baseline(ada, dataset, make_user):
+    run = make_run(ada, dataset, evaluation=evaluation_json())
+    make_run(ada, dataset, baseline="dp_direct", evaluation=evaluation_json(shift=0.1), age_minutes=30)
+    newer_dp_direct = make_run(ada, dataset, baseline="dp_direct", evaluation=evaluation_json(shift=0.2), age_minutes=10)
+    nonprivate = make_run(ada, dataset, baseline="nonprivate", evaluation=evaluation_json(shift=0.6), age_minutes=5)
+    make_run(ada, dataset, baseline="self_instruct", evaluation=evaluation_json(), evaluation_status="failed")
+    make_run(ada, dataset, evaluation=evaluation_json(), age_minutes=1)  # another KnowledgeSG: this run stands for it
+    make_run(ada, make_dataset(ada, name="bank", epsilon_limit="100"), baseline="dp_direct", evaluation=evaluation_json())
+
+    rows = report_comparison(run, viewer=ada)
+
+    assert [(row["run"], row["baseline"]) for row in rows] == [
+        (run.pk, "knowledgesg"), (newer_dp_direct.pk, "dp_direct"), (nonprivate.pk, "nonprivate")]
+    assert rows[0]["this_run"] and not rows[1]["this_run"]
+    assert rows[2]["membership_auc_loss"] > rows[0]["membership_auc_loss"]
+    assert rows[2]["epsilon_display"] == "∞" and rows[1]["epsilon_display"] == "2.41"
+
+
+def test_comparison_shows_only_runs_the_viewer_may_see(ada, dataset, make_user):
+    """mallory's run on ada's dataset (rows made directly: no grant): she may not see ada's runs."""
+    ada_run = make_run(ada, dataset, baseline="dp_direct", evaluation=evaluation_json())
+    mallory = make_user("mallory")
+    mallory_run = make_run(mallory, dataset, evaluation=evaluation_json(), age_minutes=1)
+
+    assert [row["run"] for row in report_comparison(mallory_run, viewer=mallory)] == [mallory_run.pk]
+    assert [row["run"] for row in report_comparison(mallory_run)] == [mallory_run.pk, ada_run.pk]
+
+
+def test_csv_holds_the_comparison_the_parameters_and_the_versions(ada, dataset):
+    run = make_run(ada, dataset, evaluation=evaluation_json())
+    nonprivate = make_run(ada, dataset, baseline="nonprivate", evaluation=evaluation_json(shift=0.6), age_minutes=5)
+
+    table = csv_section(report_csv(run), "comparison")
+    assert [line["run"] for line in table] == [str(run.pk), str(nonprivate.pk)]
+    assert table[0]["epsilon"] == "2.41" and table[0]["DP guarantee"] == "yes"
+    assert table[1]["epsilon"] == "∞" and table[1]["DP guarantee"] == "no"
+    assert float(table[0]["membership AUC (loss)"]) == pytest.approx(attack_summary(MEMBERS, NONMEMBERS)["auc"])
+    assert table[0]["reconstruction random-guess top-1"] == "0.02" and table[0]["held-out loss (base)"] == "2.4"
+    parameters = {(row["stage"], row["parameter"]): row["value"] for row in csv_section(report_csv(run), "parameters")}
+    assert parameters[("dp_finetune", "target_epsilon")] == "3.0" and parameters[("generate", "domain")] == "medical"
+    assert parameters[("distill", "professional_model")].startswith("'=")  # no formula runs in a spreadsheet
+    privacy = {row["quantity"]: row["value"] for row in csv_section(report_csv(run), "privacy")}
+    assert privacy["noise multiplier"] == "1.137" and privacy["accountant"] == "prv" and privacy["epsilon"] == "2.41"
+    versions = {row["library"]: row for row in csv_section(report_csv(run), "library versions")}
+    assert {"transformers", "peft", "torch", "opacus"} <= set(versions)
+    assert versions["opacus"]["at the epsilon commit"] == "1.6.0"
+
+
+def csv_section(text: str, title: str) -> list[dict]:
+    """The rows of one section of the report CSV (title row, header row, rows, blank row) as dicts."""
+    rows = list(csv.reader(io.StringIO(text)))
+    start = rows.index([title])
+    header, body = rows[start + 1], []
+    for row in rows[start + 2:]:
+        if not row:
+            break
+        body.append(dict(zip(header, row, strict=True)))
+    return body
+
+
+def test_json_has_the_report_the_comparison_and_library_versions(ada, dataset):
+    run = make_run(ada, dataset, evaluation=evaluation_json())
+    data = report_json(run)
+    assert data["run"]["id"] == run.pk and data["comparison"][0]["run"] == run.pk
+    assert {"transformers", "peft", "torch", "opacus", "numpy", "scipy"} <= set(data["library_versions"])
+    assert data["evaluation"]["privacy"]["membership"]["loss"]["roc"][0] == [0.0, 0.0]
+
+
+def test_non_finite_figures_become_null_and_the_json_stays_valid(ada, dataset, client):
+    evaluation = evaluation_json()
+    evaluation["utility"]["win_rate"]["win_rate"] = float("nan")
+    evaluation["utility"]["heldout_loss"]["base"]["perplexity"] = float("inf")
+    run = make_run(ada, dataset, evaluation=evaluation)
+    client.force_login(ada)
+
+    response = client.get(reverse("jobs:report-json", args=[run.pk]))
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    data = json.loads(response.content, parse_constant=refuse)
+    assert data["headline"]["win_rate"] is None and data["comparison"][0]["win_rate"] is None
+    assert data["evaluation"]["utility"]["heldout_loss"]["base"]["perplexity"] is None
+
+
+def test_report_page_shows_the_figures_charts_data_and_exports_without_inline_code(ada, dataset, client):
+    run = make_run(ada, dataset, evaluation=evaluation_json())
+    nonprivate = make_run(ada, dataset, baseline="nonprivate", evaluation=evaluation_json(shift=0.6), age_minutes=5)
+    client.force_login(ada)
+
+    response = client.get(reverse("jobs:report", args=[run.pk]))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    auc = attack_summary(MEMBERS, NONMEMBERS)["auc"]
+    assert f"{auc:.3f}" in html and "ε = 2.41" in html and "noise multiplier" in html.lower()
+    assert "0.300 <small>(0.020)</small>" in html  # reconstruction rate beside its random-guess rate
+    assert "Maria Lopez" in html and "Dr. [NAME] saw the patient" in html  # reconstruction example
+    assert "19.93" in html  # canary exposure
+    assert "How is condition 0 treated?" in html and "near-duplicate" in html
+    assert f'href="/jobs/{nonprivate.pk}/report/"' in html and "∞ non-private" in html
+    assert reverse("jobs:report-json", args=[run.pk]) in html and reverse("jobs:report-csv", args=[run.pk]) in html
+    assert re.search(r'<link rel="stylesheet" href="/static/css/print.css" media="print">', html)
+    # a strict CSP (no 'unsafe-inline'): every script is a file or a JSON data block, no handlers
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, flags=re.S)
+    assert all("src=" in attrs or 'type="application/json"' in attrs for attrs, _ in scripts)
+    assert all(not body.strip() for attrs, body in scripts if "src=" in attrs)
+    assert not re.search(r"\son[a-z]+\s*=", html)
+    data = json.loads(re.search(r'<script id="report-data" type="application/json">(.*?)</script>', html, re.S).group(1))
+    assert data["epsilon"]["epsilon"] == [0.9, 1.7, 2.41]
+    histogram = attack_summary(MEMBERS, NONMEMBERS)["histogram"]
+    assert data["membership"]["loss"]["histogram"]["members"] == histogram["members"]
+    assert data["membership"]["min_k"]["roc"][-1] == [1.0, 1.0]
+
+
+def test_nonprivate_report_page_says_non_private_not_epsilon_zero(ada, dataset, client):
+    run = make_run(ada, dataset, baseline="nonprivate", evaluation=evaluation_json(shift=0.6))
+    client.force_login(ada)
+    html = client.get(reverse("jobs:report", args=[run.pk])).content.decode()
+    assert "Non-private release" in html and "ε = ∞" in html
+    assert not re.search(r"ε = 0(?![.\d])", html)
+
+
+def test_a_run_without_an_evaluation_renders_with_dashes(ada, dataset, client):
+    run = make_run(ada, dataset, baseline=None)  # a run from before baselines and evaluation existed
+    client.force_login(ada)
+
+    report = run_report(run)
+    assert report["evaluation"] is None and report["evaluation_job"] is None
+    assert report["run"]["baseline"] == "knowledgesg" and set(report["headline"].values()) == {None}
+    response = client.get(reverse("jobs:report", args=[run.pk]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'id="no-evaluation"' in html and "<td>—</td>" in html and "ε = 2.41" in html
+    assert 'id="chart-roc"' not in html
+    assert client.get(reverse("jobs:report-csv", args=[run.pk])).status_code == 200
+    assert client.get(reverse("jobs:report-json", args=[run.pk])).json()["evaluation"] is None
+
+
+def test_an_evaluation_whose_file_is_gone_or_broken_is_treated_as_missing(ada, dataset, settings):
+    run = make_run(ada, dataset, evaluation=evaluation_json())
+    artifact = run.children.get(kind="evaluate").artifacts.get()
+    path = Path(settings.KSG_ARTIFACT_DIR) / artifact.path
+    path.write_text("{not json")
+    assert run_report(run)["evaluation"] is None
+    path.unlink()
+    report = run_report(run)
+    assert report["evaluation"] is None and report["evaluation_job"]["status"] == "succeeded"
+
+
+def test_csv_download_is_an_attachment(ada, dataset, client):
+    run = make_run(ada, dataset, evaluation=evaluation_json())
+    client.force_login(ada)
+    response = client.get(reverse("jobs:report-csv", args=[run.pk]))
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    assert response["Content-Disposition"] == f'attachment; filename="run-{run.pk}-report.csv"'
+    assert response.content.decode().startswith("KnowledgeSG run report")
+
+
+@pytest.mark.parametrize("name", ["jobs:report", "jobs:report-json", "jobs:report-csv"])
+def test_report_is_not_found_for_other_users_and_for_jobs_that_are_not_runs(ada, dataset, client, make_user, name):
+    run = make_run(ada, dataset, evaluation=evaluation_json())
+    client.force_login(make_user("mallory"))
+    assert client.get(reverse(name, args=[run.pk])).status_code == 404
+    client.force_login(ada)
+    stage = run.children.get(kind="dp_finetune")
+    assert client.get(reverse(name, args=[stage.pk])).status_code == 404
+    client.force_login(make_user("root", staff=True))
+    assert client.get(reverse(name, args=[run.pk])).status_code == 200
+
+
+def test_a_reader_who_may_not_read_the_records_gets_the_figures_without_excerpts(ada, dataset, client, make_user):
+    evaluation = evaluation_json()
+    evaluation["utility"]["rouge_l"]["target"]["examples"] = [
+        {"instruction": "Held-out question about Mr. Oduya", "reference": "private answer", "generated": "x",
+         "score": 0.1}]
+    run = make_run(ada, dataset, evaluation=evaluation)
+    client.force_login(make_user("carol", role="compliance_officer"))  # sees every run, reads no records
+
+    html = client.get(reverse("jobs:report", args=[run.pk])).content.decode()
+    data = client.get(reverse("jobs:report-json", args=[run.pk])).json()
+
+    assert f"{attack_summary(MEMBERS, NONMEMBERS)['auc']:.3f}" in html and 'id="records-redacted"' in html
+    assert "Maria Lopez" not in html and "[NAME]" not in html
+    assert data["records_redacted"] is True and data["evaluation"]["privacy"]["reconstruction"]["examples"] == []
+    assert "Oduya" not in json.dumps(data) and "483920" not in json.dumps(data)
+    assert data["evaluation"]["privacy"]["canaries"]["canaries"][0]["exposure"] == pytest.approx(math.log2(10**6))
+    client.force_login(ada)  # the dataset's owner reads its records
+    owner_data = client.get(reverse("jobs:report-json", args=[run.pk])).json()
+    assert owner_data["records_redacted"] is False and "483920" in json.dumps(owner_data)
+
+
+@pytest.mark.parametrize("name", ["jobs:report", "jobs:report-json", "jobs:report-csv"])
+def test_report_requires_login(ada, dataset, client, name):
+    run = make_run(ada, dataset)
+    response = client.get(reverse(name, args=[run.pk]))
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_run_page_links_its_report_and_a_stage_page_does_not(ada, dataset, client):
+    run = make_run(ada, dataset)
+    client.force_login(ada)
+    assert reverse("jobs:report", args=[run.pk]) in client.get(reverse("jobs:detail", args=[run.pk])).content.decode()
+    stage = run.children.get(kind="dp_finetune")
+    assert 'id="report-link"' not in client.get(reverse("jobs:detail", args=[stage.pk])).content.decode()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_report_reads_every_headline_figure_of_a_real_evaluation(tmp_path, settings, make_user, client):
+    """The contract with evaluation.stage: a real evaluation.json (tiny model) fills every figure
+    of the comparison but IFD of synthetic data (this evaluation has none)."""
+    from transformers import AutoModelForCausalLM
+
+    from evaluation.canary import CANARY_INSTRUCTION, CANARY_TEMPLATE
+    from evaluation.stage import evaluate_run
+    from jobs.kinds import params_as_dict, params_parse
+    from jobs.runner import job_execute
+    from privacy.datasets import dataset_write_jsonl
+    from privacy.demo_data import demo_records
+    from privacy.dp_train import DPTrainConfig, lora_wrap
+    from privacy.services import dataset_register
+    from tests.support.tiny_model import tiny_model_dir
+
+    settings.KSG_PRIVATE_DIR = tmp_path / "private"
+    owner = make_user("ada")
+    records = demo_records(domain="medical", n=16, seed=3)
+    dataset_write_jsonl(tmp_path / "clinic.jsonl", records)
+    dataset = dataset_register(owner=owner, name="clinic", source_path=tmp_path / "clinic.jsonl", epsilon_limit="10",
+                               heldout_fraction=0.25, canaries=1)
+    texts = [r["instruction"] + " " + r["response"] for r in records]
+    digits = CANARY_TEMPLATE.format(secret="0 1 2 3 4 5 6 7 8 9")  # every canary token in the vocabulary
+    model_dir = tiny_model_dir(tmp_path / "tiny", texts + [CANARY_INSTRUCTION, digits])
+    config = DPTrainConfig(target_epsilon=1.0, delta=0.5, dp=False, steps=1, epochs=None, lora_rank=4)
+    run = Job.objects.create(kind="run", owner=owner, dataset=dataset, status="succeeded", finished_at=timezone.now(),
+                             params={"preset": "demo", "baseline": "dp_direct", "stages": {}})
+    holder = Job.objects.create(kind="dp_finetune", owner=owner, dataset=dataset, parent=run, status="succeeded")
+    lora_wrap(AutoModelForCausalLM.from_pretrained(model_dir), config).save_pretrained(tmp_path / "artifacts" / "adapter")
+    adapter = artifact_record(job_id=holder.pk, kind="adapter", path=tmp_path / "artifacts" / "adapter")
+    params = params_as_dict(params_parse("evaluate", {
+        "adapter_artifact": adapter.pk, "base_model": str(model_dir), "professional_model": str(model_dir),
+        "max_length": 96, "reconstruction_targets": 3, "candidate_set_size": 10, "generation_records": 2,
+        "max_new_tokens": 4, "canary_references": 10}))
+    evaluate = Job.objects.create(kind="evaluate", owner=owner, dataset=dataset, parent=run, params=params,
+                                  celery_task_id="e")
+    assert job_execute(job_id=evaluate.pk, celery_task_id="e", stage=evaluate_run) == "succeeded", \
+        Job.objects.get(pk=evaluate.pk).error
+
+    report = run_report(run)
+    missing = {name for name, value in report["headline"].items() if value is None}
+    assert missing == {"ifd_synthetic"}, missing
+    assert report["dataset"]["canaries"] == 1 and report["evaluation_job"]["id"] == evaluate.pk
+    client.force_login(owner)
+    response = client.get(reverse("jobs:report", args=[run.pk]))
+    assert response.status_code == 200 and 'id="canaries"' in response.content.decode()

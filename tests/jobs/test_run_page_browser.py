@@ -1,0 +1,188 @@
+"""The run page in a real browser (headless Chromium driven over the DevTools protocol) against
+the embedded server: the timeline, the epsilon chart with its target and limit lines, the loss
+chart, the live feed and the connection indicator; then events written by another process
+reach the open page (the stream's database poll), and a new stage gets its own stream."""
+import asyncio
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from tests.ksg_web.test_embedded_smoke import ROOT, embedded_server  # noqa: F401  (the server fixture)
+
+pytestmark = pytest.mark.slow
+
+SEED = """
+import json
+from datetime import timedelta
+from django.utils import timezone
+from jobs.models import Job
+from jobs.services import job_event_record
+from privacy.services import budget_reserve, user_create
+from tests.privacy.factories import make_dataset
+
+owner = user_create(username="olive", role="data_scientist", password="browser-test-password-1")
+dataset = make_dataset(owner, name="clinic", epsilon_limit="10")
+run = Job.objects.create(kind="run", owner=owner, dataset=dataset, status="running",
+                         params={"baseline": "knowledgesg", "preset": "demo",
+                                 "stages": {"dp_finetune": {"target_epsilon": 4.0}}})
+job_event_record(job_id=run.pk, kind="status", payload={"status": "running", "stage": "dp_finetune"})
+started = timezone.now() - timedelta(seconds=90)
+dp = Job.objects.create(kind="dp_finetune", owner=owner, dataset=dataset, parent=run, status="succeeded",
+                        started_at=started, finished_at=started + timedelta(seconds=60))
+budget_reserve(job=dp, epsilon=4, actor=owner)
+for step in (1, 2, 3):
+    job_event_record(job_id=dp.pk, kind="epsilon", payload={"step": step, "epsilon": 0.8 * step, "target_epsilon": 4.0})
+    job_event_record(job_id=dp.pk, kind="metric", payload={"step": step, "loss": 3.0 - 0.5 * step})
+job_event_record(job_id=dp.pk, kind="status", payload={"status": "succeeded"})
+generate = Job.objects.create(kind="generate", owner=owner, dataset=dataset, parent=run, status="running",
+                              started_at=timezone.now())
+job_event_record(job_id=generate.pk, kind="status", payload={"status": "running"})
+job_event_record(job_id=generate.pk, kind="sample", payload={"stage": "generate", "index": 0,
+                                                             "instruction": "What helps with a migraine?"})
+print(json.dumps({"run": run.pk, "dp": dp.pk, "generate": generate.pk}))
+"""
+
+ADVANCE = """
+import json
+from jobs.models import Job
+from jobs.services import job_event_record, job_finish_locked
+ids = json.loads('{ids}')
+generate = Job.objects.get(pk=ids["generate"])
+job_event_record(job_id=generate.pk, kind="sample", payload={{"stage": "generate", "index": 1,
+                                                              "instruction": "Is ibuprofen safe daily?"}})
+job_finish_locked(generate, "succeeded")
+run = Job.objects.get(pk=ids["run"])
+filter_job = Job.objects.create(kind="filter", owner=run.owner, dataset=run.dataset, parent=run, status="running")
+job_event_record(job_id=run.pk, kind="log", payload={{"message": "stage filter queued", "stage": "filter"}})
+job_event_record(job_id=filter_job.pk, kind="sample", payload={{"stage": "filter", "index": 0, "kept": False,
+    "reason": "pii", "instruction": "Call Dr. Smith at 555-0100"}})
+print(filter_job.pk)
+"""
+
+
+def chromium_path() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("no Chromium on this machine")
+
+
+def manage_shell(env: dict, code: str) -> str:
+    done = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env, check=True,
+                          capture_output=True, text=True, timeout=120)
+    return done.stdout.strip().splitlines()[-1]
+
+
+class Browser:
+    """Just enough of the DevTools protocol: commands on one page, and the exceptions it threw."""
+
+    def __init__(self, socket):
+        self.socket, self.ids, self.exceptions = socket, itertools.count(1), []
+
+    async def send(self, method: str, **params):
+        message_id = next(self.ids)
+        await self.socket.send(json.dumps({"id": message_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(await asyncio.wait_for(self.socket.recv(), timeout=30))
+            if message.get("method") == "Runtime.exceptionThrown":
+                self.exceptions.append(message["params"]["exceptionDetails"])
+            if message.get("id") == message_id:
+                if "error" in message:
+                    raise AssertionError(f"{method}: {message['error']}")
+                return message.get("result", {})
+
+    async def evaluate(self, expression: str):
+        result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise AssertionError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    async def wait_for(self, expression: str, timeout: float = 20):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = await self.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                state = await self.evaluate("document.getElementById('stream-state')?.textContent")
+                raise AssertionError(f"timed out waiting for {expression} (stream: {state}; errors: {self.exceptions})")
+            await asyncio.sleep(0.2)
+
+
+PAGE_STATE = """(() => {
+  const epsilon = document.getElementById("run-epsilon-chart"), loss = document.getElementById("run-loss-chart");
+  return {
+    stream: document.getElementById("stream-state").textContent,
+    timeline: [...document.querySelectorAll("#run-timeline tbody tr")].map((row) => row.dataset.kind || "-"),
+    epsilonY: epsilon.data[0].y, lines: (epsilon.layout.shapes || []).map((shape) => shape.y0),
+    lossTraces: loss.data.map((trace) => [trace.name, trace.y.length]),
+    generated: [...document.querySelectorAll("#feed-generate li")].map((item) => item.textContent),
+    verdicts: [...document.querySelectorAll("#feed-filter li")].map((item) => item.textContent),
+  };
+})()"""
+
+
+def test_the_run_page_draws_and_follows_a_run_live(embedded_server, tmp_path):  # noqa: F811
+    base, server, log = embedded_server
+    env = {k: v for k, v in __import__("os").environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env["KSG_DATA_DIR"] = str(tmp_path)
+    ids = json.loads(manage_shell(env, SEED))
+    client = httpx.Client(base_url=base, timeout=10)
+    client.get("/accounts/login/")
+    client.post("/accounts/login/", data={"username": "olive", "password": "browser-test-password-1",
+                                          "csrfmiddlewaretoken": client.cookies["csrftoken"]},
+                headers={"Referer": f"{base}/accounts/login/"})
+    session = client.cookies["sessionid"]
+
+    profile = tmp_path / "chromium"
+    browser = subprocess.Popen([chromium_path(), "--headless=new", "--no-sandbox", "--disable-gpu",
+                                "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        asyncio.run(_drive(base, session, profile, ids, env))
+    finally:
+        browser.terminate()
+        browser.wait(timeout=20)
+
+
+async def _drive(base: str, session: str, profile: Path, ids: dict, env: dict) -> None:
+    port_file = profile / "DevToolsActivePort"
+    deadline = time.monotonic() + 30
+    while not port_file.exists() or not port_file.read_text().strip():
+        assert time.monotonic() < deadline, "Chromium did not open its DevTools port"
+        await asyncio.sleep(0.1)
+    port = port_file.read_text().split()[0]
+    targets = httpx.get(f"http://127.0.0.1:{port}/json/list").json()
+    page_url = next(target["webSocketDebuggerUrl"] for target in targets if target["type"] == "page")
+    async with websockets.connect(page_url, max_size=None) as socket:
+        page = Browser(socket)
+        await page.send("Runtime.enable")
+        await page.send("Network.enable")
+        await page.send("Network.setCookie", name="sessionid", value=session, url=base)
+        await page.send("Page.navigate", url=f"{base}/jobs/{ids['run']}/")
+        await page.wait_for("document.readyState === 'complete' && !!document.getElementById('run-epsilon-chart')?.data")
+
+        state = await page.wait_for(f"(() => {{ const s = {PAGE_STATE}; "
+                                    "return s.epsilonY.length === 3 && s.generated.length === 1 && s.stream === 'live' && s; })()")
+        assert state["timeline"][:2] == ["dp_finetune", "generate"] and len(state["timeline"]) == 6
+        assert state["epsilonY"] == [0.8, 1.6, 2.4000000000000004] and sorted(state["lines"]) == [4, 10]
+        assert state["lossTraces"] == [["DP fine-tuning", 3]]
+        assert state["generated"] == ["What helps with a migraine?"]
+
+        manage_shell(env, ADVANCE.format(ids=json.dumps(ids)))  # another process: the page hears it by polling
+
+        state = await page.wait_for(f"(() => {{ const s = {PAGE_STATE}; "
+                                    "return s.verdicts.length === 1 && s.generated.length === 2 && s; })()")
+        assert state["timeline"][:3] == ["dp_finetune", "generate", "filter"]
+        assert state["generated"][0] == "Is ibuprofen safe daily?"
+        assert state["verdicts"][0].startswith("personal data")
+        assert state["stream"] == "live"
+        assert page.exceptions == []
