@@ -18,7 +18,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 SMALLEST = ["dp_finetune.steps=2", "dp_finetune.logical_batch_size=8", "generate.num_instructions=6",
             "generate.max_new_tokens=32", "filter.relevance_threshold=0.0", "distill.max_new_tokens=40",
             "finetune_target.epochs=1", "finetune_target.logical_batch_size=4", "finetune_target.physical_batch_size=4",
-            "finetune_target.max_length=96"]
+            "finetune_target.max_length=96", "evaluate.max_records=16", "evaluate.max_length=64",
+            "evaluate.reconstruction_targets=3", "evaluate.candidate_set_size=8", "evaluate.generation_records=2",
+            "evaluate.max_new_tokens=16", "evaluate.canary_references=10"]
 
 
 def test_ksg_run_on_the_embedded_model(celery_session_worker, tmp_path, make_user, settings):
@@ -43,6 +45,10 @@ def test_ksg_run_on_the_embedded_model(celery_session_worker, tmp_path, make_use
     stage1 = Job.objects.get(kind="dp_finetune")
     assert list(LedgerEntry.objects.filter(job=stage1).values_list("kind", flat=True)) == ["reserve", "commit", "release"]
     assert re.search(r"dp_finetune +\[#+\.*\] 2/2 epsilon", text)
+    report = json.loads((Path(settings.KSG_ARTIFACT_DIR)
+                         / Job.objects.get(kind="evaluate").artifacts.get(kind="report").path).read_text())
+    assert 0.0 <= report["privacy"]["membership"]["loss"]["auc"] <= 1.0
+    assert report["records"]["train"] == 16
 
     target = Job.objects.get(kind="finetune_target")
     synthetic = (Path(settings.KSG_ARTIFACT_DIR) / target.artifacts.get(kind="synthetic_data").path).read_text()
