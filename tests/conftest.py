@@ -3,7 +3,6 @@ Redis when REDIS_URL is set (else the in-memory equivalents), and a real Celery 
 import time
 
 import pytest
-from django.contrib.auth import get_user_model
 
 pytest_plugins = ("celery.contrib.pytest",)
 

@@ -3,19 +3,14 @@ the embedded server: the timeline, the epsilon chart with its target and limit l
 chart, the live feed and the connection indicator; then events written by another process
 reach the open page (the stream's database poll), and a new stage gets its own stream."""
 import asyncio
-import itertools
 import json
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-import websockets
 
-from tests.ksg_web.test_embedded_smoke import ROOT, embedded_server  # noqa: F401  (the server fixture)
+from tests.ksg_web.test_embedded_smoke import embedded_server  # noqa: F401  (the server fixture)
+from tests.support.browser import chromium_page, manage_shell
 
 pytestmark = pytest.mark.slow
 
@@ -68,55 +63,6 @@ print(filter_job.pk)
 """
 
 
-def chromium_path() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        if path := shutil.which(name):
-            return path
-    pytest.fail("the browser tests need Chromium: apt-get install chromium (.ci/run does it)")
-
-
-def manage_shell(env: dict, code: str) -> str:
-    done = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env, check=True,
-                          capture_output=True, text=True, timeout=120)
-    return done.stdout.strip().splitlines()[-1]
-
-
-class Browser:
-    """Just enough of the DevTools protocol: commands on one page, and the exceptions it threw."""
-
-    def __init__(self, socket):
-        self.socket, self.ids, self.exceptions = socket, itertools.count(1), []
-
-    async def send(self, method: str, **params):
-        message_id = next(self.ids)
-        await self.socket.send(json.dumps({"id": message_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(await asyncio.wait_for(self.socket.recv(), timeout=30))
-            if message.get("method") == "Runtime.exceptionThrown":
-                self.exceptions.append(message["params"]["exceptionDetails"])
-            if message.get("id") == message_id:
-                if "error" in message:
-                    raise AssertionError(f"{method}: {message['error']}")
-                return message.get("result", {})
-
-    async def evaluate(self, expression: str):
-        result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True)
-        if "exceptionDetails" in result:
-            raise AssertionError(f"{expression}: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    async def wait_for(self, expression: str, timeout: float = 20):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = await self.evaluate(expression)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                state = await self.evaluate("document.getElementById('stream-state')?.textContent")
-                raise AssertionError(f"timed out waiting for {expression} (stream: {state}; errors: {self.exceptions})")
-            await asyncio.sleep(0.2)
-
-
 PAGE_STATE = """(() => {
   const epsilon = document.getElementById("run-epsilon-chart"), loss = document.getElementById("run-loss-chart");
   return {
@@ -142,31 +88,11 @@ def test_the_run_page_draws_and_follows_a_run_live(embedded_server, tmp_path):  
                 headers={"Referer": f"{base}/accounts/login/"})
     session = client.cookies["sessionid"]
 
-    profile = tmp_path / "chromium"
-    browser = subprocess.Popen([chromium_path(), "--headless=new", "--no-sandbox", "--disable-gpu",
-                                "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        asyncio.run(_drive(base, session, profile, ids, env))
-    finally:
-        browser.terminate()
-        browser.wait(timeout=20)
+    asyncio.run(_drive(base, session, tmp_path / "chromium", ids, env))
 
 
 async def _drive(base: str, session: str, profile: Path, ids: dict, env: dict) -> None:
-    port_file = profile / "DevToolsActivePort"
-    deadline = time.monotonic() + 30
-    while not port_file.exists() or not port_file.read_text().strip():
-        assert time.monotonic() < deadline, "Chromium did not open its DevTools port"
-        await asyncio.sleep(0.1)
-    port = port_file.read_text().split()[0]
-    targets = httpx.get(f"http://127.0.0.1:{port}/json/list").json()
-    page_url = next(target["webSocketDebuggerUrl"] for target in targets if target["type"] == "page")
-    async with websockets.connect(page_url, max_size=None) as socket:
-        page = Browser(socket)
-        await page.send("Runtime.enable")
-        await page.send("Network.enable")
-        await page.send("Network.setCookie", name="sessionid", value=session, url=base)
+    async with chromium_page(profile, session=session, base=base) as page:
         await page.send("Page.navigate", url=f"{base}/jobs/{ids['run']}/")
         await page.wait_for("document.readyState === 'complete' && !!document.getElementById('run-epsilon-chart')?.data")
 

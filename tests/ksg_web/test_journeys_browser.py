@@ -14,15 +14,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
-import websockets
 
-from tests.jobs.test_run_page_browser import Browser, chromium_path, manage_shell
 from tests.ksg_web.test_embedded_smoke import ROOT, embedded_server  # noqa: F401  (the server fixture)
+from tests.support.browser import Browser, chromium_page, manage_shell
 
 pytestmark = pytest.mark.slow
 
@@ -70,30 +67,10 @@ def test_a_data_scientist_and_a_compliance_officer_do_their_day_in_the_browser(e
                     "--out", str(upload)], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
     shots = _screenshot_dir(tmp_path)
 
-    profile = tmp_path / "chromium"
-    browser = subprocess.Popen([chromium_path(), "--headless=new", "--no-sandbox", "--disable-gpu",
-                                "--disable-background-networking", "--window-size=1280,900",
-                                "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        asyncio.run(_journeys(base, profile, upload, shots, env))
-    finally:
-        browser.terminate()
-        browser.wait(timeout=20)
+    asyncio.run(_journeys(base, tmp_path / "chromium", upload, shots, env))
     for name in ("dataset-new", "dataset-detail", "selftest", "run-new", "dashboard", "ledger"):
         png = (shots / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 10_000, name
-
-
-async def _page_socket(profile: Path) -> str:
-    port_file = profile / "DevToolsActivePort"
-    deadline = time.monotonic() + 30
-    while not port_file.exists() or not port_file.read_text().strip():
-        assert time.monotonic() < deadline, "Chromium did not open its DevTools port"
-        await asyncio.sleep(0.1)
-    port = port_file.read_text().split()[0]
-    targets = httpx.get(f"http://127.0.0.1:{port}/json/list").json()
-    return next(target["webSocketDebuggerUrl"] for target in targets if target["type"] == "page")
 
 
 async def _open(page: Browser, url: str, ready: str = "true") -> None:
@@ -126,10 +103,7 @@ async def _log_in(page: Browser, base: str, username: str) -> None:
 
 
 async def _journeys(base: str, profile: Path, upload: Path, shots: Path, env: dict) -> None:
-    async with websockets.connect(await _page_socket(profile), max_size=None) as socket:
-        page = Browser(socket)
-        for domain in ("Runtime", "Network", "Page", "DOM"):
-            await page.send(f"{domain}.enable")
+    async with chromium_page(profile) as page:
         await _data_scientist(page, base, upload, shots)
         await _compliance_officer(page, base, shots, env)
         assert page.exceptions == []

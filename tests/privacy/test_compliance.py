@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from jobs.models import Job
 from privacy.compliance import burndown, compliance_snapshot
-from privacy.models import AuditEntry, LedgerEntry
+from privacy.models import LedgerEntry
 from privacy.services import (budget_commit, budget_limit_change, budget_nonprivate_release, budget_release,
                               budget_reserve, dataset_grant)
 from tests.privacy.factories import make_dataset, make_dp_job

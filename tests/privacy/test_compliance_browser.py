@@ -4,14 +4,10 @@ and the connection indicator; then a ledger change written by another process re
 page (the feed's periodic re-read of the database), with no error on the page."""
 import asyncio
 import json
-import subprocess
-import time
 
-import httpx
 import pytest
-import websockets
 
-from tests.jobs.test_run_page_browser import Browser, chromium_path, manage_shell
+from tests.support.browser import chromium_page, manage_shell
 from tests.ksg_web.test_embedded_smoke import embedded_server, login  # noqa: F401  (the server fixture)
 
 pytestmark = pytest.mark.slow
@@ -67,32 +63,12 @@ def test_the_dashboard_draws_the_budgets_and_follows_the_ledger_live(embedded_se
     ids = json.loads(manage_shell(env, SEED))
     session = login(base).cookies["sessionid"]  # the first administrator: compliance pages included
 
-    profile = tmp_path / "chromium"
-    browser = subprocess.Popen([chromium_path(), "--headless=new", "--no-sandbox", "--disable-gpu",
-                                "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        asyncio.run(_drive(base, session, profile, ids, env))
-    finally:
-        browser.terminate()
-        browser.wait(timeout=20)
+    asyncio.run(_drive(base, session, tmp_path / "chromium", ids, env))
 
 
 async def _drive(base: str, session: str, profile, ids: dict, env: dict) -> None:
-    port_file = profile / "DevToolsActivePort"
-    deadline = time.monotonic() + 30
-    while not port_file.exists() or not port_file.read_text().strip():
-        assert time.monotonic() < deadline, "Chromium did not open its DevTools port"
-        await asyncio.sleep(0.1)
-    port = port_file.read_text().split()[0]
-    targets = httpx.get(f"http://127.0.0.1:{port}/json/list").json()
-    page_url = next(target["webSocketDebuggerUrl"] for target in targets if target["type"] == "page")
     state_of = PAGE_STATE % {"clinic": ids["clinic"]}
-    async with websockets.connect(page_url, max_size=None) as socket:
-        page = Browser(socket)
-        await page.send("Runtime.enable")
-        await page.send("Network.enable")
-        await page.send("Network.setCookie", name="sessionid", value=session, url=base)
+    async with chromium_page(profile, session=session, base=base) as page:
         await page.send("Page.navigate", url=f"{base}/compliance/")
         await page.wait_for("document.readyState === 'complete' && !!document.getElementById('live-state')")
 
