@@ -61,6 +61,27 @@ DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
+# --- Transport and browser security ------------------------------------------------------------
+# KSG_HTTPS=true is production behind TLS (compose.yaml sets it): cookies only over HTTPS, HSTS,
+# HTTP redirected to HTTPS (a proxy terminating TLS sets X-Forwarded-Proto). The embedded mode
+# on http://localhost leaves it off, or its cookies would never be sent back.
+KSG_HTTPS = env_bool("KSG_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = KSG_HTTPS
+SECURE_SSL_REDIRECT = KSG_HTTPS
+SECURE_HSTS_SECONDS = 365 * 24 * 3600 if KSG_HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = KSG_HTTPS
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if KSG_HTTPS else None
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True  # no script reads it: forms carry the token in a hidden field
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+from ksg_web.security import CONTENT_SECURITY_POLICY  # noqa: E402  (the policy lives with its middleware)
+
+KSG_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
@@ -71,6 +92,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "ninja",
+    "axes",
     "jobs",
     "privacy",
     "synthesis",
@@ -85,6 +107,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "ksg_web.security.ContentSecurityPolicyMiddleware",
+    # last: it sees the result of authentication and answers a locked-out login with 429
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "ksg_web.urls"
@@ -132,6 +157,23 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Argon2id first (new and changed passwords); the others only verify old hashes and upgrade them.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+# Login throttling (django-axes, attempts in the database, so every web process shares them):
+# after AXES_FAILURE_LIMIT wrong passwords for one username from one address, that pair is
+# refused (429) for the cool-off time, even with the right password.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("KSG_LOGIN_FAILURE_LIMIT") or 5)
+AXES_COOLOFF_TIME = float(os.environ.get("KSG_LOGIN_COOLOFF_MINUTES") or 15) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "jobs:list"
 LOGOUT_REDIRECT_URL = "login"

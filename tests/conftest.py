@@ -49,3 +49,11 @@ def wait_until(read, done, *, timeout: float = 30.0, interval: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s; last value: {value!r}")
         time.sleep(interval)
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(request, settings):
+    """Argon2 costs about 0.3 s a hash on these 2 cores; tests that are not about passwords hash
+    with MD5 instead. Tests marked `real_password_hashing` keep the production hashers."""
+    if request.node.get_closest_marker("real_password_hashing") is None:
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

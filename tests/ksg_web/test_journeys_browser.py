@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,22 @@ async def _journeys(base: str, profile: Path, upload: Path, shots: Path, env: di
         await _data_scientist(page, base, upload, shots)
         await _compliance_officer(page, base, shots, env)
         assert page.exceptions == []
+        await _inline_script_is_blocked(page)
+
+
+async def _inline_script_is_blocked(page: Browser) -> None:
+    """The Content-Security-Policy holds in the browser: a script injected into the page (what an
+    XSS would do) does not run, and the violation is reported (chromium_page fails on others)."""
+    assert page.csp_violations == []
+    await page.evaluate("(() => { const s = document.createElement('script'); s.textContent = 'window.injected = 1';"
+                        " document.body.appendChild(s); })()")
+    await page.wait_for("true")
+    deadline = time.monotonic() + 5
+    while not page.csp_violations and time.monotonic() < deadline:
+        await page.wait_for("true")
+    assert await page.evaluate("window.injected === undefined")
+    assert [v for v in page.csp_violations if "script-src" in v], page.csp_violations
+    page.csp_violations.clear()
 
 
 async def _data_scientist(page: Browser, base: str, upload: Path, shots: Path) -> None:

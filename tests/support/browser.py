@@ -31,11 +31,20 @@ def manage_shell(env: dict, code: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+# Installed in every document before its own scripts: a Content-Security-Policy violation (a
+# blocked inline script, eval, a foreign origin) becomes a console message the test collects.
+CSP_REPORTER = """document.addEventListener("securitypolicyviolation", (event) => {
+  console.error("CSP violation: " + event.violatedDirective + " blocked " + (event.blockedURI || "inline") +
+                " at " + event.sourceFile + ":" + event.lineNumber);
+});"""
+
+
 class Browser:
-    """Just enough of the DevTools protocol: commands on one page, and the exceptions it threw."""
+    """Just enough of the DevTools protocol: commands on one page, the exceptions it threw and
+    the Content-Security-Policy violations it reported."""
 
     def __init__(self, socket):
-        self.socket, self.ids, self.exceptions = socket, itertools.count(1), []
+        self.socket, self.ids, self.exceptions, self.csp_violations = socket, itertools.count(1), [], []
 
     async def send(self, method: str, **params):
         message_id = next(self.ids)
@@ -44,6 +53,10 @@ class Browser:
             message = json.loads(await asyncio.wait_for(self.socket.recv(), timeout=30))
             if message.get("method") == "Runtime.exceptionThrown":
                 self.exceptions.append(message["params"]["exceptionDetails"])
+            if message.get("method") == "Runtime.consoleAPICalled":
+                text = " ".join(str(arg.get("value", "")) for arg in message["params"]["args"])
+                if text.startswith("CSP violation"):
+                    self.csp_violations.append(text)
             if message.get("id") == message_id:
                 if "error" in message:
                     raise AssertionError(f"{method}: {message['error']}")
@@ -89,9 +102,11 @@ async def chromium_page(profile: Path, *, session: str | None = None, base: str 
             page = Browser(socket)
             for domain in ("Runtime", "Network", "Page", "DOM"):
                 await page.send(f"{domain}.enable")
+            await page.send("Page.addScriptToEvaluateOnNewDocument", source=CSP_REPORTER)
             if session:
                 await page.send("Network.setCookie", name="sessionid", value=session, url=base)
             yield page
+            assert page.csp_violations == [], page.csp_violations
     finally:
         process.terminate()
         process.wait(timeout=20)
