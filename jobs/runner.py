@@ -14,6 +14,7 @@ from django.conf import settings
 from . import services
 from .kinds import SERVER_QUEUE, job_kind_spec
 from .models import Artifact, Job, JobEvent
+from .reaper import Heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +130,8 @@ def _run_stage(job: Job, stage: Callable[[Any, JobContext], None]) -> str:
             server_boundary_check(job)
         params = spec.params_class(**job.params)
         ctx = JobContext(job=job)
-        stage(params, ctx)
+        with Heartbeat(job.pk):  # the reaper (jobs/reaper.py) takes a job without one as lost
+            stage(params, ctx)
     except JobCancelled:
         return services.job_mark_cancelled(job_id=job.pk).status
     except (StageTimeLimitExceeded, SoftTimeLimitExceeded):

@@ -230,6 +230,10 @@ KSG_STAGE_TIME_LIMITS = {
     "evaluate": 6 * 3600,
 }
 KSG_MAX_ATTEMPTS = int(os.environ.get("KSG_MAX_ATTEMPTS", "3"))
+# A running stage stamps its job every KSG_HEARTBEAT_SECONDS; the reaper (`ksg_reap`, and a
+# thread of the embedded server) fails a job silent for KSG_HEARTBEAT_TIMEOUT seconds.
+KSG_HEARTBEAT_SECONDS = float(os.environ.get("KSG_HEARTBEAT_SECONDS") or 30)
+KSG_HEARTBEAT_TIMEOUT = float(os.environ.get("KSG_HEARTBEAT_TIMEOUT") or 300)
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"

@@ -13,6 +13,7 @@ from dataclasses import asdict
 
 from django.conf import settings
 
+from jobs.kinds import job_kind_spec
 from jobs.selectors import job_last_event_payload
 from synthesis.loader import causal_lm_load
 
@@ -99,6 +100,17 @@ def dp_finetune_run(params, ctx) -> None:
     }, indent=2))
     ctx.artifact(kind="adapter", path=adapter_dir)
     ctx.log(f"adapter saved: epsilon {committed.epsilon} spent over {result.steps} steps")
+
+
+def dp_finetune_settle_lost(*, job) -> None:
+    """The job's worker vanished (jobs.reaper): commit the epsilon of the steps its `epsilon`
+    events say drew noise, release the rest; nothing if an attempt already settled it."""
+    if LedgerEntry.objects.filter(job=job, kind__in=[LedgerEntry.Kind.COMMIT, LedgerEntry.Kind.RELEASE]).exists():
+        return
+    budget = job.dataset.budget
+    params = job_kind_spec(job.kind).params_class(**job.params)
+    config = dp_config_from_params(params, delta=budget.delta, accountant=budget.accountant)
+    _settle(job, config, job_last_event_payload(job_id=job.pk, kind="epsilon"))
 
 
 def _settle(job, config: DPTrainConfig, last_step: dict | None) -> None:

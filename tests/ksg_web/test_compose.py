@@ -39,3 +39,10 @@ def test_every_app_service_uses_postgres_and_redis():
         env = SERVICES[name]["environment"]
         assert env["DATABASE_URL"].startswith("postgres://") and env["REDIS_URL"].startswith("redis://redis:")
         assert env["KSG_PRIVATE_DIR"] == "/data/private"
+
+
+def test_a_reaper_settles_jobs_of_dead_workers_without_private_data():
+    reaper = SERVICES["reaper"]
+    assert reaper["command"][:3] == ["python", "manage.py", "ksg_reap"] and "--every" in reaper["command"]
+    assert "private-data" not in volume_names("reaper")
+    assert reaper["environment"]["DATABASE_URL"].startswith("postgres://")

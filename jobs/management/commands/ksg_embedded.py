@@ -10,6 +10,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from jobs.embedded import admin_ensure, embedded_worker_start
+from jobs.reaper import reaper_start
 from ksg_web.celery import app as celery_app
 
 
@@ -32,6 +33,8 @@ class Command(BaseCommand):
         from ksg_web.asgi import application
 
         worker = None if no_worker else embedded_worker_start(celery_app)
+        if worker is not None:
+            reaper_start(every_seconds=60)  # jobs of a worker that died (or a process killed earlier)
         url = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}/"
         self.stdout.write(f"KnowledgeSG ({settings.KSG_RUN_MODE} mode, database {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]})")
         self.stdout.write(f"Data directory: {settings.KSG_DATA_DIR}")

@@ -1,0 +1,115 @@
+"""Jobs whose worker vanished: a heartbeat while a stage runs, and the reaper that settles a
+running job whose heartbeat stopped.
+
+A worker killed with SIGKILL (or a machine that lost power) never marks its job. With
+`acks_late` the broker hands the task to another worker eventually, but only after the
+visibility timeout (hours, longer than the longest stage), and not at all if the message was
+lost. The reaper does not wait: a running job with no heartbeat for KSG_HEARTBEAT_TIMEOUT
+seconds is failed, its kind's settlement runs (stage 1 commits the epsilon of the steps that drew
+noise and releases the rest), and its run ends with it. A late redelivery then finds the job
+finished and does nothing (jobs.services.job_start).
+"""
+import logging
+import threading
+from datetime import timedelta
+from importlib import import_module
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from . import services
+from .models import Job, JobEvent
+
+logger = logging.getLogger(__name__)
+
+# What a kind must settle when its worker is lost, beyond failing the job (dotted paths: the
+# privacy app owns the ledger).
+LOST_SETTLEMENTS = {
+    "dp_finetune": "privacy.dp_stage.dp_finetune_settle_lost",
+}
+
+
+class Heartbeat:
+    """While the `with` block runs, a daemon thread stamps the job's heartbeat_at every
+    KSG_HEARTBEAT_SECONDS, on its own database connection (closed when it stops)."""
+
+    def __init__(self, job_id: int):
+        self.job_id = job_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-job-{job_id}", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    Job.objects.filter(pk=self.job_id).update(heartbeat_at=timezone.now())
+                except Exception:  # a database blip must not kill the stage; the next beat retries
+                    logger.warning("heartbeat of job %s not written", self.job_id, exc_info=True)
+                    close_old_connections()
+                self._stop.wait(settings.KSG_HEARTBEAT_SECONDS)
+        finally:
+            connection.close()
+
+
+def jobs_reap(*, timeout_seconds: float | None = None) -> list[int]:
+    """Fail every running job whose last heartbeat (or start, if none) is older than the
+    timeout, settling what its kind needs; returns their ids. Safe to run from many places at
+    once: each job is re-checked under its row lock."""
+    timeout = settings.KSG_HEARTBEAT_TIMEOUT if timeout_seconds is None else timeout_seconds
+    cutoff = timezone.now() - timedelta(seconds=timeout)
+    stale = Job.objects.filter(status=Job.Status.RUNNING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff))
+    reaped = []
+    for job_id in stale.values_list("pk", flat=True):
+        if _job_reap(job_id=job_id, cutoff=cutoff):
+            reaped.append(job_id)
+    return reaped
+
+
+def _job_reap(*, job_id: int, cutoff) -> bool:
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_id)
+        last_sign = job.heartbeat_at or job.started_at
+        if job.status != Job.Status.RUNNING or last_sign is None or last_sign >= cutoff:
+            return False  # it finished or beat again since the query
+        if job.kind in LOST_SETTLEMENTS:
+            module_name, function_name = LOST_SETTLEMENTS[job.kind].rsplit(".", 1)
+            getattr(import_module(module_name), function_name)(job=job)
+        error = (f"worker lost: no heartbeat since {last_sign:%Y-%m-%d %H:%M:%S} UTC "
+                 f"(attempt {job.attempts}); the reaper stopped the job")
+        services.job_event_record(job_id=job.pk, kind=JobEvent.Kind.LOG, payload={"message": error})
+        services.job_finish_locked(job, Job.Status.FAILED, error=error)
+    logger.warning("reaped job %s (%s): %s", job.pk, job.kind, error)
+    if job.parent_id is not None:
+        from .pipeline import run_child_finished
+
+        run_child_finished(child_id=job.pk)
+    return True
+
+
+def reaper_start(*, every_seconds: float) -> threading.Event:
+    """Run jobs_reap every `every_seconds` on a daemon thread (the embedded server's reaper);
+    set the returned event to stop it."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every_seconds):
+            try:
+                jobs_reap()
+            except Exception:
+                logger.exception("the reaper failed; trying again in %s s", every_seconds)
+            finally:
+                close_old_connections()
+
+    threading.Thread(target=loop, name="job-reaper", daemon=True).start()
+    return stop

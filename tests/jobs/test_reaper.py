@@ -1,0 +1,116 @@
+"""The heartbeat of a running stage and the reaper that settles jobs whose worker vanished."""
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from jobs.kinds import params_as_dict, params_parse
+from jobs.models import Job
+from jobs.reaper import jobs_reap
+from jobs.runner import job_execute
+from jobs.services import job_event_record, job_start
+from privacy import accountant
+from privacy.models import LedgerEntry
+from privacy.selectors import dataset_balance
+from privacy.services import budget_reserve
+from tests.conftest import wait_until
+from tests.privacy.factories import make_dataset
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _lost_dp_job(owner, dataset, *, steps_with_noise: int, silent_for: float, parent=None) -> Job:
+    """A stage-1 job as a SIGKILLed worker leaves it: running, reserved, `epsilon` events for the
+    steps that drew noise, and no heartbeat for `silent_for` seconds."""
+    params = params_as_dict(params_parse("dp_finetune", {"target_epsilon": 4.0, "steps": 50}))
+    job = Job.objects.create(kind="dp_finetune", owner=owner, dataset=dataset, params=params,
+                             celery_task_id="t-1", parent=parent)
+    budget_reserve(job=job, epsilon=4, actor=owner)
+    job_start(job_id=job.pk, celery_task_id="t-1")
+    sigma, rate = 1.3, 0.01
+    for step in range(1, steps_with_noise + 1):
+        job_event_record(job_id=job.pk, kind="epsilon", payload={
+            "step": step, "planned_steps": 50, "noise_multiplier": sigma, "sample_rate": rate,
+            "epsilon": accountant.epsilon_compute(sample_rate=rate, noise_multiplier=sigma, steps=step,
+                                                  delta=dataset.budget.delta)})
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=silent_for))
+    return job
+
+
+def test_a_silent_dp_job_is_failed_with_the_epsilon_of_its_noised_steps_committed(make_user):
+    owner = make_user("ada")
+    dataset = make_dataset(owner, epsilon_limit="10")
+    run = Job.objects.create(kind="run", owner=owner, dataset=dataset, status="running", params={"baseline": "dp_direct"})
+    job = _lost_dp_job(owner, dataset, steps_with_noise=3, silent_for=600, parent=run)
+
+    assert jobs_reap(timeout_seconds=300) == [job.pk]
+
+    job.refresh_from_db()
+    run.refresh_from_db()
+    assert job.status == "failed" and job.error.startswith("worker lost: no heartbeat since")
+    entries = {entry.kind: entry for entry in LedgerEntry.objects.filter(job=job)}
+    assert list(entries) == ["reserve", "commit", "release"]
+    spent = accountant.epsilon_compute(sample_rate=0.01, noise_multiplier=1.3, steps=3, delta=dataset.budget.delta)
+    assert float(entries["commit"].epsilon) == pytest.approx(spent, abs=1e-6) and entries["commit"].mechanism["steps"] == 3
+    balance = dataset_balance(dataset=dataset)
+    assert balance.reserved == 0 and float(balance.spent) == pytest.approx(spent, abs=1e-6)
+    assert run.status == "failed"
+
+    assert jobs_reap(timeout_seconds=300) == []  # a second pass finds nothing: no double settlement
+    assert LedgerEntry.objects.filter(job=job).count() == 3
+
+
+def test_a_lost_job_that_took_no_noised_step_gets_its_whole_reservation_back(make_user):
+    owner = make_user("ada")
+    dataset = make_dataset(owner, epsilon_limit="10")
+    job = _lost_dp_job(owner, dataset, steps_with_noise=0, silent_for=600)
+    assert jobs_reap(timeout_seconds=300) == [job.pk]
+    assert list(LedgerEntry.objects.filter(job=job).values_list("kind", flat=True)) == ["reserve", "release"]
+    assert dataset_balance(dataset=dataset).left == 10
+
+
+def test_a_job_with_a_recent_heartbeat_is_left_alone(make_user):
+    owner = make_user("ada")
+    dataset = make_dataset(owner, epsilon_limit="10")
+    job = _lost_dp_job(owner, dataset, steps_with_noise=2, silent_for=30)
+    assert jobs_reap(timeout_seconds=300) == []
+    job.refresh_from_db()
+    assert job.status == "running" and LedgerEntry.objects.filter(job=job).count() == 1
+
+
+def test_a_late_redelivery_of_a_reaped_job_does_nothing(make_user):
+    owner = make_user("ada")
+    dataset = make_dataset(owner, epsilon_limit="10")
+    job = _lost_dp_job(owner, dataset, steps_with_noise=1, silent_for=600)
+    jobs_reap(timeout_seconds=300)
+
+    def must_not_run(params, ctx):
+        raise AssertionError("a reaped job ran again")
+
+    assert job_execute(job_id=job.pk, celery_task_id="t-1", stage=must_not_run) == "skipped"
+    assert LedgerEntry.objects.filter(job=job).count() == 3
+
+
+def test_a_running_stage_keeps_its_heartbeat_fresh(make_user, settings):
+    settings.KSG_HEARTBEAT_SECONDS = 0.2
+    owner = make_user("ada")
+    job = Job.objects.create(kind="selftest", owner=owner, params={"steps": 1}, celery_task_id="t-2")
+    beats = []
+
+    def quiet_stage(params, ctx):  # no events for a while: only the heartbeat thread writes
+        start = Job.objects.get(pk=job.pk).heartbeat_at
+        beats.append(wait_until(lambda: Job.objects.get(pk=job.pk).heartbeat_at, lambda at: at and at != start,
+                                timeout=10))
+
+    assert job_execute(job_id=job.pk, celery_task_id="t-2", stage=quiet_stage) == "succeeded"
+    assert beats and beats[0] is not None
+
+
+def test_ksg_reap_reports_what_it_settled(make_user):
+    owner = make_user("ada")
+    job = _lost_dp_job(owner, make_dataset(owner, epsilon_limit="10"), steps_with_noise=1, silent_for=900)
+    out = StringIO()
+    call_command("ksg_reap", "--timeout", "300", stdout=out)
+    assert f"reaped job {job.pk}" in out.getvalue() and "1 job(s) reaped" in out.getvalue()
