@@ -6,6 +6,7 @@ Styles allow 'unsafe-inline' because Plotly sets style attributes on the SVG it 
 lets an injected style restyle a page, never run code. Websockets go to the same origin.
 """
 from django.conf import settings
+from django.http import JsonResponse
 
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
@@ -29,3 +30,23 @@ class ContentSecurityPolicyMiddleware:
         response = self.get_response(request)
         response.headers.setdefault("Content-Security-Policy", settings.KSG_CONTENT_SECURITY_POLICY)
         return response
+
+
+class RequestSizeLimitMiddleware:
+    """Refuse (413) a request whose Content-Length claims more than KSG_MAX_REQUEST_BYTES (the
+    largest dataset file plus room for the form), before any of its body is read."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        try:
+            claimed = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return JsonResponse({"detail": "Content-Length is not a number of bytes"}, status=400)
+        limit = settings.KSG_MAX_REQUEST_BYTES
+        if claimed > limit:
+            return JsonResponse({"detail": f"the request is {claimed} bytes; at most {limit} are accepted "
+                                           f"(the dataset file limit is {settings.KSG_MAX_DATASET_BYTES} bytes)"},
+                                status=413)
+        return self.get_response(request)

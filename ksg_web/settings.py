@@ -100,6 +100,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "ksg_web.security.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -268,3 +269,5 @@ LOGGING = {
 # (instruction + response).
 KSG_MAX_DATASET_BYTES = int(os.environ.get("KSG_MAX_DATASET_BYTES") or 200 * 1024 * 1024)
 KSG_MAX_RECORD_CHARS = int(os.environ.get("KSG_MAX_RECORD_CHARS") or 20_000)
+# Any request claiming more than this (Content-Length) is refused before its body is read.
+KSG_MAX_REQUEST_BYTES = KSG_MAX_DATASET_BYTES + 10 * 1024 * 1024
