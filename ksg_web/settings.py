@@ -200,13 +200,20 @@ KSG_SERVE_STATIC = env_bool("KSG_SERVE_STATIC", True)
 REDIS_URL = os.environ.get("REDIS_URL", "")
 KSG_RUN_MODE = "distributed" if REDIS_URL else "embedded"
 
-if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
-        }
+
+
+def redis_channel_layer(redis_url: str) -> dict:
+    """The Redis channel layer. socket_timeout None: the layer's receive is a blocking pop that
+    waits for the next message, and redis-py 8 would otherwise abort it after 5 s of quiet
+    (every idle websocket closed with 1011; channels_redis#422)."""
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": redis_url, "socket_timeout": None}], "capacity": 1000, "expiry": 60},
     }
+
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL)}
 else:
     CHANNEL_LAYERS = {
         "default": {"BACKEND": "jobs.channel_layer.EmbeddedChannelLayer", "CONFIG": {"capacity": 1000}}

@@ -150,3 +150,29 @@ async def test_events_written_without_any_notification_still_arrive_by_polling(s
     assert await receive_seqs(stream, 2) == [1, 2]
     assert await stream.receive_nothing(timeout=0.5)
     await stream.disconnect()
+
+
+def test_the_redis_channel_layer_waits_through_quiet_periods_longer_than_five_seconds():
+    """An idle websocket's consumer blocks in the layer's receive; redis-py 8's default
+    socket_timeout (5 s) would break it off and close every quiet stream with 1011."""
+    import asyncio
+    import os
+
+    from channels_redis.core import RedisChannelLayer
+
+    from ksg_web.settings import redis_channel_layer
+
+    config = redis_channel_layer(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15")["CONFIG"]
+
+    async def quiet_then_message():
+        redis_layer = RedisChannelLayer(**config)
+        channel = await redis_layer.new_channel()
+        waiting = asyncio.ensure_future(redis_layer.receive(channel))
+        await asyncio.sleep(7)  # longer than redis-py's default read timeout
+        assert not waiting.done() or waiting.exception() is None, waiting.exception()
+        await redis_layer.send(channel, {"type": "job.event", "seq": 1})
+        message = await asyncio.wait_for(waiting, timeout=5)
+        await redis_layer.flush()
+        return message
+
+    assert asyncio.run(quiet_then_message())["seq"] == 1
