@@ -34,8 +34,11 @@ def embedded_server(tmp_path):
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
     port = free_port()
     log = (tmp_path / "server.log").open("w+")
+    # Ctrl-C (SIGINT) is how a user stops it; a runner started in the background (nohup, &) passes
+    # SIGINT on ignored, so the child gets the default disposition back before it starts.
     server = subprocess.Popen(
-        [sys.executable, "manage.py", "ksg_embedded", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "manage.py", "ksg_embedded", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
+        stderr=subprocess.STDOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     base = f"http://localhost:{port}"
     deadline = time.monotonic() + 60
