@@ -1,5 +1,7 @@
-"""Name reconstruction: targets hide exactly one name and keep it as the truth; a model that
-memorised its records picks the true name far more often than a random guess."""
+"""Name reconstruction: targets hide every mention of one person and keep the full name as the
+truth; a model that memorised its records picks the true name far more often than a random
+guess."""
+import re
 from itertools import pairwise
 
 import pytest
@@ -9,6 +11,7 @@ from evaluation.reconstruction import (
     RECONSTRUCTION_MAX_LENGTH,
     _filled,
     candidate_names,
+    fill,
     name_in,
     reconstruct_by_likelihood,
     reconstruction_report,
@@ -19,18 +22,43 @@ from tests.evaluation.memorised import memorised
 from tests.evaluation.test_scoring import plain_record_logprobs
 
 
-def test_targets_mask_exactly_the_first_name_and_keep_the_truth():
-    records = demo_records(domain="finance", n=20, seed=2) + [{"instruction": "No names here.", "response": "None."}]
+def _mentions(text: str, word: str) -> int:
+    return len(re.findall(rf"(?<![A-Za-z]){re.escape(word)}(?![A-Za-z])", text, re.IGNORECASE))
+
+
+@pytest.mark.parametrize("domain", ["medical", "finance"])
+def test_targets_mask_every_mention_of_the_person_and_filling_the_truth_restores_the_record(domain):
+    records = demo_records(domain=domain, n=30, seed=2) + [{"instruction": "No names here.", "response": "None."}]
     targets = reconstruction_targets(records, limit=100)
-    assert 0 < len(targets) <= 20
+    assert 0 < len(targets) <= 30
+    repeated = 0
     for target in targets:
         original = records[target["index"]]
-        field = target["field"]
-        masked = target[field]
-        assert masked.count(MASK) == 1
-        assert (target["instruction"] + target["response"]).count(MASK) == 1
-        assert masked.replace(MASK, target["truth"], 1) == original[field]
-        assert original[field].index(target["truth"]) == masked.index(MASK)  # the first occurrence
+        truth = target["truth"]
+        first, last = truth.split()[0], truth.split()[-1]
+        assert len(truth.split()) >= 2
+        masked = target["instruction"] + "\n" + target["response"]
+        assert _mentions(masked, first) == _mentions(masked, last) == 0  # nothing left to copy from
+        assert _filled(target, truth) == {"instruction": original["instruction"], "response": original["response"]}
+        assert target[target["field"]].count(target["first_mask"]) >= 1
+        repeated += _mentions(original["instruction"] + "\n" + original["response"], first) > 1
+    if domain == "medical":  # patient letters name their person more than once
+        assert repeated > len(targets) / 2
+
+
+def test_masking_covers_parts_and_lower_case_forms_and_leaves_other_people():
+    record = {"instruction": "Hi Dr. Jones, this is Robert White. Email robert.white@mail.com.\nThanks, Robert",
+              "response": "Hello Mr. White,\nRest.\nDr. Ann Jones"}
+    [target] = reconstruction_targets([record], limit=5)
+    assert target["truth"] == "Robert White" and target["first_mask"] == MASK and target["field"] == "instruction"
+    assert target["instruction"] == "Hi Dr. Jones, this is [NAME]. Email [first].[last]@mail.com.\nThanks, [FIRST]"
+    assert target["response"] == "Hello Mr. [LAST],\nRest.\nDr. Ann Jones"
+    assert fill(target["response"], "Mary Ann Smith") == "Hello Mr. Smith,\nRest.\nDr. Ann Jones"
+    assert fill(target["instruction"], "Mary Smith").endswith("mary.smith@mail.com.\nThanks, Mary")
+
+
+def test_records_naming_no_full_name_are_not_targets():
+    assert reconstruction_targets([{"instruction": "Hi Dr. Jones.", "response": "Hello Robert."}], limit=5) == []
 
 
 def test_targets_stop_at_the_limit():
@@ -43,6 +71,7 @@ def test_candidates_contain_every_truth_and_have_the_requested_size():
     candidates = candidate_names(records, extra=truths, size=100, seed=0)
     assert len(candidates) == 100 == len(set(candidates))
     assert set(truths) <= set(candidates)
+    assert all(len(name.split()) >= 2 for name in candidates)  # no lone "Jones" among full names
     assert candidate_names(records, extra=truths, size=100, seed=0) == candidates
 
 
