@@ -21,6 +21,7 @@ from django.db import transaction
 
 from .kinds import JobParamsError, params_as_dict, params_parse
 from .models import Job, JobEvent
+from .db_retry import db_retried
 from .services import JobStateError, job_finish_locked, job_cancel, job_event_record, job_submit
 
 logger = logging.getLogger(__name__)
@@ -191,6 +192,7 @@ def run_pipeline(run: Job) -> tuple[str, ...]:
     return BASELINES[baseline] if baseline else RUN_STAGES[:-1]
 
 
+@db_retried
 def run_child_finished(*, child_id: int) -> None:
     """Called by the runner when a child stage ends: advance, fail or cancel the run."""
     with transaction.atomic():

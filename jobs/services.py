@@ -4,6 +4,7 @@ import hashlib
 import logging
 import math
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from .db_retry import db_retried
 from .events import event_publish
 from .kinds import JobParamsError, job_kind_spec, params_as_dict, params_parse
 from .models import Artifact, Job, JobEvent
@@ -54,7 +56,8 @@ def _job_enqueue(job: Job, task_name: str, queue: str) -> None:
     try:
         current_app.send_task(
             task_name, args=[job.pk], queue=queue, task_id=job.celery_task_id,
-            retry=True, retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 1},
+            # a broker restart takes a second or two: keep trying for about 10 s before failing the job
+            retry=True, retry_policy={"max_retries": 5, "interval_start": 0.5, "interval_step": 1, "interval_max": 3},
         )
     except Exception as exc:  # kombu raises many kinds; each means the same thing here
         job_fail(job_id=job.pk, error=f"could not enqueue the job: {exc}. Is the broker (Redis) running?")
@@ -65,6 +68,7 @@ def _job_enqueue(job: Job, task_name: str, queue: str) -> None:
         raise JobQueueUnavailable(f"The task queue did not accept job {job.pk}: {exc}") from exc
 
 
+@db_retried
 @transaction.atomic
 def job_event_record(*, job_id: int, kind: str, payload: dict[str, Any]) -> JobEvent:
     """Append an event to a job's stream with the next `seq`, and publish it after commit.
@@ -82,6 +86,7 @@ def job_event_record(*, job_id: int, kind: str, payload: dict[str, Any]) -> JobE
     return event
 
 
+@db_retried
 @transaction.atomic
 def job_start(*, job_id: int, celery_task_id: str) -> Job | None:
     """Mark a job running for a new attempt; None when it must not run (not this job's task,
@@ -93,6 +98,12 @@ def job_start(*, job_id: int, celery_task_id: str) -> Job | None:
         return None
     if job.is_finished:
         logger.info("job %s is already %s; task %s does nothing", job_id, job.status, celery_task_id)
+        return None
+    if job_heartbeat_live(job):
+        # A second delivery of the task (restored after a broker reconnect) while the first
+        # attempt still runs on another worker: two attempts at once would spend epsilon twice.
+        logger.info("job %s is running on a live worker (heartbeat %s); task %s does nothing",
+                    job_id, job.heartbeat_at, celery_task_id)
         return None
     if job.cancel_requested:
         job_finish_locked(job, Job.Status.CANCELLED, error="cancelled before it started")
@@ -113,18 +124,30 @@ def job_start(*, job_id: int, celery_task_id: str) -> Job | None:
     return job
 
 
+def job_heartbeat_live(job: Job) -> bool:
+    """Whether a running job's worker beat within the last three heartbeat periods
+    (KSG_HEARTBEAT_SECONDS): a worker is on it now. A worker that stopped beating longer ago is
+    taken as gone: a new attempt may start (and the reaper will settle it after KSG_HEARTBEAT_TIMEOUT)."""
+    if job.status != Job.Status.RUNNING or job.heartbeat_at is None:
+        return False
+    return timezone.now() - job.heartbeat_at < timedelta(seconds=3 * settings.KSG_HEARTBEAT_SECONDS)
+
+
+@db_retried
 @transaction.atomic
 def job_succeed(*, job_id: int) -> Job:
     job = Job.objects.select_for_update().get(pk=job_id)
     return job_finish_locked(job, Job.Status.SUCCEEDED)
 
 
+@db_retried
 @transaction.atomic
 def job_fail(*, job_id: int, error: str) -> Job:
     job = Job.objects.select_for_update().get(pk=job_id)
     return job_finish_locked(job, Job.Status.FAILED, error=error)
 
 
+@db_retried
 @transaction.atomic
 def job_mark_cancelled(*, job_id: int) -> Job:
     """The worker stopped a running job because a cancel was requested."""
@@ -155,6 +178,7 @@ def job_cancel(*, job: Job, actor) -> Job:
     return job
 
 
+@db_retried
 def job_cancel_requested(*, job_id: int) -> bool:
     return Job.objects.filter(pk=job_id, cancel_requested=True).exists()
 
@@ -174,6 +198,7 @@ def job_finish_locked(job: Job, status: str, *, error: str = "") -> Job:
     return job
 
 
+@db_retried
 def artifact_record(*, job_id: int, kind: str, path: Path) -> Artifact:
     """Register a file (or a directory, hashed file by file in name order) a job wrote under
     KSG_ARTIFACT_DIR. Recording the same path again updates its checksum: stages may re-run."""

@@ -43,6 +43,11 @@ for _directory in (KSG_DATA_DIR, KSG_ARTIFACT_DIR, KSG_MODEL_CACHE):
     _directory.mkdir(parents=True, exist_ok=True)
 if KSG_PRIVATE_DIR.is_dir() or not os.environ.get("KSG_PRIVATE_DIR"):
     Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)  # not where the private volume is absent
+SILENCED_SYSTEM_CHECKS = []
+if not Path(FILE_UPLOAD_TEMP_DIR).is_dir():
+    # A process without the private volume (compose's migrate, reaper, worker-server) takes no
+    # uploads; one that tried would fail there rather than stage private bytes in /tmp.
+    SILENCED_SYSTEM_CHECKS.append("files.E001")
 
 
 def _secret_key() -> str:
@@ -242,6 +247,8 @@ KSG_MAX_ATTEMPTS = int(os.environ.get("KSG_MAX_ATTEMPTS", "3"))
 # thread of the embedded server) fails a job silent for KSG_HEARTBEAT_TIMEOUT seconds.
 KSG_HEARTBEAT_SECONDS = float(os.environ.get("KSG_HEARTBEAT_SECONDS") or 30)
 KSG_HEARTBEAT_TIMEOUT = float(os.environ.get("KSG_HEARTBEAT_TIMEOUT") or 300)
+# A worker's job writes survive a database restart of up to this many seconds (jobs/db_retry.py).
+KSG_DB_RETRY_SECONDS = float(os.environ.get("KSG_DB_RETRY_SECONDS") or 60)
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
@@ -253,7 +260,11 @@ CELERY_RESULT_EXPIRES = 7 * 24 * 3600
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# A broker restart must not kill running stages: a DP training killed there would have its
+# noised steps committed and its run failed for a Redis blip. The stage keeps running; the
+# message Celery restores on reconnect is redelivered later and does nothing (jobs.services.job_start
+# refuses a job that is finished, or running with a live heartbeat).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

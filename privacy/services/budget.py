@@ -10,7 +10,7 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
 from django.db import transaction
 
-from jobs.services import job_event_record
+from jobs.services import db_retried, job_event_record
 
 from ..events import budget_changed_on_commit
 from ..models import EPSILON_DECIMAL_PLACES, LedgerEntry, PrivacyBudget
@@ -71,6 +71,7 @@ def budget_reserve(*, job, epsilon, actor, reason: str = "") -> LedgerEntry:
     return entry
 
 
+@db_retried
 @transaction.atomic
 def budget_commit(*, job, epsilon: float, delta: float, mechanism: dict, actor, reason: str = "") -> LedgerEntry:
     """Record the epsilon a job actually spent (from the accountant), with the mechanism's
@@ -95,6 +96,7 @@ def budget_commit(*, job, epsilon: float, delta: float, mechanism: dict, actor, 
     return entry
 
 
+@db_retried
 @transaction.atomic
 def budget_release(*, job, actor, reason: str = "") -> LedgerEntry | None:
     """Give back what the job reserved and did not commit (all of it if it never committed).
@@ -118,6 +120,7 @@ def budget_release(*, job, actor, reason: str = "") -> LedgerEntry | None:
     return entry
 
 
+@db_retried
 @transaction.atomic
 def budget_settle(*, job, epsilon: float, delta: float, mechanism: dict, actor, reason: str = "") -> BudgetBalance:
     """Commit the spend and release the remainder in one transaction; returns the new balance."""

@@ -6,9 +6,6 @@ the suite's in-process session worker never takes these tasks, and sends the tas
 the submit services do on commit) through a Celery app on the same broker. The worker reads the
 test database and the test's directories through its environment."""
 import os
-import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -25,10 +22,10 @@ from privacy.services import budget_reserve
 from tests.conftest import wait_until
 from tests.support.datasets import register_demo_dataset
 from tests.support.tiny_model import tiny_model_dir
+from tests.support.workers import Worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
 
 
@@ -40,37 +37,10 @@ def _database_url() -> str:
     return f"sqlite:///{db['NAME']}"
 
 
-class Worker:
-    """A Celery worker process on its own queue, with the test's database and directories."""
-
-    def __init__(self, tmp_path: Path, settings, queue: str):
-        self.queue = queue
-        env = {**os.environ, "DATABASE_URL": _database_url(), "REDIS_URL": REDIS_URL,
-               "KSG_DATA_DIR": str(tmp_path / "worker-data"), "KSG_PRIVATE_DIR": str(settings.KSG_PRIVATE_DIR),
-               "KSG_ARTIFACT_DIR": str(settings.KSG_ARTIFACT_DIR), "KSG_MODEL_CACHE": str(settings.KSG_MODEL_CACHE),
-               "KSG_HEARTBEAT_SECONDS": "0.5", "PYTHONUNBUFFERED": "1"}
-        env.pop("DJANGO_SETTINGS_MODULE", None)
-        self.log = (tmp_path / f"worker-{uuid.uuid4().hex[:6]}.log").open("w+")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "ksg_web", "worker", "-Q", queue, "--pool", "solo",
-             "--concurrency", "1", "--without-mingle", "--without-gossip", "-n", f"{queue}-{uuid.uuid4().hex[:6]}@%h",
-             "--loglevel", "INFO"], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def kill(self) -> None:
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()[-4000:]
+def _worker(tmp_path: Path, settings, queue: str) -> Worker:
+    return Worker(tmp_path, queues=queue, database_url=_database_url(), redis_url=REDIS_URL, directories={
+        "KSG_DATA_DIR": tmp_path / "worker-data", "KSG_PRIVATE_DIR": settings.KSG_PRIVATE_DIR,
+        "KSG_ARTIFACT_DIR": settings.KSG_ARTIFACT_DIR, "KSG_MODEL_CACHE": settings.KSG_MODEL_CACHE})
 
 
 @pytest.fixture()
@@ -104,7 +74,7 @@ def test_a_worker_killed_mid_training_gets_its_noised_steps_committed_and_no_sec
                              celery_task_id=str(uuid.uuid4()))
     budget_reserve(job=job, epsilon=4, actor=owner)  # what dp_finetune_submit writes before enqueueing
     queue = f"faults-{uuid.uuid4().hex[:8]}"
-    worker = Worker(tmp_path, settings, queue)
+    worker = _worker(tmp_path, settings, queue)
     try:
         broker.send_task("jobs.dp_finetune", args=[job.pk], queue=queue, task_id=job.celery_task_id)
         wait_until(lambda: len(_epsilon_events(job)), lambda n: n >= 3, timeout=180)
@@ -128,7 +98,7 @@ def test_a_worker_killed_mid_training_gets_its_noised_steps_committed_and_no_sec
     assert float(entries["commit"].epsilon) == pytest.approx(spent, abs=1e-6) and float(entries["commit"].epsilon) >= spent - 1e-9
 
     # The broker hands the unacknowledged task to a worker again: it finds the job settled.
-    again = Worker(tmp_path, settings, queue)
+    again = _worker(tmp_path, settings, queue)
     try:
         broker.send_task("jobs.dp_finetune", args=[job.pk], queue=queue, task_id=job.celery_task_id)
         assert broker.AsyncResult(job.celery_task_id).get(timeout=120) == "skipped", again.output()
@@ -145,7 +115,7 @@ def test_a_server_stage_killed_mid_generation_reruns_without_duplicates(clinic, 
     job = Job.objects.create(kind="generate", owner=owner, dataset=dataset, params=params,
                              celery_task_id=str(uuid.uuid4()))
     queue = f"faults-{uuid.uuid4().hex[:8]}"
-    worker = Worker(tmp_path, settings, queue)
+    worker = _worker(tmp_path, settings, queue)
     try:
         broker.send_task("jobs.generate", args=[job.pk], queue=queue, task_id=job.celery_task_id)
         wait_until(lambda: JobEvent.objects.filter(job=job, kind__in=["sample", "metric"]).count(), lambda n: n >= 1,
@@ -155,7 +125,7 @@ def test_a_server_stage_killed_mid_generation_reruns_without_duplicates(clinic, 
         worker.stop()
     assert not Artifact.objects.filter(job=job).exists()
 
-    again = Worker(tmp_path, settings, queue)  # redelivery: a second attempt of the same job
+    again = _worker(tmp_path, settings, queue)  # redelivery: a second attempt of the same job
     try:
         broker.send_task("jobs.generate", args=[job.pk], queue=queue, task_id=job.celery_task_id)
         assert broker.AsyncResult(job.celery_task_id).get(timeout=240) == "succeeded", again.output()

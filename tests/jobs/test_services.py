@@ -1,8 +1,10 @@
 """The job services without a worker: parameters, the event counter, attempts, cancelling."""
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from jobs.kinds import JobParamsError, params_parse
 from jobs.models import Job, JobEvent
@@ -89,12 +91,32 @@ def test_start_refuses_a_task_id_that_is_not_the_jobs(make_user):
     assert (job.status, job.attempts) == (Job.Status.QUEUED, 0)
 
 
+def heartbeat_stops(job: Job) -> None:
+    """What a dead worker leaves: its job's last heartbeat ages (here: an hour ago)."""
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+
+
+@pytest.mark.django_db
+def test_a_second_delivery_while_the_first_attempt_beats_does_not_start_a_second_attempt(make_user, settings):
+    settings.KSG_HEARTBEAT_SECONDS = 30
+    job = make_job(make_user("ada"))
+    assert job_start(job_id=job.pk, celery_task_id="task-1").attempts == 1
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))  # beat 60 s ago: alive
+    assert job_start(job_id=job.pk, celery_task_id="task-1") is None
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Job.Status.RUNNING, 1)
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=91))  # 3 beats missed: gone
+    assert job_start(job_id=job.pk, celery_task_id="task-1").attempts == 2
+
+
 @pytest.mark.django_db
 def test_start_counts_attempts_and_gives_up_at_the_limit(make_user, settings):
     settings.KSG_MAX_ATTEMPTS = 2
     job = make_job(make_user("ada"))
     assert job_start(job_id=job.pk, celery_task_id="task-1").attempts == 1
+    heartbeat_stops(job)
     assert job_start(job_id=job.pk, celery_task_id="task-1").attempts == 2  # the worker died; redelivered
+    heartbeat_stops(job)
     assert job_start(job_id=job.pk, celery_task_id="task-1") is None
     job.refresh_from_db()
     assert job.status == Job.Status.FAILED

@@ -1,11 +1,13 @@
 """Stage 1 as a job: submitted through the service layer, run by a real Celery worker on a tiny
 model, with the budget reserved, committed and released, and an adapter PEFT can load."""
 import json
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from django.utils import timezone
 
 from jobs.kinds import params_as_dict, params_parse
 from jobs.models import Job
@@ -111,6 +113,8 @@ def test_a_worker_that_died_mid_training_gets_its_noise_committed_on_the_next_at
             "step": step, "planned_steps": 50, "noise_multiplier": sigma, "sample_rate": rate,
             "epsilon": accountant.epsilon_compute(sample_rate=rate, noise_multiplier=sigma, steps=step,
                                                   delta=dataset.budget.delta)})
+
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))  # no more beats
 
     status = job_execute(job_id=job.pk, celery_task_id=job.celery_task_id, stage=dp_finetune_run)  # attempt 2
 

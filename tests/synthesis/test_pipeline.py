@@ -31,9 +31,14 @@ def clinic(tmp_path, settings, make_user):
     settings.KSG_SAMPLE_EVENT_SECONDS = 0
     owner = make_user("ada")
     dataset, _ = register_demo_dataset(tmp_path, owner, n=40, seed=5)
-    # The tiny model's vocabulary comes from public text only: private names are unknown to it.
+    return owner, dataset, public_tiny_model(tmp_path / "tiny")
+
+
+def public_tiny_model(directory: Path) -> Path:
+    """A tiny model whose vocabulary comes from public text only: private names are unknown to it,
+    so its synthetic pairs pass the PII filter."""
     public = list(seed_instructions("medical")) + list(GENERATION_SYSTEM.values()) + [GENERATION_USER] + list(DISTILL_SYSTEM.values())
-    return owner, dataset, tiny_model_dir(tmp_path / "tiny", public)
+    return tiny_model_dir(directory, public)
 
 
 def tiny_stages(model_dir: Path, **extra) -> dict:
