@@ -110,3 +110,57 @@ def test_directory_artifact_downloads_as_a_zip(ada_client, settings):
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
     assert sorted(archive.namelist()) == ["adapter/adapter_config.json", "adapter/privacy.json"]
     assert archive.read("adapter/privacy.json") == b'{"epsilon": 1.5}'
+
+
+def test_artifact_rows_with_absolute_or_symlinked_paths_out_of_the_directory_are_not_served(ada_client, settings,
+                                                                                         tmp_path):
+    settings.KSG_ARTIFACT_DIR = tmp_path / "artifacts"
+    job = make_job(ada_client.user)
+    secret = tmp_path / "private-record.jsonl"
+    secret.write_text('{"instruction": "my name is Ann Lee"}')
+    folder = settings.KSG_ARTIFACT_DIR / f"view-test-{job.pk}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "link.jsonl").symlink_to(secret)
+    for path in (str(secret), f"view-test-{job.pk}/link.jsonl", f"view-test-{job.pk}/../../{secret.name}"):
+        artifact = Artifact.objects.create(job=job, kind="report", path=path, sha256="0" * 64, bytes=1)
+        response = ada_client.get(reverse("jobs:artifact-download", args=[artifact.pk]))
+        assert response.status_code == 404, path
+
+
+def test_a_directory_artifact_never_zips_what_its_symlinks_point_at(ada_client, settings, tmp_path):
+    import io
+    import zipfile
+
+    settings.KSG_ARTIFACT_DIR = tmp_path / "artifacts"
+    job = make_job(ada_client.user)
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "records.jsonl").write_text('{"instruction": "my name is Ann Lee"}')
+    adapter = settings.KSG_ARTIFACT_DIR / f"view-test-{job.pk}" / "adapter"
+    adapter.mkdir(parents=True, exist_ok=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "records.jsonl").symlink_to(private / "records.jsonl")  # a file link
+    (adapter / "private").symlink_to(private, target_is_directory=True)  # a directory link
+    artifact = Artifact.objects.create(job=job, kind="adapter", path=f"view-test-{job.pk}/adapter", sha256="0" * 64, bytes=2)
+    response = ada_client.get(reverse("jobs:artifact-download", args=[artifact.pk]))
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    assert archive.namelist() == ["adapter/adapter_config.json"]
+
+
+def test_an_artifact_that_is_a_zip_bomb_is_served_as_its_bytes_and_never_opened(ada_client, settings, tmp_path):
+    import io
+    import zipfile
+
+    settings.KSG_ARTIFACT_DIR = tmp_path / "artifacts"
+    job = make_job(ada_client.user)
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        archive.writestr("zeros.bin", b"\0" * (64 << 20))  # 64 MB of zeros in about 64 kB
+    folder = settings.KSG_ARTIFACT_DIR / f"view-test-{job.pk}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.zip").write_bytes(bomb.getvalue())
+    artifact = Artifact.objects.create(job=job, kind="report", path=f"view-test-{job.pk}/model.zip", sha256="0" * 64,
+                                       bytes=len(bomb.getvalue()))
+    response = ada_client.get(reverse("jobs:artifact-download", args=[artifact.pk]))
+    assert response.status_code == 200 and b"".join(response.streaming_content) == bomb.getvalue()
+    assert len(bomb.getvalue()) < 1 << 20
