@@ -187,6 +187,16 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class ExportParams:
+    """The model a finished run's evaluation measured, merged into its base model (server: it
+    reads artifacts and the run's ledger figures, never records)."""
+
+    run_id: int = field(default=0, metadata={"min": 1, "help": "The run whose model is exported."})
+    adapter_artifact: int = field(default=0, metadata={"min": 1, "help": "Artifact id of the evaluated adapter."})
+    base_model: str = field(default="smollm2-135m-instruct", metadata={"help": "The adapter's base model."})
+
+
+@dataclass(frozen=True)
 class JobKindSpec:
     kind: str
     queue: str
@@ -208,6 +218,7 @@ JOB_KINDS: dict[str, JobKindSpec] = {
     "finetune_private": JobKindSpec("finetune_private", CLIENT_QUEUE, "jobs.finetune_private", FinetunePrivateParams,
                                     spends_budget=True),
     "evaluate": JobKindSpec("evaluate", CLIENT_QUEUE, "jobs.evaluate", EvaluateParams),
+    "export": JobKindSpec("export", SERVER_QUEUE, "jobs.export", ExportParams),
 }
 
 

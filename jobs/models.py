@@ -15,6 +15,7 @@ class Job(models.Model):
         FINETUNE_TARGET = "finetune_target", "Target fine-tuning (stage 5)"
         FINETUNE_PRIVATE = "finetune_private", "Non-private fine-tuning (baseline)"
         EVALUATE = "evaluate", "Evaluation"
+        EXPORT = "export", "Model export"
         RUN = "run", "KnowledgeSG run"
 
     class Status(models.TextChoices):

@@ -16,6 +16,7 @@ STAGE_FUNCTIONS = {
     "finetune_target": "synthesis.stages.finetune_target_run",
     "finetune_private": "privacy.baseline_stage.finetune_private_run",
     "evaluate": "evaluation.stage.evaluate_run",
+    "export": "synthesis.export.model_export_run",
 }
 
 
@@ -40,3 +41,4 @@ distill = _stage_task("distill")
 finetune_target = _stage_task("finetune_target")
 finetune_private = _stage_task("finetune_private")
 evaluate = _stage_task("evaluate")
+export = _stage_task("export")

@@ -241,6 +241,7 @@ KSG_STAGE_TIME_LIMITS = {
     "finetune_target": 8 * 3600,
     "finetune_private": 8 * 3600,
     "evaluate": 6 * 3600,
+    "export": 2 * 3600,
 }
 KSG_MAX_ATTEMPTS = int(os.environ.get("KSG_MAX_ATTEMPTS", "3"))
 # A running stage stamps its job every KSG_HEARTBEAT_SECONDS; the reaper (`ksg_reap`, and a

@@ -95,6 +95,18 @@ def test_budget_spending_kinds_have_no_generic_form(ada_client):
     assert not Job.objects.exists()
 
 
+@pytest.mark.parametrize("kind", ["generate", "filter", "distill", "finetune_target", "evaluate", "export"])
+def test_pipeline_stages_cannot_be_submitted_alone_with_someone_elses_artifact(ada_client, make_user, kind):
+    # mallory's adapter: a stage submitted on its own would sample from a model ada may not see
+    other = make_job(make_user("mallory"))
+    adapter = Artifact.objects.create(job=other, kind="adapter", path="x/adapter", sha256="0" * 64, bytes=1)
+    response = ada_client.post(reverse("jobs:submit", args=[kind]), {
+        "adapter_artifact": adapter.pk, "raw_artifact": adapter.pk, "kept_artifact": adapter.pk,
+        "synthetic_artifact": adapter.pk, "run_id": other.pk})
+    assert response.status_code == 404
+    assert list(Job.objects.values_list("pk", flat=True)) == [other.pk]
+
+
 def test_directory_artifact_downloads_as_a_zip(ada_client, settings):
     import io
     import zipfile
