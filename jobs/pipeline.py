@@ -255,6 +255,38 @@ def run_cancel(*, run: Job, actor) -> Job:
     return run
 
 
+def run_export(*, run: Job, actor) -> Job:
+    """Submit the export of the model a succeeded run's evaluation measured: its adapter merged
+    into the base model, with a model card (synthesis.export). One export per run: one already
+    queued, running or done is returned as it is. Only users who may use the run's dataset
+    export; a failed or cancelled export may be submitted again."""
+    from privacy.access import datasets_usable_by
+    from privacy.services import AccessRefused
+
+    if run.kind != Job.Kind.RUN:
+        raise JobStateError(f"job {run.pk} is a {run.kind} job, not a run; only a run's model is exported")
+    if run.dataset_id is not None and not datasets_usable_by(actor).filter(pk=run.dataset_id).exists():
+        raise AccessRefused(f"you may see run {run.pk} but not export its model: "
+                            f"ask for a grant on dataset '{run.dataset.name}'")
+    if run.status != Job.Status.SUCCEEDED:
+        raise JobStateError(f"run {run.pk} is {run.status}; only a succeeded run has a model to export")
+    evaluation = run.children.filter(kind="evaluate", status=Job.Status.SUCCEEDED).order_by("-pk").first()
+    if evaluation is None:
+        raise JobStateError(f"run {run.pk} has no finished evaluation, whose figures the model card states")
+    existing = (Job.objects.filter(kind=Job.Kind.EXPORT, params__run_id=run.pk)
+                .exclude(status__in=[Job.Status.FAILED, Job.Status.CANCELLED]).order_by("-pk").first())
+    if existing is not None:
+        return existing
+    return job_submit(owner=actor, kind=Job.Kind.EXPORT, dataset=run.dataset, params={
+        "run_id": run.pk, "adapter_artifact": evaluation.params["adapter_artifact"],
+        "base_model": evaluation.params["base_model"]})
+
+
+def run_exports(*, run: Job):
+    """The run's export jobs, newest first."""
+    return Job.objects.filter(kind=Job.Kind.EXPORT, params__run_id=run.pk).order_by("-pk")
+
+
 def run_summary(*, run: Job) -> dict[str, Any]:
     """What a run produced, per stage: status, wall time, metrics, artifacts; and the epsilon spent."""
     from django.conf import settings

@@ -10,6 +10,7 @@ urlpatterns = [
     path("<int:job_id>/events/", views.job_events, name="events"),
     path("<int:job_id>/cancel/", views.job_cancel_view, name="cancel"),
     path("<int:job_id>/report/", views.run_report_view, name="report"),
+    path("<int:job_id>/export/", views.run_export_view, name="run-export"),
     path("<int:job_id>/report.json", views.run_report_json_view, name="report-json"),
     path("<int:job_id>/report.csv", views.run_report_csv_view, name="report-csv"),
     path("artifacts/<int:artifact_id>/download/", views.artifact_download, name="artifact-download"),

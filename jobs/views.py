@@ -17,7 +17,7 @@ from . import services
 from .forms import params_form_class
 from .kinds import JobParamsError
 from .models import Job
-from .pipeline import run_cancel
+from .pipeline import run_cancel, run_export, run_exports
 from .selectors import artifacts_visible_to, job_events_after, jobs_visible_to
 
 STANDALONE_KINDS = ("selftest",)
@@ -67,6 +67,7 @@ def job_detail(request, job_id: int):
     job = get_object_or_404(jobs_visible_to(request.user), pk=job_id)
     return render(request, "jobs/detail.html", {
         "job": job, "artifacts": job.artifacts.all(), "children": job.children.order_by("pk"),
+        "exports": run_exports(run=job) if job.kind == Job.Kind.RUN else [],
     })
 
 
@@ -95,6 +96,24 @@ def job_cancel_view(request, job_id: int):
     except services.JobStateError as exc:
         messages.warning(request, str(exc))
     return redirect("jobs:detail", job_id=job.pk)
+
+
+@login_required
+@require_POST
+def run_export_view(request, job_id: int):
+    """Export the run's model (merged, with a model card); show the export job."""
+    from privacy.services import AccessRefused
+
+    run = get_object_or_404(jobs_visible_to(request.user), pk=job_id)
+    try:
+        export = run_export(run=run, actor=request.user)
+    except (services.JobStateError, AccessRefused) as exc:
+        messages.warning(request, str(exc))
+        return redirect("jobs:detail", job_id=run.pk)
+    except services.JobQueueUnavailable as exc:
+        messages.error(request, str(exc))
+        return redirect("jobs:detail", job_id=run.pk)
+    return redirect("jobs:detail", job_id=export.pk)
 
 
 @login_required

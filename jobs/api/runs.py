@@ -13,7 +13,7 @@ from synthesis.presets import preset_stages
 
 from .. import views
 from ..models import Job
-from ..pipeline import run_cancel, run_submit, run_summary
+from ..pipeline import run_cancel, run_export, run_submit, run_summary
 from ..selectors import artifacts_visible_to, job_events_after, jobs_visible_to
 from ..services import job_cancel
 from .auth import ErrorOut
@@ -116,6 +116,18 @@ def run_create(request, payload: RunIn):
     run = run_submit(owner=request.user, dataset=dataset, stages=stages, preset=payload.preset,
                      baseline=payload.baseline)
     return Status(201, job_detail_out(Job.objects.select_related("owner", "dataset").get(pk=run.pk)))
+
+
+@router.post("/runs/{run_id}/export", response={201: JobDetailOut, codes_4xx: ErrorOut, 503: ErrorOut},
+             summary="Export a run's model")
+def run_export_endpoint(request, run_id: int):
+    """The model the run's evaluation measured, merged into its base model, with a model card
+    stating its privacy guarantee (an `export` job; its `model` artifact downloads as a zip that
+    `AutoModelForCausalLM.from_pretrained` loads once unpacked). An export already queued,
+    running or done is returned as it is. 403 without a grant on the run's dataset, 409 for a
+    run that did not succeed or has no evaluation."""
+    export = run_export(run=visible_job(request.user, run_id), actor=request.user)
+    return Status(201, job_detail_out(Job.objects.select_related("owner", "dataset").get(pk=export.pk)))
 
 
 @router.get("/runs", response={200: JobPageOut, codes_4xx: ErrorOut}, summary="Runs you may see")

@@ -27,6 +27,7 @@ ROUTES = {
     "jobs/<int:job_id>/": "object", "jobs/<int:job_id>/events/": "object", "jobs/<int:job_id>/cancel/": "object",
     "jobs/<int:job_id>/report/": "object", "jobs/<int:job_id>/report.json": "object",
     "jobs/<int:job_id>/report.csv": "object", "jobs/<int:job_id>/timeline/": "object",
+    "jobs/<int:job_id>/export/": "object",
     "jobs/artifacts/<int:artifact_id>/download/": "object", "jobs/api-tokens/<int:token_id>/revoke/": "object",
     "datasets/<int:dataset_id>/": "object", "datasets/<int:dataset_id>/grants/": "object",
     "datasets/<int:dataset_id>/grants/<int:grant_id>/revoke/": "object",
@@ -40,6 +41,7 @@ ROUTES = {
     "api/datasets/<dataset_id>": "api-object", "api/datasets/<dataset_id>/budget": "api-object",
     "api/jobs/<job_id>": "api-object", "api/jobs/<job_id>/cancel": "api-object",
     "api/jobs/<job_id>/events": "api-object", "api/artifacts/<artifact_id>/download": "api-object",
+    "api/runs/<run_id>/export": "api-object",
 }
 
 
