@@ -29,6 +29,7 @@ BASELINE_LABELS = {
     "dp_direct": "DP fine-tuned model, used directly",
     "self_instruct": "Self-Instruct (base model, no private data)",
     "nonprivate": "Non-private LoRA on the private data",
+    "scrubbed": "Non-private LoRA on the PII-scrubbed private data",
 }
 LOSS_STAGES = ("dp_finetune", "finetune_private", "finetune_target")
 EXAMPLE_PAIRS = 5

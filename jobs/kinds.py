@@ -165,6 +165,10 @@ class FinetunePrivateParams:
     logical_batch_size: int = field(default=16, metadata={"min": 1, "max": 65_536, "help": "Batch size."})
     physical_batch_size: int = field(default=8, metadata={"min": 1, "max": 4096, "help": "Examples per forward pass."})
     max_length: int = field(default=64, metadata={"min": 16, "max": 8192, "help": "Tokens per example."})
+    records: str = field(default="raw", metadata={
+        "choices": ("raw", "scrubbed"),
+        "help": "raw: the private records as they are (nonprivate); scrubbed: every PII span the detector finds "
+                "replaced by its kind, [NAME], [EMAIL], ... (the scrubbed baseline). The run sets it."})
     seed: int = _seed("Seed of the batch order.")
 
 

@@ -13,6 +13,8 @@ A run is KnowledgeSG itself or one of its baselines (same dataset, same report):
   self_instruct  stages 2-5 from the base model alone: no private data at all
   nonprivate     plain LoRA on the private records, no DP (the leaky upper bound; needs the
                  dataset's permission)
+  scrubbed       plain LoRA on the private records with every PII span the detector finds masked,
+                 no DP ("why not just scrub the names out?"; a non-private release like nonprivate)
 """
 import logging
 from typing import Any
@@ -31,7 +33,11 @@ BASELINES: dict[str, tuple[str, ...]] = {
     "dp_direct": ("dp_finetune", "evaluate"),
     "self_instruct": ("generate", "filter", "distill", "finetune_target", "evaluate"),
     "nonprivate": ("finetune_private", "evaluate"),
+    "scrubbed": ("finetune_private", "evaluate"),
 }
+# stage parameters a baseline fixes (what makes it that baseline); a user who sets another value is told so
+BASELINE_FIXED = {"nonprivate": {"finetune_private": {"records": "raw"}},
+                  "scrubbed": {"finetune_private": {"records": "scrubbed"}}}
 RUN_STAGES = BASELINES["knowledgesg"]
 RUN_KINDS = ("dp_finetune", "generate", "filter", "distill", "finetune_target", "finetune_private", "evaluate")
 # stage -> (its input parameter, the artifact kind it reads, the file name of that artifact),
@@ -62,6 +68,10 @@ def run_stage_params(stages: dict[str, dict[str, Any]], baseline: str = "knowled
     resolved = {}
     for position, kind in enumerate(pipeline):
         raw = dict(stages[kind])
+        for field_name, value in BASELINE_FIXED.get(baseline, {}).get(kind, {}).items():
+            if field_name in raw and raw[field_name] != value:
+                raise JobParamsError(f"{kind}.{field_name} is {value!r} in the {baseline} baseline, not {raw[field_name]!r}")
+            raw[field_name] = value
         run_set = RUN_SET_FIELDS.get(kind, ()) if position else ()
         for field_name in run_set:
             if field_name in raw:

@@ -222,7 +222,9 @@ def _medical_record(fake: Faker, rng: random.Random) -> dict:
     instruction = f"{message}\n{rng.choice(PATIENT_SIGNATURES)}".format(**values)
     answer = f"{rng.choice(DOCTOR_BODIES)} {rng.choice(DOCTOR_CLOSINGS)}"
     response = f"{rng.choice(DOCTOR_GREETINGS)}\n{answer}\nTake care,\nDr. {doctor['name']}".format(**values)
-    return {"instruction": instruction, "response": response}
+    planted = {"name": [patient["name"], patient["first"], patient["last"], doctor["name"], doctor["last"]],
+               "email": [values["email"]], "phone": [values["phone"]], "date": [values["dob"]], "id": [values["mrn"]]}
+    return {"instruction": instruction, "response": response}, planted
 
 
 def _finance_record(fake: Faker, rng: random.Random) -> dict:
@@ -244,12 +246,22 @@ def _finance_record(fake: Faker, rng: random.Random) -> dict:
     response = rng.choice(SENTIMENT_ANSWERS).format(
         Sentiment=sentiment.capitalize(), sentiment=sentiment, reason=reason
     )
-    return {"instruction": instruction, "response": response}
+    people = (client, advisor, person)
+    planted = {"name": [p["name"] for p in people] + [advisor["first"]], "email": [values["email"]],
+               "phone": [values["phone"]], "date": [values["date"]], "id": [values["account"], values["iban"]]}
+    return {"instruction": instruction, "response": response}, planted
 
 
 def demo_records(*, domain: str, n: int, seed: int) -> list[dict]:
     """n distinct {"instruction", "response"} records of the domain ("medical" or "finance"),
     the same for the same seed (and installed Faker version)."""
+    return [record for record, _ in demo_records_planted(domain=domain, n=n, seed=seed)]
+
+
+def demo_records_planted(*, domain: str, n: int, seed: int) -> list[tuple[dict, dict[str, list[str]]]]:
+    """demo_records with, per record, the personal details planted in it by kind ("name": the
+    people's full names and the first or last names used alone; "email", "phone", "date", "id"):
+    the ground truth a PII detector's recall is measured against."""
     if domain not in DEMO_DOMAINS:
         raise ValueError(f"unknown domain {domain!r}; choose one of {', '.join(DEMO_DOMAINS)}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -260,11 +272,11 @@ def demo_records(*, domain: str, n: int, seed: int) -> list[dict]:
     make = _medical_record if domain == "medical" else _finance_record
     records, seen = [], set()
     for _ in range(50 * n):  # duplicates are rare; the bound only guards against an endless loop
-        record = make(fake, rng)
+        record, planted = make(fake, rng)
         key = (" ".join(record["instruction"].split()), " ".join(record["response"].split()))
         if key not in seen:
             seen.add(key)
-            records.append(record)
+            records.append((record, planted))
             if len(records) == n:
                 return records
     raise ValueError(f"could not generate {n} distinct {domain} records")

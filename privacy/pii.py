@@ -201,3 +201,25 @@ def pii_redact(text: str, *, spans: list[PiiSpan] | None = None) -> str:
         parts += [text[position:span.start], f"[{span.kind.upper()}]"]
         position = span.end
     return "".join(parts) + text[position:]
+
+
+def pii_recall(items: Iterable[tuple[str, dict[str, list[str]]]]) -> dict[str, dict[str, float | int]]:
+    """The detector's recall against known planted values: per kind, every whole-word occurrence
+    of a planted value in its text (longest values first, so "Ann Lee" is one occurrence, not
+    also "Ann" and "Lee"), how many lie inside a pii_find span of that kind, and the fraction.
+    `items` are (text, {kind: [values planted in it]})."""
+    counts = {kind: {"planted": 0, "found": 0} for kind in KINDS}
+    for text, planted in items:
+        spans = pii_find(text)
+        for kind, values in planted.items():
+            taken: list[tuple[int, int]] = []
+            for value in sorted(set(values), key=len, reverse=True):
+                for match in re.finditer(rf"(?<![\w@.-]){re.escape(value)}(?![\w@-])", text):
+                    start, end = match.span()
+                    if any(start < t_end and t_start < end for t_start, t_end in taken):
+                        continue
+                    taken.append((start, end))
+                    counts[kind]["planted"] += 1
+                    counts[kind]["found"] += any(span.kind == kind and span.start <= start and end <= span.end
+                                                 for span in spans)
+    return {kind: {**c, "recall": c["found"] / c["planted"] if c["planted"] else None} for kind, c in counts.items()}

@@ -26,7 +26,7 @@ MAX_PAGE = 500
 class RunIn(Schema):
     dataset: int = Field(description="id of a dataset you may use (owned or granted)")
     preset: str = Field("demo", description="demo or paper (GET /api/presets)")
-    baseline: str = Field("knowledgesg", description="knowledgesg, dp_direct, self_instruct or nonprivate")
+    baseline: str = Field("knowledgesg", description="knowledgesg, dp_direct, self_instruct, nonprivate or scrubbed")
     domain: str = Field("medical", description="medical or finance")
     target_epsilon: float | None = Field(None, description="stage 1's target epsilon (default: the preset's)")
     base_model: str | None = Field(None, description="W_Loc spec (default: the embedded model)")

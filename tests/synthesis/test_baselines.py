@@ -39,7 +39,7 @@ def evaluation_of(run: Job) -> dict:
     return evaluation_of_job(run.children.get(kind="evaluate"))
 
 
-@pytest.mark.parametrize("baseline", ["dp_direct", "self_instruct", "nonprivate"])
+@pytest.mark.parametrize("baseline", ["dp_direct", "self_instruct", "nonprivate", "scrubbed"])
 def test_each_baseline_runs_its_stages_and_ends_with_an_evaluation(celery_session_worker, clinic, baseline):
     owner, dataset, model_dir = clinic
     run = run_submit(owner=owner, dataset=dataset, stages=tiny_stages(model_dir, **EVALUATE), preset="demo",
@@ -72,6 +72,12 @@ def test_each_baseline_runs_its_stages_and_ends_with_an_evaluation(celery_sessio
         assert ledger == ["nonprivate"] and balance.spent == 0 and balance.nonprivate_releases == 1
         entry = LedgerEntry.objects.get(kind="nonprivate")
         assert entry.job == children["finetune_private"] and entry.delta == 1.0 and "without DP" in entry.reason
+        assert children["finetune_private"].params["records"] == ("raw" if baseline == "nonprivate" else "scrubbed")
+        scrub_metrics = children["finetune_private"].events.filter(kind="metric", payload__has_key="scrubbed_spans")
+        if baseline == "scrubbed":  # the detector's masking is on record: demo records all name someone
+            assert scrub_metrics.get().payload["scrubbed_name"] >= dataset.train_count - 2
+        else:
+            assert not scrub_metrics.exists()
 
 
 def test_a_nonprivate_baseline_is_refused_unless_the_dataset_allows_it(clinic):
@@ -86,8 +92,12 @@ def test_a_nonprivate_baseline_is_refused_unless_the_dataset_allows_it(clinic):
 def test_run_parameters_are_checked_per_baseline(clinic):
     _, _, model_dir = clinic
     stages = tiny_stages(model_dir)
-    with pytest.raises(JobParamsError, match="unknown baseline 'scrubbed'"):
-        run_stage_params(stages, "scrubbed")
+    with pytest.raises(JobParamsError, match="unknown baseline 'scrubbing'"):
+        run_stage_params(stages, "scrubbing")
+    with pytest.raises(JobParamsError, match="finetune_private.records is 'scrubbed' in the scrubbed baseline"):
+        run_stage_params({**stages, "finetune_private": {**stages["finetune_private"], "records": "raw"}}, "scrubbed")
+    assert run_stage_params(stages, "scrubbed")["finetune_private"]["records"] == "scrubbed"
+    assert run_stage_params(stages, "nonprivate")["finetune_private"]["records"] == "raw"
     with pytest.raises(JobParamsError, match="generate.adapter_artifact must not be set"):
         run_stage_params({**stages, "generate": {**stages["generate"], "adapter_artifact": 3}}, "self_instruct")
     with pytest.raises(JobParamsError, match="evaluate.adapter_artifact is set by the run"):
