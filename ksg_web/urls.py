@@ -3,6 +3,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from synthesis import serving_views
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="jobs:list", permanent=False)),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
@@ -12,4 +14,8 @@ urlpatterns = [
     path("datasets/", include("privacy.dataset_urls")),
     path("api/", include("jobs.api.urls")),
     path("compliance/", include("privacy.urls")),
+    path("serving/", include("synthesis.serving_urls")),
+    # OpenAI-compatible serving of deployed models (serving keys, not platform tokens)
+    path("v1/models", serving_views.models_list, name="v1-models"),
+    path("v1/chat/completions", serving_views.chat_completions, name="v1-chat-completions"),
 ]

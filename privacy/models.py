@@ -181,6 +181,9 @@ class AuditEntry(models.Model):
         RUN_APPROVED = "run_approved", "Run approved"
         RUN_REJECTED = "run_rejected", "Run rejected"
         APPROVAL_THRESHOLD_CHANGED = "approval_threshold_changed", "Approval threshold changed"
+        MODEL_DEPLOYED = "model_deployed", "Model deployed"
+        SERVING_KEY_CREATED = "serving_key_created", "Serving API key created"
+        SERVING_KEY_REVOKED = "serving_key_revoked", "Serving API key revoked"
 
     action = models.CharField(max_length=32, choices=Action.choices)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="audit_entries")

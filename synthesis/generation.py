@@ -224,28 +224,33 @@ class TransformersBackend:
         return cls(model, tokenizer, max_batch_size=max_batch_size)
 
     def generate(self, prompts: list[Prompt], sampling: SamplingParams, *,
-                 on_completion: Callable[[int, Completion], None] | None = None) -> list[Completion]:
+                 on_completion: Callable[[int, Completion], None] | None = None, streamer=None) -> list[Completion]:
         """One Completion per prompt, in input order. Prompts run in batches of similar length;
         `on_completion(index, completion)` is called for each prompt as its batch finishes.
-        Repeatable: the same prompts, SamplingParams and batch size give the same texts."""
+        Repeatable: the same prompts, SamplingParams and batch size give the same texts.
+        `streamer` (transformers' streamer interface) receives the tokens of a single prompt."""
         prompts_validate(prompts)
+        if streamer is not None and len(prompts) != 1:
+            raise GenerationError("a streamer follows one prompt; stream prompts one at a time")
         encoded = [prompt_token_ids(self.tokenizer, messages) for messages in prompts]
         lengths = [len(ids) for ids in encoded]
         batch_size = self.batch_size(max(lengths, default=1), sampling.max_new_tokens)
         results: list[Completion | None] = [None] * len(prompts)
         for batch in batches_plan(lengths, batch_size):
-            completions = self._generate_batch([encoded[i] for i in batch], sampling, seed=batch_seed(sampling.seed, batch[0]))
+            completions = self._generate_batch([encoded[i] for i in batch], sampling, seed=batch_seed(sampling.seed, batch[0]),
+                                               streamer=streamer)
             for index, completion in zip(batch, completions):
                 results[index] = completion
                 if on_completion is not None:
                     on_completion(index, completion)
         return results
 
-    def _generate_batch(self, encoded: list[list[int]], sampling: SamplingParams, *, seed: int) -> list[Completion]:
+    def _generate_batch(self, encoded: list[list[int]], sampling: SamplingParams, *, seed: int,
+                        streamer=None) -> list[Completion]:
         input_ids, attention_mask = self._left_pad(encoded)
         options = dict(do_sample=sampling.temperature > 0, max_new_tokens=sampling.max_new_tokens,
                        top_k=0,  # no top-k cut (transformers' default is 50; vLLM's is none)
-                       pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_ids)
+                       pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_ids, streamer=streamer)
         if sampling.temperature > 0:
             options.update(temperature=sampling.temperature, top_p=sampling.top_p)
         devices = [self.model.device.index or 0] if self.model.device.type == "cuda" else []

@@ -6,14 +6,13 @@ import json
 
 import pytest
 import schemathesis
-from django.core import signals
 from django.core.wsgi import get_wsgi_application
-from django.db import close_old_connections
 from hypothesis import HealthCheck, settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from jobs.tokens import api_token_create
 from tests.privacy.factories import make_dataset
+from tests.support.wsgi import wsgi_in_test_transaction
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
@@ -21,18 +20,13 @@ schema = schemathesis.openapi.from_wsgi("/api/openapi.json", get_wsgi_applicatio
 
 
 @pytest.fixture()
-def wsgi_in_test_transaction():
-    """The WSGI handler closes the database connection after each request (request_finished);
-    inside a test that would close the test's own transaction. django.test.Client does the same."""
-    signals.request_started.disconnect(close_old_connections)
-    signals.request_finished.disconnect(close_old_connections)
-    yield
-    signals.request_started.connect(close_old_connections)
-    signals.request_finished.connect(close_old_connections)
+def wsgi_calls():
+    with wsgi_in_test_transaction():
+        yield
 
 
 @pytest.fixture()
-def token(wsgi_in_test_transaction, make_user, settings, tmp_path, monkeypatch):
+def token(wsgi_calls, make_user, settings, tmp_path, monkeypatch):
     settings.KSG_PRIVATE_DIR = tmp_path / "private"
     user = make_user("ada")
     # A budget too small for any DP run: a request that parses still ends in a refusal, and

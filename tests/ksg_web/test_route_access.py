@@ -11,13 +11,16 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from jobs.models import Artifact, Job
 from jobs.tokens import api_token_create
 from privacy.services import dataset_grant
+from synthesis.deployments import serving_key_create
+from synthesis.models import Deployment
 from tests.privacy.factories import make_dataset
 
 SECRET_NAME = "oncology-ward-7"
 
 # route -> (kind, who may see it without being the object's owner)
 #   public: anyone; login: any logged-in user, content filtered; object: the owner / grantee only;
-#   officer: compliance officers and administrators only; api-*: the same under token auth.
+#   officer: compliance officers and administrators only; api-*: the same under token auth;
+#   serving: the OpenAI-compatible endpoints, which take serving keys only (401 otherwise).
 ROUTES = {
     "": "public", "accounts/login/": "public", "accounts/logout/": "public",
     "api/openapi.json": "public", "api/docs": "public", "api/": "public",
@@ -42,6 +45,10 @@ ROUTES = {
     "api/jobs/<job_id>": "api-object", "api/jobs/<job_id>/cancel": "api-object",
     "api/jobs/<job_id>/events": "api-object", "api/artifacts/<artifact_id>/download": "api-object",
     "api/runs/<run_id>/export": "api-object",
+    "v1/models": "serving", "v1/chat/completions": "serving",
+    "serving/": "login", "serving/<int:deployment_id>/": "object", "serving/<int:deployment_id>/stop/": "object",
+    "serving/keys/<int:key_id>/revoke/": "object", "serving/deploy/<int:job_id>/": "object",
+    "serving/audit/": "officer", "serving/audit.csv": "officer",
 }
 
 
@@ -66,8 +73,12 @@ def world(db, make_user, tmp_path, settings):
     artifact = Artifact.objects.create(job=run, kind="report", path="report.json", sha256="0" * 64, bytes=2)
     token, _ = api_token_create(user=owner, name="notebook")
     _, outsider_key = api_token_create(user=outsider, name="mine")
+    deployment = Deployment.objects.create(name="oncology-model", run=run, adapter_artifact=artifact,
+                                           base_model="tiny", created_by=owner)
+    key, _ = serving_key_create(actor=owner, name="ward app", deployments=[deployment])
     ids = {"job_id": run.pk, "run_id": run.pk, "dataset_id": dataset.pk, "artifact_id": artifact.pk,
-           "token_id": token.pk, "grant_id": grant.pk, "kind": "selftest"}
+           "token_id": token.pk, "grant_id": grant.pk, "kind": "selftest", "deployment_id": deployment.pk,
+           "key_id": key.pk}
     return {"outsider": outsider, "outsider_key": outsider_key, "ids": ids, "run": run}
 
 
@@ -90,7 +101,7 @@ def test_every_route_refuses_an_anonymous_user(world, method):
         if rule == "public":
             continue
         response = getattr(client, method)(_url(route, world["ids"]))
-        if rule.startswith("api"):
+        if rule.startswith("api") or rule == "serving":
             assert response.status_code in (401, 405), (method, route, response.status_code)
         else:
             assert response.status_code in (302, 405), (method, route, response.status_code)
@@ -111,8 +122,11 @@ def test_every_route_refuses_a_user_without_access(world, method):
         response = getattr(client, method)(_url(route, world["ids"]), **headers)
         if rule in ("object", "api-object", "officer"):
             assert response.status_code in (403, 404, 405), (method, route, response.status_code)
+        elif rule == "serving":  # a platform token or session is not a serving key
+            assert response.status_code in (401, 405), (method, route, response.status_code)
         else:  # a page or list of their own: it may answer, but shows nothing of another user's
             assert response.status_code in (200, 302, 400, 405, 422), (method, route, response.status_code)
         assert SECRET_NAME.encode() not in response.content, (method, route)
     world["run"].refresh_from_db()
     assert world["run"].status == "awaiting_approval" and not world["run"].cancel_requested
+    assert Deployment.objects.get().active and not Deployment.objects.get().keys.get().revoked_at

@@ -1,0 +1,141 @@
+"""Writes and reads for serving: deploying a run's model, the API keys that call it, the audit
+of every request (the HTTP side is synthesis/serving_views.py, the model side synthesis/serving.py)."""
+import hashlib
+import re
+import secrets
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from jobs.models import Job
+from jobs.services import JobStateError
+from privacy.access import datasets_usable_by, is_admin
+from privacy.models import AuditEntry
+from privacy.services import AccessRefused, audit_record
+
+from .models import CompletionAudit, Deployment, ServingKey
+
+KEY_PREFIX = "ksk-"
+
+
+def serving_key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@transaction.atomic
+def deployment_create(*, run: Job, actor, name: str | None = None, output_filter: str = "mask",
+                      store_texts: bool = False, requests_per_minute: int = 60) -> Deployment:
+    """Deploy the model a succeeded run's evaluation measured (as run_export exports it). One
+    active deployment per run: an existing one is returned as it is. The dataset's users only."""
+    if run.kind != Job.Kind.RUN:
+        raise JobStateError(f"job {run.pk} is a {run.kind} job, not a run; only a run's model is deployed")
+    if run.dataset_id is not None and not datasets_usable_by(actor).filter(pk=run.dataset_id).exists():
+        raise AccessRefused(f"you may see run {run.pk} but not deploy its model: "
+                            f"ask for a grant on dataset '{run.dataset.name}'")
+    if run.status != Job.Status.SUCCEEDED:
+        raise JobStateError(f"run {run.pk} is {run.status}; only a succeeded run has a model to deploy")
+    evaluation = run.children.filter(kind="evaluate", status=Job.Status.SUCCEEDED).order_by("-pk").first()
+    if evaluation is None:
+        raise JobStateError(f"run {run.pk} has no finished evaluation; deploy a model once it is evaluated")
+    existing = Deployment.objects.filter(run=run, active=True).first()
+    if existing is not None:
+        return existing
+    if output_filter not in Deployment.OutputFilter.values:
+        raise ValueError(f"output_filter must be one of {', '.join(Deployment.OutputFilter.values)}")
+    name = name or f"ksg-run-{run.pk}"
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,99}", name):
+        raise ValueError(f"a deployment name is lower-case letters, digits and dashes, not {name!r}")
+    if Deployment.objects.filter(name=name).exists():
+        raise ValueError(f"a deployment named {name!r} exists; choose another name")
+    deployment = Deployment.objects.create(
+        name=name, run=run, adapter_artifact_id=evaluation.params["adapter_artifact"],
+        base_model=evaluation.params["base_model"], created_by=actor, output_filter=output_filter,
+        store_texts=store_texts, requests_per_minute=requests_per_minute)
+    audit_record(action=AuditEntry.Action.MODEL_DEPLOYED, actor=actor, dataset=run.dataset, job=run,
+                 details={"deployment": name, "output_filter": output_filter, "store_texts": store_texts})
+    return deployment
+
+
+def deployments_visible_to(user):
+    """Deployments a user may see: those of runs on datasets they use; every one for compliance
+    officers and administrators."""
+    from privacy.access import is_compliance_officer
+
+    if not user.is_authenticated:
+        return Deployment.objects.none()
+    deployments = Deployment.objects.select_related("run", "run__dataset", "created_by", "adapter_artifact")
+    if is_compliance_officer(user) or is_admin(user):
+        return deployments
+    return deployments.filter(run__dataset__in=datasets_usable_by(user))
+
+
+def deployment_stop(*, deployment: Deployment, actor) -> Deployment:
+    """Take a deployment offline (its keys stop working for it); kept for the audit."""
+    if not deployments_manageable_by(actor).filter(pk=deployment.pk).exists():
+        raise AccessRefused("only an administrator or the dataset's owner stops this deployment")
+    if deployment.active:
+        deployment.active = False
+        deployment.save(update_fields=["active"])
+    return deployment
+
+
+def deployments_manageable_by(user):
+    """Deployments whose keys a user may create and revoke: administrators all; a dataset's
+    owner those of runs on it."""
+    if not user.is_authenticated:
+        return Deployment.objects.none()
+    if is_admin(user):
+        return Deployment.objects.all()
+    return Deployment.objects.filter(run__dataset__owner=user)
+
+
+@transaction.atomic
+def serving_key_create(*, actor, name: str, deployments: list[Deployment]) -> tuple[ServingKey, str]:
+    """A new API key granted `deployments`; returns it with the secret, shown this once."""
+    if not deployments:
+        raise ValueError("a key must be granted at least one deployment")
+    allowed = set(deployments_manageable_by(actor).values_list("pk", flat=True))
+    refused = [d.name for d in deployments if d.pk not in allowed]
+    if refused:
+        raise AccessRefused(f"only an administrator or the dataset's owner creates keys for {', '.join(refused)}")
+    if not name or len(name) > 100:
+        raise ValueError("a key needs a name of 1 to 100 characters (who or what uses it)")
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ServingKey.objects.create(name=name, prefix=secret[:12], key_sha256=serving_key_digest(secret), created_by=actor)
+    key.deployments.set(deployments)
+    for deployment in deployments:
+        audit_record(action=AuditEntry.Action.SERVING_KEY_CREATED, actor=actor, dataset=deployment.run.dataset, job=deployment.run,
+                     details={"key": key.prefix, "name": name, "deployment": deployment.name})
+    return key, secret
+
+
+@transaction.atomic
+def serving_key_revoke(*, key: ServingKey, actor) -> ServingKey:
+    allowed = set(deployments_manageable_by(actor).values_list("pk", flat=True))
+    if not set(key.deployments.values_list("pk", flat=True)) <= allowed:
+        raise AccessRefused("only an administrator or the dataset's owner revokes this key")
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+        for deployment in key.deployments.all():
+            audit_record(action=AuditEntry.Action.SERVING_KEY_REVOKED, actor=actor, dataset=deployment.run.dataset,
+                         job=deployment.run, details={"key": key.prefix, "deployment": deployment.name})
+    return key
+
+
+def serving_key_authenticate(secret: str) -> ServingKey | None:
+    """The unrevoked key with this secret, or None."""
+    if not secret.startswith(KEY_PREFIX):
+        return None
+    return ServingKey.objects.filter(key_sha256=serving_key_digest(secret), revoked_at__isnull=True).first()
+
+
+def serving_key_over_limit(key: ServingKey, deployment: Deployment) -> bool:
+    """Whether the key already made the deployment's requests_per_minute in the last 60 s."""
+    since = timezone.now() - timedelta(seconds=60)
+    return CompletionAudit.objects.filter(key=key, created_at__gte=since).count() >= deployment.requests_per_minute
+
+
+def completion_audit_record(**fields) -> CompletionAudit:
+    return CompletionAudit.objects.create(**fields)

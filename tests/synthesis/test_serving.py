@@ -1,0 +1,220 @@
+"""Serving a run's model at the OpenAI-compatible endpoints, called with the official `openai`
+client (over httpx's WSGI transport, in-process): keys, grants, rate limit, audit, the PII
+output filter (whole and streamed), and request batching."""
+import threading
+
+import httpx
+import openai
+import pytest
+from django.core.wsgi import get_wsgi_application
+
+from jobs.models import Artifact
+from jobs.services import JobStateError
+from privacy.pii import pii_find
+from privacy.services import AccessRefused
+from synthesis.deployments import deployment_create, serving_key_create, serving_key_revoke
+from synthesis.generation import Completion, SamplingParams
+from synthesis.models import CompletionAudit
+from synthesis.serving import REFUSAL, ServingEngine, StreamFilter, engines_unload, output_filter
+from tests.support.wsgi import wsgi_in_test_transaction
+from tests.synthesis.test_baselines import clinic  # noqa: F401 (the fixture)
+from tests.synthesis.test_export import dp_run  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LEAKY = "Hello Robert White, your results are fine. Call me at (916) 998-3999 or robert.white@mail.com."
+
+
+@pytest.fixture()
+def served(dp_run):  # noqa: F811
+    owner, dataset, model_dir, run = dp_run
+    deployment = deployment_create(run=run, actor=owner, store_texts=True)
+    key, secret = serving_key_create(actor=owner, name="clinic app", deployments=[deployment])
+    with wsgi_in_test_transaction():
+        yield owner, run, deployment, key, secret
+    engines_unload()
+
+
+def client(secret: str) -> openai.OpenAI:
+    transport = httpx.WSGITransport(app=get_wsgi_application())
+    return openai.OpenAI(api_key=secret, base_url="http://testserver/v1", max_retries=0,
+                         http_client=httpx.Client(transport=transport, base_url="http://testserver"))
+
+
+@pytest.mark.slow
+def test_the_openai_client_lists_completes_and_streams_with_a_key_and_every_call_is_audited(served):
+    owner, run, deployment, key, secret = served
+    api = client(secret)
+    assert [model.id for model in api.models.list()] == [deployment.name] == [f"ksg-run-{run.pk}"]
+
+    question = [{"role": "user", "content": "What should I do about a headache ?"}]
+    answer = api.chat.completions.create(model=deployment.name, messages=question, max_tokens=8, temperature=0)
+    text = answer.choices[0].message.content
+    assert isinstance(text, str) and answer.choices[0].finish_reason in ("stop", "length")
+    assert answer.usage.prompt_tokens > 5 and 1 <= answer.usage.completion_tokens <= 8
+
+    chunks = list(api.chat.completions.create(model=deployment.name, messages=question, max_tokens=8,
+                                              temperature=0, stream=True))
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert streamed == text  # greedy: the same answer, token by token
+    assert chunks[-1].choices[0].finish_reason == answer.choices[0].finish_reason
+
+    audits = list(CompletionAudit.objects.order_by("id"))
+    assert [(a.key_id, a.deployment_id, a.status_code, a.stream) for a in audits] == [
+        (key.pk, deployment.pk, 200, False), (key.pk, deployment.pk, 200, True)]
+    assert audits[0].completion_tokens == answer.usage.completion_tokens and audits[0].latency_ms > 0
+    assert audits[0].prompt == question and audits[0].output == text  # this deployment keeps texts (opt-in)
+
+
+@pytest.mark.slow
+def test_keys_see_only_their_models_can_be_revoked_and_are_rate_limited(served, make_user):
+    owner, run, deployment, key, secret = served
+    question = [{"role": "user", "content": "Hi"}]
+    with pytest.raises(openai.AuthenticationError):
+        client("ksk-not-a-key").models.list()
+    with pytest.raises(openai.NotFoundError, match="does not exist or this key may not use it"):
+        client(secret).chat.completions.create(model="someone-elses-model", messages=question, max_tokens=2)
+    with pytest.raises(openai.BadRequestError, match="temperature must be a number"):
+        client(secret).chat.completions.create(model=deployment.name, messages=question, temperature=7)
+    with pytest.raises(AccessRefused):  # mallory may not hand out keys to olive's deployment
+        serving_key_create(actor=make_user("mallory"), name="mine", deployments=[deployment])
+
+    deployment.requests_per_minute = 3
+    deployment.save()
+    client(secret).chat.completions.create(model=deployment.name, messages=question, max_tokens=2)
+    with pytest.raises(openai.RateLimitError):
+        client(secret).chat.completions.create(model=deployment.name, messages=question, max_tokens=2)
+
+    serving_key_revoke(key=key, actor=owner)
+    with pytest.raises(openai.AuthenticationError):
+        client(secret).models.list()
+    statuses = list(CompletionAudit.objects.order_by("id").values_list("status_code", flat=True))
+    assert statuses == [404, 400, 200, 429]  # refusals are audited too
+
+
+@pytest.mark.slow
+def test_a_planted_name_in_an_output_is_masked_or_refused_and_the_event_audited(served, monkeypatch):
+    owner, run, deployment, key, secret = served
+
+    class Leaky:  # a model that reproduces a private record (what the nonprivate baseline can do)
+        def complete(self, messages, sampling):
+            return Completion(text=LEAKY, prompt_tokens=5, completion_tokens=20, finish_reason="stop")
+
+        def stream(self, messages, sampling):
+            for start in range(0, len(LEAKY), 3):
+                yield LEAKY[start:start + 3]
+            yield Completion(text=LEAKY, prompt_tokens=5, completion_tokens=20, finish_reason="stop")
+
+    monkeypatch.setattr("synthesis.serving_views.engine_for", lambda deployment: Leaky())
+    question = [{"role": "user", "content": "Who was my last patient?"}]
+    masked = client(secret).chat.completions.create(model=deployment.name, messages=question).choices[0].message.content
+    assert "Robert" not in masked and "998-3999" not in masked and "[NAME]" in masked and "[PHONE]" in masked
+    streamed = "".join(c.choices[0].delta.content or "" for c in client(secret).chat.completions.create(
+        model=deployment.name, messages=question, stream=True) if c.choices)
+    assert pii_find(streamed) == [] and "Robert" not in streamed and "[NAME]" in streamed
+
+    deployment.output_filter = "refuse"
+    deployment.save()
+    refused = client(secret).chat.completions.create(model=deployment.name, messages=question).choices[0]
+    assert refused.message.content == REFUSAL and refused.finish_reason == "content_filter"
+    audits = list(CompletionAudit.objects.order_by("id"))
+    assert all(a.filtered and a.filtered_spans.get("name", 0) >= 1 for a in audits)
+    assert "Robert" not in "".join(a.output for a in audits)  # the audit keeps what was sent, not the raw text
+
+
+def test_the_stream_filter_never_lets_a_detected_span_out_however_the_text_is_cut():
+    whole = output_filter(LEAKY, mode="mask").text
+    for size in (1, 2, 5, 11):
+        gate = StreamFilter(mode="mask")
+        sent = "".join(gate.feed(LEAKY[i:i + size]) for i in range(0, len(LEAKY), size)) + gate.finish()
+        assert sent == whole and pii_find(sent) == []
+    gate = StreamFilter(mode="refuse")
+    sent = "".join(gate.feed(LEAKY[i:i + 4]) for i in range(0, len(LEAKY), 4)) + gate.finish()
+    assert gate.refused and "Robert" not in sent
+    assert output_filter("The weather is fine.", mode="refuse").text == "The weather is fine."
+
+
+@pytest.mark.slow
+def test_concurrent_requests_share_a_batch(dp_run):  # noqa: F811
+    from django.conf import settings
+
+    from synthesis.generation import TransformersBackend
+
+    owner, dataset, model_dir, run = dp_run
+    adapter = Artifact.objects.get(pk=run.children.get(kind="evaluate").params["adapter_artifact"])
+    backend = TransformersBackend.load(model_spec=str(model_dir), adapter_path=settings.KSG_ARTIFACT_DIR / adapter.path,
+                                       cache_dir=settings.KSG_MODEL_CACHE)
+    engine = ServingEngine(backend)
+    sampling = SamplingParams(temperature=0, top_p=1.0, max_new_tokens=6)
+    alone = engine.complete([{"role": "user", "content": "headache"}], sampling).text
+    answers = [None] * 8
+    barrier = threading.Barrier(8)
+
+    def ask(index: int) -> None:
+        barrier.wait()
+        answers[index] = engine.complete([{"role": "user", "content": "headache"}], sampling).text
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert max(engine.batches) > 1 and sum(engine.batches) == 9
+    assert answers == [alone] * 8  # no cross-talk: each request gets its own greedy answer
+
+
+def test_only_a_succeeded_evaluated_run_of_ones_own_dataset_is_deployed(clinic, make_user):  # noqa: F811
+    from jobs.models import Job
+
+    owner, dataset, _ = clinic
+    failed = Job.objects.create(kind="run", owner=owner, dataset=dataset, params={}, celery_task_id="x", status="failed")
+    with pytest.raises(JobStateError, match="only a succeeded run"):
+        deployment_create(run=failed, actor=owner)
+    with pytest.raises(AccessRefused):
+        deployment_create(run=failed, actor=make_user("mallory"))
+
+
+@pytest.mark.slow
+def test_pages_deploy_a_run_hand_out_and_revoke_keys_and_show_officers_the_audit(dp_run, make_user):  # noqa: F811
+    from django.test import Client
+
+    from privacy.services import user_create
+    from synthesis.models import Deployment, ServingKey
+
+    owner, dataset, _, run = dp_run
+    page = Client()
+    page.force_login(owner)
+    assert b'id="deploy-form"' in page.get(f"/jobs/{run.pk}/").content
+    response = page.post(f"/serving/deploy/{run.pk}/")
+    deployment = Deployment.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/serving/{deployment.pk}/"
+    assert page.post(f"/serving/deploy/{run.pk}/")["Location"] == f"/serving/{deployment.pk}/"  # one per run
+
+    created = page.post(f"/serving/{deployment.pk}/", {"name": "clinic portal"})
+    secret = created.context["new_key"]
+    assert created.status_code == 200 and secret.startswith("ksk-") and secret.encode() in created.content
+    assert secret.encode() not in page.get(f"/serving/{deployment.pk}/").content  # shown once
+    with wsgi_in_test_transaction():
+        assert [m.id for m in client(secret).models.list()] == [deployment.name]
+        client(secret).chat.completions.create(model=deployment.name, messages=[{"role": "user", "content": "Hi"}],
+                                               max_tokens=2)
+    engines_unload()
+
+    outsider = Client()
+    outsider.force_login(make_user("mallory"))
+    assert outsider.get(f"/serving/{deployment.pk}/").status_code == 404
+    assert outsider.get("/serving/audit/").status_code == 404
+    key = ServingKey.objects.get()
+    assert outsider.post(f"/serving/keys/{key.pk}/revoke/").status_code == 404
+
+    officer = Client()
+    officer.force_login(user_create(username="olga", role="compliance_officer", password="a-long-password-1"))
+    audit = officer.get("/serving/audit/")
+    assert audit.status_code == 200 and deployment.name.encode() in audit.content and key.prefix.encode() in audit.content
+    rows = officer.get("/serving/audit.csv").content.decode().splitlines()
+    assert rows[0].startswith("time,deployment,key,status") and len(rows) == 2 and f",{key.prefix}," in rows[1]
+    assert officer.post(f"/serving/{deployment.pk}/", {"name": "sneaky"}).status_code == 400  # sees, cannot hand out
+
+    page.post(f"/serving/keys/{key.pk}/revoke/")
+    key.refresh_from_db()
+    assert key.revoked_at is not None
