@@ -138,11 +138,15 @@ class ServingEngine:
         self.batches: list[int] = []  # sizes of the batches run, newest last (for tests and the benchmark)
         threading.Thread(target=self._batch_loop, name="serving-batcher", daemon=True).start()
 
-    def complete(self, messages: list[dict], sampling: SamplingParams, *, timeout: float = 600) -> Completion:
-        """Generate one answer, batched with whatever else is waiting."""
+    def submit(self, messages: list[dict], sampling: SamplingParams) -> Future:
+        """Queue one answer, batched with whatever else is waiting; the Future gets the Completion."""
         future: Future = Future()
         self._requests.put(_Request(messages, sampling, future))
-        return future.result(timeout=timeout)
+        return future
+
+    def complete(self, messages: list[dict], sampling: SamplingParams, *, timeout: float = 600) -> Completion:
+        """submit() and wait for the answer."""
+        return self.submit(messages, sampling).result(timeout=timeout)
 
     def stream(self, messages: list[dict], sampling: SamplingParams) -> Iterator[str | Completion]:
         """Decoded text pieces as they come, then the Completion (token counts, finish_reason)."""

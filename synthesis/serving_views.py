@@ -2,10 +2,19 @@
 `POST /v1/chat/completions` (messages, temperature, top_p, max_tokens, stream as server-sent
 events), authenticated with a serving key (`Authorization: Bearer ksk-...`). Errors use the
 OpenAI shape {"error": {"message", "type", "code"}} so the official client raises its usual
-exceptions. Every completion request is audited, whatever its outcome."""
+exceptions. Every completion request is audited, whatever its outcome.
+
+The completion view is async: under daphne a sync view would hold the one thread Django runs
+sync views in, so concurrent requests would wait for each other instead of sharing a batch.
+The database work runs through sync_to_async; the model's answer is awaited on the engine's
+Future."""
+import asyncio
 import json
+import threading
 import time
 import uuid
+
+from asgiref.sync import sync_to_async
 
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -25,6 +34,7 @@ class ServingError(Exception):
     def __init__(self, status: int, message: str, *, kind: str = "invalid_request_error", code: str | None = None):
         super().__init__(message)
         self.status, self.message, self.kind, self.code = status, message, kind, code
+        self.audit: dict = {}
 
     def response(self) -> JsonResponse:
         response = JsonResponse({"error": {"message": self.message, "type": self.kind, "code": self.code,
@@ -101,10 +111,8 @@ def _messages(body: dict) -> list[dict]:
     return cleaned
 
 
-@csrf_exempt
-@require_POST
-def chat_completions(request):
-    started = time.monotonic()
+def _admit(request) -> tuple[dict, Deployment, list[dict], SamplingParams, bool]:
+    """Key, model, rate limit and body checks (database work: run in a thread)."""
     audit = {"status_code": 200, "model_name": "", "stream": False}
     try:
         key = audit["key"] = _key(request)
@@ -127,20 +135,33 @@ def chat_completions(request):
         stream = audit["stream"] = bool(body.get("stream"))
         if deployment.store_texts:
             audit["prompt"] = messages
-        engine = engine_for(deployment)
-        if stream:
-            return _streamed(engine, deployment, messages, sampling, audit, started)
-        completion = engine.complete(messages, sampling)
+        return audit, deployment, messages, sampling, stream
     except ServingError as error:
-        _audit(audit, started, status_code=error.status, error=error.message)
+        error.audit = audit
+        raise
+
+
+@csrf_exempt
+@require_POST
+async def chat_completions(request):
+    started = time.monotonic()
+    try:
+        audit, deployment, messages, sampling, stream = await sync_to_async(_admit)(request)
+    except ServingError as error:
+        await sync_to_async(_audit)(error.audit, started, status_code=error.status, error=error.message)
         return error.response()
+    engine = await sync_to_async(engine_for, thread_sensitive=False)(deployment)  # loads once per process
+    if stream:
+        return _streamed(engine, deployment, messages, sampling, audit, started)
+    try:
+        completion = await asyncio.wrap_future(engine.submit(messages, sampling))
     except GenerationError as error:
-        _audit(audit, started, status_code=400, error=str(error))
+        await sync_to_async(_audit)(audit, started, status_code=400, error=str(error))
         return ServingError(400, str(error)).response()
     filtered = output_filter(completion.text, mode=deployment.output_filter)
     finish = "content_filter" if filtered.refused else completion.finish_reason
-    _audit(audit, started, completion=completion, filtered=filtered.filtered, filtered_spans=filtered.spans,
-           output=filtered.text if deployment.store_texts else "")
+    await sync_to_async(_audit)(audit, started, completion=completion, filtered=filtered.filtered,
+                                filtered_spans=filtered.spans, output=filtered.text if deployment.store_texts else "")
     return JsonResponse({
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
         "model": deployment.name,
@@ -148,6 +169,26 @@ def chat_completions(request):
                      "logprobs": None}],
         "usage": _usage(completion),
     })
+
+
+async def _pieces(iterator):
+    """A blocking iterator (the engine's token stream) read on its own thread, as an async one."""
+    loop, items = asyncio.get_running_loop(), asyncio.Queue()
+    done = object()
+
+    def pump() -> None:
+        try:
+            for item in iterator:
+                loop.call_soon_threadsafe(items.put_nowait, item)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(items.put_nowait, exc)
+        loop.call_soon_threadsafe(items.put_nowait, done)
+
+    threading.Thread(target=pump, name="serving-stream-pump", daemon=True).start()
+    while (item := await items.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def _usage(completion: Completion) -> dict:
@@ -165,12 +206,12 @@ def _streamed(engine, deployment: Deployment, messages, sampling, audit: dict, s
             body["usage"] = usage
         return f"data: {json.dumps(body)}\n\n"
 
-    def events():
+    async def events():
         gate = StreamFilter(mode=deployment.output_filter)
         sent, completion, error = [], None, ""
         try:
             yield chunk({"role": "assistant", "content": ""})
-            for piece in engine.stream(messages, sampling):
+            async for piece in _pieces(engine.stream(messages, sampling)):
                 if isinstance(piece, Completion):
                     completion = piece
                     break
@@ -198,9 +239,9 @@ def _streamed(engine, deployment: Deployment, messages, sampling, audit: dict, s
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            _audit(audit, started, completion=completion, filtered=bool(gate.spans), filtered_spans=gate.counts(),
-                   output="".join(sent) if deployment.store_texts else "", error=error,
-                   status_code=500 if error else 200)
+            await sync_to_async(_audit)(audit, started, completion=completion, filtered=bool(gate.spans),
+                                        filtered_spans=gate.counts(), output="".join(sent) if deployment.store_texts
+                                        else "", error=error, status_code=500 if error else 200)
 
     response = StreamingHttpResponse(events(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

@@ -2,6 +2,7 @@
 client (over httpx's WSGI transport, in-process): keys, grants, rate limit, audit, the PII
 output filter (whole and streamed), and request batching."""
 import threading
+from concurrent.futures import Future
 
 import httpx
 import openai
@@ -97,8 +98,10 @@ def test_a_planted_name_in_an_output_is_masked_or_refused_and_the_event_audited(
     owner, run, deployment, key, secret = served
 
     class Leaky:  # a model that reproduces a private record (what the nonprivate baseline can do)
-        def complete(self, messages, sampling):
-            return Completion(text=LEAKY, prompt_tokens=5, completion_tokens=20, finish_reason="stop")
+        def submit(self, messages, sampling):
+            answer = Future()
+            answer.set_result(Completion(text=LEAKY, prompt_tokens=5, completion_tokens=20, finish_reason="stop"))
+            return answer
 
         def stream(self, messages, sampling):
             for start in range(0, len(LEAKY), 3):
