@@ -198,6 +198,9 @@ class ExportParams:
     run_id: int = field(default=0, metadata={"min": 1, "help": "The run whose model is exported."})
     adapter_artifact: int = field(default=0, metadata={"min": 1, "help": "Artifact id of the evaluated adapter."})
     base_model: str = field(default="smollm2-135m-instruct", metadata={"help": "The adapter's base model."})
+    quantize: str = field(default="none", metadata={
+        "choices": ("none", "gptq"),
+        "help": "gptq: also write a 4-bit GPTQ copy (CUDA and the gpu extra; calibrated on public seed text)."})
 
 
 @dataclass(frozen=True)

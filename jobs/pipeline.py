@@ -265,7 +265,7 @@ def run_cancel(*, run: Job, actor) -> Job:
     return run
 
 
-def run_export(*, run: Job, actor) -> Job:
+def run_export(*, run: Job, actor, quantize: str = "none") -> Job:
     """Submit the export of the model a succeeded run's evaluation measured: its adapter merged
     into the base model, with a model card (synthesis.export). One export per run: one already
     queued, running or done is returned as it is. Only users who may use the run's dataset
@@ -283,13 +283,13 @@ def run_export(*, run: Job, actor) -> Job:
     evaluation = run.children.filter(kind="evaluate", status=Job.Status.SUCCEEDED).order_by("-pk").first()
     if evaluation is None:
         raise JobStateError(f"run {run.pk} has no finished evaluation, whose figures the model card states")
-    existing = (Job.objects.filter(kind=Job.Kind.EXPORT, params__run_id=run.pk)
+    existing = (Job.objects.filter(kind=Job.Kind.EXPORT, params__run_id=run.pk, params__quantize=quantize)
                 .exclude(status__in=[Job.Status.FAILED, Job.Status.CANCELLED]).order_by("-pk").first())
     if existing is not None:
         return existing
     return job_submit(owner=actor, kind=Job.Kind.EXPORT, dataset=run.dataset, params={
         "run_id": run.pk, "adapter_artifact": evaluation.params["adapter_artifact"],
-        "base_model": evaluation.params["base_model"]})
+        "base_model": evaluation.params["base_model"], "quantize": quantize})
 
 
 def run_exports(*, run: Job):

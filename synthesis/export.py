@@ -43,6 +43,13 @@ def model_export_run(params, ctx) -> None:
     staging.replace(out_dir)  # a re-run never sees half a model
     ctx.artifact(kind="model", path=out_dir)
     ctx.log(f"merged model written: {sum(f.stat().st_size for f in out_dir.iterdir()) / 1e6:.0f} MB")
+    if params.quantize == "gptq":
+        quantized = ctx.artifact_dir / "merged_model_gptq"
+        shutil.rmtree(quantized, ignore_errors=True)
+        domain = (report.get("parameters") or {}).get("generate", {}).get("domain", "medical")
+        gptq_write(model_dir=out_dir, out_dir=quantized, domain=domain)
+        ctx.artifact(kind="model", path=quantized)
+        ctx.log("4-bit GPTQ copy written")
 
 
 def merged_model_write(*, base_model: str, adapter_dir: Path, out_dir: Path) -> Path:
@@ -57,6 +64,33 @@ def merged_model_write(*, base_model: str, adapter_dir: Path, out_dir: Path) -> 
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out_dir, safe_serialization=True)
     AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(out_dir)
+    return out_dir
+
+
+def gptq_write(*, model_dir: Path, out_dir: Path, domain: str) -> Path:
+    """A 4-bit GPTQ copy of a merged model directory (transformers' GPTQConfig, backed by
+    gptqmodel and optimum: the `gpu` extra, on a CUDA machine). Calibrated on the public seed
+    instructions of the domain, never on private records (this runs on the server side)."""
+    import importlib.util
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPTQConfig
+
+    from .prompts import seed_instructions
+
+    missing = [name for name in ("gptqmodel", "optimum") if importlib.util.find_spec(name) is None]
+    if not torch.cuda.is_available() or missing:
+        raise RuntimeError("a GPTQ export needs a CUDA GPU and the gpu extra (pip install '.[gpu]'); "
+                           + ("this machine has no CUDA GPU" if not torch.cuda.is_available()
+                              else f"missing: {', '.join(missing)}") + ". Export with quantize=none here.")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    calibration = list(seed_instructions(domain))
+    config = GPTQConfig(bits=4, dataset=calibration, tokenizer=tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, device_map="auto", quantization_config=config)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    for name in (CARD_FILE, PRIVACY_FILE):
+        shutil.copy(model_dir / name, out_dir / name)
     return out_dir
 
 

@@ -99,6 +99,11 @@ def test_who_may_export_and_when(dp_run, make_user):
     assert outsider.post(f"/api/runs/{run.pk}/export").status_code == 404
     assert finished(response.json()["id"]).status == "succeeded"
 
+    # a 4-bit GPTQ copy needs CUDA and the gpu extra: here the job says so, keeping the merged model
+    quantized = finished(run_export(run=run, actor=owner, quantize="gptq").pk)
+    assert quantized.status == "failed" and "needs a CUDA GPU and the gpu extra" in quantized.error
+    assert quantized.artifacts.filter(kind="model", path__endswith="merged_model").exists()
+
 
 def _facts(**privacy) -> dict:
     report = {"run": {"id": 3, "baseline": privacy.pop("baseline", "knowledgesg"), "baseline_label": "KnowledgeSG"},

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from jobs.embedded import embedded_worker_if_needed
 from jobs.follow import job_follow
+from jobs.kinds import JobParamsError
 from jobs.models import Job
 from jobs.pipeline import run_export
 from jobs.services import JobQueueUnavailable, JobStateError
@@ -23,6 +24,8 @@ class Command(BaseCommand):
         parser.add_argument("--run", type=int, required=True, help="id of a succeeded run")
         parser.add_argument("--wait", action="store_true", help="follow the export until it ends")
         parser.add_argument("--out", type=Path, help="copy the merged model directory here (implies --wait)")
+        parser.add_argument("--quantize", choices=("none", "gptq"), default="none",
+                            help="gptq: also a 4-bit GPTQ copy (a CUDA GPU and the gpu extra)")
 
     def handle(self, *args, **options):
         run = Job.objects.filter(pk=options["run"], kind=Job.Kind.RUN).select_related("owner", "dataset").first()
@@ -36,8 +39,8 @@ class Command(BaseCommand):
             raise CommandError("in the embedded mode the queue lives in this process: add --wait")
         owner = run.dataset.owner if run.dataset else run.owner  # the operator acts for the dataset's owner
         try:
-            export = run_export(run=run, actor=owner)
-        except (JobStateError, JobQueueUnavailable) as error:
+            export = run_export(run=run, actor=owner, quantize=options["quantize"])
+        except (JobStateError, JobQueueUnavailable, JobParamsError) as error:
             raise CommandError(str(error)) from error
         self.stdout.write(f"export job {export.pk} of run {run.pk}: {export.status}")
         if not wait:
@@ -46,7 +49,7 @@ class Command(BaseCommand):
             export = job_follow(job_id=export.pk, write=self.stdout.write)
         if export.status != Job.Status.SUCCEEDED:
             raise CommandError(f"export job {export.pk} {export.status}: {export.error}")
-        model_dir = Path(settings.KSG_ARTIFACT_DIR) / export.artifacts.get(kind="model").path
+        model_dir = Path(settings.KSG_ARTIFACT_DIR) / export.artifacts.get(kind="model", path__endswith="merged_model").path
         if out is not None:
             shutil.copytree(model_dir, out, dirs_exist_ok=True)
             model_dir = out
