@@ -106,6 +106,8 @@ const KsgJobStream = (() => {
     function showStatus(payload) {
       status.textContent = payload.status;
       status.className = "status status-" + payload.status;
+      const attempts = document.getElementById("job-attempts");  // a new attempt's status names it
+      if (attempts && Number.isInteger(payload.attempt)) attempts.textContent = payload.attempt;
       if (payload.error) { error.textContent = payload.error; error.hidden = false; }
       if (TERMINAL.has(payload.status)) {
         const cancel = document.getElementById("cancel-form");

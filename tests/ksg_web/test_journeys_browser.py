@@ -148,6 +148,8 @@ async def _data_scientist(page: Browser, base: str, upload: Path, shots: Path) -
     assert grown > first  # the chart grows while the job runs, over the websocket
     await page.wait_for("document.getElementById('job-status').textContent === 'succeeded'", timeout=30)
     assert await page.evaluate(points) == 12
+    # the attempt counter follows the stream too (0 when the page loaded before the worker took it)
+    assert await page.evaluate("document.getElementById('job-attempts').textContent") == "1"
     await _screenshot(page, shots / "selftest.png")
 
     await _open(page, f"{base}/jobs/runs/new/", "!!document.querySelector('form')")
