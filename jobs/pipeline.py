@@ -265,24 +265,33 @@ def run_cancel(*, run: Job, actor) -> Job:
     return run
 
 
+def run_evaluated_model(*, run: Job, actor, use: str) -> Job:
+    """The evaluation job of a succeeded run whose model `actor` may `use` ("export", "deploy"):
+    its params name the adapter artifact and base model the report measured. Raises
+    JobStateError (not a run, not succeeded, not evaluated) or AccessRefused (no grant on the
+    run's dataset: seeing a run is not enough to take its model)."""
+    from privacy.access import datasets_usable_by
+    from privacy.services import AccessRefused
+
+    if run.kind != Job.Kind.RUN:
+        raise JobStateError(f"job {run.pk} is a {run.kind} job, not a run; only a run's model can {use}")
+    if run.dataset_id is not None and not datasets_usable_by(actor).filter(pk=run.dataset_id).exists():
+        raise AccessRefused(f"you may see run {run.pk} but not {use} its model: "
+                            f"ask for a grant on dataset '{run.dataset.name}'")
+    if run.status != Job.Status.SUCCEEDED:
+        raise JobStateError(f"run {run.pk} is {run.status}; only a succeeded run has a model to {use}")
+    evaluation = run.children.filter(kind="evaluate", status=Job.Status.SUCCEEDED).order_by("-pk").first()
+    if evaluation is None:
+        raise JobStateError(f"run {run.pk} has no finished evaluation; {use} a model once it is evaluated")
+    return evaluation
+
+
 def run_export(*, run: Job, actor, quantize: str = "none") -> Job:
     """Submit the export of the model a succeeded run's evaluation measured: its adapter merged
     into the base model, with a model card (synthesis.export). One export per run: one already
     queued, running or done is returned as it is. Only users who may use the run's dataset
     export; a failed or cancelled export may be submitted again."""
-    from privacy.access import datasets_usable_by
-    from privacy.services import AccessRefused
-
-    if run.kind != Job.Kind.RUN:
-        raise JobStateError(f"job {run.pk} is a {run.kind} job, not a run; only a run's model is exported")
-    if run.dataset_id is not None and not datasets_usable_by(actor).filter(pk=run.dataset_id).exists():
-        raise AccessRefused(f"you may see run {run.pk} but not export its model: "
-                            f"ask for a grant on dataset '{run.dataset.name}'")
-    if run.status != Job.Status.SUCCEEDED:
-        raise JobStateError(f"run {run.pk} is {run.status}; only a succeeded run has a model to export")
-    evaluation = run.children.filter(kind="evaluate", status=Job.Status.SUCCEEDED).order_by("-pk").first()
-    if evaluation is None:
-        raise JobStateError(f"run {run.pk} has no finished evaluation, whose figures the model card states")
+    evaluation = run_evaluated_model(run=run, actor=actor, use="export")
     existing = (Job.objects.filter(kind=Job.Kind.EXPORT, params__run_id=run.pk, params__quantize=quantize)
                 .exclude(status__in=[Job.Status.FAILED, Job.Status.CANCELLED]).order_by("-pk").first())
     if existing is not None:

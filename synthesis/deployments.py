@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from jobs.models import Job
-from jobs.services import JobStateError
+from jobs.pipeline import run_evaluated_model
 from privacy.access import datasets_usable_by, is_admin
 from privacy.models import AuditEntry
 from privacy.services import AccessRefused, audit_record
@@ -28,16 +28,7 @@ def deployment_create(*, run: Job, actor, name: str | None = None, output_filter
                       store_texts: bool = False, requests_per_minute: int = 60) -> Deployment:
     """Deploy the model a succeeded run's evaluation measured (as run_export exports it). One
     active deployment per run: an existing one is returned as it is. The dataset's users only."""
-    if run.kind != Job.Kind.RUN:
-        raise JobStateError(f"job {run.pk} is a {run.kind} job, not a run; only a run's model is deployed")
-    if run.dataset_id is not None and not datasets_usable_by(actor).filter(pk=run.dataset_id).exists():
-        raise AccessRefused(f"you may see run {run.pk} but not deploy its model: "
-                            f"ask for a grant on dataset '{run.dataset.name}'")
-    if run.status != Job.Status.SUCCEEDED:
-        raise JobStateError(f"run {run.pk} is {run.status}; only a succeeded run has a model to deploy")
-    evaluation = run.children.filter(kind="evaluate", status=Job.Status.SUCCEEDED).order_by("-pk").first()
-    if evaluation is None:
-        raise JobStateError(f"run {run.pk} has no finished evaluation; deploy a model once it is evaluated")
+    evaluation = run_evaluated_model(run=run, actor=actor, use="deploy")
     existing = Deployment.objects.filter(run=run, active=True).first()
     if existing is not None:
         return existing
