@@ -2,7 +2,8 @@
 `POST /v1/chat/completions` (messages, temperature, top_p, max_tokens, stream as server-sent
 events), authenticated with a serving key (`Authorization: Bearer ksk-...`). Errors use the
 OpenAI shape {"error": {"message", "type", "code"}} so the official client raises its usual
-exceptions. Every completion request is audited, whatever its outcome.
+exceptions. Every completion request made with a valid key is audited, whatever its outcome
+(requests without one are refused with 401 and not written: an outsider cannot fill the audit).
 
 The completion view is async: under daphne a sync view would hold the one thread Django runs
 sync views in, so concurrent requests would wait for each other instead of sharing a batch.
@@ -148,7 +149,8 @@ async def chat_completions(request):
     try:
         audit, deployment, messages, sampling, stream = await sync_to_async(_admit)(request)
     except ServingError as error:
-        await sync_to_async(_audit)(error.audit, started, status_code=error.status, error=error.message)
+        if error.audit.get("key") is not None:  # without a valid key there is no one to audit, only noise
+            await sync_to_async(_audit)(error.audit, started, status_code=error.status, error=error.message)
         return error.response()
     engine = await sync_to_async(engine_for, thread_sensitive=False)(deployment)  # loads once per process
     if stream:

@@ -73,6 +73,8 @@ def test_keys_see_only_their_models_can_be_revoked_and_are_rate_limited(served, 
     question = [{"role": "user", "content": "Hi"}]
     with pytest.raises(openai.AuthenticationError):
         client("ksk-not-a-key").models.list()
+    with pytest.raises(openai.AuthenticationError):  # refused, and not written: no key, no audit row
+        client("ksk-not-a-key").chat.completions.create(model=deployment.name, messages=question)
     with pytest.raises(openai.NotFoundError, match="does not exist or this key may not use it"):
         client(secret).chat.completions.create(model="someone-elses-model", messages=question, max_tokens=2)
     with pytest.raises(openai.BadRequestError, match="temperature must be a number"):
