@@ -2,10 +2,12 @@
 each on its queue, the epsilon settled, artifacts handed from stage to stage; the privacy
 boundary of the server stages; cancel and failure of a run."""
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from django.utils import timezone
 
 from jobs.kinds import JobParamsError
 from jobs.models import Job
@@ -143,6 +145,7 @@ def test_a_stage_that_gives_up_after_its_attempts_fails_the_run(clinic, settings
     run = run_submit(owner=owner, dataset=dataset, stages=tiny_stages(model_dir))
     stage = run.children.get()
     job_start(job_id=stage.pk, celery_task_id=stage.celery_task_id)  # attempt 1: its worker dies
+    Job.objects.filter(pk=stage.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))  # and beats no more
 
     assert job_execute(job_id=stage.pk, celery_task_id=stage.celery_task_id, stage=generate_run) == "skipped"
 
