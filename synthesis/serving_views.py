@@ -24,7 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 from .deployments import completion_audit_record, serving_key_authenticate, serving_key_over_limit
 from .generation import Completion, GenerationError, SamplingParams
 from .models import Deployment
-from .serving import StreamFilter, engine_for, output_filter
+from .serving import REFUSAL, StreamFilter, engine_for, output_filter
 
 MAX_TOKENS_LIMIT = 4096
 MAX_MESSAGES = 200
@@ -229,8 +229,6 @@ def _streamed(engine, deployment: Deployment, messages, sampling, audit: dict, s
                     sent.append(rest)
                     yield chunk({"content": rest})
             if gate.refused:
-                from .serving import REFUSAL
-
                 sent.append(REFUSAL)
                 yield chunk({"content": REFUSAL}, "content_filter")
             else:

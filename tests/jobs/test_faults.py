@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from celery import Celery
-from django.db import connection
 
 from jobs.kinds import params_as_dict, params_parse
 from jobs.models import Artifact, Job, JobEvent
@@ -22,23 +21,15 @@ from privacy.services import budget_reserve
 from tests.conftest import wait_until
 from tests.support.datasets import register_demo_dataset
 from tests.support.tiny_model import tiny_model_dir
-from tests.support.workers import Worker
+from tests.support.workers import Worker, database_url_for_subprocess
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
 
 
-def _database_url() -> str:
-    """The test database the running test writes to, as a URL for another process."""
-    db = connection.settings_dict
-    if connection.vendor == "postgresql":
-        return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    return f"sqlite:///{db['NAME']}"
-
-
 def _worker(tmp_path: Path, settings, queue: str) -> Worker:
-    return Worker(tmp_path, queues=queue, database_url=_database_url(), redis_url=REDIS_URL, directories={
+    return Worker(tmp_path, queues=queue, database_url=database_url_for_subprocess(), redis_url=REDIS_URL, directories={
         "KSG_DATA_DIR": tmp_path / "worker-data", "KSG_PRIVATE_DIR": settings.KSG_PRIVATE_DIR,
         "KSG_ARTIFACT_DIR": settings.KSG_ARTIFACT_DIR, "KSG_MODEL_CACHE": settings.KSG_MODEL_CACHE})
 

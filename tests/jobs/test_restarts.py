@@ -17,7 +17,6 @@ import pytest
 from celery import Celery
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
-from django.db import connection
 from django.test import Client
 
 from jobs.models import Job, JobEvent
@@ -31,7 +30,7 @@ from tests.conftest import wait_until
 from tests.support.datasets import register_demo_dataset
 from tests.support.servers import ThrowawayPostgres, ThrowawayRedis
 from tests.support.tiny_model import tiny_model_dir
-from tests.support.workers import ROOT, Worker
+from tests.support.workers import ROOT, Worker, database_url_for_subprocess
 from tests.synthesis.test_pipeline import public_tiny_model, tiny_stages
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -120,7 +119,7 @@ def test_a_run_survives_a_redis_restart_and_a_reconnecting_dashboard_gets_every_
     monkeypatch.setattr("jobs.services.current_app", broker)  # stage 1 goes to the throwaway Redis too
 
     worker = Worker(tmp_path, queues="client,server", pool="prefork", redis_url=redis_server.url(0),
-                    database_url=_database_url(),
+                    database_url=database_url_for_subprocess(),
                     directories=_directories(tmp_path, settings.KSG_PRIVATE_DIR, settings.KSG_ARTIFACT_DIR,
                                              settings.KSG_MODEL_CACHE))
     dashboard = None
@@ -161,13 +160,6 @@ def test_a_run_survives_a_redis_restart_and_a_reconnecting_dashboard_gets_every_
     assert dashboard.connections >= 2  # it did reconnect after the restart
     stored = list(JobEvent.objects.filter(job=stage1).order_by("seq").values_list("seq", flat=True))
     assert dashboard.seqs == stored == list(range(1, len(stored) + 1))  # every event, once, in order
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    if connection.vendor == "postgresql":
-        return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    return f"sqlite:///{db['NAME']}"
 
 
 # --- PostgreSQL restart: everything out of process, on a cluster of the test's own -----------

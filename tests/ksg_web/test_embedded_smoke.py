@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +14,12 @@ import httpx
 import pytest
 import websockets
 
+from tests.support.servers import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "smoke-test-password-1"
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture()

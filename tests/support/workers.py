@@ -7,7 +7,17 @@ import sys
 import uuid
 from pathlib import Path
 
+from django.db import connection
+
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def database_url_for_subprocess() -> str:
+    """The test database the running test writes to, as a URL for another process."""
+    db = connection.settings_dict
+    if connection.vendor == "postgresql":
+        return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return f"sqlite:///{db['NAME']}"
 
 
 class Worker:
