@@ -9,6 +9,7 @@ figures also stream as `metric` events.
 import dataclasses
 import json
 
+import torch
 from django.conf import settings
 
 from jobs.selectors import artifact_input
@@ -43,8 +44,11 @@ def evaluate_run(params, ctx) -> None:
               "adapter_artifact": params.adapter_artifact, "records": {"train": len(train), "heldout": len(heldout)},
               "parameters": dataclasses.asdict(params)}
 
-    target = TransformersBackend.load(model_spec=params.base_model, adapter_path=adapter, cache_dir=cache)
-    base = TransformersBackend.load(model_spec=params.base_model, adapter_path=None, cache_dir=cache)
+    # fp32: the attacks' likelihoods are evidence, not to be shifted by bf16 rounding
+    target = TransformersBackend.load(model_spec=params.base_model, adapter_path=adapter, cache_dir=cache,
+                                      dtype=torch.float32)
+    base = TransformersBackend.load(model_spec=params.base_model, adapter_path=None, cache_dir=cache,
+                                    dtype=torch.float32)
     try:
         ctx.check()
         report["privacy"] = {
@@ -112,7 +116,7 @@ def _win_rate(params, target, base, questions: list[dict]) -> dict:
     answers_target = [c.text for c in target.generate(prompts, greedy)]
     answers_base = [c.text for c in base.generate(prompts, greedy)]
     judge = TransformersBackend.load(model_spec=params.professional_model, adapter_path=None,
-                                     cache_dir=settings.KSG_MODEL_CACHE)
+                                     cache_dir=settings.KSG_MODEL_CACHE, dtype=torch.float32)
     try:
         return pairwise_win_rate(judge, [r["instruction"] for r in questions], answers_target, answers_base,
                                  seed=params.seed)

@@ -37,6 +37,8 @@ KSG_DATA_DIR = Path(os.environ.get("KSG_DATA_DIR") or BASE_DIR / "data").resolve
 KSG_PRIVATE_DIR = Path(os.environ.get("KSG_PRIVATE_DIR") or KSG_DATA_DIR / "private").resolve()
 KSG_ARTIFACT_DIR = Path(os.environ.get("KSG_ARTIFACT_DIR") or KSG_DATA_DIR / "artifacts").resolve()
 KSG_MODEL_CACHE = Path(os.environ.get("KSG_MODEL_CACHE") or KSG_DATA_DIR / "models").resolve()
+# dtype of the models generation and serving load: auto (bf16 where the machine runs it fast), float32, bfloat16
+KSG_GENERATION_DTYPE = os.environ.get("KSG_GENERATION_DTYPE", "auto")
 # Uploads larger than 2.5 MB are staged on disk by Django: on the private volume, never in /tmp.
 FILE_UPLOAD_TEMP_DIR = str(KSG_PRIVATE_DIR / "upload-tmp")
 for _directory in (KSG_DATA_DIR, KSG_ARTIFACT_DIR, KSG_MODEL_CACHE):

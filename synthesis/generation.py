@@ -19,11 +19,17 @@ from typing import Callable
 
 import torch
 
-from .loader import causal_lm_load
+from .engine import DecodeEngine
+from .loader import causal_lm_load, fast_dtype
 
 ROLES = ("system", "user", "assistant")
 BACKENDS = ("auto", "transformers", "vllm")
 MAX_AUTO_BATCH_SIZE = 64
+# The continuous-batching engine keeps more sequences running: a decode step's matrix products
+# only get efficient on the CPU from about a hundred rows (docs/PERFORMANCE.md).
+MAX_ENGINE_SEQUENCES = 128
+# The shortest common prompt prefix worth computing once and sharing.
+MIN_SHARED_PREFIX = 16
 # Share of the free memory the automatic batch size may plan to use; the rest is headroom for the
 # allocator, other workers on the machine and the estimate's own error.
 MEMORY_SHARE = 0.5
@@ -197,7 +203,7 @@ def adapter_dir_check(adapter_path: Path) -> Path:
 class TransformersBackend:
     """Batched generation with Hugging Face transformers (left padding, KV cache), CPU or GPU."""
 
-    def __init__(self, model, tokenizer, *, max_batch_size: int | None = None):
+    def __init__(self, model, tokenizer, *, max_batch_size: int | None = None, engine: bool = True):
         if max_batch_size is not None and (not _is_int(max_batch_size) or max_batch_size < 1):
             raise GenerationError(f"max_batch_size must be a positive integer or None, got {max_batch_size!r}")
         self.model = model.eval()
@@ -208,20 +214,35 @@ class TransformersBackend:
         configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         configured = configured if isinstance(configured, list) else [configured]
         self.eos_ids = sorted({i for i in configured + [tokenizer.eos_token_id] if i is not None})
+        # The continuous-batching engine (synthesis/engine.py) where the model has the Llama
+        # layout; `model.generate` otherwise, or when engine=False (the reference path).
+        self.engine_unsupported = DecodeEngine.unsupported(model) if engine else "engine=False"
+        self.last_engine: DecodeEngine | None = None  # the latest generate call's, for its stats
+
+    @property
+    def uses_engine(self) -> bool:
+        return self.engine_unsupported is None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
 
     @classmethod
     def load(cls, *, model_spec: str, adapter_path: Path | None, cache_dir: Path, dtype: torch.dtype | None = None,
-             max_batch_size: int | None = None) -> "TransformersBackend":
+             max_batch_size: int | None = None, engine: bool = True) -> "TransformersBackend":
         """Load `model_spec` (see synthesis.loader) and apply the LoRA adapter when given. The
-        adapter is merged into the weights: the same outputs, without LoRA matmuls per token."""
+        adapter is merged into the weights: the same outputs, without LoRA matmuls per token.
+        dtype None takes the machine's fast dtype (synthesis.loader.fast_dtype)."""
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = dtype or fast_dtype(device)
         model, tokenizer = causal_lm_load(model_spec, cache_dir=cache_dir, dtype=dtype)
         if adapter_path is not None:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(adapter_dir_check(adapter_path))).merge_and_unload()
-        if torch.cuda.is_available():
+        if device == "cuda":
             model = model.to("cuda")
-        return cls(model, tokenizer, max_batch_size=max_batch_size)
+        return cls(model, tokenizer, max_batch_size=max_batch_size, engine=engine)
 
     def generate(self, prompts: list[Prompt], sampling: SamplingParams, *,
                  on_completion: Callable[[int, Completion], None] | None = None, streamer=None) -> list[Completion]:
@@ -234,8 +255,10 @@ class TransformersBackend:
             raise GenerationError("a streamer follows one prompt; stream prompts one at a time")
         encoded = [prompt_token_ids(self.tokenizer, messages) for messages in prompts]
         lengths = [len(ids) for ids in encoded]
-        batch_size = self.batch_size(max(lengths, default=1), sampling.max_new_tokens)
         results: list[Completion | None] = [None] * len(prompts)
+        if self.uses_engine and streamer is None:
+            return self._engine_generate(encoded, sampling, on_completion)
+        batch_size = self.batch_size(max(lengths, default=1), sampling.max_new_tokens)
         for batch in batches_plan(lengths, batch_size):
             completions = self._generate_batch([encoded[i] for i in batch], sampling, seed=batch_seed(sampling.seed, batch[0]),
                                                streamer=streamer)
@@ -243,6 +266,38 @@ class TransformersBackend:
                 results[index] = completion
                 if on_completion is not None:
                     on_completion(index, completion)
+        return results
+
+    def engine_create(self, *, prompt_length: int, max_new_tokens: int, max_sequences: int | None = None) -> DecodeEngine:
+        """A DecodeEngine on this model, with as many slots as fit (batch_size, up to
+        MAX_ENGINE_SEQUENCES) for prompts of about prompt_length tokens."""
+        if not self.uses_engine:
+            raise GenerationError(f"the continuous-batching engine cannot run this model: {self.engine_unsupported}")
+        slots = max_sequences or self.batch_size(prompt_length, max_new_tokens, cap=MAX_ENGINE_SEQUENCES)
+        return DecodeEngine(self.model, eos_ids=self.eos_ids, max_sequences=slots)
+
+    def _engine_generate(self, encoded: list[list[int]], sampling: SamplingParams,
+                         on_completion: Callable[[int, Completion], None] | None) -> list[Completion]:
+        """generate() on the engine: every prompt queued at once (longest first), each with its own
+        random generator seeded by batch_seed(seed, index), so a prompt's text depends on the
+        request, not on the batch around it; on_completion is called as each one finishes."""
+        results: list[Completion | None] = [None] * len(encoded)
+        if not encoded:
+            return []
+        lengths = [len(ids) for ids in encoded]
+        engine = self.last_engine = self.engine_create(prompt_length=max(lengths), max_new_tokens=sampling.max_new_tokens)
+        shared = common_prefix(encoded)
+        if len(encoded) > 1 and len(shared) >= MIN_SHARED_PREFIX:
+            engine.prefix_share(shared)
+        for index in batches_plan(lengths, len(encoded))[0]:
+            engine.add(encoded[index], temperature=sampling.temperature, top_p=sampling.top_p,
+                       max_new_tokens=sampling.max_new_tokens, seed=batch_seed(sampling.seed, index), tag=index)
+        while engine.busy:
+            for sequence in engine.step():
+                completion = results[sequence.tag] = self._completion(sequence.generated, sequence.prompt_length)
+                if on_completion is not None:
+                    on_completion(sequence.tag, completion)
+        engine.release_memory()
         return results
 
     def _generate_batch(self, encoded: list[list[int]], sampling: SamplingParams, *, seed: int,
@@ -280,6 +335,23 @@ class TransformersBackend:
         encoded = [prompt_token_ids(self.tokenizer, messages) for messages in prompts]
         lengths = [len(ids) for ids in encoded]
         results: list[dict[str, float] | None] = [None] * len(prompts)
+
+        def probabilities(probs: torch.Tensor) -> dict[str, float]:
+            return {word: float(probs[ids].sum()) if ids else 0.0 for word, ids in token_ids.items()}
+
+        if self.uses_engine and prompts:
+            # no padding, prompts flattened; the distribution after each prompt is kept, nothing sampled
+            engine = self.last_engine = self.engine_create(prompt_length=max(lengths), max_new_tokens=1)
+            shared = common_prefix(encoded)
+            if len(encoded) > 1 and len(shared) >= MIN_SHARED_PREFIX:
+                engine.prefix_share(shared)
+            for index, ids in enumerate(encoded):
+                engine.add(ids, temperature=0, top_p=1, max_new_tokens=1, seed=0, tag=index, keep_probs=True)
+            while engine.busy:
+                for sequence in engine.step():
+                    results[sequence.tag] = probabilities(sequence.probs)
+            engine.release_memory()
+            return results
         for batch in batches_plan(lengths, self.batch_size(max(lengths, default=1), 1)):
             input_ids, attention_mask = self._left_pad([encoded[i] for i in batch])
             # Left padding shifts the tokens right; positions must still count from each prompt's start.
@@ -289,7 +361,7 @@ class TransformersBackend:
                                     position_ids=position_ids, logits_to_keep=1).logits[:, -1]
             probs = torch.softmax(logits.float(), dim=-1).cpu()
             for row, index in enumerate(batch):
-                results[index] = {word: float(probs[row, ids].sum()) if ids else 0.0 for word, ids in token_ids.items()}
+                results[index] = probabilities(probs[row])
         return results
 
     def _left_pad(self, encoded: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,14 +374,14 @@ class TransformersBackend:
                 attention_mask[row, longest - len(ids):] = 1
         return input_ids.to(self.model.device), attention_mask.to(self.model.device)
 
-    def batch_size(self, prompt_length: int, max_new_tokens: int) -> int:
+    def batch_size(self, prompt_length: int, max_new_tokens: int, *, cap: int = MAX_AUTO_BATCH_SIZE) -> int:
         """max_batch_size if set, else how many sequences of prompt_length + max_new_tokens tokens
-        fit in MEMORY_SHARE of the free memory, by sequence_bytes_estimate; in [1, 64]."""
+        fit in MEMORY_SHARE of the free memory, by sequence_bytes_estimate; in [1, cap]."""
         if self.max_batch_size is not None:
             return self.max_batch_size
         per_sequence = sequence_bytes_estimate(self.model, prompt_length=prompt_length, max_new_tokens=max_new_tokens)
         fitting = int(MEMORY_SHARE * free_memory_bytes(self.model.device) // per_sequence)
-        return max(1, min(MAX_AUTO_BATCH_SIZE, fitting))
+        return max(1, min(cap, fitting))
 
     def close(self) -> None:
         """Free the model (and the GPU memory it held)."""
@@ -317,6 +389,16 @@ class TransformersBackend:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def common_prefix(encoded: list[list[int]]) -> list[int]:
+    """The longest token prefix every prompt starts with (shorter than the shortest prompt)."""
+    if not encoded:
+        return []
+    first, length = encoded[0], min(len(ids) for ids in encoded) - 1
+    for ids in encoded[1:]:
+        length = next((i for i in range(length) if ids[i] != first[i]), length)
+    return first[:max(length, 0)]
 
 
 def sequence_bytes_estimate(model, *, prompt_length: int, max_new_tokens: int) -> int:

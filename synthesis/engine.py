@@ -1,0 +1,464 @@
+"""Continuous batching for Llama-family models: the fast path of the transformers backend.
+
+`model.generate` runs a batch in lock step: prompts are left-padded to the longest, every row
+computes on its padding, and a finished row keeps its place until the longest row ends. Here the
+tokens of every running sequence are flattened into one matrix per step instead:
+
+  - a step feeds each decoding sequence's newest token, plus prompt chunks of waiting sequences
+    up to `step_tokens` tokens in all (chunked prefill), so the projections and the MLP always
+    see a tall matrix and nothing is computed for padding;
+  - a sequence leaves the moment it ends (EOS or its max_new_tokens) and a waiting one takes its
+    slot in the next step;
+  - keys and values live in a slot cache per layer, [slots, kv_heads, capacity, head_dim],
+    kept compact (the running sequences hold slots 0..n-1) so a decode step's attention reads a
+    view of it, not a gathered copy; capacity grows by doubling when a sequence needs it;
+  - logits are computed only where a token is sampled (the last position of each sequence).
+
+Sampling is per sequence: its own temperature, top_p, max_new_tokens and random generator
+(seeded from the request's seed and the prompt's index), so a prompt's text does not depend on
+what else runs in its batch, except through the rounding of a wider matrix product.
+Top-p is exact: the nucleus is found among the 64 most likely tokens when they hold top_p of the
+mass (nearly always), else over the whole sorted vocabulary.
+
+Supported: decoder layers with the Llama layout (`self_attn.{q,k,v,o}_proj`, the two RMS norms,
+`mlp`, a shared `rotary_emb`), no sliding window: model types llama, qwen2, qwen3. Other models
+use `model.generate` (`DecodeEngine.unsupported` says why).
+"""
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
+TOP_P_CANDIDATES = 64
+
+
+class EngineError(ValueError):
+    """A request the engine cannot run; the message says what to change."""
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One prompt being answered. `tokens` is the prompt followed by what was generated;
+    `cached` counts the leading tokens whose keys and values are in the cache."""
+
+    prompt_length: int
+    tokens: list[int]
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    generator: torch.Generator
+    on_token: Callable[["Sequence", int], None] | None = None
+    slot: int = -1
+    cached: int = 0
+    finish_reason: str | None = None  # "stop" (EOS sampled), "length" or "cancelled"
+    tag: object = None  # the caller's, returned untouched
+    keep_probs: bool = False  # keep the next-token distribution of the first sampled position
+    probs: torch.Tensor | None = None  # [vocab] float32 softmax at temperature 1, when keep_probs
+
+    @property
+    def generated(self) -> list[int]:
+        return self.tokens[self.prompt_length:]
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+
+@dataclass
+class EngineStats:
+    steps: int = 0
+    prefill_tokens: int = 0
+    decode_tokens: int = 0
+    max_running: int = 0
+    prefix_tokens: int = 0  # length of the shared prefix
+    prefix_hits: int = 0  # prompts that reused it
+    step_sizes: list[int] = field(default_factory=list)  # running sequences per step, newest last (capped)
+
+
+class DecodeEngine:
+    """The running and waiting sequences of one model (see the module docstring). Not thread
+    safe: one thread adds sequences and calls step()."""
+
+    def __init__(self, model, *, eos_ids: list[int], max_sequences: int = 128, step_tokens: int = 512):
+        reason = self.unsupported(model)
+        if reason:
+            raise EngineError(reason)
+        if max_sequences < 1 or step_tokens < 1:
+            raise EngineError(f"max_sequences and step_tokens must be positive, got {max_sequences}, {step_tokens}")
+        self.model = model
+        self.decoder = model.model
+        self.layers = list(self.decoder.layers)
+        config = model.config
+        self.heads = config.num_attention_heads
+        self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.max_positions = getattr(config, "max_position_embeddings", None) or 2 ** 31
+        self.eos_ids = set(eos_ids)
+        self.max_sequences = max_sequences
+        self.step_tokens = step_tokens
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.running: list[Sequence] = []  # running[i].slot == i
+        self.waiting: list[Sequence] = []
+        self.stats = EngineStats()
+        self.prefix: list[int] | None = None
+        self._prefix_cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.cache = BlockCache(layers=len(self.layers), slots=max_sequences, kv_heads=self.kv_heads,
+                                head_dim=self.head_dim, dtype=self.dtype, device=self.device)
+
+    @staticmethod
+    def unsupported(model) -> str | None:
+        """None when the engine can run `model`, else the reason it cannot."""
+        config = getattr(model, "config", None)
+        model_type = getattr(config, "model_type", None)
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            return f"model type {model_type!r} is not one of {SUPPORTED_MODEL_TYPES}"
+        if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+            return "sliding-window attention is not supported"
+        decoder = getattr(model, "model", None)
+        layers = getattr(decoder, "layers", None)
+        if layers is None or not hasattr(decoder, "rotary_emb") or not hasattr(model, "lm_head"):
+            return "the model does not have the Llama layout (model.layers, model.rotary_emb, lm_head)"
+        attention = layers[0].self_attn
+        if not all(hasattr(attention, name) for name in ("q_proj", "k_proj", "v_proj", "o_proj", "scaling")):
+            return "the attention modules do not have q/k/v/o projections"
+        if type(attention.q_proj) is not torch.nn.Linear:
+            return f"the projections are {type(attention.q_proj).__name__}, not plain Linear (merge adapters first)"
+        return None
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def add(self, prompt_ids: list[int], *, temperature: float, top_p: float, max_new_tokens: int, seed: int,
+            on_token: Callable[[Sequence, int], None] | None = None, tag: object = None,
+            keep_probs: bool = False) -> Sequence:
+        """Queue one prompt; it starts at the next step with a free slot. `on_token(sequence,
+        token)` is called for every sampled token (the EOS token included). With keep_probs the
+        sequence keeps the next-token distribution after its prompt in `probs`."""
+        if not prompt_ids:
+            raise EngineError("a prompt needs at least one token")
+        if len(prompt_ids) + max_new_tokens > self.max_positions:
+            raise EngineError(
+                f"prompt of {len(prompt_ids)} tokens plus max_new_tokens {max_new_tokens} exceeds the model's "
+                f"{self.max_positions} positions: shorten the prompt or lower max_new_tokens")
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(seed)
+        sequence = Sequence(prompt_length=len(prompt_ids), tokens=list(prompt_ids), temperature=temperature,
+                            top_p=top_p, max_new_tokens=max_new_tokens, generator=generator, on_token=on_token, tag=tag,
+                            keep_probs=keep_probs)
+        self.waiting.append(sequence)
+        return sequence
+
+    def prefix_share(self, prefix_ids: list[int]) -> None:
+        """Compute the keys and values of `prefix_ids` once; every later prompt that starts with
+        it (and is longer) copies them into its slot instead of recomputing them. The prefix runs
+        as a one-token request on its own, so call this while the engine is idle."""
+        if self.busy:
+            raise EngineError("share a prefix while the engine is idle")
+        self.prefix, self._prefix_cache = None, None
+        if len(prefix_ids) < 2:
+            return
+        self.add(list(prefix_ids), temperature=0, top_p=1, max_new_tokens=1, seed=0)
+        self.run()  # alone in slot 0, released but not overwritten
+        self._prefix_cache = [self.cache.read_slot(layer, 0, len(prefix_ids)) for layer in range(len(self.layers))]
+        self.prefix = list(prefix_ids)
+        self.stats.prefix_tokens = len(prefix_ids)
+
+    def _admit(self, sequence: Sequence) -> None:
+        sequence.slot = len(self.running)
+        self.running.append(sequence)
+        prefix = self.prefix
+        if prefix and sequence.prompt_length > len(prefix) and sequence.tokens[:len(prefix)] == prefix:
+            self.cache.reserve(len(prefix))
+            for layer, (keys, values) in enumerate(self._prefix_cache):
+                self.cache.write_span(layer, sequence.slot, 0, keys[0].transpose(0, 1), values[0].transpose(0, 1))
+            sequence.cached = len(prefix)
+            self.stats.prefix_hits += 1
+
+    def cancel(self, sequence: Sequence) -> None:
+        """Stop a sequence now (its caller went away); its slot is free at the next step."""
+        if sequence.done:
+            return
+        sequence.finish_reason = "cancelled"
+        if sequence in self.waiting:
+            self.waiting.remove(sequence)
+        elif sequence.slot >= 0:
+            self._release(sequence)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    def run(self) -> None:
+        """Step until every added sequence has finished."""
+        while self.busy:
+            self.step()
+
+    # --- one step ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def step(self) -> list[Sequence]:
+        """Run one forward pass over every running sequence and the next prompt chunks; returns
+        the sequences that finished in it."""
+        while self.waiting and len(self.running) < self.max_sequences:
+            self._admit(self.waiting.pop(0))
+        if not self.running:
+            return []
+        decoding = [s for s in self.running if s.cached == len(s.tokens) - 1 and s.cached >= s.prompt_length]
+        budget = max(self.step_tokens - len(decoding), 1)
+        chunks = []  # (sequence, start, end) of prompt tokens fed this step
+        for sequence in self.running:
+            if sequence.cached < sequence.prompt_length and budget > 0:
+                end = min(sequence.prompt_length, sequence.cached + budget)
+                chunks.append((sequence, sequence.cached, end))
+                budget -= end - sequence.cached
+        self.cache.reserve(max([s.cached + 1 for s in decoding] + [end for _, _, end in chunks]))
+        hidden = self._forward(decoding, chunks)
+        sampling = decoding + [s for s, _, end in chunks if end == s.prompt_length]
+        tokens = self._sample(hidden, sampling) if sampling else []
+        self.stats.steps += 1
+        self.stats.decode_tokens += len(decoding)
+        self.stats.prefill_tokens += sum(end - start for _, start, end in chunks)
+        self.stats.max_running = max(self.stats.max_running, len(self.running))
+        if len(self.stats.step_sizes) < 100_000:
+            self.stats.step_sizes.append(len(self.running))
+        for sequence, start, end in chunks:
+            sequence.cached = end
+        for sequence in decoding:
+            sequence.cached += 1
+        finished = []
+        for sequence, token in zip(sampling, tokens):
+            sequence.tokens.append(token)
+            if token in self.eos_ids:
+                sequence.finish_reason = "stop"
+            elif len(sequence.tokens) - sequence.prompt_length >= sequence.max_new_tokens:
+                sequence.finish_reason = "length"
+            if sequence.on_token is not None:
+                sequence.on_token(sequence, token)
+            if sequence.done:
+                finished.append(sequence)
+        for sequence in finished:
+            if sequence.slot >= 0:
+                self._release(sequence)
+        return finished
+
+    def _forward(self, decoding: list[Sequence], chunks: list[tuple[Sequence, int, int]]) -> torch.Tensor:
+        """Hidden states (after the final norm) at the positions where a token is sampled:
+        every decoding sequence, then every chunk that completes its prompt."""
+        ids, positions = [], []
+        for sequence in decoding:
+            ids.append(sequence.tokens[sequence.cached])
+            positions.append(sequence.cached)
+        for sequence, start, end in chunks:
+            ids.extend(sequence.tokens[start:end])
+            positions.extend(range(start, end))
+        device = self.device
+        input_ids = torch.tensor(ids, device=device)
+        position_ids = torch.tensor(positions, device=device)
+        hidden = self.decoder.embed_tokens(input_ids)
+        cos, sin = self.decoder.rotary_emb(hidden[None], position_ids[None])
+        cos, sin = cos[0, :, None, :], sin[0, :, None, :]  # [T, 1, head_dim]
+        n_decode = len(decoding)
+        decode_slots = torch.tensor([s.slot for s in decoding], device=device, dtype=torch.long)
+        decode_positions = position_ids[:n_decode]
+        if n_decode:
+            longest = self.cache.blocks_for(int(decode_positions.max()) + 1) * self.cache.block
+            # slot row i attends to cache positions 0..positions[i]: an additive mask, 0 or -inf
+            # (rows of running sequences that are not decoding stay 0: finite, and dropped)
+            span = torch.arange(longest, device=device)
+            limits = torch.full((len(self.running),), longest, dtype=torch.long, device=device)
+            limits[decode_slots] = decode_positions
+            decode_bias = torch.zeros(len(self.running), longest, dtype=torch.float32, device=device)
+            decode_bias.masked_fill_(span[None, :] > limits[:, None], float("-inf"))
+            decode_bias = decode_bias[:, None, None, :]  # [rows, 1 (kv heads), 1 (group), L]
+        for index, layer in enumerate(self.layers):
+            attention = layer.self_attn
+            normed = layer.input_layernorm(hidden)
+            q = attention.q_proj(normed).view(-1, self.heads, self.head_dim)
+            k = attention.k_proj(normed).view(-1, self.kv_heads, self.head_dim)
+            v = attention.v_proj(normed).view(-1, self.kv_heads, self.head_dim)
+            if hasattr(attention, "q_norm"):
+                q, k = attention.q_norm(q), attention.k_norm(k)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            outputs = []
+            if n_decode:
+                self.cache.write_tokens(index, decode_slots, decode_positions, k[:n_decode], v[:n_decode])
+                outputs.append(self._decode_attention(index, q[:n_decode], decode_slots, decode_bias,
+                                                      attention.scaling))
+            offset = n_decode
+            for sequence, start, end in chunks:
+                n = end - start
+                slot = sequence.slot
+                self.cache.write_span(index, slot, start, k[offset:offset + n], v[offset:offset + n])
+                keys, values = self.cache.read_slot(index, slot, end)
+                query = q[offset:offset + n].transpose(0, 1)[None]
+                if start == 0:
+                    mask, causal = None, True
+                else:  # a later chunk sees the whole cached prefix and itself causally
+                    mask = (torch.arange(end, device=device)[None, :]
+                            <= torch.arange(start, end, device=device)[:, None])
+                    causal = False
+                out = F.scaled_dot_product_attention(
+                    query, keys, values, attn_mask=mask,
+                    is_causal=causal, scale=attention.scaling, enable_gqa=self.kv_heads != self.heads)
+                outputs.append(out[0].transpose(0, 1))
+                offset += n
+            attended = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+            hidden = hidden + attention.o_proj(attended.reshape(-1, self.heads * self.head_dim))
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        # keep only the positions that sample: each decoding row, each completed prompt's last token
+        keep = list(range(n_decode))
+        offset = n_decode
+        for sequence, start, end in chunks:
+            offset += end - start
+            if end == sequence.prompt_length:
+                keep.append(offset - 1)
+        if len(keep) != hidden.shape[0]:
+            hidden = hidden[torch.tensor(keep, device=device, dtype=torch.long)]
+        return self.decoder.norm(hidden)
+
+    def _decode_attention(self, layer: int, q, slots, bias, scaling) -> torch.Tensor:
+        """One query per decoding sequence against its slot's cached keys, block by block: batched
+        matrix products per kv head (the query heads of a group share it), [B, heads, head_dim]
+        out. Each block is read in place for slots 0..rows-1; when some running sequence is not
+        decoding this step, its row gets a zero query and an all-zero bias, and is dropped."""
+        rows, blocks = bias.shape[0], bias.shape[-1] // self.cache.block
+        groups = self.heads // self.kv_heads
+        everyone = rows == q.shape[0]  # decoding follows slot order, so then slots == 0..rows-1
+        query = q if everyone else q.new_zeros(rows, self.heads, self.head_dim).index_copy_(0, slots, q)
+        query = query.view(rows, self.kv_heads, groups, self.head_dim)
+        keys, values = self.cache.keys[layer][:blocks], self.cache.values[layer][:blocks]
+        scores = torch.cat([torch.matmul(query, block[:rows].transpose(-1, -2)) for block in keys], dim=-1)
+        weights = torch.softmax(scores.float() * scaling + bias, dim=-1).to(q.dtype)
+        size = self.cache.block
+        out = torch.matmul(weights[..., :size], values[0][:rows])
+        for number in range(1, blocks):
+            out += torch.matmul(weights[..., number * size:(number + 1) * size], values[number][:rows])
+        out = out.reshape(rows, self.heads, self.head_dim)
+        return out if everyone else out[slots]
+
+    def _sample(self, hidden: torch.Tensor, sequences: list[Sequence]) -> list[int]:
+        logits = self.model.lm_head(hidden).float()
+        tokens = logits.argmax(-1).tolist()  # greedy rows keep these
+        for row, sequence in enumerate(sequences):
+            if sequence.keep_probs and sequence.probs is None:
+                sequence.probs = torch.softmax(logits[row], dim=-1).cpu()
+        sampled = [row for row, s in enumerate(sequences) if s.temperature > 0]
+        if not sampled:
+            return tokens
+        device = logits.device
+        temperatures = torch.tensor([sequences[r].temperature for r in sampled], device=device)[:, None]
+        probs = torch.softmax(logits[torch.tensor(sampled, device=device)] / temperatures, dim=-1)
+        top_p = [sequences[r].top_p for r in sampled]
+        # The nucleus of a row lies within its k most likely tokens once they hold top_p of the
+        # mass; try a few k, batched, before sorting a whole row.
+        pending = list(range(len(sampled)))
+        for k in (TOP_P_CANDIDATES, 16 * TOP_P_CANDIDATES, probs.shape[-1]):
+            k = min(k, probs.shape[-1])
+            values, indices = probs[torch.tensor(pending, device=device)].topk(k, dim=-1)
+            mass = values.sum(-1).tolist()
+            left = []
+            for position, row in enumerate(pending):
+                if mass[position] >= top_p[row] or k == probs.shape[-1]:
+                    drawn = _nucleus_draw(values[position], top_p[row], sequences[sampled[row]].generator)
+                    tokens[sampled[row]] = int(indices[position, drawn])
+                else:
+                    left.append(row)
+            pending = left
+            if not pending:
+                break
+        return tokens
+
+    def _release(self, sequence: Sequence) -> None:
+        """Free the sequence's slot, moving the last running sequence into it (slots stay 0..n-1)."""
+        slot, last = sequence.slot, self.running[-1]
+        if last is not sequence:
+            self.cache.move(last.slot, slot, last.cached)
+            last.slot = slot
+            self.running[slot] = last
+        self.running.pop()
+        sequence.slot = -1
+
+    def release_memory(self) -> None:
+        """Drop the cache (it is rebuilt on the next step)."""
+        if self.running or self.waiting:
+            raise EngineError("the engine still has sequences")
+        self.cache.clear()
+
+
+class BlockCache:
+    """Keys and values of every slot, per layer, in blocks of `block` positions: block b of a
+    layer is a [slots, kv_heads, block, head_dim] tensor holding positions b*block..(b+1)*block-1
+    of every slot. Blocks are added as sequences grow (never copied), and a prefix of slots of
+    one block is a contiguous view, which is what the decode step's matrix products read."""
+
+    def __init__(self, *, layers: int, slots: int, kv_heads: int, head_dim: int, dtype, device, block: int = 64):
+        self.layers, self.slots, self.kv_heads, self.head_dim = layers, slots, kv_heads, head_dim
+        self.dtype, self.device, self.block = dtype, device, block
+        self.keys: list[list[torch.Tensor]] = [[] for _ in range(layers)]
+        self.values: list[list[torch.Tensor]] = [[] for _ in range(layers)]
+
+    def blocks_for(self, length: int) -> int:
+        return -(-length // self.block)
+
+    def reserve(self, length: int) -> None:
+        """Blocks for positions 0..length-1 of every slot."""
+        shape = (self.slots, self.kv_heads, self.block, self.head_dim)
+        while len(self.keys[0]) < self.blocks_for(length):
+            for layer in range(self.layers):
+                self.keys[layer].append(torch.zeros(shape, dtype=self.dtype, device=self.device))
+                self.values[layer].append(torch.zeros(shape, dtype=self.dtype, device=self.device))
+
+    def write_tokens(self, layer: int, slots: torch.Tensor, positions: torch.Tensor, k, v) -> None:
+        """One position per slot: k, v are [n, kv_heads, head_dim]."""
+        blocks, offsets = positions // self.block, positions % self.block
+        for number in torch.unique(blocks).tolist():
+            rows = (blocks == number).nonzero().squeeze(1)
+            self.keys[layer][number][slots[rows], :, offsets[rows]] = k[rows]
+            self.values[layer][number][slots[rows], :, offsets[rows]] = v[rows]
+
+    def write_span(self, layer: int, slot: int, start: int, k, v) -> None:
+        """Positions start..start+n-1 of one slot: k, v are [n, kv_heads, head_dim]."""
+        position, end = start, start + k.shape[0]
+        while position < end:
+            number, offset = divmod(position, self.block)
+            stop = min(end, (number + 1) * self.block)
+            span = slice(position - start, stop - start)
+            self.keys[layer][number][slot, :, offset:offset + stop - position] = k[span].transpose(0, 1)
+            self.values[layer][number][slot, :, offset:offset + stop - position] = v[span].transpose(0, 1)
+            position = stop
+
+    def read_slot(self, layer: int, slot: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions 0..end-1 of one slot as [1, kv_heads, end, head_dim] keys and values."""
+        blocks = self.blocks_for(end)
+        keys = torch.cat([b[slot:slot + 1] for b in self.keys[layer][:blocks]], dim=2)[:, :, :end]
+        values = torch.cat([b[slot:slot + 1] for b in self.values[layer][:blocks]], dim=2)[:, :, :end]
+        return keys, values
+
+    def move(self, source: int, target: int, length: int) -> None:
+        """Copy positions 0..length-1 of slot `source` into slot `target`."""
+        for store in (self.keys, self.values):
+            for blocks in store:
+                for block in blocks[:self.blocks_for(length)]:
+                    block[target] = block[source]
+
+    def clear(self) -> None:
+        self.keys = [[] for _ in range(self.layers)]
+        self.values = [[] for _ in range(self.layers)]
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _nucleus_draw(sorted_probs: torch.Tensor, top_p: float, generator: torch.Generator) -> int:
+    """Index into `sorted_probs` (descending) of one draw from the top-p nucleus: the most likely
+    tokens whose mass before them is below top_p (at least one), renormalised."""
+    cumulative = sorted_probs.cumsum(0)
+    keep = int(((cumulative - sorted_probs) < top_p).sum().clamp(min=1))
+    kept = cumulative[:keep]
+    u = torch.rand((), generator=generator, dtype=kept.dtype) * kept[-1]
+    return min(int(torch.searchsorted(kept, u, right=True)), keep - 1)
