@@ -150,6 +150,7 @@ class DecodeEngine:
         self.waiting.append(sequence)
         return sequence
 
+    @torch.inference_mode()
     def prefix_share(self, prefix_ids: list[int]) -> None:
         """Compute the keys and values of `prefix_ids` once; every later prompt that starts with
         it (and is longer) copies them into its slot instead of recomputing them. The prefix runs
@@ -176,6 +177,7 @@ class DecodeEngine:
             sequence.cached = len(prefix)
             self.stats.prefix_hits += 1
 
+    @torch.inference_mode()
     def cancel(self, sequence: Sequence) -> None:
         """Stop a sequence now (its caller went away); its slot is free at the next step."""
         if sequence.done:
@@ -341,35 +343,11 @@ class DecodeEngine:
 
     def _sample(self, hidden: torch.Tensor, sequences: list[Sequence]) -> list[int]:
         logits = self.model.lm_head(hidden).float()
-        tokens = logits.argmax(-1).tolist()  # greedy rows keep these
         for row, sequence in enumerate(sequences):
             if sequence.keep_probs and sequence.probs is None:
                 sequence.probs = torch.softmax(logits[row], dim=-1).cpu()
-        sampled = [row for row, s in enumerate(sequences) if s.temperature > 0]
-        if not sampled:
-            return tokens
-        device = logits.device
-        temperatures = torch.tensor([sequences[r].temperature for r in sampled], device=device)[:, None]
-        probs = torch.softmax(logits[torch.tensor(sampled, device=device)] / temperatures, dim=-1)
-        top_p = [sequences[r].top_p for r in sampled]
-        # The nucleus of a row lies within its k most likely tokens once they hold top_p of the
-        # mass; try a few k, batched, before sorting a whole row.
-        pending = list(range(len(sampled)))
-        for k in (TOP_P_CANDIDATES, 16 * TOP_P_CANDIDATES, probs.shape[-1]):
-            k = min(k, probs.shape[-1])
-            values, indices = probs[torch.tensor(pending, device=device)].topk(k, dim=-1)
-            mass = values.sum(-1).tolist()
-            left = []
-            for position, row in enumerate(pending):
-                if mass[position] >= top_p[row] or k == probs.shape[-1]:
-                    drawn = _nucleus_draw(values[position], top_p[row], sequences[sampled[row]].generator)
-                    tokens[sampled[row]] = int(indices[position, drawn])
-                else:
-                    left.append(row)
-            pending = left
-            if not pending:
-                break
-        return tokens
+        return tokens_sample(logits, temperatures=[s.temperature for s in sequences],
+                             top_ps=[s.top_p for s in sequences], generators=[s.generator for s in sequences])
 
     def _release(self, sequence: Sequence) -> None:
         """Free the sequence's slot, moving the last running sequence into it (slots stay 0..n-1)."""
@@ -447,6 +425,43 @@ class BlockCache:
     def clear(self) -> None:
         self.keys = [[] for _ in range(self.layers)]
         self.values = [[] for _ in range(self.layers)]
+
+
+def tokens_sample(logits: torch.Tensor, *, temperatures: list[float], top_ps: list[float],
+                  generators: list[torch.Generator]) -> list[int]:
+    """One token per row of `logits` [rows, vocab]: the argmax where the temperature is 0, else a
+    draw from the top-p nucleus of softmax(logits / temperature) (as transformers' TopPLogitsWarper
+    with top_k off), with the row's own generator."""
+    tokens = logits.argmax(-1).tolist()
+    sampled = [row for row, temperature in enumerate(temperatures) if temperature > 0]
+    if not sampled:
+        return tokens
+    device, vocab = logits.device, logits.shape[-1]
+    scale = torch.tensor([temperatures[row] for row in sampled], device=device)[:, None]
+    probs = torch.softmax(logits[torch.tensor(sampled, device=device)] / scale, dim=-1)
+    pending = []
+    for position, row in enumerate(sampled):
+        if top_ps[row] >= 1:  # the whole vocabulary: no nucleus to find
+            tokens[row] = int(torch.multinomial(probs[position], 1, generator=generators[row]))
+        else:
+            pending.append(position)
+    # A row's nucleus lies within its k most likely tokens once they hold top_p of the mass; try a
+    # few k, batched, before sorting a whole row.
+    for k in (TOP_P_CANDIDATES, 16 * TOP_P_CANDIDATES, vocab):
+        if not pending:
+            break
+        k = min(k, vocab)
+        values, indices = probs[torch.tensor(pending, device=device)].topk(k, dim=-1)  # sorted
+        mass = values.sum(-1).tolist()
+        left = []
+        for found, position in enumerate(pending):  # found: row of the top-k; position: in sampled
+            row = sampled[position]
+            if mass[found] >= top_ps[row] or k == vocab:
+                tokens[row] = int(indices[found, _nucleus_draw(values[found], top_ps[row], generators[row])])
+            else:
+                left.append(position)
+        pending = left
+    return tokens
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

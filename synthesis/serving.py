@@ -2,12 +2,14 @@
 and every output passed through the PII filter before it leaves.
 
 Backends: the synthesis stage's (`backend_load("auto")`): transformers on the CPU, the vLLM
-engine with the LoRA adapter where CUDA and vllm are present. Batching: a request waits up to
-BATCH_WAIT_SECONDS for others; the waiting requests with the same sampling settings run as one
-batch (`generate`: left-padded on transformers, vLLM's own scheduler there), so N concurrent
-clients cost about one generation, not N. A streamed request decodes on its own with a token
-streamer on transformers; vLLM's offline engine has no token stream, so there a streamed answer
-arrives as one piece. One generation at a time runs on the model.
+engine with the LoRA adapter where CUDA and vllm are present. Batching, on the transformers
+backend with the continuous-batching engine (synthesis/engine.py, Llama-family models): one
+thread steps the engine; a request joins the running batch at the next step, whatever its
+sampling settings, and leaves when it ends; a streamed request gets its text as its tokens are
+sampled, in the same batch. Elsewhere (vLLM, other model types) a request waits up to
+BATCH_WAIT_SECONDS for others and the waiting requests with the same sampling settings run as one
+`generate` batch; a stream there decodes on its own with a token streamer (transformers) or
+arrives in one piece (vLLM's offline engine has no token stream).
 
 Output filter: the synthesis stage's PII detector runs on every completion; "mask" replaces each
 span by its kind ([NAME], [EMAIL], ...), "refuse" withholds an output that has any. A stream is
@@ -31,12 +33,12 @@ from django.conf import settings
 
 from privacy.pii import pii_find
 
-from .generation import Completion, SamplingParams, TransformersBackend, backend_load
+from .generation import Completion, GenerationError, SamplingParams, TransformersBackend, backend_load
 
 logger = logging.getLogger(__name__)
 
 BATCH_WAIT_SECONDS = 0.02
-MAX_BATCH = 32
+MAX_BATCH = 64  # requests running at once
 HOLD_BACK_WORDS = 4  # a title and up to three name words
 REFUSAL = "[withheld: the answer contained personal data]"
 
@@ -121,11 +123,14 @@ class StreamFilter:
         return dict(Counter(self.spans.values()))
 
 
-@dataclass
+@dataclass(eq=False)
 class _Request:
     messages: list[dict]
     sampling: SamplingParams
     future: Future
+    pieces: "queue.Queue | None" = None  # a stream's decoded text pieces, then the Completion
+    sequence: object = None  # the engine's Sequence, once added
+    sent: str = ""  # text already put on `pieces`
 
 
 class ServingEngine:
@@ -133,13 +138,15 @@ class ServingEngine:
 
     def __init__(self, backend: TransformersBackend):
         self.backend = backend
-        self._requests: queue.Queue[_Request] = queue.Queue()
+        self._requests: queue.Queue = queue.Queue()
         self._model_lock = threading.Lock()
-        self.batches: list[int] = []  # sizes of the batches run, newest last (for tests and the benchmark)
-        threading.Thread(target=self._batch_loop, name="serving-batcher", daemon=True).start()
+        self.batches: list[int] = []  # requests running per step or batch, newest last (tests, benchmark)
+        continuous = isinstance(backend, TransformersBackend) and backend.uses_engine
+        loop = self._continuous_loop if continuous else self._batch_loop
+        threading.Thread(target=loop, name="serving-batcher", daemon=True).start()
 
     def submit(self, messages: list[dict], sampling: SamplingParams) -> Future:
-        """Queue one answer, batched with whatever else is waiting; the Future gets the Completion."""
+        """Queue one answer, batched with whatever else is running; the Future gets the Completion."""
         future: Future = Future()
         self._requests.put(_Request(messages, sampling, future))
         return future
@@ -150,9 +157,6 @@ class ServingEngine:
 
     def stream(self, messages: list[dict], sampling: SamplingParams) -> Iterator[str | Completion]:
         """Decoded text pieces as they come, then the Completion (token counts, finish_reason)."""
-        import torch
-        from transformers import TextIteratorStreamer
-
         backend = self.backend
         if not isinstance(backend, TransformersBackend):  # vLLM's offline engine: the answer in one piece
             with self._model_lock:
@@ -160,6 +164,104 @@ class ServingEngine:
             yield completion.text
             yield completion
             return
+        if not backend.uses_engine:
+            yield from self._stream_alone(messages, sampling)
+            return
+        request = _Request(messages, sampling, Future(), pieces=queue.Queue())
+        self._requests.put(request)
+        finished = False
+        try:
+            while True:
+                item = request.pieces.get(timeout=600)
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, Completion):
+                    finished = True
+                    return
+        finally:
+            if not finished:  # the reader went away: stop spending compute on it
+                self._requests.put(("cancel", request))
+
+    # --- the continuous loop (the engine) -----------------------------------------------------
+
+    def _continuous_loop(self) -> None:
+        """Requests join the running batch at the next step and leave when they end; a stream's
+        pieces go out as its tokens are sampled."""
+        from .engine import EngineError
+        from .generation import prompt_token_ids
+
+        backend = self.backend
+        engine = backend.engine_create(prompt_length=512, max_new_tokens=512, max_sequences=MAX_BATCH)
+        active: set[_Request] = set()
+        while True:
+            items = [self._requests.get()] if not engine.busy else []
+            while True:
+                try:
+                    items.append(self._requests.get_nowait())
+                except queue.Empty:
+                    break
+            for item in items:
+                if isinstance(item, tuple):  # ("cancel", request)
+                    if item[1].sequence is not None:
+                        engine.cancel(item[1].sequence)
+                        active.discard(item[1])
+                    continue
+                try:
+                    ids = prompt_token_ids(backend.tokenizer, item.messages)
+                    item.sequence = engine.add(ids, temperature=item.sampling.temperature, top_p=item.sampling.top_p,
+                                               max_new_tokens=item.sampling.max_new_tokens,
+                                               seed=secrets.randbelow(2**31), tag=item,
+                                               on_token=self._piece_send if item.pieces is not None else None)
+                    active.add(item)
+                except EngineError as exc:
+                    self._fail(item, GenerationError(str(exc)))
+            if not engine.busy:
+                continue
+            try:
+                finished = engine.step()
+            except BaseException as exc:  # every running request learns why; the engine starts clean
+                logger.exception("a serving step with %d requests failed", len(active))
+                for request in active:
+                    self._fail(request, exc)
+                active.clear()
+                engine = backend.engine_create(prompt_length=512, max_new_tokens=512, max_sequences=MAX_BATCH)
+                continue
+            self.batches.append(len(engine.running) + len(finished))
+            for sequence in finished:
+                request = sequence.tag
+                active.discard(request)
+                completion = backend._completion(sequence.generated, sequence.prompt_length)
+                if request.pieces is not None:
+                    request.pieces.put(completion)
+                request.future.set_result(completion)
+
+    def _piece_send(self, sequence, token: int) -> None:
+        """A stream's new text: the decoded answer so far, minus what was sent, held back while it
+        ends inside a multi-byte character."""
+        request = sequence.tag
+        generated = [t for t in sequence.generated if t not in set(self.backend.eos_ids)]
+        text = self.backend.tokenizer.decode(generated, skip_special_tokens=True)
+        if text.endswith("\ufffd") or len(text) <= len(request.sent):
+            return
+        request.pieces.put(text[len(request.sent):])
+        request.sent = text
+
+    @staticmethod
+    def _fail(request: _Request, exc: BaseException) -> None:
+        if request.pieces is not None:
+            request.pieces.put(exc)
+        if not request.future.done():
+            request.future.set_exception(exc)
+
+    # --- batches (vLLM, or a model the engine cannot run) ---------------------------------------
+
+    def _stream_alone(self, messages: list[dict], sampling: SamplingParams) -> Iterator[str | Completion]:
+        """A stream on `model.generate` with a token streamer, one request at a time."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        backend = self.backend
         streamer = TextIteratorStreamer(backend.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         result: dict = {}
 
@@ -193,6 +295,8 @@ class ServingEngine:
                     break
             groups: dict[tuple, list[_Request]] = {}
             for request in waiting:
+                if isinstance(request, tuple):  # a cancel: batches run whole
+                    continue
                 key = (request.sampling.temperature, request.sampling.top_p, request.sampling.max_new_tokens)
                 groups.setdefault(key, []).append(request)
             for (temperature, top_p, max_new_tokens), requests in groups.items():
