@@ -1,14 +1,22 @@
-"""Tokens per second of the transformers generation backend on the embedded model, by batch size.
+"""Generated tokens per second of the generation backend on the embedded model: plain
+`model.generate` (the baseline, fp32 and bf16) against the continuous-batching engine.
 
-The same 64 generation prompts (the stage-2 prompt with public seed examples), the same
-max_new_tokens, sampling at temperature 0.9; each batch size is one run after a warm-up batch.
+The workload is what the pipeline sends: the stage-2 prompts (system prompt + 3 public seed
+examples, about 100-125 tokens) and the stage-4 distillation prompts (system prompt + one seed
+instruction, about 50-75 tokens), mixed in one request, sampling at temperature 0.9 / top_p 0.95.
+Each configuration runs `--repeats` times after a warm-up; the table gives the median, the
+prompt and generated token counts, and the process's peak RSS so far. A greedy check compares
+the engine's tokens with plain `generate` one prompt at a time, in fp32 (should be identical) and
+in bf16 (reported as the share of prompts whose first N tokens agree).
 
-    .venv/bin/python benchmarks/generation.py                       # batch 1 4 16 64, fp32
-    .venv/bin/python benchmarks/generation.py --dtype bfloat16 --batches 16 64
+    .venv/bin/python benchmarks/generation.py                       # baseline fp32 + bf16, engine bf16
+    .venv/bin/python benchmarks/generation.py --configs engine:bfloat16 --repeats 5
 """
 import argparse
 import os
 import platform
+import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -19,12 +27,25 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ksg_web.settings")
 
 
+def workload(count: int):
+    from synthesis.prompts import distill_prompts, generation_prompts, seed_instructions
+
+    stage2 = generation_prompts(domain="medical", count=count, few_shot=3, seed=0)
+    seeds = list(seed_instructions("medical"))
+    stage4 = distill_prompts([seeds[i % len(seeds)] for i in range(count)], domain="medical")
+    return [prompt for pair in zip(stage2, stage4) for prompt in pair]  # interleaved: mixed lengths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16, 64])
-    parser.add_argument("--prompts", type=int, default=64)
-    parser.add_argument("--max-new-tokens", type=int, default=24)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--configs", nargs="+", default=["generate:float32", "generate:bfloat16", "engine:bfloat16"],
+                        help="path:dtype, path one of generate (plain model.generate) and engine")
+    parser.add_argument("--prompts", type=int, default=64, help="prompts of each stage (the request has twice as many)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=64, help="batch size of plain generate")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--greedy-prompts", type=int, default=16, help="prompts in the greedy check (0 skips it)")
+    parser.add_argument("--greedy-tokens", type=int, default=32)
     args = parser.parse_args()
 
     import django
@@ -35,29 +56,65 @@ def main() -> None:
 
     from synthesis.generation import SamplingParams, TransformersBackend
     from synthesis.loader import EMBEDDED_MODEL, causal_lm_load
-    from synthesis.prompts import generation_prompts
 
-    started = time.perf_counter()
-    model, tokenizer = causal_lm_load(EMBEDDED_MODEL, cache_dir=settings.KSG_MODEL_CACHE, dtype=getattr(torch, args.dtype))
-    load_seconds = time.perf_counter() - started
-    prompts = generation_prompts(domain="medical", count=args.prompts, few_shot=3, seed=0)
+    prompts = workload(args.prompts)
     sampling = SamplingParams(temperature=0.9, top_p=0.95, max_new_tokens=args.max_new_tokens, seed=0)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    print(f"commit {commit}, {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.dtype}, "
-          f"{args.prompts} prompts, max_new_tokens {args.max_new_tokens}, model load {load_seconds:.2f} s")
-    print(f"{'batch':>5} {'seconds':>8} {'new tokens':>10} {'tokens/s':>9} {'vs batch 1':>10}")
-    single = None
-    for batch in args.batches:
-        backend = TransformersBackend(model, tokenizer, max_batch_size=batch)
-        backend.generate(prompts[:batch], sampling)  # warm-up
+    print(f"commit {commit}, {platform.machine()}, {os.cpu_count()} CPUs, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"{len(prompts)} prompts (stage 2 + stage 4), max_new_tokens {args.max_new_tokens}, median of {args.repeats}")
+    print(f"{'path':>8} {'dtype':>8} {'load s':>6} {'seconds':>8} {'prompt tok':>10} {'new tok':>8} {'new tok/s':>9} "
+          f"{'all tok/s':>9} {'vs base':>7} {'peak MB':>8}")
+    base_rate, models = None, {}
+    for config in args.configs:
+        path, dtype_name = config.split(":")
+        dtype = getattr(torch, dtype_name)
         started = time.perf_counter()
-        completions = backend.generate(prompts, sampling)
-        seconds = time.perf_counter() - started
-        tokens = sum(c.completion_tokens for c in completions)
-        rate = tokens / seconds
-        single = single or (rate if batch == 1 else None)
-        ratio = f"{rate / single:.1f}x" if single else "-"
-        print(f"{batch:>5} {seconds:>8.1f} {tokens:>10} {rate:>9.1f} {ratio:>10}", flush=True)
+        if dtype_name not in models:
+            models[dtype_name] = causal_lm_load(EMBEDDED_MODEL, cache_dir=settings.KSG_MODEL_CACHE, dtype=dtype)
+        load = time.perf_counter() - started
+        model, tokenizer = models[dtype_name]
+        backend = TransformersBackend(model, tokenizer, max_batch_size=args.batch if path == "generate" else None,
+                                      engine=path == "engine")
+        backend.generate(prompts[:8], sampling)  # warm-up
+        runs = []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            completions = backend.generate(prompts, sampling)
+            runs.append((time.perf_counter() - started, completions))
+        seconds, completions = sorted(runs, key=lambda run: run[0])[len(runs) // 2]
+        new = sum(c.completion_tokens for c in completions)
+        prompt_tokens = sum(c.prompt_tokens for c in completions)
+        rate = new / seconds
+        base_rate = base_rate or rate
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"{path:>8} {dtype_name:>8} {load:>6.2f} {seconds:>8.1f} {prompt_tokens:>10} {new:>8} {rate:>9.1f} "
+              f"{(new + prompt_tokens) / seconds:>9.1f} {rate / base_rate:>6.1f}x {peak:>8.0f}", flush=True)
+        if path == "engine" and backend.last_engine is not None:
+            stats = backend.last_engine.stats
+            print(f"{'':>8} engine steps {stats.steps}, max running {stats.max_running}, shared prefix "
+                  f"{stats.prefix_tokens} tokens x {stats.prefix_hits} prompts, prefill {stats.prefill_tokens}")
+
+    if args.greedy_prompts:
+        print(f"greedy check: {args.greedy_prompts} prompts, {args.greedy_tokens} new tokens, engine vs plain generate "
+              f"one prompt at a time")
+        greedy = SamplingParams(temperature=0.0, max_new_tokens=args.greedy_tokens)
+        chosen = prompts[:args.greedy_prompts]
+        for dtype_name in ("float32", "bfloat16"):
+            if dtype_name not in models:
+                models[dtype_name] = causal_lm_load(EMBEDDED_MODEL, cache_dir=settings.KSG_MODEL_CACHE,
+                                                    dtype=getattr(torch, dtype_name))
+            model, tokenizer = models[dtype_name]
+            fast = TransformersBackend(model, tokenizer).generate(chosen, greedy)
+            plain = TransformersBackend(model, tokenizer, max_batch_size=1, engine=False)
+            reference = plain.generate(chosen, greedy)
+            same = sum(f.text == r.text for f, r in zip(fast, reference))
+            agree = []
+            for messages, f, r in zip(chosen, fast, reference):
+                a, b = (tokenizer(x.text, add_special_tokens=False)["input_ids"] for x in (f, r))
+                agree.append(next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b))))
+            print(f"  {dtype_name}: identical texts {same}/{len(chosen)}, tokens agreeing before the first "
+                  f"difference: median {statistics.median(agree)}, min {min(agree)}")
 
 
 if __name__ == "__main__":

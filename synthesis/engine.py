@@ -72,8 +72,8 @@ class EngineStats:
     prefill_tokens: int = 0
     decode_tokens: int = 0
     max_running: int = 0
-    prefix_tokens: int = 0  # length of the shared prefix
-    prefix_hits: int = 0  # prompts that reused it
+    prefix_tokens: int = 0  # tokens of the shared prefixes, computed once each
+    prefix_hits: int = 0  # prompts that reused one
     step_sizes: list[int] = field(default_factory=list)  # running sequences per step, newest last (capped)
 
 
@@ -103,8 +103,8 @@ class DecodeEngine:
         self.running: list[Sequence] = []  # running[i].slot == i
         self.waiting: list[Sequence] = []
         self.stats = EngineStats()
-        self.prefix: list[int] | None = None
-        self._prefix_cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        # shared prompt prefixes and their keys and values per layer ([1, kv_heads, n, head_dim])
+        self.prefixes: list[tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = []
         self.cache = BlockCache(layers=len(self.layers), slots=max_sequences, kv_heads=self.kv_heads,
                                 head_dim=self.head_dim, dtype=self.dtype, device=self.device)
 
@@ -153,29 +153,31 @@ class DecodeEngine:
     @torch.inference_mode()
     def prefix_share(self, prefix_ids: list[int]) -> None:
         """Compute the keys and values of `prefix_ids` once; every later prompt that starts with
-        it (and is longer) copies them into its slot instead of recomputing them. The prefix runs
-        as a one-token request on its own, so call this while the engine is idle."""
+        it (and is longer) copies them into its slot instead of recomputing them (the longest
+        shared prefix it starts with, when there are several). The prefix runs as a one-token
+        request on its own, so call this while the engine is idle."""
         if self.busy:
             raise EngineError("share a prefix while the engine is idle")
-        self.prefix, self._prefix_cache = None, None
-        if len(prefix_ids) < 2:
+        if len(prefix_ids) < 2 or any(prefix == list(prefix_ids) for prefix, _ in self.prefixes):
             return
         self.add(list(prefix_ids), temperature=0, top_p=1, max_new_tokens=1, seed=0)
         self.run()  # alone in slot 0, released but not overwritten
-        self._prefix_cache = [self.cache.read_slot(layer, 0, len(prefix_ids)) for layer in range(len(self.layers))]
-        self.prefix = list(prefix_ids)
-        self.stats.prefix_tokens = len(prefix_ids)
+        cached = [self.cache.read_slot(layer, 0, len(prefix_ids)) for layer in range(len(self.layers))]
+        self.prefixes.append((list(prefix_ids), cached))
+        self.prefixes.sort(key=lambda item: -len(item[0]))  # the longest match first
+        self.stats.prefix_tokens += len(prefix_ids)
 
     def _admit(self, sequence: Sequence) -> None:
         sequence.slot = len(self.running)
         self.running.append(sequence)
-        prefix = self.prefix
-        if prefix and sequence.prompt_length > len(prefix) and sequence.tokens[:len(prefix)] == prefix:
-            self.cache.reserve(len(prefix))
-            for layer, (keys, values) in enumerate(self._prefix_cache):
-                self.cache.write_span(layer, sequence.slot, 0, keys[0].transpose(0, 1), values[0].transpose(0, 1))
-            sequence.cached = len(prefix)
-            self.stats.prefix_hits += 1
+        for prefix, cached in self.prefixes:
+            if sequence.prompt_length > len(prefix) and sequence.tokens[:len(prefix)] == prefix:
+                self.cache.reserve(len(prefix))
+                for layer, (keys, values) in enumerate(cached):
+                    self.cache.write_span(layer, sequence.slot, 0, keys[0].transpose(0, 1), values[0].transpose(0, 1))
+                sequence.cached = len(prefix)
+                self.stats.prefix_hits += 1
+                break
 
     @torch.inference_mode()
     def cancel(self, sequence: Sequence) -> None:

@@ -286,9 +286,8 @@ class TransformersBackend:
             return []
         lengths = [len(ids) for ids in encoded]
         engine = self.last_engine = self.engine_create(prompt_length=max(lengths), max_new_tokens=sampling.max_new_tokens)
-        shared = common_prefix(encoded)
-        if len(encoded) > 1 and len(shared) >= MIN_SHARED_PREFIX:
-            engine.prefix_share(shared)
+        for prefix in shared_prefixes(encoded):
+            engine.prefix_share(prefix)
         for index in batches_plan(lengths, len(encoded))[0]:
             engine.add(encoded[index], temperature=sampling.temperature, top_p=sampling.top_p,
                        max_new_tokens=sampling.max_new_tokens, seed=batch_seed(sampling.seed, index), tag=index)
@@ -342,9 +341,8 @@ class TransformersBackend:
         if self.uses_engine and prompts:
             # no padding, prompts flattened; the distribution after each prompt is kept, nothing sampled
             engine = self.last_engine = self.engine_create(prompt_length=max(lengths), max_new_tokens=1)
-            shared = common_prefix(encoded)
-            if len(encoded) > 1 and len(shared) >= MIN_SHARED_PREFIX:
-                engine.prefix_share(shared)
+            for prefix in shared_prefixes(encoded):
+                engine.prefix_share(prefix)
             for index, ids in enumerate(encoded):
                 engine.add(ids, temperature=0, top_p=1, max_new_tokens=1, seed=0, tag=index, keep_probs=True)
             while engine.busy:
@@ -389,6 +387,16 @@ class TransformersBackend:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def shared_prefixes(encoded: list[list[int]], *, minimum: int = MIN_SHARED_PREFIX) -> list[list[int]]:
+    """Prefixes worth computing once: for each group of at least two prompts that agree on their
+    first `minimum` tokens (a system prompt and chat template, say), the group's common prefix."""
+    groups: dict[tuple[int, ...], list[list[int]]] = {}
+    for ids in encoded:
+        if len(ids) > minimum:
+            groups.setdefault(tuple(ids[:minimum]), []).append(ids)
+    return [common_prefix(group) for group in groups.values() if len(group) > 1]
 
 
 def common_prefix(encoded: list[list[int]]) -> list[int]:
