@@ -1,11 +1,13 @@
 """DP vs non-DP LoRA step on the embedded model: seconds per step, peak memory, ratio.
 
-Same model (SmolLM2-135M-Instruct, fp32, LoRA r=8 on q_proj/v_proj), same batches of demo
-medical records at max length 64; the DP step adds Opacus per-example gradients, clipping and
-noise. Each (mode, batch) runs in its own process so peak RSS is its own.
+Same model (SmolLM2-135M-Instruct, LoRA r=8 on q_proj/v_proj, the LoRA weights fp32), same
+batches of demo medical records at max length 64; the DP step adds Opacus per-example gradients,
+clipping and noise. Each (mode, batch) runs in its own process so peak RSS is its own. The
+defaults are what training runs with on a machine with fast bf16 (synthesis.loader.
+training_model_load); the flags give the reference settings.
 
     .venv/bin/python benchmarks/dp_step.py                 # batches 8 16 32, 6 timed steps, 2 runs each
-    .venv/bin/python benchmarks/dp_step.py --batches 8 64 --steps 4
+    .venv/bin/python benchmarks/dp_step.py --dtype float32 --attention sdpa --full-logits   # the old path
 """
 import argparse
 import json
@@ -23,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ksg_web.settings")
 
 
-def measure(mode: str, batch: int, steps: int, max_length: int) -> dict:
+def measure(mode: str, batch: int, steps: int, max_length: int, dtype_name: str, full_logits: bool,
+            attention: str) -> dict:
     import django
 
     django.setup()
@@ -35,7 +38,9 @@ def measure(mode: str, batch: int, steps: int, max_length: int) -> dict:
     from synthesis.loader import EMBEDDED_MODEL, causal_lm_load
 
     torch.manual_seed(0)
-    model, tokenizer = causal_lm_load(EMBEDDED_MODEL, cache_dir=settings.KSG_MODEL_CACHE)
+    model, tokenizer = causal_lm_load(EMBEDDED_MODEL, cache_dir=settings.KSG_MODEL_CACHE,
+                                      dtype=getattr(torch, dtype_name))
+    model.set_attn_implementation(attention)
     config = DPTrainConfig(target_epsilon=4.0, delta=1e-5, steps=steps, epochs=None, max_length=max_length,
                            logical_batch_size=batch, physical_batch_size=batch)
     model = lora_wrap(model, config)
@@ -56,7 +61,7 @@ def measure(mode: str, batch: int, steps: int, max_length: int) -> dict:
     times = []
     for index, (input_ids, attention, labels) in enumerate(batches):
         started = time.perf_counter()
-        per_example_loss(model, input_ids, attention, labels).mean().backward()
+        per_example_loss(model, input_ids, attention, labels, full_logits=full_logits).mean().backward()
         optimizer.step()
         optimizer.zero_grad()
         if index:  # the first step warms up
@@ -72,14 +77,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2, help="processes per (mode, batch), alternating modes")
+    parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"],
+                        help="of the frozen base weights (LoRA weights stay fp32)")
+    parser.add_argument("--full-logits", action="store_true",
+                        help="the reference loss: logits at every position, not only the scored ones")
+    parser.add_argument("--attention", default="eager", choices=["eager", "sdpa"])
     parser.add_argument("--child", nargs=2, metavar=("MODE", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child[0], int(args.child[1]), args.steps, args.max_length)))
+        print(json.dumps(measure(args.child[0], int(args.child[1]), args.steps, args.max_length, args.dtype,
+                                 args.full_logits, args.attention)))
         return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     print(f"commit {commit}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch threads default, max_length {args.max_length}; per run the median of {args.steps} "
+          f"torch threads default, max_length {args.max_length}, base weights {args.dtype}, {args.attention} attention, "
+          f"{'full' if args.full_logits else 'scored-only'} logits; per run the median of {args.steps} "
           f"steps after one warm-up, best of {args.repeats} runs per mode")
     print(f"{'batch':>5} {'non-DP s/step':>13} {'DP s/step':>10} {'ratio':>6} {'non-DP ex/s':>11} {'DP ex/s':>8} "
           f"{'non-DP MB':>9} {'DP MB':>7}")
@@ -88,7 +100,10 @@ def main() -> None:
         for _ in range(args.repeats):
             for mode in ("plain", "dp"):  # alternate, so drift in machine load hits both modes alike
                 out = subprocess.run([sys.executable, __file__, "--child", mode, str(batch), "--steps", str(args.steps),
-                                      "--max-length", str(args.max_length)], capture_output=True, text=True, check=True)
+                                      "--max-length", str(args.max_length), "--dtype", args.dtype,
+                                      "--attention", args.attention]
+                                     + (["--full-logits"] if args.full_logits else []),
+                                     capture_output=True, text=True, check=True)
                 runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
         plain, dp = (min(runs[mode], key=lambda run: run["seconds_per_step"]) for mode in ("plain", "dp"))
         print(f"{batch:>5} {plain['seconds_per_step']:>13.3f} {dp['seconds_per_step']:>10.3f} "

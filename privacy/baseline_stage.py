@@ -6,7 +6,7 @@ entry (`nonprivate`, written when it was submitted) says so, and it runs only on
 allow non-private baselines."""
 from django.conf import settings
 
-from synthesis.loader import causal_lm_load
+from synthesis.loader import training_model_load
 from synthesis.stages import training_metric
 
 from .dp_train import plain_lora_train
@@ -26,7 +26,7 @@ def finetune_private_run(params, ctx) -> None:
         records, masked = records_scrub(records)
         ctx.metric(step=0, scrubbed_spans=sum(masked.values()), **{f"scrubbed_{kind}": n for kind, n in masked.items()})
         ctx.log(f"scrubbed {sum(masked.values())} PII spans from {len(records)} records before training", **masked)
-    model, tokenizer = causal_lm_load(params.base_model, cache_dir=settings.KSG_MODEL_CACHE)
+    model, tokenizer = training_model_load(params.base_model, cache_dir=settings.KSG_MODEL_CACHE)
     model, result = plain_lora_train(model, tokenizer, records, params, on_step=lambda report: ctx.check(),
                                      on_step_done=lambda report: training_metric(ctx, report))
     ctx.artifact_dir.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from django.conf import settings
 
 from jobs.kinds import job_kind_spec
 from jobs.selectors import job_last_event_payload
-from synthesis.loader import causal_lm_load
+from synthesis.loader import training_model_load
 
 from . import accountant as dp_accountant
 from .dp_train import DPTrainConfig, StepReport, dp_lora_train, examples_tokenize, lora_wrap
@@ -57,7 +57,7 @@ def dp_finetune_run(params, ctx) -> None:
             f"Submit a new job to train again."
         )
 
-    model, tokenizer = causal_lm_load(params.base_model, cache_dir=settings.KSG_MODEL_CACHE)
+    model, tokenizer = training_model_load(params.base_model, cache_dir=settings.KSG_MODEL_CACHE)
     model = lora_wrap(model, config)
     examples = examples_tokenize(dataset_records(dataset=dataset, split="train"), tokenizer, max_length=config.max_length)
     ctx.log(f"training on {len(examples)} records of {dataset.name}", base_model=params.base_model)

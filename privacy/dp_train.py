@@ -146,13 +146,38 @@ def collate(pad_id: int):
     return pad
 
 
-def per_example_loss(model, input_ids, attention_mask, labels) -> torch.Tensor:
-    """Mean next-token cross-entropy over each example's response tokens, shape (batch,)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+def per_example_loss(model, input_ids, attention_mask, labels, *, full_logits: bool = False) -> torch.Tensor:
+    """Mean next-token cross-entropy over each example's response tokens, shape (batch,).
+    The output layer runs only where a token is scored (the response positions): the prompt's
+    logits, a 49,152-wide product per position on the embedded model, are never computed.
+    full_logits=True computes every position's logits (the reference path; same values)."""
     targets = labels[:, 1:]
-    token_loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
-    counted = (targets != IGNORE_INDEX).float()
-    return (token_loss * counted).sum(1) / counted.sum(1).clamp(min=1.0)
+    counted = targets != IGNORE_INDEX
+    body, head = (None, None) if full_logits else _decoder_and_head(model)
+    if body is None:  # not a decoder + output layer we can split: the whole logits tensor
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+        token_loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
+        return (token_loss * counted).sum(1) / counted.sum(1).clamp(min=1)
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, :-1]
+    logits = head(hidden[counted]).float()
+    token_loss = F.cross_entropy(logits, targets[counted], reduction="none")
+    rows = counted.nonzero()[:, 0]
+    totals = torch.zeros(input_ids.shape[0], dtype=token_loss.dtype, device=token_loss.device)
+    totals = totals.index_add(0, rows, token_loss)
+    return totals / counted.sum(1).clamp(min=1)
+
+
+def _decoder_and_head(model):
+    """(decoder, output layer) of a causal LM, through the Opacus and PEFT wrappers; (None, None)
+    when the model does not expose them (get_decoder / get_output_embeddings)."""
+    inner = getattr(model, "_module", model)  # opacus GradSampleModule
+    if hasattr(inner, "get_base_model"):  # peft PeftModel
+        inner = inner.get_base_model()
+    try:
+        body, head = inner.get_decoder(), inner.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None, None
+    return (body, head) if body is not None and head is not None else (None, None)
 
 
 def lora_wrap(model, config: DPTrainConfig):

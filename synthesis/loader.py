@@ -70,6 +70,20 @@ def causal_lm_load(spec: str, *, cache_dir: Path, dtype=None):
     return model, tokenizer
 
 
+def training_model_load(spec: str, *, cache_dir: Path):
+    """(model, tokenizer) for LoRA training (stage 1, the baselines, stage 5): the frozen base
+    weights in the machine's fast dtype (fast_dtype; PEFT keeps the LoRA weights in fp32), and on
+    the CPU eager attention, whose backward at these sequence lengths is faster than the SDPA
+    flash kernel's (docs/PERFORMANCE.md)."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer = causal_lm_load(spec, cache_dir=cache_dir, dtype=fast_dtype(device))
+    if device == "cpu" and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")
+    return model, tokenizer
+
+
 DTYPES = ("auto", "float32", "bfloat16")
 # bf16 must beat fp32 by this factor on a probe product before "auto" takes it on a CPU.
 BF16_MIN_SPEEDUP = 1.5

@@ -124,7 +124,7 @@ def finetune_target_run(params, ctx) -> None:
     (DP off: these pairs never saw the private data). Outputs the target adapter and, beside it,
     the synthetic dataset it was trained on."""
     from privacy.dp_train import plain_lora_train
-    from synthesis.loader import causal_lm_load
+    from synthesis.loader import training_model_load
 
     if ctx.job.artifacts.filter(kind="adapter").exists():
         return
@@ -132,7 +132,7 @@ def finetune_target_run(params, ctx) -> None:
     pairs = _read_jsonl(pairs_path)
     if not pairs:
         raise ValueError("there are no synthetic pairs to train on (every response was empty or held PII)")
-    model, tokenizer = causal_lm_load(params.base_model, cache_dir=settings.KSG_MODEL_CACHE)
+    model, tokenizer = training_model_load(params.base_model, cache_dir=settings.KSG_MODEL_CACHE)
     model, result = plain_lora_train(model, tokenizer, pairs, params, on_step=lambda report: ctx.check(),
                                      on_step_done=lambda report: training_metric(ctx, report))
     ctx.artifact_dir.mkdir(parents=True, exist_ok=True)
