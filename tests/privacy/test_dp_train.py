@@ -133,3 +133,103 @@ def test_impossible_configs_are_refused(overrides, message):
     base = {"target_epsilon": 1.0, "delta": 1e-5, "epochs": None, "steps": 5}
     with pytest.raises(TrainConfigError, match=message):
         DPTrainConfig(**{**base, **overrides})
+
+
+# --- the fast training path against the reference path ------------------------------------------
+
+def lora_model(tiny_dir, *, dtype=torch.float32, attention="sdpa"):
+    config = DPTrainConfig(target_epsilon=8.0, delta=1e-3, lora_rank=4, steps=1, epochs=None, max_length=48)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=dtype)
+    base.set_attn_implementation(attention)
+    model = lora_wrap(base, config)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:  # B starts at zero, which would make every gradient of A zero
+                parameter.copy_(0.3 * torch.randn_like(parameter))
+    return model, tokenizer
+
+
+def reference_per_example_grads(model, batch) -> list[dict[str, torch.Tensor]]:
+    """Each example's LoRA gradient on its own: full logits, plain autograd, no Opacus."""
+    input_ids, attention, labels = batch
+    grads = []
+    for row in range(input_ids.shape[0]):
+        model.zero_grad()
+        one = slice(row, row + 1)
+        per_example_loss(model, input_ids[one], attention[one], labels[one], full_logits=True).sum().backward()
+        grads.append({name: p.grad.detach().clone() for name, p in model.named_parameters() if p.requires_grad})
+    model.zero_grad()
+    return grads
+
+
+def test_the_scored_only_loss_equals_the_full_logits_loss_with_its_gradients(tiny_dir):
+    model, tokenizer = lora_model(tiny_dir)
+    batch = collate(tokenizer.pad_token_id)(examples_tokenize(RECORDS[:6], tokenizer, max_length=48))
+
+    fast = per_example_loss(model, *batch)
+    fast.sum().backward()
+    fast_grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    full = per_example_loss(model, *batch, full_logits=True)
+    full.sum().backward()
+
+    assert torch.allclose(fast, full, atol=1e-6)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(fast_grads[name], p.grad, rtol=1e-5, atol=1e-5), name
+
+
+# bf16 base weights round each example's gradient (up to about 11% of its norm on this tiny random
+# model); clipping and noise then apply to the gradients as computed, so the privacy bound holds.
+@pytest.mark.parametrize("dtype, attention, tolerance", [(torch.float32, "eager", 1e-5), (torch.bfloat16, "eager", 0.25)])
+def test_the_fast_dp_step_clips_each_example_and_adds_the_calibrated_noise(tiny_dir, dtype, attention, tolerance):
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+    reference, tokenizer = lora_model(tiny_dir)
+    batch = collate(tokenizer.pad_token_id)(examples_tokenize(RECORDS[:6], tokenizer, max_length=48))
+    expected = reference_per_example_grads(reference, batch)
+    fast, _ = lora_model(tiny_dir, dtype=dtype, attention=attention)
+    names = [name for name, p in fast.named_parameters() if p.requires_grad]
+    with torch.no_grad():  # the same LoRA weights as the reference
+        weights = dict(reference.named_parameters())
+        for name, parameter in fast.named_parameters():
+            if parameter.requires_grad:
+                parameter.copy_(weights[name])
+    assert all(p.dtype == torch.float32 for p in fast.parameters() if p.requires_grad)  # LoRA stays fp32
+    wrapped = GradSampleModule(fast)
+    clip, batch_size = 0.05, 6
+
+    def step(noise_multiplier: float, seed: int) -> dict[str, torch.Tensor]:
+        optimizer = DPOptimizer(torch.optim.SGD([p for p in fast.parameters() if p.requires_grad], lr=0.0),
+                                noise_multiplier=noise_multiplier, max_grad_norm=clip, expected_batch_size=batch_size)
+        torch.manual_seed(seed)
+        per_example_loss(wrapped, *batch).mean().backward()  # as training does (Opacus: loss_reduction "mean")
+        samples = {name: p.grad_sample.clone() for name, p in zip(names, optimizer.params)}
+        optimizer.pre_step()  # clip, sum, noise, scale: what step() applies
+        grads = {name: p.grad.clone() for name, p in zip(names, optimizer.params)}
+        optimizer.zero_grad()
+        return samples, grads
+
+    samples, clipped = step(0.0, seed=0)
+    # per-example gradients: those of the reference path, example by example
+    for name in names:
+        for row in range(batch_size):
+            want, got = expected[row][name], samples[name][row]
+            assert (got - want).norm() <= tolerance * want.norm() + 1e-8, (name, row)
+    # clipping: each example's whole gradient scaled to norm <= clip, then averaged over B
+    norms = torch.stack([torch.cat([samples[n][row].flatten() for n in names]).norm() for row in range(batch_size)])
+    assert (norms > clip).any(), "pick a smaller clip: no example was clipped"
+    factors = (clip / (norms + 1e-6)).clamp(max=1.0)
+    for name in names:
+        manual = (samples[name] * factors.view(-1, *[1] * (samples[name].dim() - 1))).sum(0) / batch_size
+        assert torch.allclose(clipped[name], manual, atol=1e-7), name
+    # noise: N(0, (sigma * clip)^2) on the sum, so sigma * clip / B on the mean
+    sigma = 2.0
+    _, noisy = step(sigma, seed=1)
+    noise = torch.cat([(noisy[n] - clipped[n]).flatten() for n in names])
+    assert noise.numel() > 500
+    assert noise.std().item() == pytest.approx(sigma * clip / batch_size, rel=0.1)
+    assert abs(noise.mean().item()) < 4 * sigma * clip / batch_size / noise.numel() ** 0.5
