@@ -105,6 +105,8 @@ class DecodeEngine:
         self.stats = EngineStats()
         # shared prompt prefixes and their keys and values per layer ([1, kv_heads, n, head_dim])
         self.prefixes: list[tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = []
+        self.fused = [_fused_projections(layer) for layer in self.layers]
+        self.qkv_sizes = (self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim)
         self.cache = BlockCache(layers=len(self.layers), slots=max_sequences, kv_heads=self.kv_heads,
                                 head_dim=self.head_dim, dtype=self.dtype, device=self.device)
 
@@ -121,9 +123,11 @@ class DecodeEngine:
         layers = getattr(decoder, "layers", None)
         if layers is None or not hasattr(decoder, "rotary_emb") or not hasattr(model, "lm_head"):
             return "the model does not have the Llama layout (model.layers, model.rotary_emb, lm_head)"
-        attention = layers[0].self_attn
+        attention, mlp = layers[0].self_attn, layers[0].mlp
         if not all(hasattr(attention, name) for name in ("q_proj", "k_proj", "v_proj", "o_proj", "scaling")):
             return "the attention modules do not have q/k/v/o projections"
+        if not all(hasattr(mlp, name) for name in ("gate_proj", "up_proj", "down_proj", "act_fn")):
+            return "the MLP is not a gated gate/up/down MLP"
         if type(attention.q_proj) is not torch.nn.Linear:
             return f"the projections are {type(attention.q_proj).__name__}, not plain Linear (merge adapters first)"
         return None
@@ -278,10 +282,12 @@ class DecodeEngine:
             decode_bias = decode_bias[:, None, None, :]  # [rows, 1 (kv heads), 1 (group), L]
         for index, layer in enumerate(self.layers):
             attention = layer.self_attn
+            qkv_weight, qkv_bias, gate_up_weight, gate_up_bias = self.fused[index]
             normed = layer.input_layernorm(hidden)
-            q = attention.q_proj(normed).view(-1, self.heads, self.head_dim)
-            k = attention.k_proj(normed).view(-1, self.kv_heads, self.head_dim)
-            v = attention.v_proj(normed).view(-1, self.kv_heads, self.head_dim)
+            q, k, v = F.linear(normed, qkv_weight, qkv_bias).split(self.qkv_sizes, dim=-1)
+            q = q.reshape(-1, self.heads, self.head_dim)
+            k = k.reshape(-1, self.kv_heads, self.head_dim)
+            v = v.reshape(-1, self.kv_heads, self.head_dim)
             if hasattr(attention, "q_norm"):
                 q, k = attention.q_norm(q), attention.k_norm(k)
             q = q * cos + _rotate_half(q) * sin
@@ -311,7 +317,8 @@ class DecodeEngine:
                 offset += n
             attended = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
             hidden = hidden + attention.o_proj(attended.reshape(-1, self.heads * self.head_dim))
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            gate, up = F.linear(layer.post_attention_layernorm(hidden), gate_up_weight, gate_up_bias).chunk(2, dim=-1)
+            hidden = hidden + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
         # keep only the positions that sample: each decoding row, each completed prompt's last token
         keep = list(range(n_decode))
         offset = n_decode
@@ -464,6 +471,31 @@ def tokens_sample(logits: torch.Tensor, *, temperatures: list[float], top_ps: li
                 left.append(position)
         pending = left
     return tokens
+
+
+def _fused_projections(layer) -> tuple:
+    """(qkv weight, qkv bias, gate_up weight, gate_up bias) of a decoder layer: one matrix product
+    for q, k and v, one for the MLP's gate and up, instead of five. The module's own weights
+    become views into the fused tensors (no second copy in memory), once per layer."""
+    attention, mlp = layer.self_attn, layer.mlp
+    cached = getattr(layer, "_ksg_fused", None)
+    if cached is not None and cached[0].data_ptr() == attention.q_proj.weight.data_ptr() \
+            and cached[2].data_ptr() == mlp.gate_proj.weight.data_ptr():
+        return cached
+    fused = []
+    for modules in ((attention.q_proj, attention.k_proj, attention.v_proj), (mlp.gate_proj, mlp.up_proj)):
+        weight = torch.cat([m.weight.detach() for m in modules])
+        bias = torch.cat([m.bias.detach() for m in modules]) if modules[0].bias is not None else None
+        start = 0
+        for module in modules:
+            rows = module.weight.shape[0]
+            module.weight.data = weight[start:start + rows]
+            if bias is not None:
+                module.bias.data = bias[start:start + rows]
+            start += rows
+        fused += [weight, bias]
+    layer._ksg_fused = tuple(fused)
+    return layer._ksg_fused
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
