@@ -6,7 +6,7 @@ clipping and noise. Each (mode, batch) runs in its own process so peak RSS is it
 defaults are what training runs with on a machine with fast bf16 (synthesis.loader.
 training_model_load); the flags give the reference settings.
 
-    .venv/bin/python benchmarks/dp_step.py                 # batches 8 16 32, 6 timed steps, 2 runs each
+    .venv/bin/python benchmarks/dp_step.py                 # batches 8 16 32, 6 timed steps, median of 3 runs
     .venv/bin/python benchmarks/dp_step.py --dtype float32 --attention sdpa --full-logits   # the old path
 """
 import argparse
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2, help="processes per (mode, batch), alternating modes")
+    parser.add_argument("--repeats", type=int, default=3, help="processes per (mode, batch), alternating modes")
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"],
                         help="of the frozen base weights (LoRA weights stay fp32)")
     parser.add_argument("--full-logits", action="store_true",
@@ -92,7 +92,7 @@ def main() -> None:
     print(f"commit {commit}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch threads default, max_length {args.max_length}, base weights {args.dtype}, {args.attention} attention, "
           f"{'full' if args.full_logits else 'scored-only'} logits; per run the median of {args.steps} "
-          f"steps after one warm-up, best of {args.repeats} runs per mode")
+          f"steps after one warm-up, the median of {args.repeats} runs per mode")
     print(f"{'batch':>5} {'non-DP s/step':>13} {'DP s/step':>10} {'ratio':>6} {'non-DP ex/s':>11} {'DP ex/s':>8} "
           f"{'non-DP MB':>9} {'DP MB':>7}")
     for batch in args.batches:
@@ -105,7 +105,8 @@ def main() -> None:
                                      + (["--full-logits"] if args.full_logits else []),
                                      capture_output=True, text=True, check=True)
                 runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
-        plain, dp = (min(runs[mode], key=lambda run: run["seconds_per_step"]) for mode in ("plain", "dp"))
+        plain, dp = (sorted(runs[mode], key=lambda run: run["seconds_per_step"])[len(runs[mode]) // 2]
+                     for mode in ("plain", "dp"))  # the median run of each mode
         print(f"{batch:>5} {plain['seconds_per_step']:>13.3f} {dp['seconds_per_step']:>10.3f} "
               f"{dp['seconds_per_step'] / plain['seconds_per_step']:>6.2f} {plain['examples_per_second']:>11.1f} "
               f"{dp['examples_per_second']:>8.1f} {plain['peak_rss_mb']:>9.0f} {dp['peak_rss_mb']:>7.0f}", flush=True)

@@ -24,6 +24,7 @@ Supported: decoder layers with the Llama layout (`self_attn.{q,k,v,o}_proj`, the
 `mlp`, a shared `rotary_emb`), no sliding window: model types llama, qwen2, qwen3. Other models
 use `model.generate` (`DecodeEngine.unsupported` says why).
 """
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -101,7 +102,7 @@ class DecodeEngine:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.running: list[Sequence] = []  # running[i].slot == i
-        self.waiting: list[Sequence] = []
+        self.waiting: deque[Sequence] = deque()
         self.stats = EngineStats()
         # shared prompt prefixes and their keys and values per layer ([1, kv_heads, n, head_dim])
         self.prefixes: list[tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = []
@@ -210,7 +211,7 @@ class DecodeEngine:
         """Run one forward pass over every running sequence and the next prompt chunks; returns
         the sequences that finished in it."""
         while self.waiting and len(self.running) < self.max_sequences:
-            self._admit(self.waiting.pop(0))
+            self._admit(self.waiting.popleft())
         if not self.running:
             return []
         decoding = [s for s in self.running if s.cached == len(s.tokens) - 1 and s.cached >= s.prompt_length]

@@ -70,6 +70,18 @@ def causal_lm_load(spec: str, *, cache_dir: Path, dtype=None):
     return model, tokenizer
 
 
+def loader_warm() -> None:
+    """Import what loading a model needs (transformers' lazy modules: the auto classes, the
+    Llama modeling code, the tokenizers backend; PEFT) and probe the fast dtype, so that the first
+    stage a worker runs gets its model as fast as later ones. Called when a worker starts."""
+    import peft  # noqa: F401
+    import safetensors.torch  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM  # noqa: F401
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend  # noqa: F401
+
+    fast_dtype("cpu")
+
+
 def training_model_load(spec: str, *, cache_dir: Path):
     """(model, tokenizer) for LoRA training (stage 1, the baselines, stage 5): the frozen base
     weights in the machine's fast dtype (fast_dtype; PEFT keeps the LoRA weights in fp32), and on
