@@ -11,6 +11,7 @@ in bf16 (reported as the share of prompts whose first N tokens agree).
 
     .venv/bin/python benchmarks/generation.py                       # baseline fp32 + bf16, engine bf16
     .venv/bin/python benchmarks/generation.py --configs engine:bfloat16 --repeats 5
+    .venv/bin/python benchmarks/generation.py --workload stage4 --prompts 128 --max-new-tokens 96
 """
 import argparse
 import os
@@ -27,12 +28,16 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ksg_web.settings")
 
 
-def workload(count: int):
+def workload(count: int, kind: str):
     from synthesis.prompts import distill_prompts, generation_prompts, seed_instructions
 
     stage2 = generation_prompts(domain="medical", count=count, few_shot=3, seed=0)
     seeds = list(seed_instructions("medical"))
     stage4 = distill_prompts([seeds[i % len(seeds)] for i in range(count)], domain="medical")
+    if kind == "stage2":
+        return stage2
+    if kind == "stage4":
+        return stage4
     return [prompt for pair in zip(stage2, stage4) for prompt in pair]  # interleaved: mixed lengths
 
 
@@ -40,7 +45,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["generate:float32", "generate:bfloat16", "engine:bfloat16"],
                         help="path:dtype, path one of generate (plain model.generate) and engine")
-    parser.add_argument("--prompts", type=int, default=64, help="prompts of each stage (the request has twice as many)")
+    parser.add_argument("--prompts", type=int, default=64, help="prompts of each stage (mixed: the request has twice as many)")
+    parser.add_argument("--workload", default="mixed", choices=["mixed", "stage2", "stage4"],
+                        help="both stages' prompts interleaved, or one stage's")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch", type=int, default=64, help="batch size of plain generate")
     parser.add_argument("--repeats", type=int, default=3)
@@ -57,12 +64,12 @@ def main() -> None:
     from synthesis.generation import SamplingParams, TransformersBackend
     from synthesis.loader import EMBEDDED_MODEL, causal_lm_load
 
-    prompts = workload(args.prompts)
+    prompts = workload(args.prompts, args.workload)
     sampling = SamplingParams(temperature=0.9, top_p=0.95, max_new_tokens=args.max_new_tokens, seed=0)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     print(f"commit {commit}, {platform.machine()}, {os.cpu_count()} CPUs, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"{len(prompts)} prompts (stage 2 + stage 4), max_new_tokens {args.max_new_tokens}, median of {args.repeats}")
+          f"{len(prompts)} prompts ({args.workload}), max_new_tokens {args.max_new_tokens}, median of {args.repeats}")
     print(f"{'path':>8} {'dtype':>8} {'load s':>6} {'seconds':>8} {'prompt tok':>10} {'new tok':>8} {'new tok/s':>9} "
           f"{'all tok/s':>9} {'vs base':>7} {'peak MB':>8}")
     base_rate, models = None, {}
