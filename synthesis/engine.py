@@ -9,16 +9,19 @@ tokens of every running sequence are flattened into one matrix per step instead:
     see a tall matrix and nothing is computed for padding;
   - a sequence leaves the moment it ends (EOS or its max_new_tokens) and a waiting one takes its
     slot in the next step;
-  - keys and values live in a slot cache per layer, [slots, kv_heads, capacity, head_dim],
-    kept compact (the running sequences hold slots 0..n-1) so a decode step's attention reads a
-    view of it, not a gathered copy; capacity grows by doubling when a sequence needs it;
-  - logits are computed only where a token is sampled (the last position of each sequence).
+  - keys and values live in a block cache per layer (`BlockCache`: blocks of 64 positions of
+    every slot, added as sequences grow), kept compact (the running sequences hold slots
+    0..n-1) so a decode step's attention reads views of it, not gathered copies;
+  - logits are computed only where a token is sampled (the last position of each sequence);
+  - a prompt prefix shared by many prompts (a system turn) can be computed once (`prefix_share`)
+    and copied into each prompt's slot.
 
 Sampling is per sequence: its own temperature, top_p, max_new_tokens and random generator
 (seeded from the request's seed and the prompt's index), so a prompt's text does not depend on
 what else runs in its batch, except through the rounding of a wider matrix product.
-Top-p is exact: the nucleus is found among the 64 most likely tokens when they hold top_p of the
-mass (nearly always), else over the whole sorted vocabulary.
+Top-p is exact (`tokens_sample`): the nucleus is found among the 64, then the 1,024 most likely
+tokens when they hold top_p of the mass, else over the whole sorted vocabulary; top_p 1 draws
+from the whole distribution directly.
 
 Supported: decoder layers with the Llama layout (`self_attn.{q,k,v,o}_proj`, the two RMS norms,
 `mlp`, a shared `rotary_emb`), no sliding window: model types llama, qwen2, qwen3. Other models
