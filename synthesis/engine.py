@@ -78,6 +78,7 @@ class EngineStats:
     max_running: int = 0
     prefix_tokens: int = 0  # tokens of the shared prefixes, computed once each
     prefix_hits: int = 0  # prompts that reused one
+    cancelled: int = 0
     step_sizes: list[int] = field(default_factory=list)  # running sequences per step, newest last (capped)
 
 
@@ -193,6 +194,7 @@ class DecodeEngine:
         if sequence.done:
             return
         sequence.finish_reason = "cancelled"
+        self.stats.cancelled += 1
         if sequence in self.waiting:
             self.waiting.remove(sequence)
         elif sequence.slot >= 0:

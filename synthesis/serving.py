@@ -141,6 +141,7 @@ class ServingEngine:
         self._requests: queue.Queue = queue.Queue()
         self._model_lock = threading.Lock()
         self.batches: list[int] = []  # requests running per step or batch, newest last (tests, benchmark)
+        self.decode_engine = None  # the continuous loop's DecodeEngine, once it runs
         continuous = isinstance(backend, TransformersBackend) and backend.uses_engine
         loop = self._continuous_loop if continuous else self._batch_loop
         threading.Thread(target=loop, name="serving-batcher", daemon=True).start()
@@ -192,7 +193,8 @@ class ServingEngine:
         from .generation import prompt_token_ids
 
         backend = self.backend
-        engine = backend.engine_create(prompt_length=512, max_new_tokens=512, max_sequences=MAX_BATCH)
+        engine = self.decode_engine = backend.engine_create(prompt_length=512, max_new_tokens=512,
+                                                            max_sequences=MAX_BATCH)
         active: set[_Request] = set()
         while True:
             items = [self._requests.get()] if not engine.busy else []
@@ -225,7 +227,8 @@ class ServingEngine:
                 for request in active:
                     self._fail(request, exc)
                 active.clear()
-                engine = backend.engine_create(prompt_length=512, max_new_tokens=512, max_sequences=MAX_BATCH)
+                engine = self.decode_engine = backend.engine_create(prompt_length=512, max_new_tokens=512,
+                                                                    max_sequences=MAX_BATCH)
                 continue
             self.batches.append(len(engine.running) + len(finished))
             for sequence in finished:

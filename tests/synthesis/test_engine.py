@@ -224,3 +224,25 @@ def test_sampled_texts_on_the_engine_depend_on_the_seed_not_on_the_batch(backend
     again = fast.generate(batch, sampling)
     assert together == again
     assert fast.generate(batch, SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=10, seed=4)) != together
+
+
+def test_a_serving_stream_whose_reader_goes_away_is_cancelled_and_others_finish(backends):
+    import time
+
+    from synthesis.serving import ServingEngine
+
+    fast, _ = backends
+    endless = TransformersBackend(fast.model, fast.tokenizer)
+    endless.eos_ids = [-1]  # never stops by itself: only a cancel ends the stream before 400 tokens
+    serving = ServingEngine(endless)
+    other = serving.submit(chat(QUESTIONS[0]), SamplingParams(temperature=0.0, max_new_tokens=8))
+    stream = serving.stream(chat(QUESTIONS[1]), SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=400))
+    assert isinstance(next(stream), str)
+    stream.close()  # the client went away
+
+    assert other.result(timeout=60).completion_tokens == 8
+    deadline = time.monotonic() + 30
+    while (serving.decode_engine.busy or not serving.decode_engine.stats.cancelled) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert serving.decode_engine.stats.cancelled == 1 and not serving.decode_engine.busy
+    assert serving.decode_engine.stats.decode_tokens < 400 + 8
