@@ -72,14 +72,14 @@ def causal_lm_load(spec: str, *, cache_dir: Path, dtype=None):
 
 def loader_warm() -> None:
     """Import what loading a model needs (transformers' lazy modules: the auto classes, the
-    Llama modeling code, the tokenizers backend; PEFT) and probe the fast dtype, so that the first
-    stage a worker runs gets its model as fast as later ones. Called when a worker starts."""
+    Llama modeling code, the tokenizers backend; PEFT), so that the first stage a worker runs gets
+    its model as fast as later ones. Called when a worker starts, before a prefork pool forks:
+    imports only, no torch computation (an OpenMP thread pool started before fork() deadlocks the
+    children's first matrix product), so the dtype probe runs in the process that loads."""
     import peft  # noqa: F401
     import safetensors.torch  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM  # noqa: F401
     from transformers.tokenization_utils_tokenizers import TokenizersBackend  # noqa: F401
-
-    fast_dtype("cpu")
 
 
 def training_model_load(spec: str, *, cache_dir: Path):

@@ -8,9 +8,7 @@ from jobs.kinds import JOB_KINDS, JobParamsError
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Finishes on a 2-core CPU with the embedded model in minutes (sizes in docs/PERFORMANCE.md).
     "demo": {
-        # physical batch 16: a whole expected Poisson batch per forward pass, the fastest step on a
-        # 2-core CPU (docs/PERFORMANCE.md); memory only, the accounting depends on the logical batch
-        "dp_finetune": {"target_epsilon": 4.0, "epochs": 1.0, "logical_batch_size": 16, "physical_batch_size": 16,
+        "dp_finetune": {"target_epsilon": 4.0, "epochs": 1.0, "logical_batch_size": 16, "physical_batch_size": 8,
                         "max_length": 64, "lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3},
         "generate": {"num_instructions": 40, "few_shot": 3, "temperature": 0.9, "top_p": 0.95, "max_new_tokens": 48},
         "filter": {"dedup_threshold": 0.7, "relevance_threshold": 0.5},
@@ -18,7 +16,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "finetune_target": {"epochs": 2.0, "logical_batch_size": 8, "physical_batch_size": 8, "max_length": 160,
                             "lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3},
         # the nonprivate baseline: stage 1's model and data sizes, without DP
-        "finetune_private": {"epochs": 1.0, "logical_batch_size": 16, "physical_batch_size": 16, "max_length": 64,
+        "finetune_private": {"epochs": 1.0, "logical_batch_size": 16, "physical_batch_size": 8, "max_length": 64,
                              "lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3},
         "evaluate": {"max_records": 60, "max_length": 128, "reconstruction_targets": 20, "candidate_set_size": 50,
                      "generation_records": 8, "max_new_tokens": 48, "canary_references": 1000},
