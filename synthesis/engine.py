@@ -9,9 +9,9 @@ tokens of every running sequence are flattened into one matrix per step instead:
     see a tall matrix and nothing is computed for padding;
   - a sequence leaves the moment it ends (EOS or its max_new_tokens) and a waiting one takes its
     slot in the next step;
-  - keys and values live in a block cache per layer (`BlockCache`: blocks of 64 positions of
-    every slot, added as sequences grow), kept compact (the running sequences hold slots
-    0..n-1) so a decode step's attention reads views of it, not gathered copies;
+  - keys and values live in a block cache per layer (`kv_cache.BlockCache`: blocks of 64
+    positions of every slot, added as sequences grow), kept compact (the running sequences
+    hold slots 0..n-1) so a decode step's attention reads views of it, not gathered copies;
   - logits are computed only where a token is sampled (the last position of each sequence);
   - a prompt prefix shared by many prompts (a system turn) can be computed once (`prefix_share`)
     and copied into each prompt's slot.
@@ -19,9 +19,9 @@ tokens of every running sequence are flattened into one matrix per step instead:
 Sampling is per sequence: its own temperature, top_p, max_new_tokens and random generator
 (seeded from the request's seed and the prompt's index), so a prompt's text does not depend on
 what else runs in its batch, except through the rounding of a wider matrix product.
-Top-p is exact (`tokens_sample`): the nucleus is found among the 64, then the 1,024 most likely
-tokens when they hold top_p of the mass, else over the whole sorted vocabulary; top_p 1 draws
-from the whole distribution directly.
+Top-p is exact (`sampling.tokens_sample`): the nucleus is found among the 64, then the 1,024
+most likely tokens when they hold top_p of the mass, else over the whole sorted vocabulary;
+top_p 1 draws from the whole distribution directly.
 
 Supported: decoder layers with the Llama layout (`self_attn.{q,k,v,o}_proj`, the two RMS norms,
 `mlp`, a shared `rotary_emb`), no sliding window: model types llama, qwen2, qwen3. Other models
@@ -34,8 +34,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .kv_cache import BlockCache
+from .sampling import tokens_sample
+
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
-TOP_P_CANDIDATES = 64
 
 
 class EngineError(ValueError):
@@ -381,104 +383,6 @@ class DecodeEngine:
         self.cache.clear()
 
 
-class BlockCache:
-    """Keys and values of every slot, per layer, in blocks of `block` positions: block b of a
-    layer is a [slots, kv_heads, block, head_dim] tensor holding positions b*block..(b+1)*block-1
-    of every slot. Blocks are added as sequences grow (never copied), and a prefix of slots of
-    one block is a contiguous view, which is what the decode step's matrix products read."""
-
-    def __init__(self, *, layers: int, slots: int, kv_heads: int, head_dim: int, dtype, device, block: int = 64):
-        self.layers, self.slots, self.kv_heads, self.head_dim = layers, slots, kv_heads, head_dim
-        self.dtype, self.device, self.block = dtype, device, block
-        self.keys: list[list[torch.Tensor]] = [[] for _ in range(layers)]
-        self.values: list[list[torch.Tensor]] = [[] for _ in range(layers)]
-
-    def blocks_for(self, length: int) -> int:
-        return -(-length // self.block)
-
-    def reserve(self, length: int) -> None:
-        """Blocks for positions 0..length-1 of every slot."""
-        shape = (self.slots, self.kv_heads, self.block, self.head_dim)
-        while len(self.keys[0]) < self.blocks_for(length):
-            for layer in range(self.layers):
-                self.keys[layer].append(torch.zeros(shape, dtype=self.dtype, device=self.device))
-                self.values[layer].append(torch.zeros(shape, dtype=self.dtype, device=self.device))
-
-    def write_tokens(self, layer: int, slots: torch.Tensor, positions: torch.Tensor, k, v) -> None:
-        """One position per slot: k, v are [n, kv_heads, head_dim]."""
-        blocks, offsets = positions // self.block, positions % self.block
-        for number in torch.unique(blocks).tolist():
-            rows = (blocks == number).nonzero().squeeze(1)
-            self.keys[layer][number][slots[rows], :, offsets[rows]] = k[rows]
-            self.values[layer][number][slots[rows], :, offsets[rows]] = v[rows]
-
-    def write_span(self, layer: int, slot: int, start: int, k, v) -> None:
-        """Positions start..start+n-1 of one slot: k, v are [n, kv_heads, head_dim]."""
-        position, end = start, start + k.shape[0]
-        while position < end:
-            number, offset = divmod(position, self.block)
-            stop = min(end, (number + 1) * self.block)
-            span = slice(position - start, stop - start)
-            self.keys[layer][number][slot, :, offset:offset + stop - position] = k[span].transpose(0, 1)
-            self.values[layer][number][slot, :, offset:offset + stop - position] = v[span].transpose(0, 1)
-            position = stop
-
-    def read_slot(self, layer: int, slot: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Positions 0..end-1 of one slot as [1, kv_heads, end, head_dim] keys and values."""
-        blocks = self.blocks_for(end)
-        keys = torch.cat([b[slot:slot + 1] for b in self.keys[layer][:blocks]], dim=2)[:, :, :end]
-        values = torch.cat([b[slot:slot + 1] for b in self.values[layer][:blocks]], dim=2)[:, :, :end]
-        return keys, values
-
-    def move(self, source: int, target: int, length: int) -> None:
-        """Copy positions 0..length-1 of slot `source` into slot `target`."""
-        for store in (self.keys, self.values):
-            for blocks in store:
-                for block in blocks[:self.blocks_for(length)]:
-                    block[target] = block[source]
-
-    def clear(self) -> None:
-        self.keys = [[] for _ in range(self.layers)]
-        self.values = [[] for _ in range(self.layers)]
-
-
-def tokens_sample(logits: torch.Tensor, *, temperatures: list[float], top_ps: list[float],
-                  generators: list[torch.Generator]) -> list[int]:
-    """One token per row of `logits` [rows, vocab]: the argmax where the temperature is 0, else a
-    draw from the top-p nucleus of softmax(logits / temperature) (as transformers' TopPLogitsWarper
-    with top_k off), with the row's own generator."""
-    tokens = logits.argmax(-1).tolist()
-    sampled = [row for row, temperature in enumerate(temperatures) if temperature > 0]
-    if not sampled:
-        return tokens
-    device, vocab = logits.device, logits.shape[-1]
-    scale = torch.tensor([temperatures[row] for row in sampled], device=device)[:, None]
-    probs = torch.softmax(logits[torch.tensor(sampled, device=device)] / scale, dim=-1)
-    pending = []
-    for position, row in enumerate(sampled):
-        if top_ps[row] >= 1:  # the whole vocabulary: no nucleus to find
-            tokens[row] = int(torch.multinomial(probs[position], 1, generator=generators[row]))
-        else:
-            pending.append(position)
-    # A row's nucleus lies within its k most likely tokens once they hold top_p of the mass; try a
-    # few k, batched, before sorting a whole row.
-    for k in (TOP_P_CANDIDATES, 16 * TOP_P_CANDIDATES, vocab):
-        if not pending:
-            break
-        k = min(k, vocab)
-        values, indices = probs[torch.tensor(pending, device=device)].topk(k, dim=-1)  # sorted
-        mass = values.sum(-1).tolist()
-        left = []
-        for found, position in enumerate(pending):  # found: row of the top-k; position: in sampled
-            row = sampled[position]
-            if mass[found] >= top_ps[row] or k == vocab:
-                tokens[row] = int(indices[found, _nucleus_draw(values[found], top_ps[row], generators[row])])
-            else:
-                left.append(position)
-        pending = left
-    return tokens
-
-
 def _fused_projections(layer) -> tuple:
     """(qkv weight, qkv bias, gate_up weight, gate_up bias) of a decoder layer: one matrix product
     for q, k and v, one for the MLP's gate and up, instead of five. The module's own weights
@@ -507,13 +411,3 @@ def _fused_projections(layer) -> tuple:
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def _nucleus_draw(sorted_probs: torch.Tensor, top_p: float, generator: torch.Generator) -> int:
-    """Index into `sorted_probs` (descending) of one draw from the top-p nucleus: the most likely
-    tokens whose mass before them is below top_p (at least one), renormalised."""
-    cumulative = sorted_probs.cumsum(0)
-    keep = int(((cumulative - sorted_probs) < top_p).sum().clamp(min=1))
-    kept = cumulative[:keep]
-    u = torch.rand((), generator=generator, dtype=kept.dtype) * kept[-1]
-    return min(int(torch.searchsorted(kept, u, right=True)), keep - 1)

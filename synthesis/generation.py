@@ -13,13 +13,14 @@ import gc
 import importlib.util
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from .engine import DecodeEngine
+from .engine import DecodeEngine, EngineError
 from .loader import causal_lm_load, fast_dtype
 
 ROLES = ("system", "user", "assistant")
@@ -276,6 +277,14 @@ class TransformersBackend:
         slots = max_sequences or self.batch_size(prompt_length, max_new_tokens, cap=MAX_ENGINE_SEQUENCES)
         return DecodeEngine(self.model, eos_ids=self.eos_ids, max_sequences=slots)
 
+    def _engine_start(self, encoded: list[list[int]], *, max_new_tokens: int) -> DecodeEngine:
+        """An engine for these prompts (kept as last_engine), their shared prefixes computed once."""
+        engine = self.last_engine = self.engine_create(prompt_length=max(len(ids) for ids in encoded),
+                                                       max_new_tokens=max_new_tokens)
+        for prefix in shared_prefixes(encoded):
+            engine.prefix_share(prefix)
+        return engine
+
     def _engine_generate(self, encoded: list[list[int]], sampling: SamplingParams,
                          on_completion: Callable[[int, Completion], None] | None) -> list[Completion]:
         """generate() on the engine: every prompt queued at once (longest first), each with its own
@@ -285,15 +294,14 @@ class TransformersBackend:
         if not encoded:
             return []
         lengths = [len(ids) for ids in encoded]
-        engine = self.last_engine = self.engine_create(prompt_length=max(lengths), max_new_tokens=sampling.max_new_tokens)
-        for prefix in shared_prefixes(encoded):
-            engine.prefix_share(prefix)
-        for index in batches_plan(lengths, len(encoded))[0]:
-            engine.add(encoded[index], temperature=sampling.temperature, top_p=sampling.top_p,
-                       max_new_tokens=sampling.max_new_tokens, seed=batch_seed(sampling.seed, index), tag=index)
+        engine = self._engine_start(encoded, max_new_tokens=sampling.max_new_tokens)
+        with _as_generation_error():
+            for index in batches_plan(lengths, len(encoded))[0]:
+                engine.add(encoded[index], temperature=sampling.temperature, top_p=sampling.top_p,
+                           max_new_tokens=sampling.max_new_tokens, seed=batch_seed(sampling.seed, index), tag=index)
         while engine.busy:
             for sequence in engine.step():
-                completion = results[sequence.tag] = self._completion(sequence.generated, sequence.prompt_length)
+                completion = results[sequence.tag] = self.completion(sequence.generated, sequence.prompt_length)
                 if on_completion is not None:
                     on_completion(sequence.tag, completion)
         engine.release_memory()
@@ -311,9 +319,10 @@ class TransformersBackend:
         with torch.random.fork_rng(devices=devices), torch.inference_mode():  # leave the caller's RNG alone
             torch.manual_seed(seed)
             output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **options)
-        return [self._completion(row.tolist(), len(ids)) for row, ids in zip(output[:, input_ids.shape[1]:], encoded)]
+        return [self.completion(row.tolist(), len(ids)) for row, ids in zip(output[:, input_ids.shape[1]:], encoded)]
 
-    def _completion(self, generated: list[int], prompt_tokens: int) -> Completion:
+    def completion(self, generated: list[int], prompt_tokens: int) -> Completion:
+        """The Completion of `generated` token ids (up to and with the first EOS token, if any)."""
         eos = set(self.eos_ids)
         stop_at = next((position for position, token in enumerate(generated) if token in eos), None)
         tokens = generated if stop_at is None else generated[:stop_at]
@@ -340,11 +349,10 @@ class TransformersBackend:
 
         if self.uses_engine and prompts:
             # no padding, prompts flattened; the distribution after each prompt is kept, nothing sampled
-            engine = self.last_engine = self.engine_create(prompt_length=max(lengths), max_new_tokens=1)
-            for prefix in shared_prefixes(encoded):
-                engine.prefix_share(prefix)
-            for index, ids in enumerate(encoded):
-                engine.add(ids, temperature=0, top_p=1, max_new_tokens=1, seed=0, tag=index, keep_probs=True)
+            engine = self._engine_start(encoded, max_new_tokens=1)
+            with _as_generation_error():
+                for index, ids in enumerate(encoded):
+                    engine.add(ids, temperature=0, top_p=1, max_new_tokens=1, seed=0, tag=index, keep_probs=True)
             while engine.busy:
                 for sequence in engine.step():
                     results[sequence.tag] = probabilities(sequence.probs)
@@ -387,6 +395,16 @@ class TransformersBackend:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+@contextmanager
+def _as_generation_error():
+    """The engine's refusals (a prompt too long for the model, say) as GenerationError, which
+    callers handle: the pipeline fails the stage with it, serving answers 400."""
+    try:
+        yield
+    except EngineError as error:
+        raise GenerationError(str(error)) from None
 
 
 def shared_prefixes(encoded: list[list[int]], *, minimum: int = MIN_SHARED_PREFIX) -> list[list[int]]:

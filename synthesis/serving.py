@@ -193,8 +193,7 @@ class ServingEngine:
         from .generation import prompt_token_ids
 
         backend = self.backend
-        engine = self.decode_engine = backend.engine_create(prompt_length=512, max_new_tokens=512,
-                                                            max_sequences=MAX_BATCH)
+        engine = self._decode_engine_new()
         active: set[_Request] = set()
         while True:
             items = [self._requests.get()] if not engine.busy else []
@@ -227,17 +226,21 @@ class ServingEngine:
                 for request in active:
                     self._fail(request, exc)
                 active.clear()
-                engine = self.decode_engine = backend.engine_create(prompt_length=512, max_new_tokens=512,
-                                                                    max_sequences=MAX_BATCH)
+                engine = self._decode_engine_new()
                 continue
             self.batches.append(len(engine.running) + len(finished))
             for sequence in finished:
                 request = sequence.tag
                 active.discard(request)
-                completion = backend._completion(sequence.generated, sequence.prompt_length)
+                completion = backend.completion(sequence.generated, sequence.prompt_length)
                 if request.pieces is not None:
                     request.pieces.put(completion)
                 request.future.set_result(completion)
+
+    def _decode_engine_new(self):
+        """A fresh engine of MAX_BATCH slots (kept as decode_engine, for tests and stats)."""
+        self.decode_engine = self.backend.engine_create(prompt_length=512, max_new_tokens=512, max_sequences=MAX_BATCH)
+        return self.decode_engine
 
     def _piece_send(self, sequence, token: int) -> None:
         """A stream's new text: the decoded answer so far, minus what was sent, held back while it

@@ -4,8 +4,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 from transformers.generation.logits_process import TopPLogitsWarper
 
-from synthesis.engine import DecodeEngine, EngineError, tokens_sample
+from synthesis.engine import DecodeEngine, EngineError
 from synthesis.generation import SamplingParams, TransformersBackend
+from synthesis.sampling import tokens_sample
 from tests.support.tiny_model import tiny_model_dir
 
 VOCAB, EOS = 96, 2
@@ -246,3 +247,14 @@ def test_a_serving_stream_whose_reader_goes_away_is_cancelled_and_others_finish(
         time.sleep(0.05)
     assert serving.decode_engine.stats.cancelled == 1 and not serving.decode_engine.busy
     assert serving.decode_engine.stats.decode_tokens < 400 + 8
+
+
+def test_a_prompt_too_long_for_the_model_is_a_generation_error_from_the_backend(backends):
+    from synthesis.generation import GenerationError
+
+    fast, _ = backends
+    too_long = [chat(" ".join(["fever"] * 600))]
+    with pytest.raises(GenerationError, match="exceeds the model's 512 positions"):
+        fast.generate(too_long, SamplingParams(temperature=0.0, max_new_tokens=4))
+    with pytest.raises(GenerationError, match="exceeds the model's 512 positions"):
+        fast.next_token_probs(too_long, ["yes"])
