@@ -34,6 +34,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .attention import cascade_attention, prefix_bias
 from .kv_cache import BlockCache
 from .sampling import tokens_sample
 
@@ -58,6 +59,8 @@ class Sequence:
     on_token: Callable[["Sequence", int], None] | None = None
     slot: int = -1
     cached: int = 0
+    prefix: tuple | None = None  # the shared prefix (engine.prefixes entry) the prompt starts with
+    base: int = 0  # its length: the cache holds positions base.. of this sequence, at index - base
     finish_reason: str | None = None  # "stop" (EOS sampled), "length" or "cancelled"
     tag: object = None  # the caller's, returned untouched
     keep_probs: bool = False  # keep the next-token distribution of the first sampled position
@@ -110,7 +113,7 @@ class DecodeEngine:
         self.running: list[Sequence] = []  # running[i].slot == i
         self.waiting: deque[Sequence] = deque()
         self.stats = EngineStats()
-        # shared prompt prefixes and their keys and values per layer ([1, kv_heads, n, head_dim])
+        # shared prompt prefixes and their keys and values per layer ([kv_heads, n, head_dim])
         self.prefixes: list[tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = []
         self.fused = [_fused_projections(layer) for layer in self.layers]
         self.qkv_sizes = (self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim)
@@ -171,9 +174,12 @@ class DecodeEngine:
             raise EngineError("share a prefix while the engine is idle")
         if len(prefix_ids) < 2 or any(prefix == list(prefix_ids) for prefix, _ in self.prefixes):
             return
-        self.add(list(prefix_ids), temperature=0, top_p=1, max_new_tokens=1, seed=0)
+        sequence = self.add(list(prefix_ids), temperature=0, top_p=1, max_new_tokens=1, seed=0)
         self.run()  # alone in slot 0, released but not overwritten
-        cached = [self.cache.read_slot(layer, 0, len(prefix_ids)) for layer in range(len(self.layers))]
+        cached = []
+        for layer in range(len(self.layers)):
+            keys, values = self._sequence_kv(layer, 0, sequence.prefix, sequence.base, len(prefix_ids))
+            cached.append((keys.contiguous(), values.contiguous()))
         self.prefixes.append((list(prefix_ids), cached))
         self.prefixes.sort(key=lambda item: -len(item[0]))  # the longest match first
         self.stats.prefix_tokens += len(prefix_ids)
@@ -181,12 +187,10 @@ class DecodeEngine:
     def _admit(self, sequence: Sequence) -> None:
         sequence.slot = len(self.running)
         self.running.append(sequence)
-        for prefix, cached in self.prefixes:
-            if sequence.prompt_length > len(prefix) and sequence.tokens[:len(prefix)] == prefix:
-                self.cache.reserve(len(prefix))
-                for layer, (keys, values) in enumerate(cached):
-                    self.cache.write_span(layer, sequence.slot, 0, keys[0].transpose(0, 1), values[0].transpose(0, 1))
-                sequence.cached = len(prefix)
+        for prefix in self.prefixes:
+            ids = prefix[0]
+            if sequence.prompt_length > len(ids) and sequence.tokens[:len(ids)] == ids:
+                sequence.prefix, sequence.base, sequence.cached = prefix, len(ids), len(ids)
                 self.stats.prefix_hits += 1
                 break
 
@@ -229,7 +233,8 @@ class DecodeEngine:
                 end = min(sequence.prompt_length, sequence.cached + budget)
                 chunks.append((sequence, sequence.cached, end))
                 budget -= end - sequence.cached
-        self.cache.reserve(max([s.cached + 1 for s in decoding] + [end for _, _, end in chunks]))
+        self.cache.reserve(max([s.cached - s.base + 1 for s in decoding] + [end - s.base for s, _, end in chunks]),
+                           most=max(s.prompt_length + s.max_new_tokens - s.base for s in self.running))
         hidden = self._forward(decoding, chunks)
         sampling = decoding + [s for s, _, end in chunks if end == s.prompt_length]
         tokens = self._sample(hidden, sampling) if sampling else []
@@ -262,32 +267,28 @@ class DecodeEngine:
     def _forward(self, decoding: list[Sequence], chunks: list[tuple[Sequence, int, int]]) -> torch.Tensor:
         """Hidden states (after the final norm) at the positions where a token is sampled:
         every decoding sequence, then every chunk that completes its prompt."""
-        ids, positions = [], []
+        ids, positions, slots = [], [], []
         for sequence in decoding:
             ids.append(sequence.tokens[sequence.cached])
             positions.append(sequence.cached)
+            slots.append(sequence.slot)
         for sequence, start, end in chunks:
             ids.extend(sequence.tokens[start:end])
             positions.extend(range(start, end))
+            slots.extend([sequence.slot] * (end - start))
         device = self.device
         input_ids = torch.tensor(ids, device=device)
         position_ids = torch.tensor(positions, device=device)
+        # where each token's key and value go: its slot, at its position minus the shared prefix
+        write_slots = torch.tensor(slots, device=device, dtype=torch.long)
+        bases = [s.base for s in decoding] + [s.base for s, start, end in chunks for _ in range(end - start)]
+        write_index = position_ids - torch.tensor(bases, device=device, dtype=torch.long)
         hidden = self.decoder.embed_tokens(input_ids)
         cos, sin = self.decoder.rotary_emb(hidden[None], position_ids[None])
         cos, sin = cos[0, :, None, :], sin[0, :, None, :]  # [T, 1, head_dim]
         n_decode = len(decoding)
-        decode_slots = torch.tensor([s.slot for s in decoding], device=device, dtype=torch.long)
-        decode_positions = position_ids[:n_decode]
-        if n_decode:
-            longest = self.cache.blocks_for(int(decode_positions.max()) + 1) * self.cache.block
-            # slot row i attends to cache positions 0..positions[i]: an additive mask, 0 or -inf
-            # (rows of running sequences that are not decoding stay 0: finite, and dropped)
-            span = torch.arange(longest, device=device)
-            limits = torch.full((len(self.running),), longest, dtype=torch.long, device=device)
-            limits[decode_slots] = decode_positions
-            decode_bias = torch.zeros(len(self.running), longest, dtype=torch.float32, device=device)
-            decode_bias.masked_fill_(span[None, :] > limits[:, None], float("-inf"))
-            decode_bias = decode_bias[:, None, None, :]  # [rows, 1 (kv heads), 1 (group), L]
+        decode_slots = write_slots[:n_decode]
+        shared, decode_bias = self._decode_bias(decoding, decode_slots, write_index[:n_decode]) if n_decode else ([], None)
         for index, layer in enumerate(self.layers):
             attention = layer.self_attn
             qkv_weight, qkv_bias, gate_up_weight, gate_up_bias = self.fused[index]
@@ -300,17 +301,15 @@ class DecodeEngine:
                 q, k = attention.q_norm(q), attention.k_norm(k)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
+            self.cache.write_tokens(index, write_slots, write_index, k, v)
             outputs = []
             if n_decode:
-                self.cache.write_tokens(index, decode_slots, decode_positions, k[:n_decode], v[:n_decode])
                 outputs.append(self._decode_attention(index, q[:n_decode], decode_slots, decode_bias,
-                                                      attention.scaling))
+                                                      [prefix[1][index] for prefix in shared], attention.scaling))
             offset = n_decode
             for sequence, start, end in chunks:
                 n = end - start
-                slot = sequence.slot
-                self.cache.write_span(index, slot, start, k[offset:offset + n], v[offset:offset + n])
-                keys, values = self.cache.read_slot(index, slot, end)
+                keys, values = self._sequence_kv(index, sequence.slot, sequence.prefix, sequence.base, end)
                 query = q[offset:offset + n].transpose(0, 1)[None]
                 if start == 0:
                     mask, causal = None, True
@@ -319,7 +318,7 @@ class DecodeEngine:
                             <= torch.arange(start, end, device=device)[:, None])
                     causal = False
                 out = F.scaled_dot_product_attention(
-                    query, keys, values, attn_mask=mask,
+                    query, keys[None], values[None], attn_mask=mask,
                     is_causal=causal, scale=attention.scaling, enable_gqa=self.kv_heads != self.heads)
                 outputs.append(out[0].transpose(0, 1))
                 offset += n
@@ -338,24 +337,47 @@ class DecodeEngine:
             hidden = hidden[torch.tensor(keep, device=device, dtype=torch.long)]
         return self.decoder.norm(hidden)
 
-    def _decode_attention(self, layer: int, q, slots, bias, scaling) -> torch.Tensor:
-        """One query per decoding sequence against its slot's cached keys, block by block: batched
-        matrix products per kv head (the query heads of a group share it), [B, heads, head_dim]
-        out. Each block is read in place for slots 0..rows-1; when some running sequence is not
-        decoding this step, its row gets a zero query and an all-zero bias, and is dropped."""
-        rows, blocks = bias.shape[0], bias.shape[-1] // self.cache.block
-        groups = self.heads // self.kv_heads
+    def _sequence_kv(self, layer: int, slot: int, prefix, base: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of positions 0..end-1 of the sequence in `slot`, [kv_heads, end,
+        head_dim]: its shared prefix's (positions 0..base-1), then its own from the cache."""
+        keys, values = self.cache.read_slot(layer, slot, end - base)
+        if prefix is None:
+            return keys, values
+        prefix_keys, prefix_values = prefix[1][layer]
+        return torch.cat([prefix_keys, keys], dim=1), torch.cat([prefix_values, values], dim=1)
+
+    def _decode_bias(self, decoding: list[Sequence], slots: torch.Tensor, index: torch.Tensor):
+        """(the shared prefixes the decoding sequences start with, the additive attention mask
+        [rows, 1, 1, sum of their lengths + own positions], 0 or -inf). Row i (a slot) sees the
+        positions of its own prefix, not the others', then its own cache indices 0..index[i].
+        Rows of running sequences that are not decoding this step see everything: finite, and
+        dropped."""
+        rows, device = len(self.running), self.device
+        shared = list({id(s.prefix): s.prefix for s in decoding if s.prefix is not None}.values())
+        longest = self.cache.blocks_for(int(index.max()) + 1) * self.cache.block
+        limits = torch.full((rows,), longest, dtype=torch.long, device=device)
+        limits[slots] = index
+        own = torch.zeros(rows, longest, dtype=torch.float32, device=device)
+        own.masked_fill_(torch.arange(longest, device=device)[None, :] > limits[:, None], float("-inf"))
+        decoding_slots = {s.slot for s in decoding}
+        members = [[slot for slot in range(rows) if slot not in decoding_slots or self.running[slot].prefix is prefix]
+                   for prefix in shared]
+        parts = prefix_bias(rows, members, [len(prefix[0]) for prefix in shared], device)
+        bias = torch.cat(parts + [own], dim=1) if parts else own
+        return shared, bias[:, None, None, :]  # [rows, 1 (kv heads), 1 (group), L]
+
+    def _decode_attention(self, layer: int, q, slots, bias, shared, scaling) -> torch.Tensor:
+        """One query per decoding sequence against its prefix (read once for all rows) and its
+        own cached keys, block by block, read in place for slots 0..rows-1 (cascade_attention);
+        [B, heads, head_dim] out. When some running sequence is not decoding this step, its row
+        gets a zero query, and is dropped."""
+        rows = bias.shape[0]
         everyone = rows == q.shape[0]  # decoding follows slot order, so then slots == 0..rows-1
         query = q if everyone else q.new_zeros(rows, self.heads, self.head_dim).index_copy_(0, slots, q)
-        query = query.view(rows, self.kv_heads, groups, self.head_dim)
-        keys, values = self.cache.keys[layer][:blocks], self.cache.values[layer][:blocks]
-        scores = torch.cat([torch.matmul(query, block[:rows].transpose(-1, -2)) for block in keys], dim=-1)
-        weights = torch.softmax(scores.float() * scaling + bias, dim=-1).to(q.dtype)
-        size = self.cache.block
-        out = torch.matmul(weights[..., :size], values[0][:rows])
-        for number in range(1, blocks):
-            out += torch.matmul(weights[..., number * size:(number + 1) * size], values[number][:rows])
-        out = out.reshape(rows, self.heads, self.head_dim)
+        query = query.view(rows, self.kv_heads, self.heads // self.kv_heads, self.head_dim)
+        prefix_length = sum(keys.shape[1] for keys, _ in shared)
+        keys, values = self.cache.block_views(layer, (bias.shape[-1] - prefix_length) // self.cache.block, rows)
+        out = cascade_attention(query, keys, values, shared, bias, scaling).reshape(rows, self.heads, self.head_dim)
         return out if everyone else out[slots]
 
     def _sample(self, hidden: torch.Tensor, sequences: list[Sequence]) -> list[int]:
@@ -370,7 +392,7 @@ class DecodeEngine:
         """Free the sequence's slot, moving the last running sequence into it (slots stay 0..n-1)."""
         slot, last = sequence.slot, self.running[-1]
         if last is not sequence:
-            self.cache.move(last.slot, slot, last.cached)
+            self.cache.move(last.slot, slot, last.cached - last.base)
             last.slot = slot
             self.running[slot] = last
         self.running.pop()

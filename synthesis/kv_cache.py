@@ -1,64 +1,85 @@
 """The key/value cache of the continuous-batching engine (synthesis/engine.py), in blocks of
-positions so that a decode step reads views of it, never gathered copies."""
+positions so that a decode step reads views of it, never gathered copies.
+
+A sequence whose prompt starts with a shared prefix keeps only the positions after it here
+(its cache index is its position minus the prefix length); the prefix's keys and values are
+stored once, by the engine, and read once per step for every sequence that shares them."""
 import torch
 
 
 class BlockCache:
-    """Keys and values of every slot, per layer, in blocks of `block` positions: block b of a
-    layer is a [slots, kv_heads, block, head_dim] tensor holding positions b*block..(b+1)*block-1
-    of every slot. Blocks are added as sequences grow (never copied), and a prefix of slots of
-    one block is a contiguous view, which is what the decode step's matrix products read."""
+    """Keys and values of every slot, per layer, in blocks of `block` positions: per layer one
+    [capacity, slots, kv_heads, block, head_dim] tensor, whose block b holds cache indices
+    b*block..(b+1)*block-1 of every slot. A prefix of slots of one block is a contiguous view,
+    which is what the decode step's matrix products read. Capacity grows by doubling (the old
+    blocks are copied over once), so a step never waits on more than an occasional copy."""
 
     def __init__(self, *, layers: int, slots: int, kv_heads: int, head_dim: int, dtype, device, block: int = 64):
         self.layers, self.slots, self.kv_heads, self.head_dim = layers, slots, kv_heads, head_dim
         self.dtype, self.device, self.block = dtype, device, block
-        self.keys: list[list[torch.Tensor]] = [[] for _ in range(layers)]
-        self.values: list[list[torch.Tensor]] = [[] for _ in range(layers)]
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.capacity = 0  # blocks allocated per layer
 
     def blocks_for(self, length: int) -> int:
         return -(-length // self.block)
 
-    def reserve(self, length: int) -> None:
-        """Blocks for positions 0..length-1 of every slot."""
-        shape = (self.slots, self.kv_heads, self.block, self.head_dim)
-        while len(self.keys[0]) < self.blocks_for(length):
+    def reserve(self, length: int, *, most: int | None = None) -> None:
+        """Room for cache indices 0..length-1 of every slot; when it grows, room for twice as
+        many blocks, but not beyond `most` indices (the longest any sequence can reach)."""
+        needed = self.blocks_for(length)
+        if needed <= self.capacity:
+            return
+        capacity = max(needed, min(2 * self.capacity, self.blocks_for(most) if most else 2 * self.capacity))
+        shape = (capacity, self.slots, self.kv_heads, self.block, self.head_dim)
+        for store in (self.keys, self.values):
             for layer in range(self.layers):
-                self.keys[layer].append(torch.zeros(shape, dtype=self.dtype, device=self.device))
-                self.values[layer].append(torch.zeros(shape, dtype=self.dtype, device=self.device))
+                grown = torch.zeros(shape, dtype=self.dtype, device=self.device)
+                if self.capacity:
+                    grown[:self.capacity] = store[layer]
+                    store[layer] = grown
+                else:
+                    store.append(grown)
+        self.capacity = capacity
 
-    def write_tokens(self, layer: int, slots: torch.Tensor, positions: torch.Tensor, k, v) -> None:
-        """One position per slot: k, v are [n, kv_heads, head_dim]."""
-        blocks, offsets = positions // self.block, positions % self.block
-        for number in torch.unique(blocks).tolist():
-            rows = (blocks == number).nonzero().squeeze(1)
-            self.keys[layer][number][slots[rows], :, offsets[rows]] = k[rows]
-            self.values[layer][number][slots[rows], :, offsets[rows]] = v[rows]
+    def write_tokens(self, layer: int, slots: torch.Tensor, indices: torch.Tensor, k, v) -> None:
+        """One cache index per slot: k, v are [n, kv_heads, head_dim]."""
+        blocks, offsets = indices // self.block, indices % self.block
+        self.keys[layer][blocks, slots, :, offsets] = k
+        self.values[layer][blocks, slots, :, offsets] = v
 
     def write_span(self, layer: int, slot: int, start: int, k, v) -> None:
-        """Positions start..start+n-1 of one slot: k, v are [n, kv_heads, head_dim]."""
+        """Cache indices start..start+n-1 of one slot: k, v are [n, kv_heads, head_dim]."""
         position, end = start, start + k.shape[0]
         while position < end:
             number, offset = divmod(position, self.block)
             stop = min(end, (number + 1) * self.block)
             span = slice(position - start, stop - start)
-            self.keys[layer][number][slot, :, offset:offset + stop - position] = k[span].transpose(0, 1)
-            self.values[layer][number][slot, :, offset:offset + stop - position] = v[span].transpose(0, 1)
+            self.keys[layer][number, slot, :, offset:offset + stop - position] = k[span].transpose(0, 1)
+            self.values[layer][number, slot, :, offset:offset + stop - position] = v[span].transpose(0, 1)
             position = stop
 
     def read_slot(self, layer: int, slot: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Positions 0..end-1 of one slot as [1, kv_heads, end, head_dim] keys and values."""
+        """Cache indices 0..end-1 of one slot as [kv_heads, end, head_dim] keys and values."""
         blocks = self.blocks_for(end)
-        keys = torch.cat([b[slot:slot + 1] for b in self.keys[layer][:blocks]], dim=2)[:, :, :end]
-        values = torch.cat([b[slot:slot + 1] for b in self.values[layer][:blocks]], dim=2)[:, :, :end]
-        return keys, values
+        keys = self.keys[layer][:blocks, slot].transpose(0, 1).reshape(self.kv_heads, -1, self.head_dim)
+        values = self.values[layer][:blocks, slot].transpose(0, 1).reshape(self.kv_heads, -1, self.head_dim)
+        return keys[:, :end], values[:, :end]
+
+    def block_views(self, layer: int, blocks: int, rows: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Blocks 0..blocks-1 of slots 0..rows-1: per block a [rows, kv_heads, block, head_dim]
+        view of the keys and one of the values."""
+        keys, values = self.keys[layer], self.values[layer]
+        return [keys[b, :rows] for b in range(blocks)], [values[b, :rows] for b in range(blocks)]
 
     def move(self, source: int, target: int, length: int) -> None:
-        """Copy positions 0..length-1 of slot `source` into slot `target`."""
+        """Copy cache indices 0..length-1 of slot `source` into slot `target`."""
+        blocks = self.blocks_for(length)
+        if not blocks:
+            return
         for store in (self.keys, self.values):
-            for blocks in store:
-                for block in blocks[:self.blocks_for(length)]:
-                    block[target] = block[source]
+            for tensor in store:
+                tensor[:blocks, target] = tensor[:blocks, source]
 
     def clear(self) -> None:
-        self.keys = [[] for _ in range(self.layers)]
-        self.values = [[] for _ in range(self.layers)]
+        self.keys, self.values, self.capacity = [], [], 0

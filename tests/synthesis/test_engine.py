@@ -89,6 +89,21 @@ def test_a_shared_prefix_is_computed_once_and_gives_the_same_tokens():
     assert engine.stats.prefill_tokens == sum(len(p) for p in batch) - 6 * len(prefix) + len(prefix)
 
 
+def test_prompts_of_two_prefixes_one_inside_the_other_and_of_none_decode_together_unchanged():
+    model = tiny("qwen3")
+    short = prompts(1, seed=11, shortest=12, longest=12)[0]
+    longer = short + prompts(1, seed=12, shortest=10, longest=10)[0]  # starts with `short`
+    batch = [head + tail for head in (short, longer, []) for tail in prompts(4, seed=13, shortest=2, longest=9)]
+    engine = DecodeEngine(model, eos_ids=[EOS], max_sequences=5, step_tokens=8)  # joins, leaves, split prompts
+    engine.prefix_share(short)
+    engine.prefix_share(longer)  # computed on top of `short`
+
+    got = engine_run(engine, batch)
+
+    assert got == [reference_greedy(model, prompt, 12) for prompt in batch]
+    assert engine.stats.prefix_hits == 8 + 1  # the 8 prompts, and `longer` itself on `short`
+
+
 def test_no_cross_talk_a_sampled_sequence_is_the_same_alone_and_among_others():
     model = tiny("llama")
     target, others = prompts(1, seed=7)[0], prompts(7, seed=8)
@@ -134,6 +149,41 @@ def test_the_nucleus_is_transformers_top_p_and_draws_follow_its_renormalised_pro
         sigma = (expected * (1 - expected) / draws).sqrt()
         assert ((observed - expected).abs()[frequent] < 5 * sigma[frequent] + 1e-9).all()
         assert allowed.sum() > (1 if row == 0 else 1024)  # row 0 covers its peak, rows 1-2 escalate
+
+
+def reference_nucleus_draw(probs: torch.Tensor, top_p: float, u: float) -> int:
+    """The textbook nucleus draw: sort the whole row, keep the tokens whose mass before them is
+    below top_p, pick by the uniform u over their cumulative mass (float64)."""
+    values, order = probs.double().sort(descending=True)
+    cumulative = values.cumsum(0)
+    keep = max(int(((cumulative - values) < top_p).sum()), 1)
+    picked = int(torch.searchsorted(cumulative[:keep], u * cumulative[keep - 1], right=True))
+    return int(order[min(picked, keep - 1)])
+
+
+def test_the_nucleus_found_among_thresholded_candidates_is_the_whole_sort_at_every_threshold():
+    from synthesis.sampling import MASS_MARGIN, THRESHOLDS, nucleus_draw
+
+    torch.manual_seed(1)
+    vocab = 120_000
+    # peaked rows (nucleus above 1e-3), flatter ones (1e-4, 1e-5) and a nearly uniform one whose
+    # nucleus lies below every fixed threshold (1 / 120,000 < 1e-5), all in one call
+    scales = torch.tensor([[6.0], [4.0], [3.0], [1.5], [1.0], [0.02]])
+    probs = torch.softmax(torch.randn(len(scales), vocab) * scales, dim=-1)
+    top_ps = [0.9, 0.9, 0.9, 0.6, 0.95, 0.7]
+    levels = [next((t for t in THRESHOLDS if probs[row][probs[row] >= t].sum() >= top_ps[row] + MASS_MARGIN), None)
+              for row in range(len(scales))]
+    assert set(levels) == {*THRESHOLDS, None}, f"the rows should need every threshold and the fallback: {levels}"
+
+    for draw in range(25):
+        generators = [torch.Generator().manual_seed(100 * draw + row) for row in range(len(scales))]
+        uniforms = [float(torch.rand((), generator=torch.Generator().manual_seed(100 * draw + row), dtype=torch.float64))
+                    for row in range(len(scales))]
+        got = nucleus_draw(probs, top_ps, generators)
+        want = [reference_nucleus_draw(probs[row], top_ps[row], uniforms[row]) for row in range(len(scales))]
+        # the same place in the sorted row (tokens of exactly equal probability may swap places)
+        assert [float(probs[row, token]) for row, token in enumerate(got)] == \
+            [float(probs[row, token]) for row, token in enumerate(want)]
 
 
 def test_greedy_rows_take_the_argmax_beside_sampled_rows():
