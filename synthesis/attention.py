@@ -15,14 +15,19 @@ def cascade_attention(query: torch.Tensor, own_keys: list[torch.Tensor], own_val
                       scaling: float) -> torch.Tensor:
     """query [R, kv_heads, m, head_dim] (the m queries of row r that read kv head h: the query
     heads of its group, times the row's query positions); own_keys / own_values: pieces along
-    the key positions, each [R, kv_heads, n, head_dim]; shared: per prefix its ([kv_heads, P,
+    the key positions, each [r, kv_heads, n, head_dim] for the first r <= R rows (rows past r
+    must have -inf bias there: they are not read); shared: per prefix its ([kv_heads, P,
     head_dim] keys, values); bias: additive mask [R, 1, m or 1, sum of P + sum of n], 0 or -inf,
     the prefixes' positions first. Returns [R, kv_heads, m, head_dim]."""
     rows, kv, m, dim = query.shape
     stacked = query.permute(1, 0, 2, 3).reshape(kv, rows * m, dim) if shared else None
     parts = [torch.bmm(stacked, keys.transpose(1, 2)).view(kv, rows, m, -1).permute(1, 0, 2, 3)
              for keys, _ in shared]
-    parts += [torch.matmul(query, keys.transpose(-1, -2)) for keys in own_keys]
+    for keys in own_keys:
+        part = torch.matmul(query[:keys.shape[0]], keys.transpose(-1, -2))
+        if keys.shape[0] < rows:  # rows past it: any finite score, the bias makes it -inf
+            part = torch.cat([part, part.new_zeros(rows - keys.shape[0], *part.shape[1:])])
+        parts.append(part)
     scores = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
     weights = torch.softmax(scores.float() * scaling + bias, dim=-1).to(query.dtype)
     out, offset = None, 0
@@ -33,9 +38,14 @@ def cascade_attention(query: torch.Tensor, own_keys: list[torch.Tensor], own_val
         out = done if out is None else out + done
         offset += length
     for values in own_values:
-        length = values.shape[2]
-        done = torch.matmul(weights[..., offset:offset + length], values)
-        out = done if out is None else out + done
+        length, used = values.shape[2], values.shape[0]
+        done = torch.matmul(weights[:used, ..., offset:offset + length], values)
+        if out is None and used < rows:
+            out = torch.cat([done, done.new_zeros(rows - used, *done.shape[1:])])
+        elif out is None:
+            out = done
+        else:
+            out[:used] += done
         offset += length
     return out
 

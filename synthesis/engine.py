@@ -288,7 +288,8 @@ class DecodeEngine:
         cos, sin = cos[0, :, None, :], sin[0, :, None, :]  # [T, 1, head_dim]
         n_decode = len(decoding)
         decode_slots = write_slots[:n_decode]
-        shared, decode_bias = self._decode_bias(decoding, decode_slots, write_index[:n_decode]) if n_decode else ([], None)
+        shared, decode_bias, block_rows = (self._decode_bias(decoding, decode_slots, write_index[:n_decode])
+                                           if n_decode else ([], None, []))
         for index, layer in enumerate(self.layers):
             attention = layer.self_attn
             qkv_weight, qkv_bias, gate_up_weight, gate_up_bias = self.fused[index]
@@ -304,7 +305,7 @@ class DecodeEngine:
             self.cache.write_tokens(index, write_slots, write_index, k, v)
             outputs = []
             if n_decode:
-                outputs.append(self._decode_attention(index, q[:n_decode], decode_slots, decode_bias,
+                outputs.append(self._decode_attention(index, q[:n_decode], decode_slots, decode_bias, block_rows,
                                                       [prefix[1][index] for prefix in shared], attention.scaling))
             offset = n_decode
             for sequence, start, end in chunks:
@@ -348,10 +349,12 @@ class DecodeEngine:
 
     def _decode_bias(self, decoding: list[Sequence], slots: torch.Tensor, index: torch.Tensor):
         """(the shared prefixes the decoding sequences start with, the additive attention mask
-        [rows, 1, 1, sum of their lengths + own positions], 0 or -inf). Row i (a slot) sees the
-        positions of its own prefix, not the others', then its own cache indices 0..index[i].
-        Rows of running sequences that are not decoding this step see everything: finite, and
-        dropped."""
+        [rows, 1, 1, sum of their lengths + own positions], 0 or -inf, and per cache block the
+        slots 0..n-1 that must read it). Row i (a slot) sees the positions of its own prefix, not
+        the others', then its own cache indices 0..index[i]. Rows of running sequences that are
+        not decoding this step see everything: finite, and dropped. A block is read only up to
+        the last slot that reaches into it (sequences admitted first are the longest, and hold
+        the first slots)."""
         rows, device = len(self.running), self.device
         shared = list({id(s.prefix): s.prefix for s in decoding if s.prefix is not None}.values())
         longest = self.cache.blocks_for(int(index.max()) + 1) * self.cache.block
@@ -364,9 +367,13 @@ class DecodeEngine:
                    for prefix in shared]
         parts = prefix_bias(rows, members, [len(prefix[0]) for prefix in shared], device)
         bias = torch.cat(parts + [own], dim=1) if parts else own
-        return shared, bias[:, None, None, :]  # [rows, 1 (kv heads), 1 (group), L]
+        reach = [0] * (longest // self.cache.block)  # per block, 1 + the last slot that reads it
+        for sequence in decoding:
+            for block in range((sequence.cached - sequence.base) // self.cache.block + 1):
+                reach[block] = max(reach[block], sequence.slot + 1)
+        return shared, bias[:, None, None, :], reach  # bias [rows, 1 (kv heads), 1 (group), L]
 
-    def _decode_attention(self, layer: int, q, slots, bias, shared, scaling) -> torch.Tensor:
+    def _decode_attention(self, layer: int, q, slots, bias, block_rows, shared, scaling) -> torch.Tensor:
         """One query per decoding sequence against its prefix (read once for all rows) and its
         own cached keys, block by block, read in place for slots 0..rows-1 (cascade_attention);
         [B, heads, head_dim] out. When some running sequence is not decoding this step, its row
@@ -375,8 +382,7 @@ class DecodeEngine:
         everyone = rows == q.shape[0]  # decoding follows slot order, so then slots == 0..rows-1
         query = q if everyone else q.new_zeros(rows, self.heads, self.head_dim).index_copy_(0, slots, q)
         query = query.view(rows, self.kv_heads, self.heads // self.kv_heads, self.head_dim)
-        prefix_length = sum(keys.shape[1] for keys, _ in shared)
-        keys, values = self.cache.block_views(layer, (bias.shape[-1] - prefix_length) // self.cache.block, rows)
+        keys, values = self.cache.block_views(layer, block_rows)
         out = cascade_attention(query, keys, values, shared, bias, scaling).reshape(rows, self.heads, self.head_dim)
         return out if everyone else out[slots]
 

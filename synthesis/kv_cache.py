@@ -66,11 +66,11 @@ class BlockCache:
         values = self.values[layer][:blocks, slot].transpose(0, 1).reshape(self.kv_heads, -1, self.head_dim)
         return keys[:, :end], values[:, :end]
 
-    def block_views(self, layer: int, blocks: int, rows: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Blocks 0..blocks-1 of slots 0..rows-1: per block a [rows, kv_heads, block, head_dim]
-        view of the keys and one of the values."""
+    def block_views(self, layer: int, rows: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Blocks 0..len(rows)-1, block b for slots 0..rows[b]-1: per block a [rows[b], kv_heads,
+        block, head_dim] view of the keys and one of the values."""
         keys, values = self.keys[layer], self.values[layer]
-        return [keys[b, :rows] for b in range(blocks)], [values[b, :rows] for b in range(blocks)]
+        return [keys[b, :n] for b, n in enumerate(rows)], [values[b, :n] for b, n in enumerate(rows)]
 
     def move(self, source: int, target: int, length: int) -> None:
         """Copy cache indices 0..length-1 of slot `source` into slot `target`."""
