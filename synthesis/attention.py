@@ -50,13 +50,32 @@ def cascade_attention(query: torch.Tensor, own_keys: list[torch.Tensor], own_val
     return out
 
 
-def prefix_bias(rows: int, members: list[list[int]], lengths: list[int], device) -> list[torch.Tensor]:
-    """Per shared prefix, a [rows, length] additive mask: 0 for the rows in `members` (the
-    rows that start with it), -inf for the others."""
+def decode_mask(rows: int, slots: torch.Tensor, index: torch.Tensor, prefixes: list, block: int):
+    """For one decode step over `rows` running slots, of which the decoding sequences sit in
+    `slots` at own cache indices `index` and start with `prefixes` (an engine prefix entry,
+    (token ids, per-layer keys and values), or None): (the distinct prefixes, the additive mask
+    [rows, 1, 1, their lengths + own positions], 0 or -inf, and per cache block of `block`
+    positions the number of leading slots that must read it). A decoding row sees its own
+    prefix, not the others', then its own indices 0..index. Running rows that do not decode
+    this step see everything (finite, and dropped). A block is read only up to the last slot
+    that reaches into it: sequences admitted first are the longest and hold the first slots."""
+    device = index.device
+    shared = list({id(p): p for p in prefixes if p is not None}.values())
+    longest = -(-(int(index.max()) + 1) // block) * block
+    limits = torch.full((rows,), longest, dtype=torch.long, device=device)
+    limits[slots] = index
+    own = torch.zeros(rows, longest, dtype=torch.float32, device=device)
+    own.masked_fill_(torch.arange(longest, device=device)[None, :] > limits[:, None], float("-inf"))
     parts = []
-    for rows_of, length in zip(members, lengths):
-        part = torch.full((rows, length), float("-inf"), dtype=torch.float32, device=device)
-        if rows_of:
-            part[torch.tensor(rows_of, device=device, dtype=torch.long)] = 0.0
+    for prefix in shared:
+        others = [slot for slot, p in zip(slots.tolist(), prefixes) if p is not prefix]
+        part = torch.zeros(rows, len(prefix[0]), dtype=torch.float32, device=device)
+        if others:
+            part[torch.tensor(others, device=device, dtype=torch.long)] = float("-inf")
         parts.append(part)
-    return parts
+    bias = torch.cat(parts + [own], dim=1) if parts else own
+    reach = [0] * (longest // block)  # per block, 1 + the last slot that reads it
+    for slot, own_index in zip(slots.tolist(), index.tolist()):
+        for number in range(own_index // block + 1):
+            reach[number] = max(reach[number], slot + 1)
+    return shared, bias[:, None, None, :], reach

@@ -10,18 +10,21 @@ tokens of every running sequence are flattened into one matrix per step instead:
   - a sequence leaves the moment it ends (EOS or its max_new_tokens) and a waiting one takes its
     slot in the next step;
   - keys and values live in a block cache per layer (`kv_cache.BlockCache`: blocks of 64
-    positions of every slot, added as sequences grow), kept compact (the running sequences
-    hold slots 0..n-1) so a decode step's attention reads views of it, not gathered copies;
+    positions of every slot), kept compact (the running sequences hold slots 0..n-1) so a
+    decode step's attention reads views of it, not gathered copies, each block only up to the
+    last slot that reaches into it;
   - logits are computed only where a token is sampled (the last position of each sequence);
-  - a prompt prefix shared by many prompts (a system turn) can be computed once (`prefix_share`)
-    and copied into each prompt's slot.
+  - a prompt prefix shared by many prompts (a system turn) can be computed once (`prefix_share`):
+    its keys and values are kept once, a prompt that starts with it caches only its own
+    positions, and a decode step reads the prefix once for all its rows
+    (`attention.cascade_attention`).
 
 Sampling is per sequence: its own temperature, top_p, max_new_tokens and random generator
 (seeded from the request's seed and the prompt's index), so a prompt's text does not depend on
 what else runs in its batch, except through the rounding of a wider matrix product.
-Top-p is exact (`sampling.tokens_sample`): the nucleus is found among the 64, then the 1,024
-most likely tokens when they hold top_p of the mass, else over the whole sorted vocabulary;
-top_p 1 draws from the whole distribution directly.
+Top-p is exact (`sampling.tokens_sample`): the nucleus is found among the tokens above a
+probability threshold that holds top_p of the mass, without sorting whole rows; top_p 1 draws
+from the whole distribution directly.
 
 Supported: decoder layers with the Llama layout (`self_attn.{q,k,v,o}_proj`, the two RMS norms,
 `mlp`, a shared `rotary_emb`), no sliding window: model types llama, qwen2, qwen3. Other models
@@ -34,7 +37,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .attention import cascade_attention, prefix_bias
+from .attention import cascade_attention, decode_mask
 from .kv_cache import BlockCache
 from .sampling import tokens_sample
 
@@ -348,30 +351,8 @@ class DecodeEngine:
         return torch.cat([prefix_keys, keys], dim=1), torch.cat([prefix_values, values], dim=1)
 
     def _decode_bias(self, decoding: list[Sequence], slots: torch.Tensor, index: torch.Tensor):
-        """(the shared prefixes the decoding sequences start with, the additive attention mask
-        [rows, 1, 1, sum of their lengths + own positions], 0 or -inf, and per cache block the
-        slots 0..n-1 that must read it). Row i (a slot) sees the positions of its own prefix, not
-        the others', then its own cache indices 0..index[i]. Rows of running sequences that are
-        not decoding this step see everything: finite, and dropped. A block is read only up to
-        the last slot that reaches into it (sequences admitted first are the longest, and hold
-        the first slots)."""
-        rows, device = len(self.running), self.device
-        shared = list({id(s.prefix): s.prefix for s in decoding if s.prefix is not None}.values())
-        longest = self.cache.blocks_for(int(index.max()) + 1) * self.cache.block
-        limits = torch.full((rows,), longest, dtype=torch.long, device=device)
-        limits[slots] = index
-        own = torch.zeros(rows, longest, dtype=torch.float32, device=device)
-        own.masked_fill_(torch.arange(longest, device=device)[None, :] > limits[:, None], float("-inf"))
-        decoding_slots = {s.slot for s in decoding}
-        members = [[slot for slot in range(rows) if slot not in decoding_slots or self.running[slot].prefix is prefix]
-                   for prefix in shared]
-        parts = prefix_bias(rows, members, [len(prefix[0]) for prefix in shared], device)
-        bias = torch.cat(parts + [own], dim=1) if parts else own
-        reach = [0] * (longest // self.cache.block)  # per block, 1 + the last slot that reads it
-        for sequence in decoding:
-            for block in range((sequence.cached - sequence.base) // self.cache.block + 1):
-                reach[block] = max(reach[block], sequence.slot + 1)
-        return shared, bias[:, None, None, :], reach  # bias [rows, 1 (kv heads), 1 (group), L]
+        """attention.decode_mask for the decoding sequences among the running slots."""
+        return decode_mask(len(self.running), slots, index, [s.prefix for s in decoding], self.cache.block)
 
     def _decode_attention(self, layer: int, q, slots, bias, block_rows, shared, scaling) -> torch.Tensor:
         """One query per decoding sequence against its prefix (read once for all rows) and its
