@@ -61,6 +61,19 @@ def test_greedy_tokens_equal_generate_while_sequences_join_leave_and_prefill_in_
     assert engine.stats.max_running == 3 and engine.stats.steps > 12
 
 
+def test_the_cache_grows_past_its_first_blocks_keeping_what_it_holds():
+    model = tiny("llama")
+    prefix = prompts(1, seed=21, shortest=70, longest=70)[0]  # its keys are kept apart from the slots'
+    batch = prompts(3, seed=22, shortest=60, longest=150) + [prefix + tail for tail in prompts(3, seed=23, longest=90)]
+    engine = DecodeEngine(model, eos_ids=[EOS], max_sequences=3, step_tokens=32)
+    engine.prefix_share(prefix)
+
+    got = engine_run(engine, batch, max_new_tokens=30)
+
+    assert got == [reference_greedy(model, prompt, 30) for prompt in batch]
+    assert engine.cache.capacity >= 3  # blocks of 64: grown, live blocks copied, while prompts were prefilled
+
+
 def test_a_generated_end_of_sequence_stops_a_sequence_and_counts():
     model = tiny("llama")
     batch = prompts(30, seed=3)
