@@ -170,8 +170,9 @@ class DecodeEngine:
     @torch.inference_mode()
     def prefix_share(self, prefix_ids: list[int]) -> None:
         """Compute the keys and values of `prefix_ids` once; every later prompt that starts with
-        it (and is longer) copies them into its slot instead of recomputing them (the longest
-        shared prefix it starts with, when there are several). The prefix runs as a one-token
+        it (and is longer) attends to them where they are instead of recomputing them, and
+        caches only its own positions after them (the longest shared prefix it starts with, when
+        there are several). The prefix runs as a one-token
         request on its own, so call this while the engine is idle."""
         if self.busy:
             raise EngineError("share a prefix while the engine is idle")
@@ -291,8 +292,10 @@ class DecodeEngine:
         cos, sin = cos[0, :, None, :], sin[0, :, None, :]  # [T, 1, head_dim]
         n_decode = len(decoding)
         decode_slots = write_slots[:n_decode]
-        shared, decode_bias, block_rows = (self._decode_bias(decoding, decode_slots, write_index[:n_decode])
-                                           if n_decode else ([], None, []))
+        shared, decode_bias, block_rows = ([], None, [])
+        if n_decode:
+            shared, decode_bias, block_rows = decode_mask(len(self.running), decode_slots, write_index[:n_decode],
+                                                          [s.prefix for s in decoding], self.cache.block)
         for index, layer in enumerate(self.layers):
             attention = layer.self_attn
             qkv_weight, qkv_bias, gate_up_weight, gate_up_bias = self.fused[index]
@@ -350,13 +353,10 @@ class DecodeEngine:
         prefix_keys, prefix_values = prefix[1][layer]
         return torch.cat([prefix_keys, keys], dim=1), torch.cat([prefix_values, values], dim=1)
 
-    def _decode_bias(self, decoding: list[Sequence], slots: torch.Tensor, index: torch.Tensor):
-        """attention.decode_mask for the decoding sequences among the running slots."""
-        return decode_mask(len(self.running), slots, index, [s.prefix for s in decoding], self.cache.block)
-
     def _decode_attention(self, layer: int, q, slots, bias, block_rows, shared, scaling) -> torch.Tensor:
         """One query per decoding sequence against its prefix (read once for all rows) and its
-        own cached keys, block by block, read in place for slots 0..rows-1 (cascade_attention);
+        own cached keys, block by block, each read in place up to the last slot that reaches into
+        it (cascade_attention);
         [B, heads, head_dim] out. When some running sequence is not decoding this step, its row
         gets a zero query, and is dropped."""
         rows = bias.shape[0]

@@ -30,7 +30,8 @@ class BlockCache:
         needed = self.blocks_for(length)
         if needed <= self.capacity:
             return
-        capacity = max(needed, min(2 * self.capacity, self.blocks_for(most) if most else 2 * self.capacity))
+        doubled = 2 * self.capacity
+        capacity = max(needed, min(doubled, self.blocks_for(most)) if most else doubled)
         shape = (capacity, self.slots, self.kv_heads, self.block, self.head_dim)
         for store in (self.keys, self.values):
             for layer in range(self.layers):
@@ -47,17 +48,6 @@ class BlockCache:
         blocks, offsets = indices // self.block, indices % self.block
         self.keys[layer][blocks, slots, :, offsets] = k
         self.values[layer][blocks, slots, :, offsets] = v
-
-    def write_span(self, layer: int, slot: int, start: int, k, v) -> None:
-        """Cache indices start..start+n-1 of one slot: k, v are [n, kv_heads, head_dim]."""
-        position, end = start, start + k.shape[0]
-        while position < end:
-            number, offset = divmod(position, self.block)
-            stop = min(end, (number + 1) * self.block)
-            span = slice(position - start, stop - start)
-            self.keys[layer][number, slot, :, offset:offset + stop - position] = k[span].transpose(0, 1)
-            self.values[layer][number, slot, :, offset:offset + stop - position] = v[span].transpose(0, 1)
-            position = stop
 
     def read_slot(self, layer: int, slot: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Cache indices 0..end-1 of one slot as [kv_heads, end, head_dim] keys and values."""
