@@ -199,6 +199,21 @@ def test_the_nucleus_found_among_thresholded_candidates_is_the_whole_sort_at_eve
             [float(probs[row, token]) for row, token in enumerate(want)]
 
 
+def test_top_p_one_draws_from_the_whole_distribution():
+    torch.manual_seed(2)
+    logits = torch.randn(1, 50) * 2
+    generators = [torch.Generator().manual_seed(5)]
+    draws = 20_000
+    counts = torch.zeros(50)
+    for _ in range(draws):
+        counts[tokens_sample(logits, temperatures=[0.7], top_ps=[1.0], generators=generators)[0]] += 1
+
+    expected = torch.softmax(logits[0] / 0.7, dim=-1)
+    sigma = (expected * (1 - expected) / draws).sqrt()
+    assert ((counts / draws - expected).abs() < 5 * sigma + 1e-4).all()
+    assert (counts > 0).sum() > 25  # the tail is drawn too, not only a nucleus
+
+
 def test_greedy_rows_take_the_argmax_beside_sampled_rows():
     logits = torch.tensor([[0.0, 3.0, 1.0], [5.0, 0.0, 0.0]])
     tokens = tokens_sample(logits, temperatures=[0.0, 1.0], top_ps=[1.0, 0.5],
