@@ -15,12 +15,12 @@ from django.conf import settings
 from jobs.selectors import artifact_input
 from jobs.services import job_event_record
 from privacy.selectors import dataset_canaries, dataset_records
-from synthesis.generation import SamplingParams, TransformersBackend
+from synthesis.generation import TransformersBackend
 
 from .canary import exposure_report
 from .membership import membership_report
 from .reconstruction import reconstruction_report
-from .utility import heldout_loss_report, ifd_report, pairwise_win_rate, rouge_l_against_references
+from .utility import greedy_answers, heldout_loss_report, ifd_report, pairwise_win_rate, rouge_l_report
 
 
 def evaluate_run(params, ctx) -> None:
@@ -66,14 +66,16 @@ def evaluate_run(params, ctx) -> None:
                    **({"canary_exposure_mean": report["privacy"]["canaries"]["mean_exposure"]} if canaries else {}))
         ctx.check()
         questions = heldout[: params.generation_records]
+        # greedy answers, once per model: ROUGE-L scores them and the judge compares them
+        answers = {"target": greedy_answers(target, questions, max_new_tokens=params.max_new_tokens),
+                   "base": greedy_answers(base, questions, max_new_tokens=params.max_new_tokens)}
         report["utility"] = {
             "heldout_loss": {"target": heldout_loss_report(target.model, target.tokenizer, heldout, max_length=params.max_length),
                              "base": heldout_loss_report(base.model, base.tokenizer, heldout, max_length=params.max_length)},
-            "rouge_l": {"target": rouge_l_against_references(target, questions, max_new_tokens=params.max_new_tokens),
-                        "base": rouge_l_against_references(base, questions, max_new_tokens=params.max_new_tokens)},
+            "rouge_l": {side: rouge_l_report(questions, answers[side]) for side in ("target", "base")},
         }
         ctx.check()
-        report["utility"]["win_rate"] = _win_rate(params, target, base, questions)
+        report["utility"]["win_rate"] = _win_rate(params, questions, answers["target"], answers["base"])
         report["utility"]["ifd"] = _ifd(params, base, train)
     finally:
         target.close()
@@ -109,12 +111,8 @@ def headline_metrics(report: dict) -> dict:
     }
 
 
-def _win_rate(params, target, base, questions: list[dict]) -> dict:
-    """Target vs base answers to the same held-out questions, judged by W_Pro."""
-    prompts = [[{"role": "user", "content": record["instruction"]}] for record in questions]
-    greedy = SamplingParams(temperature=0.0, max_new_tokens=params.max_new_tokens, seed=params.seed)
-    answers_target = [c.text for c in target.generate(prompts, greedy)]
-    answers_base = [c.text for c in base.generate(prompts, greedy)]
+def _win_rate(params, questions: list[dict], answers_target: list[str], answers_base: list[str]) -> dict:
+    """Target vs base greedy answers to the same held-out questions, judged by W_Pro."""
     judge = TransformersBackend.load(model_spec=params.professional_model, adapter_path=None,
                                      cache_dir=settings.KSG_MODEL_CACHE, dtype=torch.float32)
     try:

@@ -95,26 +95,39 @@ def heldout_loss_report(model, tokenizer, records: list[dict], *, max_length: in
 
 # --- 2. ROUGE-L against reference answers ----------------------------------------------------
 
-def rouge_l_against_references(backend, records: list[dict], *, max_new_tokens: int = 96, seed: int = 0) -> dict:
-    """Answer each record's instruction greedily (temperature 0) through `backend` (a generation
-    backend: TransformersBackend or VLLMBackend), then ROUGE-L F1 (word tokens, in [0, 1]) of the
-    answer against the record's reference response. Returns {"mean", "n", "scores" (per record,
-    input order), "examples" (the first ROUGE_EXAMPLES records: instruction, reference,
-    generated, score)}. The prompt is a single user message, the format the adapter trained on."""
-    if not records:
-        raise ValueError("rouge_l_against_references needs at least one record")
+def greedy_answers(backend, records: list[dict], *, max_new_tokens: int = 96, seed: int = 0) -> list[str]:
+    """Each record's instruction answered greedily (temperature 0) through `backend` (a
+    generation backend: TransformersBackend or VLLMBackend), input order. The prompt is a single
+    user message, the format the adapter trained on."""
     prompts = [[{"role": "user", "content": record["instruction"]}] for record in records]
     sampling = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, seed=seed)
-    generated = [completion.text for completion in backend.generate(prompts, sampling)]
+    return [completion.text for completion in backend.generate(prompts, sampling)]
+
+
+def rouge_l_report(records: list[dict], answers: list[str]) -> dict:
+    """ROUGE-L F1 (word tokens, in [0, 1]) of each answer against its record's reference
+    response. Returns {"mean", "n", "scores" (per record, input order), "examples" (the first
+    ROUGE_EXAMPLES records: instruction, reference, generated, score)}."""
+    if not records:
+        raise ValueError("ROUGE-L needs at least one record")
+    if len(answers) != len(records):
+        raise ValueError(f"{len(answers)} answers for {len(records)} records")
     scores = [
         rouge_l(tokenize_for_similarity(text), tokenize_for_similarity(record["response"]))
-        for text, record in zip(generated, records)
+        for text, record in zip(answers, records)
     ]
     examples = [
         {"instruction": record["instruction"], "reference": record["response"], "generated": text, "score": score}
-        for record, text, score in list(zip(records, generated, scores))[:ROUGE_EXAMPLES]
+        for record, text, score in list(zip(records, answers, scores))[:ROUGE_EXAMPLES]
     ]
     return {"mean": statistics.fmean(scores), "n": len(scores), "scores": scores, "examples": examples}
+
+
+def rouge_l_against_references(backend, records: list[dict], *, max_new_tokens: int = 96, seed: int = 0) -> dict:
+    """rouge_l_report of `backend`'s greedy answers (greedy_answers) to the records."""
+    if not records:
+        raise ValueError("rouge_l_against_references needs at least one record")
+    return rouge_l_report(records, greedy_answers(backend, records, max_new_tokens=max_new_tokens, seed=seed))
 
 
 # --- 3. pairwise win-rate, judged by the professional model ----------------------------------

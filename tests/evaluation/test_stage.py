@@ -41,8 +41,17 @@ def trained(tmp_path, settings, make_user):
     return owner, dataset, model_dir, adapter
 
 
-def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained):
+def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained, monkeypatch):
+    from synthesis.generation import TransformersBackend
+
     owner, dataset, model_dir, adapter = trained
+    generate, generated = TransformersBackend.generate, []
+
+    def counted(self, prompts, sampling, **options):
+        generated.append(len(prompts))
+        return generate(self, prompts, sampling, **options)
+
+    monkeypatch.setattr(TransformersBackend, "generate", counted)
     params = params_as_dict(params_parse("evaluate", {
         "adapter_artifact": adapter.pk, "base_model": str(model_dir), "professional_model": str(model_dir),
         "max_length": 96, "reconstruction_targets": 5, "candidate_set_size": 20, "generation_records": 3,
@@ -61,6 +70,8 @@ def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained):
     # The adapter was trained on the training split: it fits the private data better than the base.
     assert utility["heldout_loss"]["target"]["loss"] != utility["heldout_loss"]["base"]["loss"]
     assert 0 <= utility["rouge_l"]["target"]["mean"] <= 1 and utility["win_rate"]["n"] == 3
+    # each model answers the 3 questions once: ROUGE-L and the judge read the same answers
+    assert generated == [3, 3]
     assert utility["ifd"]["private"]["n"] == dataset.train_count
     metrics = [event.payload for event in job.events.filter(kind="metric").order_by("seq")]
     assert metrics[0]["membership_auc"] == membership["loss"]["auc"] and "win_rate" in metrics[1]

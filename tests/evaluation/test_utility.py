@@ -19,6 +19,7 @@ from evaluation.utility import (
     pairwise_win_rate,
     response_losses,
     rouge_l_against_references,
+    rouge_l_report,
 )
 from privacy.dp_train import DPTrainConfig, collate, dp_lora_train, examples_tokenize, lora_wrap, per_example_loss
 from synthesis.filtering import rouge_l, tokenize_for_similarity
@@ -128,6 +129,13 @@ def test_rouge_l_equals_rouge_l_of_independently_generated_greedy_answers(tiny_d
     assert report["mean"] == pytest.approx(sum(expected) / len(expected))
     assert [example["generated"] for example in report["examples"]] == texts[:5]
     assert report["mean"] < 1.0  # the untrained model does not reproduce the references
+
+
+def test_rouge_l_report_refuses_answers_that_do_not_match_the_records():
+    with pytest.raises(ValueError, match="2 answers for 3 records"):
+        rouge_l_report(RECORDS[:3], ["a", "b"])
+    with pytest.raises(ValueError, match="at least one record"):
+        rouge_l_report([], [])
 
 
 # --- pairwise win-rate -----------------------------------------------------------------------
