@@ -296,6 +296,15 @@ class DecodeEngine:
         if n_decode:
             shared, decode_bias, block_rows = decode_mask(len(self.running), decode_slots, write_index[:n_decode],
                                                           [s.prefix for s in decoding], self.cache.block)
+        # per prompt chunk: its attention mask (None: causal from position 0) and whether its keys
+        # are all this step's own (it starts where its own cache starts), so that they are taken
+        # from k and v directly instead of read back out of the cache
+        chunk_masks = []
+        for sequence, start, end in chunks:
+            mask = None
+            if start > 0:  # a later chunk, or one after a shared prefix: all before it, itself causally
+                mask = torch.arange(end, device=device)[None, :] <= torch.arange(start, end, device=device)[:, None]
+            chunk_masks.append((mask, start == sequence.base))
         for index, layer in enumerate(self.layers):
             attention = layer.self_attn
             qkv_weight, qkv_bias, gate_up_weight, gate_up_bias = self.fused[index]
@@ -314,19 +323,15 @@ class DecodeEngine:
                 outputs.append(self._decode_attention(index, q[:n_decode], decode_slots, decode_bias, block_rows,
                                                       [prefix[1][index] for prefix in shared], attention.scaling))
             offset = n_decode
-            for sequence, start, end in chunks:
+            for (sequence, start, end), (mask, fresh) in zip(chunks, chunk_masks):
                 n = end - start
-                keys, values = self._sequence_kv(index, sequence.slot, sequence.prefix, sequence.base, end)
-                query = q[offset:offset + n].transpose(0, 1)[None]
-                if start == 0:
-                    mask, causal = None, True
-                else:  # a later chunk sees the whole cached prefix and itself causally
-                    mask = (torch.arange(end, device=device)[None, :]
-                            <= torch.arange(start, end, device=device)[:, None])
-                    causal = False
+                if fresh:
+                    keys, values = self._fresh_kv(index, sequence.prefix, k[offset:offset + n], v[offset:offset + n])
+                else:
+                    keys, values = self._sequence_kv(index, sequence.slot, sequence.prefix, sequence.base, end)
                 out = F.scaled_dot_product_attention(
-                    query, keys[None], values[None], attn_mask=mask,
-                    is_causal=causal, scale=attention.scaling, enable_gqa=self.kv_heads != self.heads)
+                    q[offset:offset + n].transpose(0, 1)[None], keys[None], values[None], attn_mask=mask,
+                    is_causal=mask is None, scale=attention.scaling, enable_gqa=self.kv_heads != self.heads)
                 outputs.append(out[0].transpose(0, 1))
                 offset += n
             attended = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
@@ -347,7 +352,16 @@ class DecodeEngine:
     def _sequence_kv(self, layer: int, slot: int, prefix, base: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of positions 0..end-1 of the sequence in `slot`, [kv_heads, end,
         head_dim]: its shared prefix's (positions 0..base-1), then its own from the cache."""
-        keys, values = self.cache.read_slot(layer, slot, end - base)
+        return self._after_prefix(layer, prefix, *self.cache.read_slot(layer, slot, end - base))
+
+    def _fresh_kv(self, layer: int, prefix, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same for a chunk whose own keys are all computed this step (k, v: [n, kv_heads,
+        head_dim], the values just written to the cache), without reading them back."""
+        return self._after_prefix(layer, prefix, k.transpose(0, 1), v.transpose(0, 1))
+
+    @staticmethod
+    def _after_prefix(layer: int, prefix, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A sequence's own keys and values [kv_heads, n, head_dim] after its shared prefix's, if any."""
         if prefix is None:
             return keys, values
         prefix_keys, prefix_values = prefix[1][layer]
