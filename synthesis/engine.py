@@ -63,11 +63,15 @@ class Sequence:
     slot: int = -1
     cached: int = 0
     prefix: tuple | None = None  # the shared prefix (engine.prefixes entry) the prompt starts with
-    base: int = 0  # its length: the cache holds positions base.. of this sequence, at index - base
     finish_reason: str | None = None  # "stop" (EOS sampled), "length" or "cancelled"
     tag: object = None  # the caller's, returned untouched
     keep_probs: bool = False  # keep the next-token distribution of the first sampled position
     probs: torch.Tensor | None = None  # [vocab] float32 softmax at temperature 1, when keep_probs
+
+    @property
+    def base(self) -> int:
+        """The shared prefix's length: the cache holds positions base.. of this sequence, at index - base."""
+        return len(self.prefix[0]) if self.prefix is not None else 0
 
     @property
     def generated(self) -> list[int]:
@@ -182,7 +186,7 @@ class DecodeEngine:
         self.run()  # alone in slot 0, released but not overwritten
         cached = []
         for layer in range(len(self.layers)):
-            keys, values = self._sequence_kv(layer, 0, sequence.prefix, sequence.base, len(prefix_ids))
+            keys, values = self._sequence_kv(layer, 0, sequence, len(prefix_ids))
             cached.append((keys.contiguous(), values.contiguous()))
         self.prefixes.append((list(prefix_ids), cached))
         self.prefixes.sort(key=lambda item: -len(item[0]))  # the longest match first
@@ -194,7 +198,7 @@ class DecodeEngine:
         for prefix in self.prefixes:
             ids = prefix[0]
             if sequence.prompt_length > len(ids) and sequence.tokens[:len(ids)] == ids:
-                sequence.prefix, sequence.base, sequence.cached = prefix, len(ids), len(ids)
+                sequence.prefix, sequence.cached = prefix, len(ids)
                 self.stats.prefix_hits += 1
                 break
 
@@ -326,9 +330,9 @@ class DecodeEngine:
             for (sequence, start, end), (mask, fresh) in zip(chunks, chunk_masks):
                 n = end - start
                 if fresh:
-                    keys, values = self._fresh_kv(index, sequence.prefix, k[offset:offset + n], v[offset:offset + n])
+                    keys, values = self._fresh_kv(index, sequence, k[offset:offset + n], v[offset:offset + n])
                 else:
-                    keys, values = self._sequence_kv(index, sequence.slot, sequence.prefix, sequence.base, end)
+                    keys, values = self._sequence_kv(index, sequence.slot, sequence, end)
                 out = F.scaled_dot_product_attention(
                     q[offset:offset + n].transpose(0, 1)[None], keys[None], values[None], attn_mask=mask,
                     is_causal=mask is None, scale=attention.scaling, enable_gqa=self.kv_heads != self.heads)
@@ -349,15 +353,16 @@ class DecodeEngine:
             hidden = hidden[torch.tensor(keep, device=device, dtype=torch.long)]
         return self.decoder.norm(hidden)
 
-    def _sequence_kv(self, layer: int, slot: int, prefix, base: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of positions 0..end-1 of the sequence in `slot`, [kv_heads, end,
-        head_dim]: its shared prefix's (positions 0..base-1), then its own from the cache."""
-        return self._after_prefix(layer, prefix, *self.cache.read_slot(layer, slot, end - base))
+    def _sequence_kv(self, layer: int, slot: int, sequence: Sequence, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of positions 0..end-1 of `sequence`, whose own are in `slot`,
+        [kv_heads, end, head_dim]: its shared prefix's (positions 0..base-1), then its own from
+        the cache."""
+        return self._after_prefix(layer, sequence.prefix, *self.cache.read_slot(layer, slot, end - sequence.base))
 
-    def _fresh_kv(self, layer: int, prefix, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fresh_kv(self, layer: int, sequence: Sequence, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The same for a chunk whose own keys are all computed this step (k, v: [n, kv_heads,
         head_dim], the values just written to the cache), without reading them back."""
-        return self._after_prefix(layer, prefix, k.transpose(0, 1), v.transpose(0, 1))
+        return self._after_prefix(layer, sequence.prefix, k.transpose(0, 1), v.transpose(0, 1))
 
     @staticmethod
     def _after_prefix(layer: int, prefix, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

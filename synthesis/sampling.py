@@ -24,13 +24,12 @@ def tokens_sample(logits: torch.Tensor, *, temperatures: list[float], top_ps: li
     tokens = [0] * rows
     greedy = [row for row in range(rows) if temperatures[row] <= 0]
     if greedy:
-        chosen = logits if len(greedy) == rows else logits[torch.tensor(greedy, device=device)]
-        for row, token in zip(greedy, chosen.argmax(-1).tolist()):
+        for row, token in zip(greedy, _rows(logits, greedy).argmax(-1).tolist()):
             tokens[row] = token
     sampled = [row for row in range(rows) if temperatures[row] > 0]
     if not sampled:
         return tokens
-    chosen = logits if len(sampled) == rows else logits[torch.tensor(sampled, device=device)]
+    chosen = _rows(logits, sampled)
     scale = torch.tensor([temperatures[row] for row in sampled], device=device, dtype=torch.float32)[:, None]
     scaled = chosen.float()
     if scaled is logits:  # float32 logits, all rows sampled: the caller's tensor stays as it was
@@ -39,16 +38,22 @@ def tokens_sample(logits: torch.Tensor, *, temperatures: list[float], top_ps: li
     whole = [i for i, row in enumerate(sampled) if top_ps[row] >= 1]
     nucleus = [i for i, row in enumerate(sampled) if top_ps[row] < 1]
     if whole:
-        draws = _whole_draw(probs if len(whole) == len(sampled) else probs[torch.tensor(whole, device=device)],
-                            [generators[sampled[i]] for i in whole])
+        draws = _whole_draw(_rows(probs, whole), [generators[sampled[i]] for i in whole])
         for i, token in zip(whole, draws):
             tokens[sampled[i]] = token
     if nucleus:
-        subset = probs if len(nucleus) == len(sampled) else probs[torch.tensor(nucleus, device=device)]
-        draws = nucleus_draw(subset, [top_ps[sampled[i]] for i in nucleus], [generators[sampled[i]] for i in nucleus])
+        draws = nucleus_draw(_rows(probs, nucleus), [top_ps[sampled[i]] for i in nucleus],
+                             [generators[sampled[i]] for i in nucleus])
         for i, token in zip(nucleus, draws):
             tokens[sampled[i]] = token
     return tokens
+
+
+def _rows(tensor: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """tensor[rows] (a copy), or the tensor itself when rows are all of its rows in order."""
+    if rows == list(range(tensor.shape[0])):
+        return tensor
+    return tensor[torch.tensor(rows, device=tensor.device)]
 
 
 def _uniforms(generators: list[torch.Generator], device) -> torch.Tensor:
