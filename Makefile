@@ -9,7 +9,7 @@ PORT ?= 8000
 # another package would be a multi-GB CUDA download.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install run test check clean
+.PHONY: install browser run test check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,22 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ksg_embedded --host $(HOST) --port $(PORT)
 
-test: install
+# The browser tests drive Debian's Chromium through Playwright (no browser download: none can work
+# here). Where it is missing, root with apt-get installs it; anyone else is told the one command,
+# before a single test runs.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+	      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	  else \
+	    echo "make test: the browser tests need Chromium. Install it, then run make test again:" >&2; \
+	    echo "    sudo apt-get install chromium" >&2; \
+	    exit 1; \
+	  fi; }
+
+test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 check: install

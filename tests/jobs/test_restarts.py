@@ -5,7 +5,6 @@ suite's session worker and the machine's shared services are never involved."""
 import asyncio
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -204,7 +203,7 @@ def test_a_postgres_restart_mid_training_is_retried_and_the_ledger_adds_up(tmp_p
         submitted = _manage(env, "ksg_run", "--dataset", "clinic", "--preset", "demo", "--baseline", "dp_direct",
                             "--base-model", str(model_dir), "--professional-model", str(model_dir),
                             *[arg for item in overrides for arg in ("--set", item)])
-        run_id = int(re.search(r"run (\d+) ", submitted).group(1))
+        run_id = json.loads(submitted)["run"]  # stdout holds the JSON summary alone
 
         worker = Worker(tmp_path, queues="client,server", pool="prefork", database_url=url,
                         redis_url=redis_server.url(0), directories=directories,

@@ -27,11 +27,13 @@ def test_cli_stage1_on_the_embedded_model(celery_session_worker, tmp_path, make_
     call_command("ksg_demo_data", "--domain", "medical", "--n", "120", "--seed", "1", "--out", str(demo))
     call_command("ksg_dataset_add", str(demo), "--name", "clinic", "--epsilon-limit", "10", "--owner", "ada",
                  stdout=StringIO())
-    out = StringIO()
+    out, progress = StringIO(), StringIO()
     call_command("ksg_dp_finetune", "--dataset", "clinic", "--target-epsilon", "4", "--steps", "4",
-                 "--logical-batch-size", "8", "--physical-batch-size", "8", "--max-length", "64", stdout=out)
+                 "--logical-batch-size", "8", "--physical-batch-size", "8", "--max-length", "64",
+                 stdout=out, stderr=progress)
 
-    log = out.getvalue()
+    log = progress.getvalue()  # the progress goes to stderr, the result line alone to stdout
+    assert re.fullmatch(r"job \d+ succeeded; adapter: \S+\n", out.getvalue()), out.getvalue()
     job = Job.objects.get(kind="dp_finetune")
     assert job.status == "succeeded", log
     assert len(re.findall(r"epsilon +step \d/4 +epsilon", log)) == 4

@@ -35,11 +35,12 @@ def test_ksg_run_on_the_embedded_model(celery_session_worker, tmp_path, make_use
     demo = tmp_path / "clinic.jsonl"
     call_command("ksg_demo_data", "--domain", "medical", "--n", "60", "--seed", "2", "--out", str(demo))
     call_command("ksg_dataset_add", str(demo), "--name", "clinic", "--epsilon-limit", "10", "--owner", "ada", stdout=StringIO())
-    out = StringIO()
-    call_command("ksg_run", "--dataset", "clinic", "--preset", "demo", "--wait", *[a for s in SMALLEST for a in ("--set", s)], stdout=out)
+    out, progress = StringIO(), StringIO()
+    call_command("ksg_run", "--dataset", "clinic", "--preset", "demo", "--wait", *[a for s in SMALLEST for a in ("--set", s)],
+                 stdout=out, stderr=progress)
 
-    text = out.getvalue()
-    summary = json.loads(text[text.index("{\n"):])
+    text = progress.getvalue()
+    summary = json.loads(out.getvalue())  # stdout is the JSON summary alone; the progress went to stderr
     assert summary["status"] == "succeeded", text[-3000:]
     assert 0 < summary["privacy"]["epsilon"] <= 4
     stage1 = Job.objects.get(kind="dp_finetune")

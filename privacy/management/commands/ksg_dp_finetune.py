@@ -41,11 +41,13 @@ class Command(BaseCommand):
             job = dp_finetune_submit(owner=user, dataset=target, params=params)
         except (JobParamsError, BudgetExceeded) as error:
             raise CommandError(str(error)) from error
-        self.stdout.write(f"job {job.pk} queued on dataset {target.name!r}; epsilon {params['target_epsilon']} reserved")
+        queued = f"job {job.pk} queued on dataset {target.name!r}; epsilon {params['target_epsilon']} reserved"
         if no_wait:
+            self.stdout.write(queued)
             return
+        self.stderr.write(queued)  # progress on stderr; the result line alone on stdout
         with embedded_worker_if_needed(celery_app):
-            job = job_follow(job_id=job.pk, write=self.stdout.write)
+            job = job_follow(job_id=job.pk, write=self.stderr.write)
         if job.status != "succeeded":
             raise CommandError(f"job {job.pk} {job.status}: {job.error}")
         adapter = job.artifacts.filter(kind="adapter").first()

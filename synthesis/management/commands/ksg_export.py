@@ -42,11 +42,13 @@ class Command(BaseCommand):
             export = run_export(run=run, actor=owner, quantize=options["quantize"])
         except (JobStateError, JobQueueUnavailable, JobParamsError) as error:
             raise CommandError(str(error)) from error
-        self.stdout.write(f"export job {export.pk} of run {run.pk}: {export.status}")
+        queued = f"export job {export.pk} of run {run.pk}: {export.status}"
         if not wait:
+            self.stdout.write(queued)
             return
+        self.stderr.write(queued)  # progress on stderr; the result line alone on stdout
         with embedded_worker_if_needed(celery_app):
-            export = job_follow(job_id=export.pk, write=self.stdout.write)
+            export = job_follow(job_id=export.pk, write=self.stderr.write)
         if export.status != Job.Status.SUCCEEDED:
             raise CommandError(f"export job {export.pk} {export.status}: {export.error}")
         model_dir = Path(settings.KSG_ARTIFACT_DIR) / export.artifacts.get(kind="model", path__endswith="merged_model").path

@@ -18,7 +18,8 @@ from synthesis.prompts import DOMAINS
 class Command(BaseCommand):
     help = ("Submit a whole KnowledgeSG run (DP fine-tuning, generation, filtering, distillation, target "
             "fine-tuning, evaluation), or one of its baselines, on a registered dataset. With --wait, show each "
-            "stage's progress and print a JSON summary; the exit code is non-zero if the run does not succeed.")
+            "stage's progress and print a JSON summary; the exit code is non-zero if the run does not succeed. "
+            "Progress goes to stderr and the JSON summary alone to stdout, so `ksg_run ... --wait | jq .privacy` works.")
 
     def add_arguments(self, parser):
         parser.add_argument("--dataset", required=True, help="name of a registered dataset")
@@ -51,12 +52,12 @@ class Command(BaseCommand):
                              baseline=options["baseline"])
         except (JobParamsError, BudgetExceeded, NonPrivateRefused) as error:
             raise CommandError(str(error)) from error
-        self.stdout.write(f"run {run.pk} ({options['baseline']}) submitted on dataset {dataset.name!r} "
+        # Progress on stderr, the JSON result alone on stdout: what scripts piping into jq rely on.
+        self.stderr.write(f"run {run.pk} ({options['baseline']}) submitted on dataset {dataset.name!r} "
                           f"(preset {options['preset']})")
-        if not options["wait"]:
-            return
-        with embedded_worker_if_needed(celery_app):
-            run = run_follow(run_id=run.pk, write=self.stdout.write)
+        if options["wait"]:
+            with embedded_worker_if_needed(celery_app):
+                run = run_follow(run_id=run.pk, write=self.stderr.write)
         self.stdout.write(json.dumps(run_summary(run=run), indent=2))
-        if run.status != "succeeded":
+        if options["wait"] and run.status != "succeeded":
             raise CommandError(f"run {run.pk} {run.status}: {run.error}")
