@@ -208,7 +208,10 @@ def run_child_finished(*, child_id: int) -> None:
     with transaction.atomic():
         child = Job.objects.select_related("parent").get(pk=child_id)
         run = Job.objects.select_for_update().get(pk=child.parent_id)
-        if run.kind != Job.Kind.RUN or run.is_finished:
+        if run.kind != Job.Kind.RUN:
+            return
+        if run.is_finished:
+            _stage_finished_late(run, child)
             return
         if child.status != Job.Status.SUCCEEDED:
             status = Job.Status.CANCELLED if child.status == Job.Status.CANCELLED else Job.Status.FAILED
@@ -231,6 +234,23 @@ def run_child_finished(*, child_id: int) -> None:
         job_event_record(job_id=run.pk, kind=JobEvent.Kind.LOG, payload={"message": f"stage {next_kind} queued",
                                                                           "stage": next_kind})
         job_submit(owner=run.owner, kind=next_kind, params=params, dataset=run.dataset, parent=run)
+
+
+def _stage_finished_late(run: Job, child: Job) -> None:
+    """A stage that ends after its run did (the run was cancelled, or failed, while the stage's
+    worker still ran): say so on both streams, once, listing the outputs the stage kept. They stay
+    recorded artifacts of the stage (its page and the run summary list them); a DP stage settled
+    its own epsilon whatever the run's state."""
+    if child.events.filter(kind=JobEvent.Kind.LOG, payload__after_run_ended=True).exists():
+        return  # already said (a redelivered task finishing the same stage again)
+    outputs = [f"{artifact.kind} {artifact.path.rsplit('/', 1)[-1]} (artifact {artifact.pk})"
+               for artifact in child.artifacts.order_by("pk")]
+    kept = f"its outputs are kept: {', '.join(outputs)}" if outputs else "it left no outputs"
+    message = f"stage {child.kind} (job {child.pk}) ended {child.status} after run {run.pk} had ended {run.status}; {kept}"
+    payload = {"message": message, "after_run_ended": True, "artifacts": [artifact.pk for artifact in child.artifacts.all()]}
+    job_event_record(job_id=child.pk, kind=JobEvent.Kind.LOG, payload=payload)
+    job_event_record(job_id=run.pk, kind=JobEvent.Kind.LOG, payload={**payload, "stage": child.kind})
+    logger.info(message)
 
 
 def _stage_inputs(run: Job, child: Job, next_kind: str) -> dict[str, int]:

@@ -1,6 +1,13 @@
 """Jobs whose worker vanished: a heartbeat while a stage runs, and the reaper that settles a
 running job whose heartbeat stopped.
 
+Only jobs a worker executes (the kinds in jobs.kinds.JOB_KINDS, each a Celery task) have a
+heartbeat, and only they are reaped by it. A run (kind `run`) has no worker: it is running while
+one of its stages is queued or running, and it ends when that stage ends (jobs.pipeline.
+run_child_finished), a reaped stage included. The reaper checks a run by its stages instead: a
+running run whose stages have all finished for longer than the timeout lost its settlement (the
+worker died between finishing the stage and advancing the run), and the reaper advances it.
+
 A worker killed with SIGKILL (or a machine that lost power) never marks its job. With
 `acks_late` the broker hands the task to another worker eventually, but only after the
 visibility timeout (hours, longer than the longest stage), and not at all if the message was
@@ -20,6 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import services
+from .kinds import JOB_KINDS
 from .models import Job, JobEvent
 
 logger = logging.getLogger(__name__)
@@ -62,18 +70,37 @@ class Heartbeat:
 
 
 def jobs_reap(*, timeout_seconds: float | None = None) -> list[int]:
-    """Fail every running job whose last heartbeat (or start, if none) is older than the
-    timeout, settling what its kind needs; returns their ids. Safe to run from many places at
-    once: each job is re-checked under its row lock."""
+    """Fail every running job a worker executes whose last heartbeat (or start, if none) is
+    older than the timeout, settling what its kind needs; returns their ids. Then advance the
+    runs whose stages all finished longer ago than the timeout without the run moving on. Safe
+    to run from many places at once: each job is re-checked under its row lock."""
     timeout = settings.KSG_HEARTBEAT_TIMEOUT if timeout_seconds is None else timeout_seconds
     cutoff = timezone.now() - timedelta(seconds=timeout)
-    stale = Job.objects.filter(status=Job.Status.RUNNING).filter(
+    stale = Job.objects.filter(status=Job.Status.RUNNING, kind__in=list(JOB_KINDS)).filter(
         Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff))
     reaped = []
     for job_id in stale.values_list("pk", flat=True):
         if _job_reap(job_id=job_id, cutoff=cutoff):
             reaped.append(job_id)
+    _runs_resettle(cutoff=cutoff)
     return reaped
+
+
+def _runs_resettle(*, cutoff) -> None:
+    """A running run with no stage left queued or running, whose newest stage finished before
+    `cutoff`: the worker that finished the stage died before advancing the run. Advance it now
+    (run_child_finished is idempotent: a run that moved on in the meantime is left as it is)."""
+    from .pipeline import run_child_finished
+
+    active = Job.objects.exclude(status__in=Job.TERMINAL_STATUSES)
+    runs = (Job.objects.filter(kind=Job.Kind.RUN, status=Job.Status.RUNNING)
+            .exclude(children__in=active).filter(children__isnull=False).distinct())
+    for run in runs:
+        newest = run.children.order_by("-pk").first()
+        if newest.finished_at is not None and newest.finished_at < cutoff:
+            logger.warning("run %s was left running after its stage %s (job %s) ended; advancing it",
+                           run.pk, newest.kind, newest.pk)
+            run_child_finished(child_id=newest.pk)
 
 
 def _job_reap(*, job_id: int, cutoff) -> bool:

@@ -1,7 +1,8 @@
 """What a worker does with a job: start it, give the stage a context to report through, settle it.
 
 A stage is a plain function `stage(params, ctx)`; it reports through `ctx` and calls
-`ctx.check()` between steps, which raises when the job was cancelled or ran past its time limit.
+`ctx.check()` between steps, which raises when the job was cancelled, ended elsewhere (reaped) or
+ran past its time limit.
 """
 import logging
 import time
@@ -21,6 +22,11 @@ logger = logging.getLogger(__name__)
 
 class JobCancelled(Exception):
     """Raised inside a stage when a cancel was requested."""
+
+
+class JobEnded(Exception):
+    """Raised inside a stage whose job was ended elsewhere while its worker still ran it (the
+    reaper took its worker for lost): the stage stops at its next step instead of going on."""
 
 
 class StageTimeLimitExceeded(Exception):
@@ -83,10 +89,20 @@ class JobContext:
         services.job_event_record(job_id=self.job_id, kind=JobEvent.Kind.LOG, payload={"message": message, **values})
 
     def check(self) -> None:
-        if services.job_cancel_requested(job_id=self.job_id):
+        """Between steps: stop if the job was ended elsewhere, a cancel was asked, or time is up."""
+        if self.ensure_running():
             raise JobCancelled()
         if time.monotonic() > self.deadline:
             raise StageTimeLimitExceeded()
+
+    def ensure_running(self) -> bool:
+        """Raise JobEnded when the job is no longer running (the reaper failed it); otherwise
+        whether a cancel was asked. A DP stage calls it after recording a step's epsilon and before
+        drawing that step's noise, so a step the reaper did not count is never taken."""
+        status, cancel_requested, error = services.job_run_state(job_id=self.job_id)
+        if status != Job.Status.RUNNING:
+            raise JobEnded(f"job {self.job_id} was ended ({status}: {error}) while this worker still ran it")
+        return cancel_requested
 
     def wait(self, seconds: float) -> None:
         """Sleep, checking for a cancel at least every half second."""
@@ -134,6 +150,10 @@ def _run_stage(job: Job, stage: Callable[[Any, JobContext], None]) -> str:
             stage(params, ctx)
     except JobCancelled:
         return services.job_mark_cancelled(job_id=job.pk).status
+    except JobEnded as ended:
+        services.job_event_record(job_id=job.pk, kind=JobEvent.Kind.LOG,
+                                  payload={"message": f"{ended}; the stage stopped at its next step"})
+        return Job.objects.get(pk=job.pk).status
     except (StageTimeLimitExceeded, SoftTimeLimitExceeded):
         limit = settings.KSG_STAGE_TIME_LIMITS[job.kind]
         error = f"stopped: the {job.kind} stage ran past its time limit of {limit} s"

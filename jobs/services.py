@@ -179,8 +179,9 @@ def job_cancel(*, job: Job, actor) -> Job:
 
 
 @db_retried
-def job_cancel_requested(*, job_id: int) -> bool:
-    return Job.objects.filter(pk=job_id, cancel_requested=True).exists()
+def job_run_state(*, job_id: int) -> tuple[str, bool, str]:
+    """(status, cancel requested, error) of a job, read fresh: what a stage checks between steps."""
+    return Job.objects.filter(pk=job_id).values_list("status", "cancel_requested", "error").get()
 
 
 def job_finish_locked(job: Job, status: str, *, error: str = "") -> Job:

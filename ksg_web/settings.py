@@ -250,6 +250,8 @@ KSG_MAX_ATTEMPTS = int(os.environ.get("KSG_MAX_ATTEMPTS", "3"))
 # thread of the embedded server) fails a job silent for KSG_HEARTBEAT_TIMEOUT seconds.
 KSG_HEARTBEAT_SECONDS = float(os.environ.get("KSG_HEARTBEAT_SECONDS") or 30)
 KSG_HEARTBEAT_TIMEOUT = float(os.environ.get("KSG_HEARTBEAT_TIMEOUT") or 300)
+# How often the embedded server's reaper thread looks (compose's `reaper` service: ksg_reap --every).
+KSG_REAPER_SECONDS = float(os.environ.get("KSG_REAPER_SECONDS") or 60)
 # A worker's job writes survive a database restart of up to this many seconds (jobs/db_retry.py).
 KSG_DB_RETRY_SECONDS = float(os.environ.get("KSG_DB_RETRY_SECONDS") or 60)
 

@@ -73,6 +73,9 @@ def dp_finetune_run(params, ctx) -> None:
         ctx.epsilon(**payload)
         last_step.clear()
         last_step.update(payload)
+        # The reaper commits the steps the `epsilon` events name; a job it failed after this
+        # event was written counted this step, one failed before stops here, noise not drawn.
+        ctx.ensure_running()
 
     def after_step(report: StepReport) -> None:
         ctx.metric(step=report.step, loss=report.loss, batch_size=report.batch_size, seconds=report.seconds)

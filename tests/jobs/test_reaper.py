@@ -114,3 +114,104 @@ def test_ksg_reap_reports_what_it_settled(make_user):
     out = StringIO()
     call_command("ksg_reap", "--timeout", "300", stdout=out)
     assert f"reaped job {job.pk}" in out.getvalue() and "1 job(s) reaped" in out.getvalue()
+
+
+def _stamp(job: Job, *, silent_for: float, finished: bool = False) -> None:
+    """Move a job's last sign of life (and its end, if finished) `silent_for` seconds back."""
+    at = timezone.now() - timedelta(seconds=silent_for)
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=at, started_at=at, **({"finished_at": at} if finished else {}))
+
+
+def test_a_run_is_never_reaped_by_its_own_silence_while_its_stage_beats(make_user):
+    owner = make_user("ada")
+    dataset = make_dataset(owner, epsilon_limit="10")
+    run = Job.objects.create(kind="run", owner=owner, dataset=dataset, status="running", params={"baseline": "dp_direct"})
+    stage = _lost_dp_job(owner, dataset, steps_with_noise=2, silent_for=5, parent=run)
+    _stamp(run, silent_for=3600)  # a run has no worker: its stamp moves only with its own events
+
+    assert jobs_reap(timeout_seconds=300) == []
+
+    run.refresh_from_db()
+    stage.refresh_from_db()
+    assert run.status == "running" and stage.status == "running"
+
+
+def test_a_reaped_stage_ends_its_run_and_the_run_itself_is_not_reaped(make_user):
+    owner = make_user("ada")
+    dataset = make_dataset(owner, epsilon_limit="10")
+    run = Job.objects.create(kind="run", owner=owner, dataset=dataset, status="running", params={"baseline": "dp_direct"})
+    stage = _lost_dp_job(owner, dataset, steps_with_noise=2, silent_for=600, parent=run)
+    _stamp(run, silent_for=3600)
+
+    assert jobs_reap(timeout_seconds=300) == [stage.pk]  # the stage, by its own heartbeat; not the run
+
+    run.refresh_from_db()
+    assert run.status == "failed" and f"stage dp_finetune (job {stage.pk}) failed: worker lost" in run.error
+
+
+def test_a_run_left_running_after_its_last_stage_ended_is_settled_by_the_reaper(make_user):
+    owner = make_user("ada")
+    dataset = make_dataset(owner, epsilon_limit="10")
+    run = Job.objects.create(kind="run", owner=owner, dataset=dataset, status="running", params={"baseline": "dp_direct"})
+    first = Job.objects.create(kind="dp_finetune", owner=owner, dataset=dataset, parent=run, status="succeeded")
+    last = Job.objects.create(kind="evaluate", owner=owner, dataset=dataset, parent=run, status="succeeded")
+    _stamp(first, silent_for=900, finished=True)
+    _stamp(last, silent_for=30, finished=True)  # the worker died between finishing it and advancing the run
+
+    assert jobs_reap(timeout_seconds=300) == []
+    run.refresh_from_db()
+    assert run.status == "running"  # too recent: the worker may still be advancing it
+
+    _stamp(last, silent_for=600, finished=True)
+    jobs_reap(timeout_seconds=300)
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+
+
+def test_a_stage_that_ends_after_its_run_says_so_and_lists_the_outputs_it_kept(make_user, settings, tmp_path):
+    from jobs.pipeline import run_cancel, run_child_finished
+    from jobs.services import artifact_record, job_succeed
+
+    settings.KSG_ARTIFACT_DIR = tmp_path
+    owner = make_user("ada")
+    dataset = make_dataset(owner, epsilon_limit="10")
+    run = Job.objects.create(kind="run", owner=owner, dataset=dataset, status="running", params={"baseline": "dp_direct"})
+    stage = _lost_dp_job(owner, dataset, steps_with_noise=2, silent_for=1, parent=run)
+    run_cancel(run=run, actor=owner)  # the stage's worker is on its last step: it finishes anyway
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    artifact = artifact_record(job_id=stage.pk, kind="adapter", path=tmp_path / "adapter")
+    job_succeed(job_id=stage.pk)
+
+    run_child_finished(child_id=stage.pk)
+    run_child_finished(child_id=stage.pk)  # a redelivered task finishing it again says nothing new
+
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+    late = list(stage.events.filter(kind="log", payload__after_run_ended=True).values_list("payload", flat=True))
+    assert len(late) == 1 and late[0]["artifacts"] == [artifact.pk]
+    assert f"ended succeeded after run {run.pk} had ended cancelled" in late[0]["message"]
+    assert f"adapter adapter (artifact {artifact.pk})" in late[0]["message"]
+    assert run.events.filter(kind="log", payload__after_run_ended=True, payload__stage="dp_finetune").count() == 1
+    assert Job.objects.get(pk=stage.pk).artifacts.get().pk == artifact.pk
+
+
+def test_a_stage_reaped_while_its_worker_still_runs_stops_at_its_next_step(make_user, settings):
+    settings.KSG_HEARTBEAT_SECONDS = 3600  # the heartbeat thread stamps once, at the start
+    owner = make_user("ada")
+    job = Job.objects.create(kind="selftest", owner=owner, params={"steps": 1}, celery_task_id="t-3")
+    steps = []
+
+    def stalled_stage(params, ctx):
+        ctx.check()
+        steps.append(1)
+        _stamp(job, silent_for=600)  # a stall (a swapped-out host, a stuck database) longer than the timeout
+        assert jobs_reap(timeout_seconds=300) == [job.pk]
+        ctx.check()
+        steps.append(2)  # never reached: the stage stops instead of working for a job that is over
+
+    assert job_execute(job_id=job.pk, celery_task_id="t-3", stage=stalled_stage) == "failed"
+    job.refresh_from_db()
+    assert steps == [1] and job.error.startswith("worker lost")
+    messages = [payload["message"] for payload in job.events.filter(kind="log").values_list("payload", flat=True)]
+    assert any("while this worker still ran it; the stage stopped at its next step" in m for m in messages), messages

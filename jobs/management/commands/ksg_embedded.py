@@ -34,7 +34,7 @@ class Command(BaseCommand):
 
         worker = None if no_worker else embedded_worker_start(celery_app)
         if worker is not None:
-            reaper_start(every_seconds=60)  # jobs of a worker that died (or a process killed earlier)
+            reaper_start(every_seconds=settings.KSG_REAPER_SECONDS)  # jobs of a worker that died (or a process killed earlier)
         url = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}/"
         self.stdout.write(f"KnowledgeSG ({settings.KSG_RUN_MODE} mode, database {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]})")
         self.stdout.write(f"Data directory: {settings.KSG_DATA_DIR}")
