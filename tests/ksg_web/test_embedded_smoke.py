@@ -23,9 +23,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
-def embedded_server(tmp_path):
+def embedded_server(tmp_path, request):
+    """(base URL, process, log) of `manage.py ksg_embedded` on a free port with its data in
+    tmp_path; a test parametrizes it indirectly with a dict of extra environment variables."""
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}}
-    env.update({"KSG_DATA_DIR": str(tmp_path), "KSG_ADMIN_PASSWORD": PASSWORD, "PYTHONUNBUFFERED": "1"})
+    env.update({"KSG_DATA_DIR": str(tmp_path), "KSG_ADMIN_PASSWORD": PASSWORD, "PYTHONUNBUFFERED": "1",
+                **getattr(request, "param", {})})
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
     port = free_port()
     log = (tmp_path / "server.log").open("w+")
