@@ -18,7 +18,8 @@ from jobs.selectors import job_last_event_payload
 from synthesis.loader import training_model_load
 
 from . import accountant as dp_accountant
-from .dp_train import DPTrainConfig, StepReport, dp_lora_train, examples_tokenize, lora_wrap
+from .dp_config import DPTrainConfig, dp_config_from_params
+from .dp_train import StepReport, dp_lora_train, examples_tokenize, lora_wrap
 from .models import LedgerEntry
 from .selectors import dataset_records
 from .services import budget_release, budget_settle
@@ -26,19 +27,6 @@ from .services import budget_release, budget_settle
 
 class WorkerLostError(Exception):
     """An earlier attempt drew noise and then its worker stopped; its spend is now committed."""
-
-
-def dp_config_from_params(params, *, delta: float, accountant: str) -> DPTrainConfig:
-    """Job parameters (jobs.kinds.DPFinetuneParams) plus the budget's delta and accountant."""
-    return DPTrainConfig(
-        target_epsilon=params.target_epsilon, delta=delta, accountant=accountant,
-        lora_rank=params.lora_rank, lora_alpha=params.lora_alpha,
-        target_modules=tuple(name.strip() for name in params.target_modules.split(",") if name.strip()),
-        learning_rate=params.learning_rate, epochs=None if params.steps else params.epochs,
-        steps=params.steps or None, logical_batch_size=params.logical_batch_size,
-        physical_batch_size=params.physical_batch_size, max_length=params.max_length,
-        max_grad_norm=params.max_grad_norm, seed=params.seed,
-    )
 
 
 def dp_finetune_run(params, ctx) -> None:

@@ -13,7 +13,7 @@ from django.db import transaction
 from jobs.kinds import JobParamsError, params_parse
 
 from ..access import dataset_manageable_by
-from ..dp_train import TrainConfigError, planned_steps
+from ..dp_config import TrainConfigError, dp_config_from_params, planned_steps
 from ..events import budget_changed_on_commit
 from ..models import AuditEntry, PrivateDataset
 from ..selectors import budget_balance
@@ -77,7 +77,6 @@ def run_first_stage_check(*, dataset: PrivateDataset, stage: str, params: dict) 
         return
     if stage != "dp_finetune":
         return
-    from ..dp_stage import dp_config_from_params  # the stage pulls in torch; import it late
 
     parsed = params_parse("dp_finetune", params)
     budget = dataset.budget

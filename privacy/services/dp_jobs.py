@@ -6,7 +6,7 @@ from django.db import transaction
 from jobs.kinds import JobParamsError, params_parse
 from jobs.services import job_submit
 
-from ..dp_train import TrainConfigError, planned_steps
+from ..dp_config import TrainConfigError, dp_config_from_params, planned_steps
 from ..models import PrivateDataset
 from .budget import budget_nonprivate_release, budget_reserve
 
@@ -18,7 +18,6 @@ def dp_finetune_submit(*, owner, dataset: PrivateDataset, params: dict | None = 
     Raises JobParamsError for parameters that cannot run (including a training split smaller
     than the batch), BudgetExceeded when the target epsilon does not fit what is left.
     """
-    from ..dp_stage import dp_config_from_params  # the stage pulls in torch; import it late
 
     parsed = params_parse("dp_finetune", params)
     budget = dataset.budget
