@@ -17,6 +17,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from .events import job_group
+from .ids import query_int
 from .selectors import BACKLOG_BATCH, job_events_after, job_visible_to
 
 CLOSE_UNAUTHENTICATED = 4401
@@ -38,9 +39,8 @@ class JobStreamConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         query = parse_qs(self.scope.get("query_string", b"").decode())
-        try:
-            self.sent_seq = int(query.get("last_seq", ["0"])[0])
-        except ValueError:
+        self.sent_seq = query_int(query.get("last_seq", ["0"])[0], minimum=0)
+        if self.sent_seq is None:
             await self.close(code=CLOSE_BAD_REQUEST)
             return
         self.sending = asyncio.Lock()  # one writer at a time keeps seq order across live and polled events

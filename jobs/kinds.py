@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .ids import DB_INT_MAX
+
 CLIENT_QUEUE = "client"  # may read private data
 SERVER_QUEUE = "server"  # never receives a private dataset, only artifact ids
 
@@ -277,6 +279,8 @@ def _field_value(kind: str, spec: dataclasses.Field, value: Any) -> Any:
     if choices is not None and value not in choices:
         raise JobParamsError(f"{kind}.{name} must be one of {', '.join(choices)}, got {value!r}")
     lower, upper = spec.metadata.get("min"), spec.metadata.get("max")
+    if upper is None and wanted in (int, "int"):
+        upper = DB_INT_MAX  # an id with no bound of its own still has to fit the database
     if lower is not None and value < lower:
         raise JobParamsError(f"{kind}.{name} must be at least {lower}, got {value!r}")
     if upper is not None and value > upper:

@@ -3,5 +3,5 @@ from django.urls import path
 from .consumers import JobStreamConsumer
 
 websocket_urlpatterns = [
-    path("ws/jobs/<int:job_id>/", JobStreamConsumer.as_asgi()),
+    path("ws/jobs/<id:job_id>/", JobStreamConsumer.as_asgi()),
 ]

@@ -18,6 +18,7 @@ from privacy.services import BudgetExceeded, NonPrivateRefused
 from synthesis.presets import PRESETS, preset_stages
 
 from .forms import RunForm, preset_values
+from .ids import query_int
 from .kinds import JOB_KINDS, JobParamsError
 from .models import Artifact, Job
 from .pipeline import BASELINES, run_pipeline, run_submit
@@ -74,8 +75,9 @@ def run_new(request):
     preset = request.POST.get("preset") or request.GET.get("preset") or "demo"
     preset = preset if preset in PRESETS else "demo"
     initial = {}
-    if request.method == "GET" and request.GET.get("dataset", "").isdigit():
-        initial["dataset"] = int(request.GET["dataset"])
+    dataset_id = query_int(request.GET.get("dataset"))  # the dataset page's "new run" link
+    if request.method == "GET" and dataset_id is not None:
+        initial["dataset"] = dataset_id
     form = RunForm(request.POST if request.method == "POST" else None, datasets=datasets, balances=balances,
                    preset=preset, initial=initial)
     if request.method == "POST" and form.is_valid():
@@ -206,12 +208,12 @@ def _run_ids(request) -> list[int]:
 def run_compare(request):
     """Runs on one dataset side by side: the report's comparison figures (COMPARISON_COLUMNS)."""
     visible_datasets = datasets_visible_to(request.user).order_by("name")
-    dataset_id = request.GET.get("dataset", "")
     dataset = None
-    if dataset_id:
-        if not dataset_id.isdigit():
+    if request.GET.get("dataset"):
+        dataset_id = query_int(request.GET["dataset"])
+        if dataset_id is None:
             raise Http404("dataset must be a dataset id")
-        dataset = get_object_or_404(visible_datasets, pk=int(dataset_id))
+        dataset = get_object_or_404(visible_datasets, pk=dataset_id)
     candidates = list(_runs_visible(request.user).filter(dataset=dataset)) if dataset else []
     wanted = _run_ids(request)
     by_id = {run.pk: run for run in candidates}

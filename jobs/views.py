@@ -15,6 +15,7 @@ from privacy.access import dataset_records_readable
 
 from . import services
 from .forms import params_form_class
+from .ids import DB_INT_MAX, query_int
 from .kinds import JobParamsError
 from .models import Job
 from .pipeline import run_cancel, run_export, run_exports
@@ -76,10 +77,9 @@ def job_detail(request, job_id: int):
 def job_events(request, job_id: int):
     """The stored stream as JSON: `?after=N` gives events with seq > N (at most 500)."""
     job = get_object_or_404(jobs_visible_to(request.user), pk=job_id)
-    try:
-        after = int(request.GET.get("after", "0"))
-    except ValueError:
-        return HttpResponseBadRequest("after must be a whole number (the last seq you have)")
+    after = query_int(request.GET.get("after", "0"), minimum=0)
+    if after is None:
+        return HttpResponseBadRequest(f"after must be a whole number from 0 to {DB_INT_MAX} (the last seq you have)")
     events = job_events_after(job_id=job.pk, after_seq=after)
     return JsonResponse({"job": job.pk, "status": job.status, "events": events})
 

@@ -92,7 +92,7 @@ class PrivacyBudgetAdmin(ReadOnlyAdmin):
 
     def get_urls(self):
         edit = self.admin_site.admin_view(self.edit_view)
-        return [path("<int:budget_id>/edit/", edit, name="privacy_privacybudget_edit"), *super().get_urls()]
+        return [path("<id:budget_id>/edit/", edit, name="privacy_privacybudget_edit"), *super().get_urls()]
 
     @admin.display(description="Balance (from the ledger)")
     def balance(self, budget):

@@ -7,7 +7,7 @@ app_name = "datasets"
 urlpatterns = [
     path("", dataset_views.dataset_list, name="list"),
     path("new/", dataset_views.dataset_new, name="new"),
-    path("<int:dataset_id>/", dataset_views.dataset_detail, name="detail"),
-    path("<int:dataset_id>/grants/", dataset_views.dataset_grant_view, name="grant"),
-    path("<int:dataset_id>/grants/<int:grant_id>/revoke/", dataset_views.dataset_revoke_view, name="revoke"),
+    path("<id:dataset_id>/", dataset_views.dataset_detail, name="detail"),
+    path("<id:dataset_id>/grants/", dataset_views.dataset_grant_view, name="grant"),
+    path("<id:dataset_id>/grants/<id:grant_id>/revoke/", dataset_views.dataset_revoke_view, name="revoke"),
 ]

@@ -6,13 +6,13 @@ app_name = "compliance"
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("approvals/", views.approvals, name="approvals"),
-    path("approvals/<int:run_id>/approve/", views.approval_decide, {"decision": "approve"}, name="approve"),
-    path("approvals/<int:run_id>/reject/", views.approval_decide, {"decision": "reject"}, name="reject"),
+    path("approvals/<id:run_id>/approve/", views.approval_decide, {"decision": "approve"}, name="approve"),
+    path("approvals/<id:run_id>/reject/", views.approval_decide, {"decision": "reject"}, name="reject"),
     path("ledger/", views.ledger, name="ledger"),
     path("ledger.csv", views.ledger_export, {"fmt": "csv"}, name="ledger-csv"),
     path("ledger.json", views.ledger_export, {"fmt": "json"}, name="ledger-json"),
     path("audit/", views.audit_trail, name="audit"),
     path("audit.csv", views.audit_export, {"fmt": "csv"}, name="audit-csv"),
     path("audit.json", views.audit_export, {"fmt": "json"}, name="audit-json"),
-    path("datasets/<int:dataset_id>/audit/", views.dataset_audit_report, name="dataset-audit"),
+    path("datasets/<id:dataset_id>/audit/", views.dataset_audit_report, name="dataset-audit"),
 ]

@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from jobs.ids import query_int
 from jobs.selectors import jobs_visible_to
 from jobs.services import JobStateError
 from privacy.access import is_compliance_officer
@@ -89,8 +90,11 @@ def _officer_audits(request):
     if not is_compliance_officer(request.user):
         raise Http404("the serving audit is for compliance officers")
     audits = CompletionAudit.objects.select_related("key", "deployment").order_by("-created_at", "-id")
-    if request.GET.get("deployment", "").isdigit():
-        audits = audits.filter(deployment_id=int(request.GET["deployment"]))
+    if request.GET.get("deployment"):
+        deployment_id = query_int(request.GET["deployment"])
+        if deployment_id is None:
+            raise Http404("deployment must be a deployment id")
+        audits = audits.filter(deployment_id=deployment_id)
     if request.GET.get("filtered") == "1":
         audits = audits.filter(filtered=True)
     return audits

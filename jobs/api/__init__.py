@@ -16,7 +16,8 @@ Authentication: `Authorization: Bearer <key>` with an API token (the API tokens 
 `manage.py ksg_token_add USERNAME --name NAME`). No session authentication, so no CSRF either.
 
 Errors are JSON: `{"detail": "..."}` and, for input problems, `"errors": [one line each]`.
-- 400 invalid input (a field, the file, a preset, an override, a stage parameter)
+- 400 invalid input (a field, the file, a preset, an override, a stage parameter, an id or
+  offset above 9223372036854775807, the largest integer the database holds)
 - 401 no token, an unknown or revoked one
 - 403 you may see the dataset but not do this (submit a run on a dataset you were not granted,
   register a dataset as a compliance officer, a non-private baseline the dataset does not allow)

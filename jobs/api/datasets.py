@@ -17,6 +17,7 @@ from privacy.models import PrivacyBudget, PrivateDataset
 from privacy.selectors import budget_balance, ledger_for
 from privacy.services import dataset_register
 
+from ..ids import DbId, DbInt
 from .auth import ErrorOut
 
 router = Router(tags=["datasets"])
@@ -79,7 +80,7 @@ class DatasetIn(Schema):
     delta: float | None = Field(None, description="default: the largest power of ten below 1/n")
     accountant: str = PrivacyBudget.Accountant.PRV.value
     heldout_fraction: float = 0.1
-    split_seed: int = 0
+    split_seed: DbInt = 0
     canaries: int = 0
     canary_repeats: int = 1
     allow_nonprivate_baselines: bool = False
@@ -119,7 +120,7 @@ def dataset_create(request, file: File[UploadedFile], payload: Form[DatasetIn]):
 
 
 @router.get("/datasets/{dataset_id}", response={200: DatasetOut, codes_4xx: ErrorOut}, summary="One dataset")
-def dataset_detail(request, dataset_id: int):
+def dataset_detail(request, dataset_id: DbId):
     dataset = visible_dataset(request.user, dataset_id)
     usable = datasets_usable_by(request.user).filter(pk=dataset.pk).exists()
     return dataset_out(dataset, request.user, usable=usable)
@@ -127,7 +128,7 @@ def dataset_detail(request, dataset_id: int):
 
 @router.get("/datasets/{dataset_id}/budget", response={200: DatasetBudgetOut, codes_4xx: ErrorOut},
             summary="A dataset's budget and ledger")
-def dataset_budget(request, dataset_id: int):
+def dataset_budget(request, dataset_id: DbId):
     """The balance and every ledger row (reserve, commit, release, nonprivate) with who caused
     it and why. Compliance officers: every dataset; data scientists: the ones they may use."""
     dataset = visible_dataset(request.user, dataset_id)

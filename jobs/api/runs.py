@@ -12,6 +12,7 @@ from privacy.access import datasets_usable_by
 from synthesis.presets import preset_stages
 
 from .. import views
+from ..ids import DbCount, DbId
 from ..models import Job
 from ..pipeline import run_cancel, run_export, run_submit, run_summary
 from ..selectors import artifacts_visible_to, job_events_after, jobs_visible_to
@@ -24,7 +25,7 @@ MAX_PAGE = 500
 
 
 class RunIn(Schema):
-    dataset: int = Field(description="id of a dataset you may use (owned or granted)")
+    dataset: DbId = Field(description="id of a dataset you may use (owned or granted)")
     preset: str = Field("demo", description="demo or paper (GET /api/presets)")
     baseline: str = Field("knowledgesg", description="knowledgesg, dp_direct, self_instruct, nonprivate or scrubbed")
     domain: str = Field("medical", description="medical or finance")
@@ -90,10 +91,10 @@ class EventsOut(Schema):
 
 
 class RunFilters(Schema):
-    dataset: int | None = Field(None, description="a dataset id")
+    dataset: DbId | None = Field(None, description="a dataset id")
     status: str | None = Field(None, description="queued, running, succeeded, failed, cancelled, ...")
     limit: int = Field(100, ge=1, le=MAX_PAGE)
-    offset: int = Field(0, ge=0)
+    offset: DbCount = 0
 
 
 class JobFilters(RunFilters):
@@ -120,7 +121,7 @@ def run_create(request, payload: RunIn):
 
 @router.post("/runs/{run_id}/export", response={201: JobDetailOut, codes_4xx: ErrorOut, 503: ErrorOut},
              summary="Export a run's model")
-def run_export_endpoint(request, run_id: int):
+def run_export_endpoint(request, run_id: DbId):
     """The model the run's evaluation measured, merged into its base model, with a model card
     stating its privacy guarantee (an `export` job; its `model` artifact downloads as a zip that
     `AutoModelForCausalLM.from_pretrained` loads once unpacked). An export already queued,
@@ -143,12 +144,12 @@ def job_list(request, filters: Query[JobFilters]):
 
 
 @router.get("/jobs/{job_id}", response={200: JobDetailOut, codes_4xx: ErrorOut}, summary="One job or run")
-def job_detail(request, job_id: int):
+def job_detail(request, job_id: DbId):
     return job_detail_out(visible_job(request.user, job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", response={200: JobOut, codes_4xx: ErrorOut}, summary="Cancel a job or run")
-def job_cancel_endpoint(request, job_id: int):
+def job_cancel_endpoint(request, job_id: DbId):
     """A run is cancelled with its active stage; a queued job at once, a running one at its next
     step. 409 when it has already finished."""
     job = visible_job(request.user, job_id)
@@ -160,7 +161,7 @@ def job_cancel_endpoint(request, job_id: int):
 
 
 @router.get("/jobs/{job_id}/events", response={200: EventsOut, codes_4xx: ErrorOut}, summary="A job's events")
-def job_events(request, job_id: int, after: int = Query(0, ge=0, description="the last seq you have")):
+def job_events(request, job_id: DbId, after: DbCount = Query(0, description="the last seq you have")):
     """Up to 500 events with seq > after, oldest first (the websocket's messages); ask again
     with the last seq until the list is empty."""
     job = visible_job(request.user, job_id)
@@ -171,7 +172,7 @@ def job_events(request, job_id: int, after: int = Query(0, ge=0, description="th
             url_name="artifact_download",
             openapi_extra={"responses": {200: {"description": "the file; a directory (adapter, model) as a zip",
                                                "content": {"application/octet-stream": {}}}}})
-def artifact_download(request, artifact_id: int):
+def artifact_download(request, artifact_id: DbId):
     if not artifacts_visible_to(request.user).filter(pk=artifact_id).exists():
         raise HttpError(404, f"artifact {artifact_id} not found")
     # The job pages' download: the same access check, path check and zipping of directories.

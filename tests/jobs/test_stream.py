@@ -122,6 +122,14 @@ async def test_user_without_access_is_refused_and_a_compliance_officer_is_let_in
     await staff.disconnect()
 
 
+async def test_a_resume_cursor_outside_the_database_range_is_refused():
+    owner = await make_user("ada")
+    job = await make_job(owner)
+    for last_seq in (2**63, -1):  # jobs.ids.query_int: 0 to the largest 64-bit integer
+        stream = await open_stream(job, user=owner, last_seq=last_seq)
+        assert await stream.connect() == (False, 4400), last_seq
+
+
 async def test_foreign_origin_is_refused():
     owner = await make_user("ada")
     job = await make_job(owner)

@@ -110,7 +110,8 @@ def test_ids_and_cursors_from_hostile_values_are_a_clear_4xx(api, segment, after
 
     part = quote(segment, safe="")
     for url in (f"/api/jobs/{part}", f"/api/jobs/{part}/events?after={quote(after)}", f"/api/datasets/{part}",
-                f"/api/artifacts/{part}/download", f"/api/datasets/{part}/budget", f"/jobs/artifacts/{part}/download/"):
+                f"/api/artifacts/{part}/download", f"/api/datasets/{part}/budget", f"/jobs/artifacts/{part}/download/",
+                f"/api/runs?dataset={part}&offset={quote(after)}", f"/api/jobs?offset={part}&dataset={quote(after)}"):
         _assert_clear_refusal(client.get(url), url)
 
 

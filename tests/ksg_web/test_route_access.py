@@ -27,18 +27,18 @@ ROUTES = {
     "jobs/": "login", "jobs/runs/": "login", "jobs/runs/new/": "login", "jobs/runs/compare/": "login",
     "jobs/api-tokens/": "login", "datasets/": "login", "datasets/new/": "login",
     "jobs/submit/<str:kind>/": "login",
-    "jobs/<int:job_id>/": "object", "jobs/<int:job_id>/events/": "object", "jobs/<int:job_id>/cancel/": "object",
-    "jobs/<int:job_id>/report/": "object", "jobs/<int:job_id>/report.json": "object",
-    "jobs/<int:job_id>/report.csv": "object", "jobs/<int:job_id>/timeline/": "object",
-    "jobs/<int:job_id>/export/": "object",
-    "jobs/artifacts/<int:artifact_id>/download/": "object", "jobs/api-tokens/<int:token_id>/revoke/": "object",
-    "datasets/<int:dataset_id>/": "object", "datasets/<int:dataset_id>/grants/": "object",
-    "datasets/<int:dataset_id>/grants/<int:grant_id>/revoke/": "object",
+    "jobs/<id:job_id>/": "object", "jobs/<id:job_id>/events/": "object", "jobs/<id:job_id>/cancel/": "object",
+    "jobs/<id:job_id>/report/": "object", "jobs/<id:job_id>/report.json": "object",
+    "jobs/<id:job_id>/report.csv": "object", "jobs/<id:job_id>/timeline/": "object",
+    "jobs/<id:job_id>/export/": "object",
+    "jobs/artifacts/<id:artifact_id>/download/": "object", "jobs/api-tokens/<id:token_id>/revoke/": "object",
+    "datasets/<id:dataset_id>/": "object", "datasets/<id:dataset_id>/grants/": "object",
+    "datasets/<id:dataset_id>/grants/<id:grant_id>/revoke/": "object",
     "compliance/": "officer", "compliance/approvals/": "officer", "compliance/ledger/": "officer",
     "compliance/ledger.csv": "officer", "compliance/ledger.json": "officer", "compliance/audit/": "officer",
     "compliance/audit.csv": "officer", "compliance/audit.json": "officer",
-    "compliance/approvals/<int:run_id>/approve/": "officer", "compliance/approvals/<int:run_id>/reject/": "officer",
-    "compliance/datasets/<int:dataset_id>/audit/": "officer",
+    "compliance/approvals/<id:run_id>/approve/": "officer", "compliance/approvals/<id:run_id>/reject/": "officer",
+    "compliance/datasets/<id:dataset_id>/audit/": "officer",
     "api/me": "api-login", "api/presets": "api-login", "api/datasets": "api-login", "api/runs": "api-login",
     "api/jobs": "api-login",
     "api/datasets/<dataset_id>": "api-object", "api/datasets/<dataset_id>/budget": "api-object",
@@ -46,8 +46,8 @@ ROUTES = {
     "api/jobs/<job_id>/events": "api-object", "api/artifacts/<artifact_id>/download": "api-object",
     "api/runs/<run_id>/export": "api-object",
     "v1/models": "serving", "v1/chat/completions": "serving",
-    "serving/": "login", "serving/<int:deployment_id>/": "object", "serving/<int:deployment_id>/stop/": "object",
-    "serving/keys/<int:key_id>/revoke/": "object", "serving/deploy/<int:job_id>/": "object",
+    "serving/": "login", "serving/<id:deployment_id>/": "object", "serving/<id:deployment_id>/stop/": "object",
+    "serving/keys/<id:key_id>/revoke/": "object", "serving/deploy/<id:job_id>/": "object",
     "serving/audit/": "officer", "serving/audit.csv": "officer",
 }
 
@@ -85,7 +85,7 @@ def world(db, make_user, tmp_path, settings):
 def _url(route: str, ids: dict) -> str:
     url = "/" + route
     for name, value in ids.items():
-        url = url.replace(f"<int:{name}>", str(value)).replace(f"<str:{name}>", str(value)).replace(f"<{name}>", str(value))
+        url = url.replace(f"<id:{name}>", str(value)).replace(f"<str:{name}>", str(value)).replace(f"<{name}>", str(value))
     assert "<" not in url, f"no id for {route}"
     return url
 
