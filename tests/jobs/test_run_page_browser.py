@@ -1,16 +1,16 @@
-"""The run page in a real browser (headless Chromium driven over the DevTools protocol) against
-the embedded server: the timeline, the epsilon chart with its target and limit lines, the loss
-chart, the live feed and the connection indicator; then events written by another process
-reach the open page (the stream's database poll), and a new stage gets its own stream."""
-import asyncio
+"""The run page in a real browser (headless Chromium driven by Playwright) against the embedded
+server: the timeline, the epsilon chart with its target and limit lines, the loss chart, the live
+feed and the connection indicator; then events written by another process reach the open page
+(the stream's database poll), and a new stage gets its own stream."""
 import json
-from pathlib import Path
+import os
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests.ksg_web.test_embedded_smoke import embedded_server  # noqa: F401  (the server fixture)
-from tests.support.browser import chromium_page, manage_shell
+from tests.support.browser import chromium_page, log_in_with_session, manage_shell, wait_for_state  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -63,52 +63,45 @@ print(filter_job.pk)
 """
 
 
-PAGE_STATE = """(() => {
+PAGE_STATE = """() => {
   const epsilon = document.getElementById("run-epsilon-chart"), loss = document.getElementById("run-loss-chart");
   return {
     stream: document.getElementById("stream-state").textContent,
     timeline: [...document.querySelectorAll("#run-timeline tbody tr")].map((row) => row.dataset.kind || "-"),
-    epsilonY: epsilon.data[0].y, lines: (epsilon.layout.shapes || []).map((shape) => shape.y0),
-    lossTraces: loss.data.map((trace) => [trace.name, trace.y.length]),
+    epsilonY: epsilon.data?.[0]?.y ?? [], lines: (epsilon.layout?.shapes || []).map((shape) => shape.y0),
+    lossTraces: (loss.data || []).map((trace) => [trace.name, trace.y.length]),
     generated: [...document.querySelectorAll("#feed-generate li")].map((item) => item.textContent),
     verdicts: [...document.querySelectorAll("#feed-filter li")].map((item) => item.textContent),
   };
-})()"""
+}"""
 
 
-def test_the_run_page_draws_and_follows_a_run_live(embedded_server, tmp_path):  # noqa: F811
+def test_the_run_page_draws_and_follows_a_run_live(embedded_server, chromium_page, tmp_path):  # noqa: F811
     base, server, log = embedded_server
-    env = {k: v for k, v in __import__("os").environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     env["KSG_DATA_DIR"] = str(tmp_path)
     ids = json.loads(manage_shell(env, SEED))
-    client = httpx.Client(base_url=base, timeout=10)
+    client = httpx.Client(base_url=base, timeout=30)
     client.get("/accounts/login/")
     client.post("/accounts/login/", data={"username": "olive", "password": "browser-test-password-1",
                                           "csrfmiddlewaretoken": client.cookies["csrftoken"]},
                 headers={"Referer": f"{base}/accounts/login/"})
-    session = client.cookies["sessionid"]
+    page = chromium_page.page
+    log_in_with_session(page, base, client.cookies["sessionid"])
 
-    asyncio.run(_drive(base, session, tmp_path / "chromium", ids, env))
+    page.goto(f"{base}/jobs/{ids['run']}/")
+    state = wait_for_state(page, PAGE_STATE,
+                           's.epsilonY.length === 3 && s.generated.length === 1 && s.stream === "live"')
+    assert state["timeline"][:2] == ["dp_finetune", "generate"] and len(state["timeline"]) == 6
+    assert state["epsilonY"] == [0.8, 1.6, 2.4000000000000004] and sorted(state["lines"]) == [4, 10]
+    assert state["lossTraces"] == [["DP fine-tuning", 3]]
+    assert state["generated"] == ["What helps with a migraine?"]
 
+    manage_shell(env, ADVANCE.format(ids=json.dumps(ids)))  # another process: the page hears it by polling
 
-async def _drive(base: str, session: str, profile: Path, ids: dict, env: dict) -> None:
-    async with chromium_page(profile, session=session, base=base) as page:
-        await page.send("Page.navigate", url=f"{base}/jobs/{ids['run']}/")
-        await page.wait_for("document.readyState === 'complete' && !!document.getElementById('run-epsilon-chart')?.data")
-
-        state = await page.wait_for(f"(() => {{ const s = {PAGE_STATE}; "
-                                    "return s.epsilonY.length === 3 && s.generated.length === 1 && s.stream === 'live' && s; })()")
-        assert state["timeline"][:2] == ["dp_finetune", "generate"] and len(state["timeline"]) == 6
-        assert state["epsilonY"] == [0.8, 1.6, 2.4000000000000004] and sorted(state["lines"]) == [4, 10]
-        assert state["lossTraces"] == [["DP fine-tuning", 3]]
-        assert state["generated"] == ["What helps with a migraine?"]
-
-        manage_shell(env, ADVANCE.format(ids=json.dumps(ids)))  # another process: the page hears it by polling
-
-        state = await page.wait_for(f"(() => {{ const s = {PAGE_STATE}; "
-                                    "return s.verdicts.length === 1 && s.generated.length === 2 && s; })()")
-        assert state["timeline"][:3] == ["dp_finetune", "generate", "filter"]
-        assert state["generated"][0] == "Is ibuprofen safe daily?"
-        assert state["verdicts"][0].startswith("personal data")
-        assert state["stream"] == "live"
-        assert page.exceptions == []
+    state = wait_for_state(page, PAGE_STATE, "s.verdicts.length === 1 && s.generated.length === 2")
+    assert state["timeline"][:3] == ["dp_finetune", "generate", "filter"]
+    assert state["generated"][0] == "Is ibuprofen safe daily?"
+    assert state["verdicts"][0].startswith("personal data")
+    expect(page.locator("#stream-state")).to_have_text("live")  # the run and its filter stage still stream
+    chromium_page.assert_clean()

@@ -1,27 +1,30 @@
-"""Headless Chromium for the browser tests, driven over the DevTools protocol (no extra package):
-start it, get a page, evaluate JavaScript on it and wait for conditions, see what it threw."""
-import asyncio
-import contextlib
-import itertools
-import json
+"""Headless Chromium for the browser tests, driven by Playwright (sync API) with Debian's Chromium
+as the browser: a page that records every Content-Security-Policy violation, console error and
+uncaught exception, a Playwright trace of the test, and the helpers the tests share."""
 import shutil
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
-import websockets
+from playwright.sync_api import ConsoleMessage, Error, Page, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# On a loaded machine (two cores, a suite beside) a page can take seconds to settle; a wait that
+# only ends early when things go well costs nothing when they do.
+TIMEOUT_MS = 60_000
+
 
 def chromium_path() -> str:
+    """Debian's Chromium (or another Chrome on PATH); Playwright's own browser builds are not used."""
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         if path := shutil.which(name):
             return path
-    pytest.fail("the browser tests need Chromium: apt-get install chromium (.ci/run does it)")
+    pytest.fail("the browser tests need Chromium: apt-get install chromium")
 
 
 def manage_shell(env: dict, code: str) -> str:
@@ -32,81 +35,81 @@ def manage_shell(env: dict, code: str) -> str:
 
 
 # Installed in every document before its own scripts: a Content-Security-Policy violation (a
-# blocked inline script, eval, a foreign origin) becomes a console message the test collects.
+# blocked inline script, eval, a foreign origin) becomes a console message the page records.
 CSP_REPORTER = """document.addEventListener("securitypolicyviolation", (event) => {
   console.error("CSP violation: " + event.violatedDirective + " blocked " + (event.blockedURI || "inline") +
                 " at " + event.sourceFile + ":" + event.lineNumber);
 });"""
 
 
-class Browser:
-    """Just enough of the DevTools protocol: commands on one page, the exceptions it threw and
-    the Content-Security-Policy violations it reported."""
+@dataclass
+class WatchedPage:
+    """A Playwright page and what went wrong on it: CSP violations, console errors (Chromium's
+    own, such as a failed load, included) and uncaught exceptions."""
 
-    def __init__(self, socket):
-        self.socket, self.ids, self.exceptions, self.csp_violations = socket, itertools.count(1), [], []
+    page: Page
+    csp_violations: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
 
-    async def send(self, method: str, **params):
-        message_id = next(self.ids)
-        await self.socket.send(json.dumps({"id": message_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(await asyncio.wait_for(self.socket.recv(), timeout=30))
-            if message.get("method") == "Runtime.exceptionThrown":
-                self.exceptions.append(message["params"]["exceptionDetails"])
-            if message.get("method") == "Runtime.consoleAPICalled":
-                text = " ".join(str(arg.get("value", "")) for arg in message["params"]["args"])
-                if text.startswith("CSP violation"):
-                    self.csp_violations.append(text)
-            if message.get("id") == message_id:
-                if "error" in message:
-                    raise AssertionError(f"{method}: {message['error']}")
-                return message.get("result", {})
+    def _on_console(self, message: ConsoleMessage) -> None:
+        if message.type != "error":
+            return
+        if message.text.startswith("CSP violation") or "Content Security Policy" in message.text:
+            self.csp_violations.append(message.text)  # the reporter's line, or Chromium's own for it
+        else:
+            self.console_errors.append(f"{message.text} ({message.location.get('url')})")
 
-    async def evaluate(self, expression: str):
-        result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True)
-        if "exceptionDetails" in result:
-            raise AssertionError(f"{expression}: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    async def wait_for(self, expression: str, timeout: float = 20):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = await self.evaluate(expression)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                state = await self.evaluate("document.getElementById('stream-state')?.textContent")
-                raise AssertionError(f"timed out waiting for {expression} (stream: {state}; errors: {self.exceptions})")
-            await asyncio.sleep(0.2)
+    def assert_clean(self) -> None:
+        """Fails naming every CSP violation, console error and uncaught exception seen so far."""
+        problems = {"CSP violations": self.csp_violations, "console errors": self.console_errors,
+                    "page errors": self.page_errors}
+        assert not any(problems.values()), problems
 
 
-@contextlib.asynccontextmanager
-async def chromium_page(profile: Path, *, session: str | None = None, base: str | None = None):
-    """A Browser on the first page of a new headless Chromium with its profile in `profile`,
-    Runtime, Network, Page and DOM events on, logged in with the `session` cookie for `base` if
-    given. Chromium is stopped on exit."""
-    process = subprocess.Popen([chromium_path(), "--headless=new", "--no-sandbox", "--disable-gpu",
-                                "--disable-background-networking", "--window-size=1280,900",
-                                "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def wait_for_state(page: Page, state: str, until: str, arg=None) -> dict:
+    """Polls `state`, a JavaScript function of `arg` returning what the page shows as an object
+    `s`, until the JavaScript condition `until` on `s` holds; returns that `s`. A timeout fails
+    with what the page showed last."""
     try:
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not port_file.exists() or not port_file.read_text().strip():
-            assert time.monotonic() < deadline, "Chromium did not open its DevTools port"
-            await asyncio.sleep(0.1)
-        port = port_file.read_text().split()[0]
-        targets = httpx.get(f"http://127.0.0.1:{port}/json/list").json()
-        page_url = next(target["webSocketDebuggerUrl"] for target in targets if target["type"] == "page")
-        async with websockets.connect(page_url, max_size=None) as socket:
-            page = Browser(socket)
-            for domain in ("Runtime", "Network", "Page", "DOM"):
-                await page.send(f"{domain}.enable")
-            await page.send("Page.addScriptToEvaluateOnNewDocument", source=CSP_REPORTER)
-            if session:
-                await page.send("Network.setCookie", name="sessionid", value=session, url=base)
-            yield page
-            assert page.csp_violations == [], page.csp_violations
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+        return page.wait_for_function(f"(arg) => {{ const s = ({state})(arg); return ({until}) && s; }}",
+                                      arg=arg, polling=100).json_value()
+    except PlaywrightTimeoutError:
+        raise AssertionError(f"timed out waiting for {until}; the page shows {page.evaluate(state, arg)}") from None
+
+
+def log_in_with_session(page: Page, base: str, session: str) -> None:
+    """Logs the page's browser context in with a Django `sessionid` cookie for `base`."""
+    page.context.add_cookies([{"name": "sessionid", "value": session, "url": base}])
+
+
+@pytest.fixture()
+def chromium_page(tmp_path) -> Iterator[WatchedPage]:
+    """A page in a fresh headless Chromium (1280x900) with the CSP reporter installed and a trace
+    recording; the test fails at teardown if the page reported a CSP violation, a console error
+    or an uncaught exception. The trace (open it with `playwright show-trace`) and a screenshot
+    of the last page are always written to the test's tmp_path, which pytest keeps. A test asks
+    for it after `embedded_server`, so that the browser closes before the server stops."""
+    trace, last_page = tmp_path / "playwright-trace.zip", tmp_path / "last-page.png"
+    print(f"Playwright trace: {trace}; last page: {last_page}")  # shown with a failure's setup output
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), headless=True,
+                                             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(TIMEOUT_MS)
+        context.add_init_script(CSP_REPORTER)
+        context.tracing.start(snapshots=True, screenshots=True)
+        watched = WatchedPage(context.new_page())
+        watched.page.on("console", watched._on_console)
+        watched.page.on("pageerror", lambda error: watched.page_errors.append(f"{error.name}: {error.message}"))
+        try:
+            yield watched
+        finally:
+            try:
+                watched.page.screenshot(path=last_page, full_page=True)
+            except Error:  # a page that crashed or closed has nothing to show; the trace still does
+                pass
+            context.tracing.stop(path=trace)
+            browser.close()
+    watched.assert_clean()
