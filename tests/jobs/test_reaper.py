@@ -205,8 +205,12 @@ def test_a_stage_reaped_while_its_worker_still_runs_stops_at_its_next_step(make_
     def stalled_stage(params, ctx):
         ctx.check()
         steps.append(1)
-        _stamp(job, silent_for=600)  # a stall (a swapped-out host, a stuck database) longer than the timeout
-        assert jobs_reap(timeout_seconds=300) == [job.pk]
+
+        def stall_then_reap():  # a stall (a swapped-out host, a stuck database) longer than the timeout
+            _stamp(job, silent_for=600)  # again if the heartbeat thread's one beat landed after it
+            return jobs_reap(timeout_seconds=300)
+
+        wait_until(stall_then_reap, lambda reaped: reaped == [job.pk], timeout=30)
         ctx.check()
         steps.append(2)  # never reached: the stage stops instead of working for a job that is over
 
