@@ -115,3 +115,32 @@ def test_a_run_whose_synthetic_data_holds_a_private_span_reports_it_masked(tmp_p
     message = run.events.get(kind="log").payload["message"]
     assert f"job-{distill.pk}/synthetic_pairs.jsonl" in message and span_mask(" ".join(text_words(span)[:8])) in message
     assert span not in message and " ".join(span.split()[1:4]) not in message
+
+
+def test_a_client_only_artifact_downloads_only_for_readers_of_the_records_and_server_stages_refuse_it(
+        tmp_path, settings, make_user, client):
+    from jobs.runner import PrivacyBoundaryError, server_boundary_check
+    from jobs.services import artifact_record
+    from privacy.services import dataset_grant
+
+    settings.KSG_PRIVATE_DIR = tmp_path / "private"
+    settings.KSG_ARTIFACT_DIR = tmp_path / "artifacts"
+    owner, colleague = make_user("ada"), make_user("bob")
+    dataset, _ = register_demo_dataset(tmp_path, owner, n=12, seed=2)
+    dataset_grant(dataset=dataset, actor=owner, user=colleague, can_read_records=False)
+    job = Job.objects.create(kind="evaluate", owner=owner, dataset=dataset, params={}, celery_task_id="e")
+    whole = Path(settings.KSG_PRIVATE_DIR) / "artifacts" / f"job-{job.pk}" / "evaluation_records.json"
+    whole.parent.mkdir(parents=True)
+    whole.write_text('{"examples": ["a private excerpt"]}')
+    artifact = artifact_record(job_id=job.pk, kind="report", path=whole)
+    assert artifact.area == "client" and artifact.path == f"job-{job.pk}/evaluation_records.json"
+
+    client.force_login(colleague)  # may use the dataset, may not read its records
+    assert client.get(f"/jobs/artifacts/{artifact.pk}/download/").status_code == 404
+    assert f"/jobs/artifacts/{artifact.pk}/download/" not in client.get(f"/jobs/{job.pk}/").content.decode()
+    client.force_login(owner)
+    assert b"a private excerpt" in b"".join(client.get(f"/jobs/artifacts/{artifact.pk}/download/").streaming_content)
+
+    export = Job.objects.create(kind="export", owner=owner, params={"adapter_artifact": artifact.pk}, celery_task_id="x")
+    with pytest.raises(PrivacyBoundaryError, match="client-only"):
+        server_boundary_check(export)
