@@ -16,13 +16,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.utils import timezone
 
 from jobs.models import Job, JobEvent
 from jobs.pipeline import run_pipeline
-from jobs.selectors import jobs_visible_to
+from jobs.selectors import artifact_existing_file, jobs_visible_to
 from privacy.models import LedgerEntry
+
+from .private_parts import evaluation_aggregates
 
 BASELINE_LABELS = {
     "knowledgesg": "KnowledgeSG",
@@ -36,6 +37,7 @@ EXAMPLE_PAIRS = 5
 # file names the stages give their outputs (synthesis.stages, evaluation.stage); repeated here so
 # that the web process does not import the model code to read a report
 EVALUATION_FILE, PAIRS_FILE, VERDICTS_FILE = "evaluation.json", "synthetic_pairs.jsonl", "verdicts.jsonl"
+EVALUATION_RECORDS_FILE = "evaluation_records.json"  # the whole report, client-only (evaluation.stage)
 INFINITY, MISSING = "∞", "—"
 FILTER_LABELS = {"kept": "kept", "empty_or_malformed": "empty or malformed", "pii": "personal data (PII)",
                  "duplicate": "near-duplicate", "not_relevant": "judged off-domain"}
@@ -89,13 +91,14 @@ def run_report(run: Job, *, records_readable: bool = True, example_pairs: int = 
     the ledger), its stages' parameters, status and wall time (seconds), the training curves
     (epsilon and loss per step), what the filter kept and dropped, up to `example_pairs`
     synthetic pairs, and its evaluation.json as it is (None if not evaluated). For a reader
-    who may not read the dataset's raw records (records_readable=False) the evaluation's
-    excerpts of them are left out: reconstruction and ROUGE-L examples, canary secrets."""
+    who may not read the dataset's raw records (records_readable=False) the evaluation is its
+    aggregates (evaluation.private_parts), read from the server-readable artifact directory;
+    for one who may, the whole report, read from the client-only area on the private volume."""
     children = list(run.children.order_by("pk"))
     latest = {child.kind: child for child in children}  # the newest child of each kind
-    evaluation_job, evaluation = _evaluation(children)
+    evaluation_job, evaluation = _evaluation(children, records_readable=records_readable)
     if evaluation is not None and not records_readable:
-        evaluation = _without_records(evaluation)
+        evaluation = evaluation_aggregates(evaluation)  # also for a report from before the split
     dataset = run.dataset
     return _finite({
         "run": {
@@ -305,14 +308,17 @@ def _synthesis(latest: dict[str, Job], *, limit: int) -> dict[str, Any]:
     }
 
 
-def _evaluation(children: list[Job]) -> tuple[Job | None, dict | None]:
-    """(the newest evaluate child, the evaluation.json of the newest SUCCEEDED one that has it).
-    The first is None for a run that was never evaluated."""
+def _evaluation(children: list[Job], *, records_readable: bool = False) -> tuple[Job | None, dict | None]:
+    """(the newest evaluate child, the report of the newest SUCCEEDED one that has it). The
+    report is its aggregates (evaluation.json, server-readable), or with records_readable the
+    whole report (evaluation_records.json, client-only) where this process can read it (web and
+    worker-client mount the private volume). The first is None for a run never evaluated."""
     evaluations = [child for child in children if child.kind == "evaluate"]
     for child in reversed(evaluations):
         if child.status != Job.Status.SUCCEEDED:
             continue
-        path = _artifact_file(child, kind="report", name=EVALUATION_FILE)
+        path = records_readable and _artifact_file(child, kind="report", name=EVALUATION_RECORDS_FILE)
+        path = path or _artifact_file(child, kind="report", name=EVALUATION_FILE)
         try:
             report = json.loads(path.read_text(encoding="utf-8")) if path else None
         except (OSError, ValueError):
@@ -320,23 +326,6 @@ def _evaluation(children: list[Job]) -> tuple[Job | None, dict | None]:
         if isinstance(report, dict):
             return child, report
     return (evaluations[-1] if evaluations else None), None
-
-
-def _without_records(evaluation: dict) -> dict:
-    """A copy of an evaluation.json without the private text in it: the masked records and true
-    names of the reconstruction examples, the held-out questions and answers of the ROUGE-L
-    examples, and the canaries' secrets. Every figure stays."""
-    evaluation = json.loads(json.dumps(evaluation))  # a deep copy of plain JSON data
-    privacy, utility = evaluation.get("privacy") or {}, evaluation.get("utility") or {}
-    if isinstance(privacy.get("reconstruction"), dict):
-        privacy["reconstruction"]["examples"] = []
-    for side in (utility.get("rouge_l") or {}).values():
-        if isinstance(side, dict):
-            side["examples"] = []
-    for canary in (privacy.get("canaries") or {}).get("canaries") or []:
-        if isinstance(canary, dict):
-            canary.pop("secret", None)
-    return evaluation
 
 
 def _headline(evaluation: dict | None) -> dict[str, Any]:
@@ -380,13 +369,11 @@ def _payloads(job: Job, kind: str) -> list[dict]:
 
 
 def _artifact_file(job: Job, *, kind: str, name: str) -> Path | None:
-    """The newest artifact file of `job` named `name`, if it is still inside the artifact directory."""
+    """The newest artifact file of `job` named `name`, if it is still inside its area's root
+    (jobs.artifacts) and this process has that area."""
     artifact = job.artifacts.filter(kind=kind, path__endswith=name).order_by("-pk").first()
-    if artifact is None:
-        return None
-    root = Path(settings.KSG_ARTIFACT_DIR).resolve()
-    path = (root / artifact.path).resolve()
-    return path if path.is_relative_to(root) and path.is_file() else None
+    path = artifact_existing_file(artifact) if artifact is not None else None
+    return path if path is not None and path.is_file() else None
 
 
 def _jsonl(path: Path | None) -> list[dict]:

@@ -3,8 +3,14 @@
 It answers the two questions a compliance officer asks of a model, side by side with the base
 model: does it leak the private data (membership inference, name reconstruction), and is it
 useful (held-out loss, ROUGE-L against the held-out references, win-rate judged by W_Pro, IFD
-of the synthetic data vs the private data). The report is a JSON artifact; the headline
-figures also stream as `metric` events.
+of the synthetic data vs the private data). The headline figures also stream as `metric` events.
+
+The report is written twice, one file on each side of the privacy boundary (jobs.artifacts): the
+whole of it, excerpts of private records included, in the client-only area on the private volume
+(`evaluation_records.json`), and its aggregates (evaluation.private_parts) in the server-readable
+artifact directory (`evaluation.json`). Before writing, the stage scans every server-readable
+file of the run (the synthetic data among them) for the private records' text
+(privacy.leak_scan) and reports what it finds, masked.
 """
 import dataclasses
 import json
@@ -12,15 +18,19 @@ import json
 import torch
 from django.conf import settings
 
-from jobs.selectors import artifact_input
+from jobs.selectors import artifact_input, run_artifacts
 from jobs.services import job_event_record
+from privacy.leak_scan import PrivateTextIndex, file_scan
 from privacy.selectors import dataset_canaries, dataset_records
 from synthesis.generation import TransformersBackend
 
 from .canary import exposure_report
 from .membership import membership_report
+from .private_parts import evaluation_aggregates
 from .reconstruction import reconstruction_report
 from .utility import greedy_answers, heldout_loss_report, ifd_report, pairwise_win_rate, rouge_l_report
+
+REPORT_FILE, RECORDS_FILE = "evaluation.json", "evaluation_records.json"
 
 
 def evaluate_run(params, ctx) -> None:
@@ -84,13 +94,57 @@ def evaluate_run(params, ctx) -> None:
     ctx.metric(step=2, heldout_loss_target=utility["heldout_loss"]["target"]["loss"],
                heldout_loss_base=utility["heldout_loss"]["base"]["loss"],
                rouge_l_target=utility["rouge_l"]["target"]["mean"], win_rate=utility["win_rate"]["win_rate"])
-    ctx.artifact_dir.mkdir(parents=True, exist_ok=True)
-    path = ctx.artifact_dir / "evaluation.json"
-    path.write_text(json.dumps(report, indent=1))
-    ctx.artifact(kind="report", path=path)
+    report["leak_scan"] = leak_scan_run(job, synthetic_artifact=params.synthetic_artifact)
+    _leak_scan_report(ctx, job, report["leak_scan"])
+    report_write(ctx, report)
     ctx.log("evaluation report written", membership_auc=report["privacy"]["membership"]["loss"]["auc"])
     if job.parent_id:  # the run keeps its headline figures as an event of its own
         job_event_record(job_id=job.parent_id, kind="metric", payload={"stage": "evaluate", **headline_metrics(report)})
+
+
+def report_write(ctx, report: dict) -> None:
+    """The whole report in the client-only area (RECORDS_FILE), its aggregates in the
+    server-readable artifact directory (REPORT_FILE); both `report` artifacts of the job."""
+    for directory, name, content in ((ctx.client_artifact_dir, RECORDS_FILE, report),
+                                     (ctx.artifact_dir, REPORT_FILE, evaluation_aggregates(report))):
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text(json.dumps(content, indent=1))
+        ctx.artifact(kind="report", path=directory / name)
+
+
+def leak_scan_run(job, *, synthetic_artifact: int = 0) -> dict:
+    """Every server-readable file of the run (each stage's artifacts in the server area; the
+    synthetic data given to this evaluation, if it is not one of them) scanned for any
+    SPAN_WORDS-word span and identifying value of the dataset's records (both splits, the canaries
+    with their secrets). Findings hold the private text; the aggregates keep it masked."""
+    splits = {split: dataset_records(dataset=job.dataset, split=split) for split in ("train", "heldout")}
+    index = PrivateTextIndex({**splits, "canaries": dataset_canaries(dataset=job.dataset)})
+    files = run_artifacts(run_id=job.parent_id, area="server") if job.parent_id else []
+    if synthetic_artifact and not any(artifact.pk == synthetic_artifact for artifact, _ in files):
+        synthetic = artifact_input(artifact_id=synthetic_artifact, kind="synthetic_data")
+        files.append((None, synthetic))
+    findings, scanned = [], 0
+    for artifact, path in files:
+        for file in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
+            scanned += 1
+            name = file.name if path.is_file() else f"{path.name}/{file.relative_to(path)}"
+            findings += [{"file": f"job-{artifact.job_id}/{name}" if artifact else name, "kind": f.kind,
+                          "record": f.record, "text": f.text, "masked": f.masked, "records": f.records}
+                         for f in file_scan(index, file, name=name)]
+    return {"span_words": index.span_words, "files": scanned, "findings": findings}
+
+
+def _leak_scan_report(ctx, job, scan: dict) -> None:
+    """A log event on this job and on its run for each file with findings, spans masked: a
+    verbatim private span in the synthetic data is one the filter stage should have caught."""
+    by_file: dict[str, list[str]] = {}
+    for finding in scan["findings"]:
+        by_file.setdefault(finding["file"], []).append(f"{finding['kind']} \"{finding['masked']}\"")
+    for file, masked in by_file.items():
+        message = f"private text found in a server-readable file of the run: {file}: {'; '.join(dict.fromkeys(masked))}"
+        ctx.log(message, leak_scan_findings=len(masked))
+        if job.parent_id:
+            job_event_record(job_id=job.parent_id, kind="log", payload={"message": message, "stage": "evaluate"})
 
 
 def headline_metrics(report: dict) -> dict:

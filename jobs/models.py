@@ -94,7 +94,14 @@ class JobEvent(models.Model):
 
 
 class Artifact(models.Model):
-    """A file a job produced, under KSG_ARTIFACT_DIR, with its checksum."""
+    """A file a job produced, with its checksum, in one of two areas (jobs.artifacts): the
+    server-readable artifact directory (KSG_ARTIFACT_DIR: aggregates and DP outputs) or the
+    client-only area under KSG_PRIVATE_DIR (anything that quotes or was fit without DP to private
+    records)."""
+
+    class Area(models.TextChoices):
+        SERVER = "server", "server-readable (KSG_ARTIFACT_DIR)"
+        CLIENT = "client", "client side only (KSG_PRIVATE_DIR/artifacts)"
 
     class Kind(models.TextChoices):
         ADAPTER = "adapter", "LoRA adapter"
@@ -104,7 +111,8 @@ class Artifact(models.Model):
 
     job = models.ForeignKey(Job, on_delete=models.PROTECT, related_name="artifacts")
     kind = models.CharField(max_length=32, choices=Kind.choices)
-    path = models.CharField(max_length=500, help_text="Relative to KSG_ARTIFACT_DIR.")
+    path = models.CharField(max_length=500, help_text="Relative to the root of its area.")
+    area = models.CharField(max_length=10, choices=Area.choices, default=Area.SERVER)
     sha256 = models.CharField(max_length=64)
     bytes = models.PositiveBigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)

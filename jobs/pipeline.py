@@ -21,8 +21,9 @@ from typing import Any
 
 from django.db import transaction
 
+from .artifacts import artifact_root
 from .kinds import JobParamsError, params_as_dict, params_parse
-from .models import Job, JobEvent
+from .models import Artifact, Job, JobEvent
 from .db_retry import db_retried
 from .services import JobStateError, job_finish_locked, job_cancel, job_event_record, job_submit
 
@@ -310,8 +311,13 @@ def run_export(*, run: Job, actor, quantize: str = "none") -> Job:
     """Submit the export of the model a succeeded run's evaluation measured: its adapter merged
     into the base model, with a model card (synthesis.export). One export per run: one already
     queued, running or done is returned as it is. Only users who may use the run's dataset
-    export; a failed or cancelled export may be submitted again."""
+    export; a failed or cancelled export may be submitted again. A model fit to the private
+    records without DP (a client-only adapter: the nonprivate and scrubbed baselines) is never
+    exported: the export runs on the server side, which may not read it."""
     evaluation = run_evaluated_model(run=run, actor=actor, use="export")
+    if Artifact.objects.filter(pk=evaluation.params["adapter_artifact"], area=Artifact.Area.CLIENT).exists():
+        raise JobStateError(f"run {run.pk}'s model was trained on the private records without DP; it stays on "
+                            "the client side and cannot be exported")
     existing = (Job.objects.filter(kind=Job.Kind.EXPORT, params__run_id=run.pk, params__quantize=quantize)
                 .exclude(status__in=[Job.Status.FAILED, Job.Status.CANCELLED]).order_by("-pk").first())
     if existing is not None:
@@ -328,8 +334,6 @@ def run_exports(*, run: Job):
 
 def run_summary(*, run: Job) -> dict[str, Any]:
     """What a run produced, per stage: status, wall time, metrics, artifacts; and the epsilon spent."""
-    from django.conf import settings
-
     from privacy.selectors import job_epsilon_committed
 
     stages, epsilon = {}, None
@@ -339,7 +343,7 @@ def run_summary(*, run: Job) -> dict[str, Any]:
         stages[child.kind] = {
             "job": child.pk, "status": child.status, "seconds": seconds, "error": child.error or None,
             "last_metric": last_metric.payload if last_metric else None,
-            "artifacts": {a.path.rsplit("/", 1)[-1]: str(settings.KSG_ARTIFACT_DIR / a.path) for a in child.artifacts.all()},
+            "artifacts": {a.path.rsplit("/", 1)[-1]: str(artifact_root(a.area) / a.path) for a in child.artifacts.all()},
         }
         if child.kind == "dp_finetune":
             committed = job_epsilon_committed(job_id=child.pk)

@@ -13,6 +13,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from . import services
+from .artifacts import artifact_root
 from .kinds import SERVER_QUEUE, job_kind_spec
 from .models import Artifact, Job, JobEvent
 from .reaper import Heartbeat
@@ -43,12 +44,17 @@ PRIVATE_PARAM_NAMES = {"dataset", "dataset_id", "dataset_path", "private_path", 
 
 def server_boundary_check(job: Job) -> None:
     """Server-side stages receive artifact ids, never a private dataset: refuse a job whose
-    parameters name one or point into KSG_PRIVATE_DIR (the parameters were tampered with, or a
-    caller bypassed the submit services)."""
+    parameters name one, point into KSG_PRIVATE_DIR, or name a client-only artifact (jobs.artifacts:
+    it quotes private records or was fit to them without DP) (the parameters were tampered with,
+    or a caller bypassed the submit services)."""
     private_root = Path(settings.KSG_PRIVATE_DIR).resolve()
     for name, value in job.params.items():
         if name in PRIVATE_PARAM_NAMES:
             raise PrivacyBoundaryError(f"server stage {job.kind} refuses parameter {name!r}: it names private data")
+        if name.endswith("_artifact") and isinstance(value, int) and not isinstance(value, bool) and \
+                Artifact.objects.filter(pk=value, area=Artifact.Area.CLIENT).exists():
+            raise PrivacyBoundaryError(f"server stage {job.kind} refuses parameter {name!r}: artifact {value} is "
+                                       "client-only (it stays on the private side of the boundary)")
         if isinstance(value, str) and ("/" in value or "\\" in value):
             if Path(value).expanduser().resolve().is_relative_to(private_root):
                 raise PrivacyBoundaryError(
@@ -111,7 +117,18 @@ class JobContext:
             time.sleep(min(left, 0.5))
             self.check()
 
+    @property
+    def client_artifact_dir(self) -> Path:
+        """The job's folder in the client-only artifact area (KSG_PRIVATE_DIR/artifacts/job-<id>):
+        where a client-side stage writes what quotes private records. A server-side stage asking
+        for it is refused: nothing it writes may land on the private side, nor read from it."""
+        if job_kind_spec(self.job.kind).queue == SERVER_QUEUE:
+            raise PrivacyBoundaryError(f"server stage {self.job.kind} has no client-only artifact area")
+        return artifact_root("client") / f"job-{self.job_id}"
+
     def artifact(self, *, kind: str, path: Path) -> Artifact:
+        """Register a file the stage wrote, in the area it lies in (self.artifact_dir: server-readable;
+        self.client_artifact_dir: client only)."""
         return services.artifact_record(job_id=self.job_id, kind=kind, path=path)
 
 

@@ -1,9 +1,9 @@
 """Reads of jobs and their streams, with who may see what."""
 from pathlib import Path
 
-from django.conf import settings
 from django.db.models import Q, QuerySet
 
+from .artifacts import artifact_file, artifact_root
 from .models import Artifact, Job, JobEvent
 
 BACKLOG_BATCH = 500
@@ -42,9 +42,27 @@ def job_last_event_payload(*, job_id: int, kind: str) -> dict | None:
     return None if event is None else event.payload
 
 
+def artifact_location(artifact: Artifact) -> Path:
+    """Where an artifact's file lies: its area's root (jobs.artifacts) joined with its path."""
+    return artifact_root(artifact.area) / artifact.path
+
+
+def artifact_existing_file(artifact: Artifact) -> Path | None:
+    """The artifact's file or directory if it still exists inside its area's root, else None."""
+    return artifact_file(artifact)
+
+
+def run_artifacts(*, run_id: int, area: str) -> list[tuple[Artifact, Path]]:
+    """The artifacts of a run's stages in one area ("server", "client") whose files still
+    exist, with those files, oldest first."""
+    artifacts = Artifact.objects.filter(job__parent_id=run_id, area=area).order_by("pk")
+    return [(artifact, path) for artifact in artifacts if (path := artifact_file(artifact)) is not None]
+
+
 def artifact_input(*, artifact_id: int, kind: str) -> Path:
     """The file or directory of an artifact a stage takes as input, after checking that it is
-    of the expected kind, lies inside the artifact directory and still has its recorded sha256."""
+    of the expected kind, lies inside its area's root (jobs.artifacts) and still has its recorded
+    sha256."""
     from .services import artifact_checksum  # the same hashing as when it was recorded
 
     try:
@@ -53,10 +71,9 @@ def artifact_input(*, artifact_id: int, kind: str) -> Path:
         raise ArtifactInputError(f"artifact {artifact_id} does not exist") from None
     if artifact.kind != kind:
         raise ArtifactInputError(f"artifact {artifact_id} is a {artifact.kind}, not a {kind}")
-    root = Path(settings.KSG_ARTIFACT_DIR).resolve()
-    path = (root / artifact.path).resolve()
-    if not path.is_relative_to(root) or not path.exists():
-        raise ArtifactInputError(f"artifact {artifact_id} ({artifact.path}) is missing from {root}")
+    path = artifact_file(artifact)
+    if path is None:
+        raise ArtifactInputError(f"artifact {artifact_id} ({artifact.path}) is missing from {artifact_root(artifact.area)}")
     if artifact_checksum(path)[0] != artifact.sha256:
         raise ArtifactInputError(f"artifact {artifact_id} ({artifact.path}) changed since it was recorded")
     return path

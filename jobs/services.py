@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from .artifacts import artifact_area_of
 from .db_retry import db_retried
 from .events import event_publish
 from .kinds import JobParamsError, job_kind_spec, params_as_dict, params_parse
@@ -201,18 +202,18 @@ def job_finish_locked(job: Job, status: str, *, error: str = "") -> Job:
 
 @db_retried
 def artifact_record(*, job_id: int, kind: str, path: Path) -> Artifact:
-    """Register a file (or a directory, hashed file by file in name order) a job wrote under
-    KSG_ARTIFACT_DIR. Recording the same path again updates its checksum: stages may re-run."""
-    root = Path(settings.KSG_ARTIFACT_DIR).resolve()
+    """Register a file (or a directory, hashed file by file in name order) a job wrote in one of
+    the artifact areas (jobs.artifacts: KSG_ARTIFACT_DIR, or the client-only area under
+    KSG_PRIVATE_DIR); the area follows from where it lies. Recording the same path again updates
+    its checksum: stages may re-run."""
+    area, root = artifact_area_of(path)
     path = Path(path).resolve()
-    if not path.is_relative_to(root):
-        raise ValueError(f"artifact {path} is outside the artifact directory {root}")
     if not path.exists():
         raise FileNotFoundError(f"artifact {path} does not exist")
     sha256, size = artifact_checksum(path)
     artifact, _ = Artifact.objects.update_or_create(
         job_id=job_id, kind=kind, path=str(path.relative_to(root)),
-        defaults={"sha256": sha256, "bytes": size},
+        defaults={"sha256": sha256, "bytes": size, "area": area},
     )
     return artifact
 

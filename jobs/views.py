@@ -3,7 +3,6 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
@@ -17,9 +16,9 @@ from . import services
 from .forms import params_form_class
 from .ids import DB_INT_MAX, query_int
 from .kinds import JobParamsError
-from .models import Job
+from .models import Artifact, Job
 from .pipeline import run_cancel, run_export, run_exports
-from .selectors import artifacts_visible_to, job_events_after, jobs_visible_to
+from .selectors import artifact_existing_file, artifacts_visible_to, job_events_after, jobs_visible_to
 
 STANDALONE_KINDS = ("selftest",)
 
@@ -67,7 +66,8 @@ def job_submit_view(request, kind: str):
 def job_detail(request, job_id: int):
     job = get_object_or_404(jobs_visible_to(request.user), pk=job_id)
     return render(request, "jobs/detail.html", {
-        "job": job, "artifacts": job.artifacts.all(), "children": job.children.order_by("pk"),
+        "job": job, "artifacts": job.artifacts.all() if _job_records_readable(request, job)
+        else job.artifacts.exclude(area=Artifact.Area.CLIENT), "children": job.children.order_by("pk"),
         "exports": run_exports(run=job) if job.kind == Job.Kind.RUN else [],
     })
 
@@ -119,11 +119,14 @@ def run_export_view(request, job_id: int):
 @login_required
 @require_GET
 def artifact_download(request, artifact_id: int):
-    """A file as is; a directory (an adapter, a model) as a zip of its files."""
-    artifact = get_object_or_404(artifacts_visible_to(request.user), pk=artifact_id)
-    root = Path(settings.KSG_ARTIFACT_DIR).resolve()
-    path = (root / artifact.path).resolve()
-    if not path.is_relative_to(root) or not path.exists():
+    """A file as is; a directory (an adapter, a model) as a zip of its files. A client-only
+    artifact (it quotes private records, or was fit to them without DP) only for users who may
+    read the dataset's records."""
+    artifact = get_object_or_404(artifacts_visible_to(request.user).select_related("job__dataset"), pk=artifact_id)
+    if artifact.area == Artifact.Area.CLIENT and not _job_records_readable(request, artifact.job):
+        raise Http404("no such artifact")
+    path = artifact_existing_file(artifact)
+    if path is None:
         raise Http404("the artifact's file is not on this server")
     if path.is_file():
         return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)
@@ -144,7 +147,13 @@ def _visible_run(request, job_id: int) -> Job:
 
 def _records_readable(request, run: Job) -> bool:
     """Whether the report may show excerpts of the run's private records to this user."""
-    return run.dataset is not None and dataset_records_readable(request.user, run.dataset)
+    return _job_records_readable(request, run)
+
+
+def _job_records_readable(request, job: Job) -> bool:
+    """Whether this user may read the private records of the job's dataset (and so its
+    client-only artifacts)."""
+    return job.dataset is not None and dataset_records_readable(request.user, job.dataset)
 
 
 @login_required

@@ -3,7 +3,8 @@ training records, with no DP at all, for two baselines: `nonprivate` (the raw re
 upper bound the evaluation compares KnowledgeSG against) and `scrubbed` (every PII span the
 detector finds replaced by its kind first: what "just scrub the names out" buys). Its ledger
 entry (`nonprivate`, written when it was submitted) says so, and it runs only on datasets that
-allow non-private baselines."""
+allow non-private baselines. Its adapter is a client-only artifact (jobs.artifacts): the server
+side never reads it, and it cannot be exported."""
 from django.conf import settings
 
 from synthesis.loader import training_model_load
@@ -29,8 +30,10 @@ def finetune_private_run(params, ctx) -> None:
     model, tokenizer = training_model_load(params.base_model, cache_dir=settings.KSG_MODEL_CACHE)
     model, result = plain_lora_train(model, tokenizer, records, params, on_step=lambda report: ctx.check(),
                                      on_step_done=lambda report: training_metric(ctx, report))
-    ctx.artifact_dir.mkdir(parents=True, exist_ok=True)
-    adapter_dir = ctx.artifact_dir / "private_adapter"
+    # Fit to the records without DP, it may reproduce them: it stays on the private volume (the
+    # client-only artifact area), out of the server side's reach; evaluate and serving read it there.
+    ctx.client_artifact_dir.mkdir(parents=True, exist_ok=True)
+    adapter_dir = ctx.client_artifact_dir / "private_adapter"
     model.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)
     ctx.artifact(kind="adapter", path=adapter_dir)

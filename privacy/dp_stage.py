@@ -18,7 +18,7 @@ from jobs.selectors import job_last_event_payload
 from synthesis.loader import training_model_load
 
 from . import accountant as dp_accountant
-from .dp_config import DPTrainConfig, dp_config_from_params
+from .dp_config import DATASET_SIZE_POLICY, DPTrainConfig, dp_config_from_params
 from .dp_train import StepReport, dp_lora_train, examples_tokenize, lora_wrap
 from .models import LedgerEntry
 from .selectors import dataset_records
@@ -86,7 +86,8 @@ def dp_finetune_run(params, ctx) -> None:
         "max_grad_norm": config.max_grad_norm, "logical_batch_size": config.logical_batch_size,
         "secure_rng": result.secure_rng,
         "base_model": params.base_model, "config": asdict(config),
-        "dataset": {"name": dataset.name, "sha256": dataset.sha256, "train_records": dataset.train_count},
+        "dataset": {"name": dataset.name, "sha256": dataset.sha256, "train_records": dataset.train_count,
+                    "size": DATASET_SIZE_POLICY},
         "library_versions": dp_accountant.library_versions(),
     }, indent=2))
     ctx.artifact(kind="adapter", path=adapter_dir)

@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 
 from jobs.selectors import artifact_input
+from privacy.dp_config import DATASET_SIZE_POLICY
 
 CARD_FILE = "README.md"
 PRIVACY_FILE = "privacy.json"
@@ -102,13 +103,17 @@ def card_facts(report: dict[str, Any], *, base_model: str, adapter_artifact: int
     attacks = evaluation.get("privacy", {})
     utility = evaluation.get("utility", {})
     reconstruction = attacks.get("reconstruction") or {}
+    mechanism = privacy.get("mechanism") or {}
     return {
         "run": report["run"]["id"], "baseline": report["run"]["baseline"],
         "baseline_label": report["run"]["baseline_label"], "base_model": base_model,
         "adapter_artifact": adapter_artifact,
         "dataset": None if report["dataset"] is None else {
             "name": report["dataset"]["name"], "sha256": report["dataset"]["sha256"],
-            "train_records": report["dataset"]["train_records"]},
+            "train_records": report["dataset"]["train_records"], "size": DATASET_SIZE_POLICY},
+        # q and T are part of the guarantee; n follows from them (DATASET_SIZE_POLICY)
+        "mechanism": {key: mechanism.get(key) for key in ("sample_rate", "steps", "noise_multiplier", "max_grad_norm")}
+        if mechanism else None,
         "privacy": privacy,
         "evaluation": {
             "membership_auc_loss": (attacks.get("membership") or {}).get("loss", {}).get("auc"),
@@ -148,12 +153,20 @@ def model_card(facts: dict[str, Any]) -> str:
     provenance = ("no dataset" if dataset is None else
                   f"dataset `{dataset['name']}` (sha256 `{dataset['sha256']}`, {dataset['train_records']} "
                   "training records); no record of it is in this card or in this directory")
+    mechanism = facts.get("mechanism") or {}
+    if all(isinstance(mechanism.get(key), (int, float)) for key in ("steps", "sample_rate", "noise_multiplier",
+                                                                   "max_grad_norm")):
+        guarantee += (f" DP-SGD ran {mechanism['steps']} steps at Poisson sample rate {mechanism['sample_rate']:g}, "
+                      f"noise multiplier {mechanism['noise_multiplier']:g}, clipping norm {mechanism['max_grad_norm']:g}.")
     lines = [
         f"# KnowledgeSG model: run {facts['run']} ({facts['baseline_label']})", "",
         "## Privacy guarantee", "", guarantee, "",
         "## Provenance", "",
         f"- Base model: `{facts['base_model']}`; LoRA adapter artifact {facts['adapter_artifact']}, merged into the weights.",
-        f"- Derived from {provenance}.", "",
+        f"- Derived from {provenance}.",
+        "- The training set's size is treated as public: it is stated above and follows from the sample rate "
+        "and the step count; the guarantee protects each record's content and membership, not how many "
+        "records there are.", "",
     ]
     evaluation = facts["evaluation"]
     if evaluation:

@@ -26,11 +26,11 @@ import time
 from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 from django.conf import settings
 
+from jobs.selectors import artifact_location
 from privacy.pii import pii_find
 
 from .generation import Completion, GenerationError, SamplingParams, TransformersBackend, backend_load
@@ -330,7 +330,7 @@ def engine_for(deployment) -> ServingEngine:
     with _engines_lock:
         engine = _engines.get(deployment.pk)
         if engine is None:
-            adapter = Path(settings.KSG_ARTIFACT_DIR) / deployment.adapter_artifact.path
+            adapter = artifact_location(deployment.adapter_artifact)
             backend = backend_load(model_spec=deployment.base_model, adapter_path=adapter,
                                    cache_dir=settings.KSG_MODEL_CACHE)
             engine = _engines[deployment.pk] = ServingEngine(backend)

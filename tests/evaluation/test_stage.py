@@ -60,8 +60,8 @@ def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained, 
 
     assert job_execute(job_id=job.pk, celery_task_id="e", stage=evaluate_run) == "succeeded", Job.objects.get(pk=job.pk).error
 
-    report_path = Path(django_settings.KSG_ARTIFACT_DIR) / job.artifacts.get(kind="report").path
-    report = json.loads(report_path.read_text())
+    whole = job.artifacts.get(kind="report", area="client")
+    report = json.loads((Path(django_settings.KSG_PRIVATE_DIR) / "artifacts" / whole.path).read_text())
     membership = report["privacy"]["membership"]
     assert 0 <= membership["loss"]["auc"] <= 1 and membership["loss"]["n_members"] == dataset.train_count
     reconstruction = report["privacy"]["reconstruction"]
@@ -75,6 +75,14 @@ def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained, 
     assert utility["ifd"]["private"]["n"] == dataset.train_count
     metrics = [event.payload for event in job.events.filter(kind="metric").order_by("seq")]
     assert metrics[0]["membership_auc"] == membership["loss"]["auc"] and "win_rate" in metrics[1]
+    # the excerpts stay on the private volume; the server-readable copy has every figure and no record
+    assert reconstruction["examples"] and utility["rouge_l"]["target"]["examples"] and utility["win_rate"]["verdicts"]
+    server = job.artifacts.get(kind="report", area="server")
+    aggregates = json.loads((Path(django_settings.KSG_ARTIFACT_DIR) / server.path).read_text())
+    assert aggregates["privacy"]["reconstruction"]["examples"] == [] and "verdicts" not in aggregates["utility"]["win_rate"]
+    assert aggregates["utility"]["rouge_l"]["target"]["examples"] == [] and "scores" not in aggregates["utility"]["rouge_l"]["target"]
+    assert aggregates["privacy"]["membership"] == membership and aggregates["utility"]["ifd"] == utility["ifd"]
+    assert report["leak_scan"]["findings"] == [] and aggregates["leak_scan"]["findings"] == []
 
 
 def test_an_evaluation_of_an_unfinished_run_is_refused(trained):

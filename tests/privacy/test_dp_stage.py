@@ -14,6 +14,7 @@ from jobs.models import Job
 from jobs.runner import job_execute
 from jobs.services import job_cancel, job_event_record, job_start
 from privacy import accountant
+from privacy.dp_config import DATASET_SIZE_POLICY
 from privacy.dp_stage import dp_finetune_run
 from privacy.models import LedgerEntry
 from privacy.selectors import dataset_balance
@@ -74,7 +75,10 @@ def test_dp_job_reserves_trains_commits_releases_and_leaves_a_loadable_adapter(c
     assert {"adapter_config.json", "adapter_model.safetensors", "privacy.json"} <= {p.name for p in adapter_dir.iterdir()}
     privacy = json.loads((adapter_dir / "privacy.json").read_text())
     assert privacy["epsilon"] == float(entries["commit"].epsilon) and privacy["steps"] == 5
-    assert privacy["dataset"] == {"name": "clinic", "sha256": dataset.sha256, "train_records": dataset.train_count}
+    assert privacy["dataset"] == {"name": "clinic", "sha256": dataset.sha256, "train_records": dataset.train_count,
+                                  "size": DATASET_SIZE_POLICY}
+    # the guarantee's mechanism is in the file; the training set's size follows from it (and is public)
+    assert privacy["sample_rate"] > 0 and DATASET_SIZE_POLICY.startswith("public")
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter_dir)
 
     balance = dataset_balance(dataset=dataset)

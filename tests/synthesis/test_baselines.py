@@ -140,4 +140,5 @@ def test_ksg_evaluate_prints_the_numbers_of_the_report_and_can_evaluate_again(ce
 
 
 def evaluation_of_job(job: Job) -> dict:
-    return json.loads((Path(django_settings.KSG_ARTIFACT_DIR) / job.artifacts.get(kind="report").path).read_text())
+    """The evaluation's server-readable report (its aggregates; the whole one is client-only)."""
+    return json.loads((Path(django_settings.KSG_ARTIFACT_DIR) / job.artifacts.get(kind="report", area="server").path).read_text())

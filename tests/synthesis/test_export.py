@@ -119,3 +119,13 @@ def test_the_card_states_each_kind_of_guarantee_and_refuses_to_invent_one():
     assert "No private record was used" in model_card(_facts(epsilon=0.0, baseline="self_instruct"))
     with pytest.raises(ValueError, match="no epsilon committed"):
         model_card(_facts(epsilon=None))
+
+
+def test_the_card_and_privacy_json_carry_the_mechanism_and_say_the_dataset_size_is_public():
+    facts = _facts(epsilon=3.98, delta=1e-3, accountant="prv", mechanism={
+        "sample_rate": 0.0593, "steps": 40, "noise_multiplier": 1.1, "max_grad_norm": 1.0, "accountant": "prv"})
+    card = model_card(facts)
+    assert facts["mechanism"] == {"sample_rate": 0.0593, "steps": 40, "noise_multiplier": 1.1, "max_grad_norm": 1.0}
+    assert facts["dataset"]["size"].startswith("public") and facts["dataset"]["train_records"] == 270
+    assert "40 steps at Poisson sample rate 0.0593" in card and "270 training records" in card
+    assert "size is treated as public" in card
