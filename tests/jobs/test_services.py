@@ -150,7 +150,7 @@ def test_artifact_outside_the_artifact_directory_is_refused(make_user, tmp_path)
     job = make_job(make_user("ada"))
     outside = tmp_path / "secrets.txt"
     outside.write_text("x")
-    with pytest.raises(ValueError, match="outside the artifact directory"):
+    with pytest.raises(ValueError, match="outside both artifact areas"):
         artifact_record(job_id=job.pk, kind="report", path=outside)
 
 
