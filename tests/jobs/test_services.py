@@ -175,3 +175,26 @@ def test_a_budget_spending_job_without_a_dataset_is_refused(make_user):
     with pytest.raises(JobParamsError, match="needs a dataset"):
         job_submit(owner=make_user("ada"), kind="dp_finetune", params={})
     assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_model_fit_to_the_records_without_dp_is_never_exported(make_user):
+    """The nonprivate and scrubbed baselines' adapters live in the client-only area: the export
+    (a server-side job) is refused for them, before anything is queued."""
+    from jobs.models import Artifact
+    from jobs.pipeline import run_export
+    from jobs.services import JobStateError
+    from tests.privacy.factories import make_dataset
+
+    owner = make_user("ada")
+    dataset = make_dataset(owner)
+    run = Job.objects.create(kind="run", owner=owner, dataset=dataset, status="succeeded", params={"baseline": "nonprivate"})
+    stage = Job.objects.create(kind="finetune_private", owner=owner, dataset=dataset, parent=run, status="succeeded")
+    adapter = Artifact.objects.create(job=stage, kind="adapter", path=f"job-{stage.pk}/private_adapter",
+                                      area=Artifact.Area.CLIENT, sha256="0" * 64, bytes=1)
+    Job.objects.create(kind="evaluate", owner=owner, dataset=dataset, parent=run, status="succeeded",
+                       params={"adapter_artifact": adapter.pk})
+
+    with pytest.raises(JobStateError, match="trained on the private records without DP"):
+        run_export(run=run, actor=owner)
+    assert not Job.objects.filter(kind="export").exists()
