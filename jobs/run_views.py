@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
 from evaluation.report import BASELINE_LABELS, COMPARISON_COLUMNS, report_comparison_row
-from privacy.access import datasets_usable_by, datasets_visible_to
+from privacy.access import dataset_records_readable, datasets_usable_by, datasets_visible_to
 from privacy.selectors import dataset_balance
 from privacy.services import BudgetExceeded, NonPrivateRefused
 from synthesis.presets import PRESETS, preset_stages
@@ -130,10 +130,12 @@ def _run_submit_from(form: RunForm, request) -> Job | None:
 
 # --- the run page's stage timeline (rendered in jobs/detail.html and refreshed live) ------
 
-def run_timeline(run: Job) -> dict[str, Any]:
+def run_timeline(run: Job, *, viewer) -> dict[str, Any]:
     """The run's pipeline stages in order with their job, status, start, end and duration
-    (seconds; up to now for a running stage), their artifacts, and the epsilon lines of the
+    (seconds; up to now for a running stage), their artifacts (client-only ones only for a
+    `viewer` who may read the dataset's records: they quote them), and the epsilon lines of the
     run's chart (the target and the dataset's limit)."""
+    records_readable = run.dataset is not None and dataset_records_readable(viewer, run.dataset)
     try:
         pipeline = run_pipeline(run)
     except KeyError:
@@ -154,7 +156,8 @@ def run_timeline(run: Job) -> dict[str, Any]:
             "queue": JOB_KINDS[kind].queue if kind in JOB_KINDS else "", "status": status,
             "status_class": status.replace(" ", "_"), "started": started,
             "finished": child.finished_at if child else None, "duration": _duration(seconds),
-            "artifacts": [_download(artifact) for artifact in child.artifacts.all()] if child else [],
+            "artifacts": [_download(artifact) for artifact in child.artifacts.all()
+                          if records_readable or artifact.area != Artifact.Area.CLIENT] if child else [],
         })
     dataset = run.dataset
     limit = dataset.budget.epsilon_limit if dataset is not None and hasattr(dataset, "budget") else None
@@ -187,7 +190,7 @@ def _duration(seconds: float | None) -> str:
 def run_timeline_view(request, job_id: int):
     """The timeline as an HTML fragment: the run page replaces its own with it when a stage changes."""
     run = get_object_or_404(_runs_visible(request.user), pk=job_id)
-    return render(request, "jobs/run_timeline.html", run_timeline(run))
+    return render(request, "jobs/run_timeline.html", run_timeline(run, viewer=request.user))
 
 
 # --- comparison -----------------------------------------------------------------------------

@@ -7,6 +7,6 @@ from jobs.run_views import run_timeline as run_timeline_context
 register = template.Library()
 
 
-@register.inclusion_tag("jobs/run_timeline.html")
-def run_timeline(run):
-    return run_timeline_context(run)
+@register.inclusion_tag("jobs/run_timeline.html", takes_context=True)
+def run_timeline(context, run):
+    return run_timeline_context(run, viewer=context["request"].user)

@@ -128,7 +128,8 @@ def test_a_client_only_artifact_downloads_only_for_readers_of_the_records_and_se
     owner, colleague = make_user("ada"), make_user("bob")
     dataset, _ = register_demo_dataset(tmp_path, owner, n=12, seed=2)
     dataset_grant(dataset=dataset, actor=owner, user=colleague, can_read_records=False)
-    job = Job.objects.create(kind="evaluate", owner=owner, dataset=dataset, params={}, celery_task_id="e")
+    run = Job.objects.create(kind="run", owner=owner, dataset=dataset, status="succeeded", params={"baseline": "dp_direct"})
+    job = Job.objects.create(kind="evaluate", owner=owner, dataset=dataset, params={}, celery_task_id="e", parent=run)
     whole = Path(settings.KSG_PRIVATE_DIR) / "artifacts" / f"job-{job.pk}" / "evaluation_records.json"
     whole.parent.mkdir(parents=True)
     whole.write_text('{"examples": ["a private excerpt"]}')
@@ -138,7 +139,10 @@ def test_a_client_only_artifact_downloads_only_for_readers_of_the_records_and_se
     client.force_login(colleague)  # may use the dataset, may not read its records
     assert client.get(f"/jobs/artifacts/{artifact.pk}/download/").status_code == 404
     assert f"/jobs/artifacts/{artifact.pk}/download/" not in client.get(f"/jobs/{job.pk}/").content.decode()
+    for page in (f"/jobs/{run.pk}/", f"/jobs/{run.pk}/timeline/"):  # the run's stage timeline lists it only to readers
+        assert f"/jobs/artifacts/{artifact.pk}/download/" not in client.get(page).content.decode(), page
     client.force_login(owner)
+    assert f"/jobs/artifacts/{artifact.pk}/download/" in client.get(f"/jobs/{run.pk}/timeline/").content.decode()
     assert b"a private excerpt" in b"".join(client.get(f"/jobs/artifacts/{artifact.pk}/download/").streaming_content)
 
     export = Job.objects.create(kind="export", owner=owner, params={"adapter_artifact": artifact.pk}, celery_task_id="x")
