@@ -212,7 +212,8 @@ def run_child_finished(*, child_id: int) -> None:
         if run.kind != Job.Kind.RUN:
             return
         if run.is_finished:
-            _stage_finished_late(run, child)
+            if child.status != Job.Status.CANCELLED:  # a cancelled stage stopped as its ended run asked
+                _stage_finished_late(run, child)
             return
         if child.status != Job.Status.SUCCEEDED:
             status = Job.Status.CANCELLED if child.status == Job.Status.CANCELLED else Job.Status.FAILED
@@ -238,8 +239,9 @@ def run_child_finished(*, child_id: int) -> None:
 
 
 def _stage_finished_late(run: Job, child: Job) -> None:
-    """A stage that ends after its run did (the run was cancelled, or failed, while the stage's
-    worker still ran): say so on both streams, once, listing the outputs the stage kept. They stay
+    """A stage that ends (succeeded or failed, not cancelled as asked) after its run did (the run
+    was cancelled, or failed, while the stage's worker still ran its last step): say so on both
+    streams, once, listing the outputs the stage kept. They stay
     recorded artifacts of the stage (its page and the run summary list them); a DP stage settled
     its own epsilon whatever the run's state."""
     if child.events.filter(kind=JobEvent.Kind.LOG, payload__after_run_ended=True).exists():

@@ -195,6 +195,10 @@ def test_a_stage_that_ends_after_its_run_says_so_and_lists_the_outputs_it_kept(m
     assert run.events.filter(kind="log", payload__after_run_ended=True, payload__stage="dp_finetune").count() == 1
     assert Job.objects.get(pk=stage.pk).artifacts.get().pk == artifact.pk
 
+    stopped = Job.objects.create(kind="evaluate", owner=owner, dataset=dataset, parent=run, status="cancelled")
+    run_child_finished(child_id=stopped.pk)  # a stage that stopped as its cancelled run asked: nothing to say
+    assert not stopped.events.exists()
+
 
 def test_a_stage_reaped_while_its_worker_still_runs_stops_at_its_next_step(make_user, settings):
     settings.KSG_HEARTBEAT_SECONDS = 3600  # the heartbeat thread stamps once, at the start
