@@ -9,7 +9,7 @@ PORT ?= 8000
 # another package would be a multi-GB CUDA download.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install browser run test check clean
+.PHONY: install browser run test lint check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,7 +40,12 @@ browser:
 	    exit 1; \
 	  fi; }
 
-test: install browser
+# The layers (pyproject.toml [tool.importlinter], drawn in docs/ARCHITECTURE.md): one-way imports
+# from the project down to the job engine, the model code free of Django, no import cycles.
+lint: install
+	$(VENV)/bin/lint-imports
+
+test: install browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 check: install

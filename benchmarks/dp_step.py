@@ -3,7 +3,7 @@
 Same model (SmolLM2-135M-Instruct, LoRA r=8 on q_proj/v_proj, the LoRA weights fp32), same
 batches of demo medical records at max length 64; the DP step adds Opacus per-example gradients,
 clipping and noise. Each (mode, batch) runs in its own process so peak RSS is its own. The
-defaults are what training runs with on a machine with fast bf16 (synthesis.loader.
+defaults are what training runs with on a machine with fast bf16 (synthesis.lm.loader.
 training_model_load); the flags give the reference settings.
 
     .venv/bin/python benchmarks/dp_step.py                 # batches 8 16 32, 6 timed steps, median of 3 runs
@@ -34,8 +34,8 @@ def measure(mode: str, batch: int, steps: int, max_length: int, dtype_name: str,
     from django.conf import settings
 
     from privacy.demo_data import demo_records
-    from privacy.dp_train import DPTrainConfig, collate, examples_tokenize, lora_wrap, per_example_loss
-    from synthesis.loader import EMBEDDED_MODEL, causal_lm_load
+    from privacy.dp.train import DPTrainConfig, collate, examples_tokenize, lora_wrap, per_example_loss
+    from synthesis.lm.loader import EMBEDDED_MODEL, causal_lm_load
 
     torch.manual_seed(0)
     model, tokenizer = causal_lm_load(EMBEDDED_MODEL, cache_dir=settings.KSG_MODEL_CACHE,

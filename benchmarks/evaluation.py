@@ -30,7 +30,7 @@ def old_scored_logprobs(model, examples, pad_id, batch_size):
     """evaluation.scoring._scored_logprobs before the fast path, for the "old" rows."""
     import torch
 
-    from privacy.dp_train import IGNORE_INDEX, collate
+    from privacy.dp.train import IGNORE_INDEX, collate
 
     model.eval()
     pad, result = collate(pad_id), []
@@ -75,7 +75,7 @@ def attacks_run(model, tokenizer, workload: dict, *, max_length: int) -> dict:
 
 
 def workload_make(args) -> dict:
-    from evaluation.canary import canary_records
+    from privacy.canary import canary_records
     from evaluation.reconstruction import candidate_names, reconstruction_targets
     from privacy.demo_data import demo_records
 
@@ -116,8 +116,8 @@ def main() -> None:
     from django.conf import settings
 
     from evaluation import scoring
-    from synthesis.generation import TransformersBackend
-    from synthesis.loader import EMBEDDED_MODEL
+    from synthesis.lm.generation import TransformersBackend
+    from synthesis.lm.loader import EMBEDDED_MODEL
 
     new_scored_logprobs = scoring._scored_logprobs
     workload = workload_make(args)

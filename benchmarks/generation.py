@@ -61,8 +61,8 @@ def main() -> None:
     import torch
     from django.conf import settings
 
-    from synthesis.generation import SamplingParams, TransformersBackend
-    from synthesis.loader import EMBEDDED_MODEL, causal_lm_load
+    from synthesis.lm.generation import SamplingParams, TransformersBackend
+    from synthesis.lm.loader import EMBEDDED_MODEL, causal_lm_load
 
     prompts = workload(args.prompts, args.workload)
     sampling = SamplingParams(temperature=0.9, top_p=0.95, max_new_tokens=args.max_new_tokens, seed=0)

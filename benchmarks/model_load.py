@@ -1,7 +1,7 @@
 """Seconds until the embedded model is ready, after its one-time conversion: each run is a fresh
 process (as a worker starting a stage) that imports torch and transformers, then loads the model
 and tokenizer the way the stages do (causal_lm_load, in the dtype given) and runs one forward
-pass. "cold": nothing else imported first; "warm": after synthesis.loader.loader_warm, which a
+pass. "cold": nothing else imported first; "warm": after synthesis.lm.loader.loader_warm, which a
 Celery worker runs when it starts (ksg_web/celery.py). "ready" counts from after the imports.
 
     .venv/bin/python benchmarks/model_load.py --repeats 5
@@ -29,11 +29,11 @@ def child(dtype_name: str, warm: bool) -> dict:
     import transformers  # noqa: F401
     from django.conf import settings
 
-    from synthesis.loader import EMBEDDED_MODEL, causal_lm_load, embedded_model_dir
+    from synthesis.lm.loader import EMBEDDED_MODEL, causal_lm_load, embedded_model_dir
 
     embedded_model_dir(cache_dir=settings.KSG_MODEL_CACHE)  # converted already: a check only
     if warm:  # as a Celery worker does when it starts (ksg_web/celery.py)
-        from synthesis.loader import loader_warm
+        from synthesis.lm.loader import loader_warm
 
         loader_warm()
     imported = time.perf_counter()

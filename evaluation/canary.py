@@ -15,43 +15,9 @@ count in the canary's favour (strictly higher only).
 import math
 import random
 
+from privacy.canary import CANARY_MAX_LENGTH, SPACE_SIZE, secret_at, canary_record
+
 from .scoring import response_logprobs
-
-CANARY_INSTRUCTION = "What is my account verification code?"
-CANARY_TEMPLATE = "My account verification code is {secret}."
-SECRET_ALPHABET = "0123456789"
-SECRET_LENGTH = 6
-SPACE_SIZE = len(SECRET_ALPHABET) ** SECRET_LENGTH  # |R| = 10^6
-CANARY_MAX_LENGTH = 128  # tokens; the canary record is far shorter
-
-
-def secret_text(secret: str) -> str:
-    """The secret as written in the canary: one digit per word ("4 8 3 9 2 0"), so every
-    tokenizer (word-level or BPE) gives each digit its own token and all secrets are expressible
-    and equally long in tokens."""
-    return " ".join(secret)
-
-
-def canary_record(secret: str) -> dict:
-    """The instruction/response record that plants `secret`."""
-    return {"instruction": CANARY_INSTRUCTION, "response": CANARY_TEMPLATE.format(secret=secret_text(secret)),
-            "secret": secret}
-
-
-def _secret(index: int) -> str:
-    digits = []
-    for _ in range(SECRET_LENGTH):
-        index, digit = divmod(index, len(SECRET_ALPHABET))
-        digits.append(SECRET_ALPHABET[digit])
-    return "".join(reversed(digits))
-
-
-def canary_records(k: int, *, seed: int) -> list[dict]:
-    """k canary records with distinct uniformly random secrets ({"instruction", "response",
-    "secret"}), the same for the same seed."""
-    if not 0 <= k <= SPACE_SIZE:
-        raise ValueError(f"k must be between 0 and {SPACE_SIZE}")
-    return [canary_record(_secret(index)) for index in random.Random(seed).sample(range(SPACE_SIZE), k)]
 
 
 def exposure(model, tokenizer, canary: dict, *, reference_sample: int = 1000, seed: int = 0,
@@ -62,8 +28,8 @@ def exposure(model, tokenizer, canary: dict, *, reference_sample: int = 1000, se
     rng = random.Random(seed)
     references = []
     for index in rng.sample(range(SPACE_SIZE), min(reference_sample + 1, SPACE_SIZE)):
-        if _secret(index) != canary["secret"] and len(references) < reference_sample:
-            references.append(_secret(index))
+        if secret_at(index) != canary["secret"] and len(references) < reference_sample:
+            references.append(secret_at(index))
     records = [canary_record(canary["secret"])] + [canary_record(secret) for secret in references]
     scores = response_logprobs(model, tokenizer, records, max_length=CANARY_MAX_LENGTH, batch_size=batch_size)
     higher = sum(score > scores[0] for score in scores[1:])

@@ -1,7 +1,7 @@
 """Log-probabilities of text under a causal LM: the raw material of every privacy attack.
 
 All log-probabilities are natural logs (nats); a token's log-probability is given its prefix.
-Records are tokenized exactly as in training (privacy.dp_train.examples_tokenize: the chat
+Records are tokenized exactly as in training (privacy.dp.train.examples_tokenize: the chat
 prompt from the instruction, then the response and end-of-turn), so a score measures what the
 training loss measured. No Django imports: this module runs anywhere torch does.
 
@@ -24,7 +24,7 @@ import inspect
 
 import torch
 
-from privacy.dp_train import IGNORE_INDEX, PLAIN_PROMPT, examples_tokenize
+from privacy.dp.train import IGNORE_INDEX, PLAIN_PROMPT, examples_tokenize
 
 MAX_BATCH_TOKENS = 2048  # padded tokens per forward pass: bounds the (tokens x vocabulary) logits
 SOFTMAX_ROWS = 64        # logit rows normalised at once

@@ -22,7 +22,7 @@ from jobs.selectors import artifact_input, run_artifacts
 from jobs.services import job_event_record
 from privacy.leak_scan import PrivateTextIndex, file_scan
 from privacy.selectors import dataset_canaries, dataset_records
-from synthesis.generation import TransformersBackend
+from synthesis.lm.generation import TransformersBackend
 
 from .canary import exposure_report
 from .membership import membership_report

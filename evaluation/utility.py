@@ -1,10 +1,10 @@
 """Utility of the target model: is the model KnowledgeSG trained actually useful?
 
 Four measurements, each a plain function on plain data (records are {"instruction", "response"}
-dicts, the format privacy.dp_train trains on):
+dicts, the format privacy.dp.train trains on):
 
 1. held-out loss and perplexity: the mean response-token cross-entropy (nats) on records the
-   model never saw, computed exactly as training computes it (privacy.dp_train.per_example_loss);
+   model never saw, computed exactly as training computes it (privacy.dp.train.per_example_loss);
 2. ROUGE-L against references: the model answers each instruction greedily through a generation
    backend; ROUGE-L F1 (synthesis.filtering.rouge_l) of its answer against the reference answer;
 3. pairwise win-rate: the professional model, as judge, reads one question and two answers (the
@@ -22,9 +22,9 @@ import statistics
 import numpy as np
 import torch
 
-from privacy.dp_train import IGNORE_INDEX, collate, examples_tokenize, per_example_loss
+from privacy.dp.train import IGNORE_INDEX, collate, examples_tokenize, per_example_loss
 from synthesis.filtering import rouge_l, tokenize_for_similarity
-from synthesis.generation import SamplingParams
+from synthesis.lm.generation import SamplingParams
 
 ROUGE_EXAMPLES = 5               # examples kept in the ROUGE-L report, the first records in input order
 JUDGE_CANDIDATES = ["A", "B"]
@@ -78,7 +78,7 @@ def _pad_id(tokenizer) -> int:
 
 def response_losses(model, tokenizer, records: list[dict], *, max_length: int, batch_size: int = 8) -> list[float]:
     """Per record, the mean cross-entropy (nats per token) of its response tokens given its
-    chat-formatted instruction: the training loss (privacy.dp_train.per_example_loss on
+    chat-formatted instruction: the training loss (privacy.dp.train.per_example_loss on
     examples_tokenize), so held-out numbers compare directly with the training curve."""
     examples = examples_tokenize(records, tokenizer, max_length=max_length)
     return _example_losses(model, examples, pad_id=_pad_id(tokenizer), batch_size=batch_size)

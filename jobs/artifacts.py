@@ -6,6 +6,7 @@
   whatever quotes private records (evaluation excerpts, per-record scores, canary secrets) and
   models fit to them without DP. A server-side stage cannot get a path here (jobs.runner).
 """
+import hashlib
 from pathlib import Path
 
 from django.conf import settings
@@ -40,3 +41,17 @@ def artifact_file(artifact) -> Path | None:
     root = artifact_root(artifact.area)
     path = (root / artifact.path).resolve()
     return path if path.is_relative_to(root) and path.exists() else None
+
+
+def artifact_checksum(path: Path) -> tuple[str, int]:
+    """(sha256, bytes) of a file, or of a directory's files in name order with their names."""
+    digest, size = hashlib.sha256(), 0
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+                size += len(block)
+    return digest.hexdigest(), size

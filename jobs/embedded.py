@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from celery import Celery
+from celery.app import app_or_default
 from celery.worker import WorkController
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -20,8 +21,10 @@ logger = logging.getLogger(__name__)
 ADMIN_USERNAME = "admin"
 
 
-def embedded_worker_start(app: Celery, *, queues=(CLIENT_QUEUE, SERVER_QUEUE)) -> WorkController:
-    """Start a Celery worker on a daemon thread: solo pool, one task at a time, as a GPU worker."""
+def embedded_worker_start(app: Celery | None = None, *, queues=(CLIENT_QUEUE, SERVER_QUEUE)) -> WorkController:
+    """Start a Celery worker on a daemon thread: solo pool, one task at a time, as a GPU worker.
+    `app`: the project's Celery app (the current one, ksg_web.celery) unless another is given."""
+    app = app_or_default(app)
     worker = app.WorkController(
         app=app, pool="solo", concurrency=1, queues=list(queues),
         without_heartbeat=True, without_mingle=True, without_gossip=True,
@@ -51,7 +54,7 @@ def admin_ensure() -> tuple[str, str | None]:
 
 
 @contextmanager
-def embedded_worker_if_needed(app: Celery):
+def embedded_worker_if_needed(app: Celery | None = None):
     """Run an in-process worker for the duration when the broker is the in-process memory one
     (embedded mode): a job submitted from a terminal there can only be run by that process."""
     worker = embedded_worker_start(app) if settings.KSG_RUN_MODE == "embedded" else None

@@ -1,22 +1,20 @@
 """Jobs, their event stream and the files they produce. Writes go through jobs.services."""
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+
+from .kinds import JobParamsError, job_kind_label, job_kind_spec
+
+
+def job_kind_validate(kind: str) -> None:
+    try:
+        job_kind_spec(kind)
+    except JobParamsError as error:
+        raise ValidationError(str(error)) from None
 
 
 class Job(models.Model):
     """One Celery-run unit of work: a pipeline stage, a baseline, or the selftest."""
-
-    class Kind(models.TextChoices):
-        SELFTEST = "selftest", "Self-test"
-        DP_FINETUNE = "dp_finetune", "DP fine-tuning (stage 1)"
-        GENERATE = "generate", "Instruction generation (stage 2)"
-        FILTER = "filter", "Filtering (stage 3)"
-        DISTILL = "distill", "Distillation (stage 4)"
-        FINETUNE_TARGET = "finetune_target", "Target fine-tuning (stage 5)"
-        FINETUNE_PRIVATE = "finetune_private", "Non-private fine-tuning (baseline)"
-        EVALUATE = "evaluate", "Evaluation"
-        EXPORT = "export", "Model export"
-        RUN = "run", "KnowledgeSG run"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -29,7 +27,8 @@ class Job(models.Model):
 
     TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
-    kind = models.CharField(max_length=32, choices=Kind.choices)
+    # a kind registered by an app (jobs.kinds): a new kind needs no migration
+    kind = models.CharField(max_length=32, validators=[job_kind_validate])
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.QUEUED, db_index=True)
     params = models.JSONField(default=dict, help_text="Validated parameters of the job's kind.")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs")
@@ -52,11 +51,15 @@ class Job(models.Model):
         indexes = [models.Index(fields=["owner", "-created_at"])]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} #{self.pk} ({self.status})"
+        return f"{self.kind_label} #{self.pk} ({self.status})"
 
     @property
     def is_finished(self) -> bool:
         return self.status in self.TERMINAL_STATUSES
+
+    @property
+    def kind_label(self) -> str:
+        return job_kind_label(self.kind)
 
 
 class JobEvent(models.Model):

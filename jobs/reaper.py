@@ -1,12 +1,13 @@
 """Jobs whose worker vanished: a heartbeat while a stage runs, and the reaper that settles a
 running job whose heartbeat stopped.
 
-Only jobs a worker executes (the kinds in jobs.kinds.JOB_KINDS, each a Celery task) have a
-heartbeat, and only they are reaped by it. A run (kind `run`) has no worker: it is running while
-one of its stages is queued or running, and it ends when that stage ends (jobs.pipeline.
-run_child_finished), a reaped stage included. The reaper checks a run by its stages instead: a
-running run whose stages have all finished for longer than the timeout lost its settlement (the
-worker died between finishing the stage and advancing the run), and the reaper advances it.
+Only jobs a worker executes (the kinds with a stage in jobs.kinds, each a Celery task) have a
+heartbeat, and only they are reaped by it. A composite job (a run) has no worker: it is running
+while one of its children is queued or running, and its kind's `child_finished` (for a run,
+ksg_web.runs.pipeline.run_child_finished) moves it on when a child ends, a reaped child included.
+The reaper checks a composite job by its children instead: one still running whose children have
+all finished for longer than the timeout lost its settlement (the worker died between finishing
+the child and advancing the parent), and the reaper advances it.
 
 A worker killed with SIGKILL (or a machine that lost power) never marks its job. With
 `acks_late` the broker hands the task to another worker eventually, but only after the
@@ -19,7 +20,6 @@ finished and does nothing (jobs.services.job_start).
 import logging
 import threading
 from datetime import timedelta
-from importlib import import_module
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -27,16 +27,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import services
-from .kinds import JOB_KINDS
+from .kinds import job_kind_spec, job_kinds, job_kinds_executed
 from .models import Job, JobEvent
 
 logger = logging.getLogger(__name__)
-
-# What a kind must settle when its worker is lost, beyond failing the job (dotted paths: the
-# privacy app owns the ledger).
-LOST_SETTLEMENTS = {
-    "dp_finetune": "privacy.dp_stage.dp_finetune_settle_lost",
-}
 
 
 class Heartbeat:
@@ -76,7 +70,7 @@ def jobs_reap(*, timeout_seconds: float | None = None) -> list[int]:
     to run from many places at once: each job is re-checked under its row lock."""
     timeout = settings.KSG_HEARTBEAT_TIMEOUT if timeout_seconds is None else timeout_seconds
     cutoff = timezone.now() - timedelta(seconds=timeout)
-    stale = Job.objects.filter(status=Job.Status.RUNNING, kind__in=list(JOB_KINDS)).filter(
+    stale = Job.objects.filter(status=Job.Status.RUNNING, kind__in=job_kinds_executed()).filter(
         Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff))
     reaped = []
     for job_id in stale.values_list("pk", flat=True):
@@ -90,17 +84,16 @@ def _runs_resettle(*, cutoff) -> None:
     """A running run with no stage left queued or running, whose newest stage finished before
     `cutoff`: the worker that finished the stage died before advancing the run. Advance it now
     (run_child_finished is idempotent: a run that moved on in the meantime is left as it is)."""
-    from .pipeline import run_child_finished
-
+    composite = [kind for kind, spec in job_kinds().items() if spec.child_finished]
     active = Job.objects.exclude(status__in=Job.TERMINAL_STATUSES)
-    runs = (Job.objects.filter(kind=Job.Kind.RUN, status=Job.Status.RUNNING)
+    runs = (Job.objects.filter(kind__in=composite, status=Job.Status.RUNNING)
             .exclude(children__in=active).filter(children__isnull=False).distinct())
     for run in runs:
         newest = run.children.order_by("-pk").first()
         if newest.finished_at is not None and newest.finished_at < cutoff:
             logger.warning("run %s was left running after its stage %s (job %s) ended; advancing it",
                            run.pk, newest.kind, newest.pk)
-            run_child_finished(child_id=newest.pk)
+            services.job_parent_notify(job=newest)
 
 
 def _job_reap(*, job_id: int, cutoff) -> bool:
@@ -109,18 +102,16 @@ def _job_reap(*, job_id: int, cutoff) -> bool:
         last_sign = job.heartbeat_at or job.started_at
         if job.status != Job.Status.RUNNING or last_sign is None or last_sign >= cutoff:
             return False  # it finished or beat again since the query
-        if job.kind in LOST_SETTLEMENTS:
-            module_name, function_name = LOST_SETTLEMENTS[job.kind].rsplit(".", 1)
-            getattr(import_module(module_name), function_name)(job=job)
+        settle_lost = job_kind_spec(job.kind).function("settle_lost")
+        if settle_lost is not None:  # e.g. stage 1 commits the epsilon of the steps that drew noise
+            settle_lost(job=job)
         error = (f"worker lost: no heartbeat since {last_sign:%Y-%m-%d %H:%M:%S} UTC "
                  f"(attempt {job.attempts}); the reaper stopped the job")
         services.job_event_record(job_id=job.pk, kind=JobEvent.Kind.LOG, payload={"message": error})
         services.job_finish_locked(job, Job.Status.FAILED, error=error)
     logger.warning("reaped job %s (%s): %s", job.pk, job.kind, error)
     if job.parent_id is not None:
-        from .pipeline import run_child_finished
-
-        run_child_finished(child_id=job.pk)
+        services.job_parent_notify(job=job)
     return True
 
 

@@ -14,7 +14,7 @@ from django.conf import settings
 
 from . import services
 from .artifacts import artifact_root
-from .kinds import SERVER_QUEUE, job_kind_spec
+from .kinds import SERVER_QUEUE, JobKindSpec, job_kind_spec
 from .models import Artifact, Job, JobEvent
 from .reaper import Heartbeat
 
@@ -62,6 +62,11 @@ def server_boundary_check(job: Job) -> None:
                 )
 
 
+def stage_time_limit(spec: JobKindSpec) -> int:
+    """A kind's time limit in seconds: its spec's, or KSG_STAGE_TIME_LIMITS's override."""
+    return int(settings.KSG_STAGE_TIME_LIMITS.get(spec.kind, spec.time_limit))
+
+
 class JobContext:
     """The stage's window on its job: events, artifacts, cancel and time checks."""
 
@@ -70,7 +75,7 @@ class JobContext:
         self.job_id = job.pk
         self.attempt = job.attempts
         kind = job.kind
-        self.time_limit_seconds = settings.KSG_STAGE_TIME_LIMITS[kind]
+        self.time_limit_seconds = stage_time_limit(job_kind_spec(kind))
         self.deadline = time.monotonic() + self.time_limit_seconds
         self.artifact_dir = Path(settings.KSG_ARTIFACT_DIR) / f"job-{job.pk}"
         self._last_sample = 0.0
@@ -151,9 +156,7 @@ def job_execute(*, job_id: int, celery_task_id: str, stage: Callable[[Any, JobCo
 def _settle_parent(job: Job) -> None:
     """Advance, fail or cancel the run a finished stage belongs to (idempotent)."""
     if job.parent_id is not None and Job.objects.filter(pk=job.pk, status__in=Job.TERMINAL_STATUSES).exists():
-        from .pipeline import run_child_finished
-
-        run_child_finished(child_id=job.pk)
+        services.job_parent_notify(job=job)
 
 
 def _run_stage(job: Job, stage: Callable[[Any, JobContext], None]) -> str:
@@ -172,7 +175,7 @@ def _run_stage(job: Job, stage: Callable[[Any, JobContext], None]) -> str:
                                   payload={"message": f"{ended}; the stage stopped at its next step"})
         return Job.objects.get(pk=job.pk).status
     except (StageTimeLimitExceeded, SoftTimeLimitExceeded):
-        limit = settings.KSG_STAGE_TIME_LIMITS[job.kind]
+        limit = stage_time_limit(job_kind_spec(job.kind))
         error = f"stopped: the {job.kind} stage ran past its time limit of {limit} s"
         return services.job_fail(job_id=job.pk, error=error).status
     except Exception as exc:

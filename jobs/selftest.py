@@ -2,9 +2,27 @@
 import json
 import math
 import random
+from dataclasses import dataclass, field
 
-from .kinds import SelftestParams
+from .kinds import SERVER_QUEUE, JobKindSpec
 from .models import Artifact
+
+
+@dataclass(frozen=True)
+class SelftestParams:
+    """A job that proves the whole path (form, Celery, events, websocket) with no model."""
+
+    steps: int = field(default=30, metadata={"min": 1, "max": 10_000, "help": "Number of steps to run."})
+    interval_seconds: float = field(
+        default=0.5, metadata={"min": 0.0, "max": 60.0, "help": "Pause between steps, in seconds."}
+    )
+    fail_at_step: int = field(
+        default=0, metadata={"min": 0, "max": 10_000, "help": "Raise an error at this step (0: never)."}
+    )
+
+
+KIND = JobKindSpec("selftest", "Self-test", SERVER_QUEUE, SelftestParams, stage="jobs.selftest.selftest_run",
+                   time_limit=15 * 60)
 
 
 class SelftestFailure(Exception):

@@ -1,6 +1,5 @@
 """Writes to jobs, their events and artifacts. Every state change records its event in the same
 transaction, and the live notification goes out only after that transaction commits."""
-import hashlib
 import logging
 import math
 import uuid
@@ -14,7 +13,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .artifacts import artifact_area_of
+from .artifacts import artifact_area_of, artifact_checksum
 from .db_retry import db_retried
 from .events import event_publish
 from .kinds import JobParamsError, job_kind_spec, params_as_dict, params_parse
@@ -48,7 +47,7 @@ def job_submit(*, owner, kind: str, params: dict[str, Any] | None = None, datase
         )
         job_event_record(job_id=job.pk, kind=JobEvent.Kind.STATUS, payload={"status": job.status})
         # Enqueue only once the job row is committed, or a fast worker would not find it.
-        transaction.on_commit(lambda: _job_enqueue(job, spec.task_name, spec.queue))
+        transaction.on_commit(lambda: _job_enqueue(job, f"jobs.{kind}", spec.queue))
     job.refresh_from_db()
     return job
 
@@ -63,10 +62,17 @@ def _job_enqueue(job: Job, task_name: str, queue: str) -> None:
     except Exception as exc:  # kombu raises many kinds; each means the same thing here
         job_fail(job_id=job.pk, error=f"could not enqueue the job: {exc}. Is the broker (Redis) running?")
         if job.parent_id is not None:  # the run this stage belongs to ends with it
-            from .pipeline import run_child_finished
-
-            run_child_finished(child_id=job.pk)
+            job_parent_notify(job=job)
         raise JobQueueUnavailable(f"The task queue did not accept job {job.pk}: {exc}") from exc
+
+
+def job_parent_notify(*, job: Job) -> None:
+    """Tell a finished child's parent (a composite job, e.g. a run) that it ended: its kind's
+    `child_finished` advances, fails or cancels it. Idempotent, like every child_finished."""
+    parent_kind = Job.objects.filter(pk=job.parent_id).values_list("kind", flat=True).first()
+    child_finished = job_kind_spec(parent_kind).function("child_finished") if parent_kind else None
+    if child_finished is not None:
+        child_finished(child_id=job.pk)
 
 
 @db_retried
@@ -216,20 +222,6 @@ def artifact_record(*, job_id: int, kind: str, path: Path) -> Artifact:
         defaults={"sha256": sha256, "bytes": size, "area": area},
     )
     return artifact
-
-
-def artifact_checksum(path: Path) -> tuple[str, int]:
-    """(sha256, bytes) of a file, or of a directory's files in name order with their names."""
-    digest, size = hashlib.sha256(), 0
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-                size += len(block)
-    return digest.hexdigest(), size
 
 
 def _json_safe(value: Any) -> Any:

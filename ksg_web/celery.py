@@ -3,6 +3,7 @@ import os
 
 from celery import Celery
 from celery.signals import worker_init
+from synthesis.lm.loader import loader_warm
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ksg_web.settings")
 
@@ -15,6 +16,4 @@ app.autodiscover_tasks()
 def _models_warm(**kwargs) -> None:
     """A worker imports the model-loading code before its first task (prefork children inherit
     it), so a stage's model is ready in about half a second (docs/PERFORMANCE.md)."""
-    from synthesis.loader import loader_warm
-
     loader_warm()

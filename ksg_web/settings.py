@@ -104,6 +104,7 @@ INSTALLED_APPS = [
     "privacy",
     "synthesis",
     "evaluation",
+    "ksg_web.runs",
 ]
 
 MIDDLEWARE = [
@@ -234,17 +235,11 @@ KSG_SAMPLE_EVENT_SECONDS = float(os.environ.get("KSG_SAMPLE_EVENT_SECONDS") or 0
 
 # Wall-clock limit of each stage, seconds. The visibility timeout below must exceed the longest,
 # or Redis would hand a still-running task to a second worker.
-KSG_STAGE_TIME_LIMITS = {
-    "selftest": 15 * 60,
-    "dp_finetune": 8 * 3600,
-    "generate": 6 * 3600,
-    "filter": 4 * 3600,
-    "distill": 6 * 3600,
-    "finetune_target": 8 * 3600,
-    "finetune_private": 8 * 3600,
-    "evaluate": 6 * 3600,
-    "export": 2 * 3600,
-}
+# Each job kind brings its time limit (jobs.kinds.JobKindSpec.time_limit, in seconds); this
+# overrides it per kind, e.g. {"evaluate": 12 * 3600}. No kind may run longer than
+# KSG_LONGEST_STAGE_SECONDS, which the broker's visibility timeout is derived from.
+KSG_STAGE_TIME_LIMITS: dict[str, int] = {}
+KSG_LONGEST_STAGE_SECONDS = 8 * 3600
 KSG_MAX_ATTEMPTS = int(os.environ.get("KSG_MAX_ATTEMPTS", "3"))
 # A running stage stamps its job every KSG_HEARTBEAT_SECONDS; the reaper (`ksg_reap`, and a
 # thread of the embedded server) fails a job silent for KSG_HEARTBEAT_TIMEOUT seconds.
@@ -258,7 +253,7 @@ KSG_DB_RETRY_SECONDS = float(os.environ.get("KSG_DB_RETRY_SECONDS") or 60)
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": max(KSG_STAGE_TIME_LIMITS.values()) + 3600}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": KSG_LONGEST_STAGE_SECONDS + 3600}
 if not REDIS_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS["polling_interval"] = 0.1  # the memory broker polls; Redis blocks
 CELERY_RESULT_EXPIRES = 7 * 24 * 3600

@@ -73,6 +73,15 @@ def datasets_visible_to(user) -> QuerySet[PrivateDataset]:
     return datasets_usable_by(user)
 
 
+def jobs_visible_policy(user, jobs: QuerySet) -> QuerySet:
+    """The jobs (of the engine's queryset) a signed-in user may see: their own and those on
+    datasets they may use; compliance officers and administrators see all. Registered with
+    jobs.selectors at start-up."""
+    if is_compliance_officer(user):
+        return jobs
+    return jobs.filter(Q(owner=user) | Q(dataset__in=datasets_usable_by(user)))
+
+
 def dataset_manageable_by(user, dataset: PrivateDataset) -> bool:
     """Grants and the budget limit: the owner and administrators."""
     return user.is_authenticated and (dataset.owner_id == user.pk or is_admin(user))

@@ -17,3 +17,11 @@ class PrivacyConfig(AppConfig):
     def ready(self):
         # after every app's post_migrate (the last one sees every permission), and after a test flush
         post_migrate.connect(_roles_ensure, dispatch_uid="privacy.roles")
+        from jobs.registry import job_kinds_register
+        from jobs.selectors import job_visibility_register
+
+        from .access import jobs_visible_policy
+        from .kinds import KINDS
+
+        job_kinds_register(*KINDS)
+        job_visibility_register(jobs_visible_policy)  # who sees which job is a dataset's access rule

@@ -7,10 +7,9 @@ allow non-private baselines. Its adapter is a client-only artifact (jobs.artifac
 side never reads it, and it cannot be exported."""
 from django.conf import settings
 
-from synthesis.loader import training_model_load
-from synthesis.stages import training_metric
+from synthesis.lm.loader import training_model_load
 
-from .dp_train import plain_lora_train
+from privacy.dp.train import plain_lora_train
 from .models import LedgerEntry
 from .pii import KINDS as PII_KINDS, pii_find, pii_redact
 from .selectors import dataset_records
@@ -29,7 +28,7 @@ def finetune_private_run(params, ctx) -> None:
         ctx.log(f"scrubbed {sum(masked.values())} PII spans from {len(records)} records before training", **masked)
     model, tokenizer = training_model_load(params.base_model, cache_dir=settings.KSG_MODEL_CACHE)
     model, result = plain_lora_train(model, tokenizer, records, params, on_step=lambda report: ctx.check(),
-                                     on_step_done=lambda report: training_metric(ctx, report))
+                                     on_step_done=lambda report: ctx.metric(**report.training_metric()))
     # Fit to the records without DP, it may reproduce them: it stays on the private volume (the
     # client-only artifact area), out of the server side's reach; evaluate and serving read it there.
     ctx.client_artifact_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,8 @@ from typing import Any, Iterable, Iterator
 
 from django.db.models import Max, OuterRef, QuerySet, Subquery
 
-from jobs.models import Job
+from jobs.kinds import job_kind_spec
+from jobs.models import Job, JobEvent
 
 from .models import EPSILON_DECIMAL_PLACES, AuditEntry, LedgerEntry, PrivacyBudget, PrivateDataset
 from .selectors import budget_balance
@@ -101,14 +102,14 @@ def runs_in_flight() -> QuerySet[Job]:
 
 
 def runs_awaiting_approval() -> QuerySet[Job]:
-    return (Job.objects.filter(kind=Job.Kind.RUN, status=Job.Status.AWAITING_APPROVAL)
+    return (Job.objects.filter(status=Job.Status.AWAITING_APPROVAL)
             .select_related("owner", "dataset", "dataset__budget").order_by("created_at", "id"))
 
 
 def run_row(job: Job) -> dict[str, Any]:
     stage = getattr(job, "stage_kind", None)
-    if stage is None and job.kind == Job.Kind.RUN:
-        stage = _first_stage(job)  # not submitted yet (awaiting approval): the stage it starts with
+    if stage is None and not job_kind_spec(job.kind).executed:
+        stage = _first_stage(job)  # a run not submitted yet (awaiting approval): the stage it starts with
     elif stage is None:
         stage = job.kind
     return {"id": job.pk, "kind": job.kind, "status": job.status, "stage": stage,
@@ -132,7 +133,7 @@ def dataset_runs(*, dataset: PrivateDataset) -> list[dict[str, Any]]:
             committed[top] = committed.get(top, Decimal(0)) + epsilon
     jobs = Job.objects.filter(dataset=dataset, parent__isnull=True).select_related("owner").order_by("created_at", "id")
     return [{"job": job, "epsilon_committed": committed.get(job.pk), "nonprivate": job.pk in nonprivate,
-             "baseline": job.params.get("baseline") if job.kind == Job.Kind.RUN else None} for job in jobs]
+             "baseline": job.params.get("baseline")} for job in jobs]
 
 
 def compliance_snapshot() -> dict[str, Any]:
@@ -159,12 +160,9 @@ def _epsilon(value: Decimal) -> str:
 
 
 def _first_stage(run: Job) -> str | None:
-    from jobs.pipeline import run_pipeline
-
-    try:
-        return run_pipeline(run)[0]
-    except KeyError:
-        return None
+    """The stage a run starts with, as its first status event names it."""
+    first = run.events.filter(kind=JobEvent.Kind.STATUS).order_by("seq").first()
+    return first.payload.get("stage") if first else None
 
 
 # -- the ledger and the audit trail ------------------------------------------------------------

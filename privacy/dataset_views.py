@@ -14,7 +14,6 @@ from django.utils.text import slugify
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from jobs.models import Job
 from jobs.selectors import jobs_visible_to
 
 from .access import dataset_manageable_by, datasets_usable_by, datasets_visible_to, is_compliance_officer
@@ -118,7 +117,7 @@ def dataset_detail(request, dataset_id: int):
 def _detail_context(request, dataset, grant_form: GrantForm) -> dict:
     user = request.user
     may_manage = dataset_manageable_by(user, dataset)
-    runs = jobs_visible_to(user).filter(kind=Job.Kind.RUN, dataset=dataset).order_by("-created_at", "-pk")
+    runs = jobs_visible_to(user).filter(kind="run", dataset=dataset).order_by("-created_at", "-pk")
     ledger = list(ledger_for(dataset=dataset).order_by("-created_at", "-id")[:LEDGER_ROWS])
     pii = dict(dataset.pii_summary or {})
     return {

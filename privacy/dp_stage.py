@@ -15,11 +15,11 @@ from django.conf import settings
 
 from jobs.kinds import job_kind_spec
 from jobs.selectors import job_last_event_payload
-from synthesis.loader import training_model_load
+from synthesis.lm.loader import training_model_load
 
-from . import accountant as dp_accountant
-from .dp_config import DATASET_SIZE_POLICY, DPTrainConfig, dp_config_from_params
-from .dp_train import StepReport, dp_lora_train, examples_tokenize, lora_wrap
+from privacy.dp import accountant as dp_accountant
+from privacy.dp.config import DATASET_SIZE_POLICY, DPTrainConfig, dp_config_from_params
+from privacy.dp.train import StepReport, dp_lora_train, examples_tokenize, lora_wrap
 from .models import LedgerEntry
 from .selectors import dataset_records
 from .services import budget_release, budget_settle

@@ -2,12 +2,10 @@ from django.urls import path
 
 from . import views
 
-app_name = "compliance"
+app_name = "compliance"  # ksg_web.urls adds the run approval decisions (ksg_web.runs.urls.approval_urlpatterns)
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("approvals/", views.approvals, name="approvals"),
-    path("approvals/<id:run_id>/approve/", views.approval_decide, {"decision": "approve"}, name="approve"),
-    path("approvals/<id:run_id>/reject/", views.approval_decide, {"decision": "reject"}, name="reject"),
     path("ledger/", views.ledger, name="ledger"),
     path("ledger.csv", views.ledger_export, {"fmt": "csv"}, name="ledger-csv"),
     path("ledger.json", views.ledger_export, {"fmt": "json"}, name="ledger-json"),

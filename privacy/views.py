@@ -1,23 +1,18 @@
 """The compliance officer's pages (compliance officers and administrators; everyone else 403):
 the live budget dashboard, run approvals, the ledger and the audit trail with their exports,
 and a printable audit report per dataset. Thin views over privacy.compliance (reads),
-jobs.pipeline's run_approve / run_reject (decisions) and privacy.access (who may)."""
+ksg_web.runs.approval_views (the decisions on runs) and privacy.access (who may)."""
 import functools
 import json
 from decimal import Decimal, InvalidOperation
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpResponse, StreamingHttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
-
-from jobs.models import Job
-from jobs.pipeline import run_approve, run_reject
-from jobs.services import JobQueueUnavailable, JobStateError
+from django.views.decorators.http import require_GET
 
 from .access import datasets_visible_to, is_compliance_officer
 from .compliance import (AUDIT_COLUMNS, LEDGER_COLUMNS, audit_filtered, audit_row, burndown, compliance_snapshot,
@@ -25,7 +20,6 @@ from .compliance import (AUDIT_COLUMNS, LEDGER_COLUMNS, audit_filtered, audit_ro
 from .forms import ApproveForm, AuditFilterForm, LedgerFilterForm, RejectForm
 from .models import AuditEntry
 from .selectors import budget_balance, ledger_for
-from .services import AccessRefused
 
 ENTRIES_PER_PAGE = 200
 
@@ -73,33 +67,6 @@ def _fits(target: str | None, balance) -> bool | None:
         return Decimal(target) <= balance.left
     except (InvalidOperation, TypeError):
         return None
-
-
-@compliance_required
-@require_POST
-def approval_decide(request, run_id: int, decision: str):
-    run = get_object_or_404(Job, pk=run_id, kind=Job.Kind.RUN)
-    form = (ApproveForm if decision == "approve" else RejectForm)(request.POST)
-    if not form.is_valid():
-        messages.error(request, f"Run {run.pk} was not {decision}d: a rejection needs a comment saying why.")
-        return redirect("compliance:approvals")
-    try:
-        if decision == "approve":
-            run = run_approve(run=run, actor=request.user, comment=form.cleaned_data["comment"])
-        else:
-            run = run_reject(run=run, actor=request.user, comment=form.cleaned_data["comment"])
-    except (AccessRefused, JobStateError, ValueError) as error:
-        messages.error(request, f"Run {run.pk}: {error}")
-        return redirect("compliance:approvals")
-    except JobQueueUnavailable as error:
-        messages.error(request, f"Run {run.pk} was approved, but {error}")
-        return redirect("compliance:approvals")
-    if run.status == Job.Status.FAILED:
-        messages.warning(request, f"Run {run.pk} approved, but it could not start: {run.error}")
-    else:
-        outcome = "approved: its first stage is queued" if decision == "approve" else "rejected"
-        messages.success(request, f"Run {run.pk} {outcome}.")
-    return redirect("compliance:approvals")
 
 
 def _trail_page(request, *, form_class, select, template: str, export_names: tuple[str, str]):

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from jobs.models import Job
-from jobs.pipeline import run_evaluated_model
+from evaluation.selectors import run_evaluated_model
 from privacy.access import datasets_usable_by, is_admin
 from privacy.models import AuditEntry
 from privacy.services import AccessRefused, audit_record

@@ -22,7 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from .deployments import completion_audit_record, serving_key_authenticate, serving_key_over_limit
-from .generation import Completion, GenerationError, SamplingParams
+from synthesis.lm.generation import Completion, GenerationError, SamplingParams
 from .models import Deployment
 from .serving import REFUSAL, StreamFilter, engine_for, output_filter
 

@@ -9,12 +9,16 @@ from django.conf import settings
 from jobs.selectors import artifact_input
 from privacy.pii import pii_find
 
+from .kinds import KEPT_FILE, PAIRS_FILE, RAW_FILE, SYNTHETIC_FILE
 from .filtering import FilterConfig, filter_instructions, verdict_counts
-from .generation import SamplingParams, backend_load
+from synthesis.lm.backends import backend_load
+from synthesis.lm.generation import SamplingParams
 from .prompts import distill_prompts, generation_prompts, instruction_extract
+from privacy.dp.train import plain_lora_train
+from synthesis.lm.loader import training_model_load
 
 RESPONSE_PII_KINDS = ("name", "email", "phone", "id")
-RAW_FILE, KEPT_FILE, VERDICTS_FILE, PAIRS_FILE = "raw_instructions.jsonl", "kept_instructions.jsonl", "verdicts.jsonl", "synthetic_pairs.jsonl"
+VERDICTS_FILE = "verdicts.jsonl"
 
 
 def generate_run(params, ctx) -> None:
@@ -123,9 +127,6 @@ def finetune_target_run(params, ctx) -> None:
     """Stage 5: plain LoRA fine-tuning of W_Loc on the synthetic pairs, with the stage-1 code
     (DP off: these pairs never saw the private data). Outputs the target adapter and, beside it,
     the synthetic dataset it was trained on."""
-    from privacy.dp_train import plain_lora_train
-    from synthesis.loader import training_model_load
-
     if ctx.job.artifacts.filter(kind="adapter").exists():
         return
     pairs_path = artifact_input(artifact_id=params.synthetic_artifact, kind="synthetic_data")
@@ -134,9 +135,9 @@ def finetune_target_run(params, ctx) -> None:
         raise ValueError("there are no synthetic pairs to train on (every response was empty or held PII)")
     model, tokenizer = training_model_load(params.base_model, cache_dir=settings.KSG_MODEL_CACHE)
     model, result = plain_lora_train(model, tokenizer, pairs, params, on_step=lambda report: ctx.check(),
-                                     on_step_done=lambda report: training_metric(ctx, report))
+                                     on_step_done=lambda report: ctx.metric(**report.training_metric()))
     ctx.artifact_dir.mkdir(parents=True, exist_ok=True)
-    synthetic_copy = ctx.artifact_dir / "synthetic_dataset.jsonl"
+    synthetic_copy = ctx.artifact_dir / SYNTHETIC_FILE
     synthetic_copy.write_bytes(pairs_path.read_bytes())
     ctx.artifact(kind="synthetic_data", path=synthetic_copy)
     adapter_dir = ctx.artifact_dir / "target_adapter"
@@ -144,11 +145,6 @@ def finetune_target_run(params, ctx) -> None:
     tokenizer.save_pretrained(adapter_dir)
     ctx.artifact(kind="adapter", path=adapter_dir)
     ctx.log(f"target adapter trained on {len(pairs)} synthetic pairs in {result.steps} steps")
-
-
-def training_metric(ctx, report) -> None:
-    """A training step's `metric` event (loss vs step on the run page)."""
-    ctx.metric(step=report.step, loss=report.loss, batch_size=report.batch_size, seconds=report.seconds)
 
 
 def _already_done(ctx, kind: str, filename: str) -> bool:

@@ -7,24 +7,17 @@ from ninja import Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
-from privacy.datasets import DatasetError
-from privacy.services import AccessRefused, BudgetConfigError, BudgetExceeded, NonPrivateRefused
-
 from ..kinds import JobParamsError
 from ..services import JobQueueUnavailable, JobStateError
 from ..tokens import ApiTokenError, api_token_authenticate
 
 logger = logging.getLogger(__name__)
 
-# Service exceptions and the status each means to a client. Views raise nothing of their own
-# beyond HttpError; what a service refuses reaches the client with the service's message.
+# The engine's service exceptions and the status each means to a client; the apps above add
+# theirs (ksg_web.api). Views raise nothing of their own beyond HttpError: what a service refuses
+# reaches the client with the service's message.
 SERVICE_ERRORS: tuple[tuple[type[Exception], int], ...] = (
-    (DatasetError, 400),         # the file or a registration field (errors: one line per problem)
-    (BudgetConfigError, 400),    # epsilon limit, delta, accountant
     (JobParamsError, 400),       # preset, baseline, override, a stage parameter out of bounds
-    (AccessRefused, 403),
-    (NonPrivateRefused, 403),    # a non-private baseline the dataset does not allow
-    (BudgetExceeded, 409),       # the target epsilon does not fit what is left of the budget
     (JobStateError, 409),        # e.g. cancelling a finished job
     (JobQueueUnavailable, 503),  # the broker did not take the job
 )
@@ -55,8 +48,9 @@ class TokenAuth(HttpBearer):
         return user
 
 
-def errors_register(api) -> None:
-    """Install the API's exception handlers on a NinjaAPI."""
+def errors_register(api, service_errors: tuple[tuple[type[Exception], int], ...] = ()) -> None:
+    """Install the API's exception handlers on a NinjaAPI: the engine's SERVICE_ERRORS and the
+    (exception class, HTTP status) pairs of the apps that build on it."""
 
     def respond(request, status: int, detail: str, errors: list[str] | None = None):
         body = {"detail": detail} if errors is None else {"detail": detail, "errors": errors}
@@ -78,7 +72,7 @@ def errors_register(api) -> None:
         errors = [_validation_line(error) for error in exc.errors]
         return respond(request, 400, "invalid request: " + "; ".join(errors), errors)
 
-    for exception_class, status in SERVICE_ERRORS:
+    for exception_class, status in SERVICE_ERRORS + tuple(service_errors):
         api.add_exception_handler(exception_class, _service_handler(respond, status))
 
     @api.exception_handler(Exception)

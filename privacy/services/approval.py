@@ -1,5 +1,5 @@
 """Run approval on the privacy side: each dataset may set an epsilon threshold above which a
-run waits for a compliance officer (jobs.pipeline.run_submit / run_approve / run_reject use
+run waits for a compliance officer (ksg_web.runs.pipeline.run_submit / run_approve / run_reject use
 these); the threshold itself changes only through an audited service.
 
 A run "is above" the threshold when its first stage's target epsilon is strictly greater, and a
@@ -13,7 +13,7 @@ from django.db import transaction
 from jobs.kinds import JobParamsError, params_parse
 
 from ..access import dataset_manageable_by
-from ..dp_config import TrainConfigError, dp_config_from_params, planned_steps
+from privacy.dp.config import TrainConfigError, dp_config_from_params, planned_steps
 from ..events import budget_changed_on_commit
 from ..models import AuditEntry, PrivateDataset
 from ..selectors import budget_balance

@@ -16,6 +16,7 @@ from privacy.datasets import DatasetError, dataset_parse, dataset_split, dataset
 from privacy.models import EPSILON_DECIMAL_PLACES, AuditEntry, PrivacyBudget, PrivateDataset
 from privacy.selectors import CANARIES_FILE
 from privacy.pii import pii_summary
+from privacy.canary import canary_records
 
 NAME_MAX_LENGTH = 200
 EPSILON_LIMIT_BOUND = Decimal(10) ** 6  # the column holds 12 digits, 6 of them decimals
@@ -50,7 +51,7 @@ def dataset_register(
     BudgetConfigError; on any failure nothing is left behind, neither rows nor files.
 
     canaries > 0 plants that many canary records (a fresh random secret each, in a fixed
-    template: evaluation.canary) into the training split, `canary_repeats` copies of each at
+    template: privacy.canary) into the training split, `canary_repeats` copies of each at
     random positions, marked {"canary": true}; their secrets are kept in canaries.json beside
     the splits, for the evaluation's exposure measurement. Canaries count as training records.
     allow_nonprivate_baselines lets the `nonprivate` baseline (no DP) train on the records.
@@ -119,8 +120,6 @@ def dataset_register(
 def _canaries(count, repeats) -> list[dict]:
     """`count` canary records with secrets from the operating system's CSPRNG (no seed anyone
     could know), or [] for 0."""
-    from evaluation.canary import canary_records  # the template lives with the exposure measurement
-
     for value, what, bound in ((count, "canary count", MAX_CANARIES), (repeats, "canary repeats", MAX_CANARY_REPEATS)):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= bound:
             raise DatasetError(f"{what} must be a whole number from 0 to {bound}, not {value!r}")

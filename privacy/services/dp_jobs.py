@@ -6,7 +6,7 @@ from django.db import transaction
 from jobs.kinds import JobParamsError, params_parse
 from jobs.services import job_submit
 
-from ..dp_config import TrainConfigError, dp_config_from_params, planned_steps
+from privacy.dp.config import TrainConfigError, dp_config_from_params, planned_steps
 from ..models import PrivateDataset
 from .budget import budget_nonprivate_release, budget_reserve
 

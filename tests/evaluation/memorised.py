@@ -8,9 +8,9 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from evaluation.canary import SECRET_ALPHABET, canary_records
+from privacy.canary import SECRET_ALPHABET, canary_records
 from privacy.demo_data import demo_records
-from privacy.dp_train import DPTrainConfig, dp_lora_train, examples_tokenize, lora_wrap
+from privacy.dp.train import DPTrainConfig, dp_lora_train, examples_tokenize, lora_wrap
 from tests.support.tiny_model import tiny_model_dir
 
 N_TRAIN = 32

@@ -4,18 +4,10 @@ import math
 
 import pytest
 
-from evaluation.canary import (
-    CANARY_INSTRUCTION,
-    CANARY_MAX_LENGTH,
-    SPACE_SIZE,
-    canary_record,
-    canary_records,
-    exposure,
-    exposure_report,
-    secret_text,
-)
+from evaluation.canary import exposure, exposure_report
+from privacy.canary import CANARY_INSTRUCTION, CANARY_MAX_LENGTH, SPACE_SIZE, canary_record, canary_records, secret_text
 from evaluation.scoring import response_logprobs
-from privacy.dp_train import examples_tokenize
+from privacy.dp.train import examples_tokenize
 from tests.evaluation.memorised import memorised
 from tests.evaluation.test_scoring import plain_logprobs
 

@@ -12,7 +12,7 @@ from evaluation.membership import (
     tpr_at_fpr,
 )
 from evaluation.scoring import token_logprobs
-from privacy.dp_train import examples_tokenize
+from privacy.dp.train import examples_tokenize
 from tests.evaluation.memorised import MAX_LENGTH, memorised
 from tests.evaluation.test_scoring import plain_logprobs
 

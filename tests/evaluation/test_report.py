@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from evaluation.membership import attack_summary
-from evaluation.report import report_comparison, report_csv, report_json, run_report
+from ksg_web.runs.report import report_comparison, report_csv, report_json, run_report
 from jobs.models import Job
 from jobs.services import artifact_record, job_event_record
 from privacy.models import LedgerEntry
@@ -438,13 +438,13 @@ def test_report_reads_every_headline_figure_of_a_real_evaluation(tmp_path, setti
     of the comparison but IFD of synthetic data (this evaluation has none)."""
     from transformers import AutoModelForCausalLM
 
-    from evaluation.canary import CANARY_INSTRUCTION, CANARY_TEMPLATE
+    from privacy.canary import CANARY_INSTRUCTION, CANARY_TEMPLATE
     from evaluation.stage import evaluate_run
     from jobs.kinds import params_as_dict, params_parse
     from jobs.runner import job_execute
     from privacy.datasets import dataset_write_jsonl
     from privacy.demo_data import demo_records
-    from privacy.dp_train import DPTrainConfig, lora_wrap
+    from privacy.dp.train import DPTrainConfig, lora_wrap
     from privacy.services import dataset_register
     from tests.support.tiny_model import tiny_model_dir
 

@@ -16,14 +16,7 @@ from evaluation.scoring import (
     sequence_logprob,
     token_logprobs,
 )
-from privacy.dp_train import (
-    IGNORE_INDEX,
-    DPTrainConfig,
-    collate,
-    examples_tokenize,
-    lora_wrap,
-    per_example_loss,
-)
+from privacy.dp.train import IGNORE_INDEX, DPTrainConfig, collate, examples_tokenize, lora_wrap, per_example_loss
 from tests.support.tiny_model import tiny_model_dir
 
 

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
-from evaluation.services import evaluate_submit
+from ksg_web.runs.evaluate import evaluate_submit
 from evaluation.stage import evaluate_run
 from jobs.kinds import JobParamsError, params_as_dict, params_parse
 from jobs.models import Job
 from jobs.runner import job_execute
 from jobs.services import artifact_record
-from privacy.dp_train import DPTrainConfig, dp_lora_train, examples_tokenize, lora_wrap
+from privacy.dp.train import DPTrainConfig, dp_lora_train, examples_tokenize, lora_wrap
 from privacy.selectors import dataset_records
 from tests.support.datasets import register_demo_dataset
 from tests.support.tiny_model import tiny_model_dir
@@ -42,7 +42,7 @@ def trained(tmp_path, settings, make_user):
 
 
 def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained, monkeypatch):
-    from synthesis.generation import TransformersBackend
+    from synthesis.lm.generation import TransformersBackend
 
     owner, dataset, model_dir, adapter = trained
     generate, generated = TransformersBackend.generate, []

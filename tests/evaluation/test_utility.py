@@ -21,9 +21,9 @@ from evaluation.utility import (
     rouge_l_against_references,
     rouge_l_report,
 )
-from privacy.dp_train import DPTrainConfig, collate, dp_lora_train, examples_tokenize, lora_wrap, per_example_loss
+from privacy.dp.train import DPTrainConfig, collate, dp_lora_train, examples_tokenize, lora_wrap, per_example_loss
 from synthesis.filtering import rouge_l, tokenize_for_similarity
-from synthesis.generation import SamplingParams, TransformersBackend
+from synthesis.lm.generation import SamplingParams, TransformersBackend
 from tests.support.tiny_model import tiny_model_dir
 
 # The response repeats the name and symptom of the instruction: predictable from it, not without it.

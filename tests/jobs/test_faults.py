@@ -15,7 +15,7 @@ from celery import Celery
 from jobs.kinds import params_as_dict, params_parse
 from jobs.models import Artifact, Job, JobEvent
 from jobs.reaper import jobs_reap
-from privacy import accountant
+from privacy.dp import accountant
 from privacy.models import LedgerEntry
 from privacy.services import budget_reserve
 from tests.conftest import wait_until

@@ -11,7 +11,7 @@ from jobs.models import Job
 from jobs.reaper import jobs_reap
 from jobs.runner import job_execute
 from jobs.services import job_event_record, job_start
-from privacy import accountant
+from privacy.dp import accountant
 from privacy.models import LedgerEntry
 from privacy.selectors import dataset_balance
 from privacy.services import budget_reserve
@@ -169,7 +169,7 @@ def test_a_run_left_running_after_its_last_stage_ended_is_settled_by_the_reaper(
 
 
 def test_a_stage_that_ends_after_its_run_says_so_and_lists_the_outputs_it_kept(make_user, settings, tmp_path):
-    from jobs.pipeline import run_cancel, run_child_finished
+    from ksg_web.runs.pipeline import run_cancel, run_child_finished
     from jobs.services import artifact_record, job_succeed
 
     settings.KSG_ARTIFACT_DIR = tmp_path

@@ -19,10 +19,10 @@ from django.conf import settings as django_settings
 from django.test import Client
 
 from jobs.models import Job, JobEvent
-from jobs.pipeline import run_submit
+from ksg_web.runs.pipeline import run_submit
 from ksg_web.asgi import application
 from ksg_web.settings import redis_channel_layer
-from privacy import accountant
+from privacy.dp import accountant
 from privacy.demo_data import demo_records
 from privacy.models import LedgerEntry
 from tests.conftest import wait_until

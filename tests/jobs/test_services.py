@@ -182,7 +182,7 @@ def test_a_model_fit_to_the_records_without_dp_is_never_exported(make_user):
     """The nonprivate and scrubbed baselines' adapters live in the client-only area: the export
     (a server-side job) is refused for them, before anything is queued."""
     from jobs.models import Artifact
-    from jobs.pipeline import run_export
+    from ksg_web.runs.pipeline import run_export
     from jobs.services import JobStateError
     from tests.privacy.factories import make_dataset
 

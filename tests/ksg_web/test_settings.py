@@ -13,12 +13,14 @@ SHOW_SETTINGS = """
 import json, django
 django.setup()
 from django.conf import settings as s
+from jobs.kinds import job_kind_spec, job_kinds_executed
+from jobs.runner import stage_time_limit
 print(json.dumps({
     "engine": s.DATABASES["default"]["ENGINE"], "db_name": str(s.DATABASES["default"]["NAME"]),
     "mode": s.KSG_RUN_MODE, "broker": s.CELERY_BROKER_URL, "backend": s.CELERY_RESULT_BACKEND,
     "layer": s.CHANNEL_LAYERS["default"]["BACKEND"], "hosts": s.ALLOWED_HOSTS, "debug": s.DEBUG,
     "visibility": s.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"],
-    "longest_stage": max(s.KSG_STAGE_TIME_LIMITS.values()), "acks_late": s.CELERY_TASK_ACKS_LATE,
+    "longest_stage": max(stage_time_limit(job_kind_spec(k)) for k in job_kinds_executed()), "acks_late": s.CELERY_TASK_ACKS_LATE,
     "reject_on_lost": s.CELERY_TASK_REJECT_ON_WORKER_LOST, "prefetch": s.CELERY_WORKER_PREFETCH_MULTIPLIER,
     "cancel_on_loss": s.CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS,
     "private_dir": str(s.KSG_PRIVATE_DIR), "artifact_dir": str(s.KSG_ARTIFACT_DIR),

@@ -10,17 +10,8 @@ import dp_accounting
 import pytest
 from dp_accounting.pld import PLDAccountant
 
-from privacy.accountant import (
-    ACCOUNTANTS,
-    MIN_NOISE_MULTIPLIER,
-    PRV_EPS_ERROR,
-    AccountingError,
-    Calibration,
-    epsilon_compute,
-    epsilon_curve,
-    library_versions,
-    noise_calibrate,
-)
+from privacy.dp.accountant import (ACCOUNTANTS, MIN_NOISE_MULTIPLIER, PRV_EPS_ERROR, AccountingError, Calibration,
+    epsilon_compute, epsilon_curve, library_versions, noise_calibrate)
 
 DELTA = 1e-5
 # The PLD reference is pessimistic: it rounds each step's privacy loss up to this grid. At 1e-3
@@ -78,7 +69,7 @@ def test_prv_matches_google_pld_on_the_dp_sgd_grid(sample_rate, noise_multiplier
 
 
 def test_gdp_is_an_approximation_that_can_under_count():
-    # Documented in privacy.accountant: GDP (CLT) is not a bound. Here it is ~12 % below PLD.
+    # Documented in privacy.dp.accountant: GDP (CLT) is not a bound. Here it is ~12 % below PLD.
     setting = dict(sample_rate=0.01, noise_multiplier=1.0, steps=1000, delta=DELTA)
     assert epsilon_compute(**setting, accountant="gdp") < 0.95 * pld_epsilon(**setting)
 
@@ -242,7 +233,7 @@ def test_library_versions_name_the_numerics_behind_an_epsilon():
 
 
 def test_module_imports_without_django_and_without_loading_torch():
-    code = ("import sys, privacy.accountant as a; assert a.ACCOUNTANTS == ('prv', 'rdp', 'gdp'); "
+    code = ("import sys, privacy.dp.accountant as a; assert a.ACCOUNTANTS == ('prv', 'rdp', 'gdp'); "
             "loaded = [m for m in ('django', 'torch', 'opacus') if m in sys.modules]; "
             "assert not loaded, loaded")
     root = Path(__file__).resolve().parents[2]

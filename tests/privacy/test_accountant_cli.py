@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from privacy.accountant import PRV_EPS_ERROR, epsilon_compute
+from privacy.dp.accountant import PRV_EPS_ERROR, epsilon_compute
 
 ROOT = Path(__file__).resolve().parents[2]
 

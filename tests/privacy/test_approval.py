@@ -7,15 +7,15 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from jobs import pipeline
+from ksg_web.runs import pipeline
 from jobs.models import Job
-from jobs.pipeline import run_approve, run_cancel, run_reject, run_submit
+from ksg_web.runs.pipeline import run_approve, run_cancel, run_reject, run_submit
 from jobs.services import JobStateError
 from privacy.models import AuditEntry, LedgerEntry
 from privacy.selectors import dataset_balance
 from privacy.services import (AccessRefused, BudgetConfigError, BudgetExceeded, NonPrivateRefused,
                               approval_threshold_change, budget_reserve)
-from synthesis.presets import preset_stages
+from ksg_web.runs.presets import preset_stages
 from tests.privacy.factories import make_dataset, make_dp_job
 
 # Not transactional: on_commit never fires, so approved stages are created and reserved but

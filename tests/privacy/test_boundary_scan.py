@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from jobs.models import Job
-from jobs.pipeline import BASELINES, run_export, run_submit
+from ksg_web.runs.pipeline import BASELINES, run_export, run_submit
 from privacy.demo_data import demo_records_planted
 from privacy.leak_scan import span_mask, text_words
 from privacy.selectors import dataset_records

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.canary import CANARY_INSTRUCTION, secret_text
+from privacy.canary import CANARY_INSTRUCTION, secret_text
 from privacy.datasets import DatasetError
 from privacy.models import PrivateDataset
 from privacy.selectors import dataset_canaries, dataset_dir, dataset_records

@@ -13,8 +13,8 @@ from jobs.kinds import params_as_dict, params_parse
 from jobs.models import Job
 from jobs.runner import job_execute
 from jobs.services import job_cancel, job_event_record, job_start
-from privacy import accountant
-from privacy.dp_config import DATASET_SIZE_POLICY
+from privacy.dp import accountant
+from privacy.dp.config import DATASET_SIZE_POLICY
 from privacy.dp_stage import dp_finetune_run
 from privacy.models import LedgerEntry
 from privacy.selectors import dataset_balance

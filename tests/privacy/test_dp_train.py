@@ -4,17 +4,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from privacy import accountant
-from privacy.dp_train import (
-    IGNORE_INDEX,
-    DPTrainConfig,
-    TrainConfigError,
-    collate,
-    dp_lora_train,
-    examples_tokenize,
-    lora_wrap,
-    per_example_loss,
-)
+from privacy.dp import accountant
+from privacy.dp.train import (IGNORE_INDEX, DPTrainConfig, TrainConfigError, collate, dp_lora_train,
+    examples_tokenize, lora_wrap, per_example_loss)
 from tests.support.tiny_model import tiny_model_dir
 
 RECORDS = [

@@ -20,7 +20,7 @@ def test_cli_stage1_on_the_embedded_model(celery_session_worker, tmp_path, make_
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from synthesis.loader import EMBEDDED_MODEL, embedded_model_dir
+    from synthesis.lm.loader import EMBEDDED_MODEL, embedded_model_dir
 
     make_user("ada")
     demo = tmp_path / "clinic.jsonl"

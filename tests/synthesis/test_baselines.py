@@ -9,7 +9,7 @@ from django.conf import settings as django_settings
 
 from jobs.kinds import JobParamsError
 from jobs.models import Job
-from jobs.pipeline import BASELINES, run_stage_params, run_submit
+from ksg_web.runs.pipeline import BASELINES, run_stage_params, run_submit
 from privacy.models import LedgerEntry
 from privacy.selectors import dataset_balance
 from privacy.services import NonPrivateRefused

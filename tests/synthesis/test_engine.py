@@ -4,9 +4,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 from transformers.generation.logits_process import TopPLogitsWarper
 
-from synthesis.engine import DecodeEngine, EngineError
-from synthesis.generation import SamplingParams, TransformersBackend
-from synthesis.sampling import tokens_sample
+from synthesis.lm.engine import DecodeEngine, EngineError
+from synthesis.lm.generation import SamplingParams, TransformersBackend
+from synthesis.lm.sampling import tokens_sample
 from tests.support.tiny_model import tiny_model_dir
 
 VOCAB, EOS = 96, 2
@@ -175,7 +175,7 @@ def reference_nucleus_draw(probs: torch.Tensor, top_p: float, u: float) -> int:
 
 
 def test_the_nucleus_found_among_thresholded_candidates_is_the_whole_sort_at_every_threshold():
-    from synthesis.sampling import MASS_MARGIN, THRESHOLDS, nucleus_draw
+    from synthesis.lm.sampling import MASS_MARGIN, THRESHOLDS, nucleus_draw
 
     torch.manual_seed(1)
     vocab = 120_000
@@ -328,7 +328,7 @@ def test_a_serving_stream_whose_reader_goes_away_is_cancelled_and_others_finish(
 
 
 def test_a_prompt_too_long_for_the_model_is_a_generation_error_from_the_backend(backends):
-    from synthesis.generation import GenerationError
+    from synthesis.lm.generation import GenerationError
 
     fast, _ = backends
     too_long = [chat(" ".join(["fever"] * 600))]

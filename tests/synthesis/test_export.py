@@ -11,13 +11,13 @@ from django.conf import settings as django_settings
 from django.test import Client
 
 from jobs.models import Artifact, Job
-from jobs.pipeline import run_export, run_submit
+from ksg_web.runs.pipeline import run_export, run_submit
 from jobs.services import JobStateError
 from jobs.tokens import api_token_create
 from privacy.demo_data import demo_records
 from privacy.models import LedgerEntry
 from privacy.services import AccessRefused
-from synthesis.export import card_facts, model_card
+from ksg_web.runs.export import card_facts, model_card
 from tests.synthesis.test_baselines import EVALUATE, clinic  # noqa: F401 (the fixture)
 from tests.synthesis.test_pipeline import finished, tiny_stages
 

@@ -4,13 +4,12 @@ import importlib.util
 import pytest
 import torch
 
-from privacy.dp_train import DPTrainConfig, lora_wrap
-from synthesis import generation
-from synthesis.generation import (
-    Completion, GenerationError, SamplingParams, TransformersBackend, backend_choose, backend_load,
-    batches_plan, candidate_token_ids, prompt_text,
-)
-from synthesis.loader import causal_lm_load
+from privacy.dp.train import DPTrainConfig, lora_wrap
+from synthesis.lm import generation
+from synthesis.lm.backends import backend_choose, backend_load
+from synthesis.lm.generation import (Completion, GenerationError, SamplingParams, TransformersBackend, batches_plan,
+    candidate_token_ids, prompt_text)
+from synthesis.lm.loader import causal_lm_load
 from tests.support.tiny_model import tiny_model_dir
 
 TEXTS = [
@@ -249,7 +248,7 @@ def test_plain_format_is_used_for_a_tokenizer_without_chat_template(backend):
 
 
 def test_the_vllm_backend_module_imports_without_vllm_installed():
-    from synthesis.vllm_backend import VLLMBackend
+    from synthesis.lm.vllm_backend import VLLMBackend
 
     assert callable(VLLMBackend.load) and callable(VLLMBackend.next_token_probs)
 

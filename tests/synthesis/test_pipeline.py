@@ -11,13 +11,13 @@ from django.utils import timezone
 
 from jobs.kinds import JobParamsError
 from jobs.models import Job
-from jobs.pipeline import RUN_STAGES, run_cancel, run_submit, run_summary
+from ksg_web.runs.pipeline import RUN_STAGES, run_cancel, run_submit, run_summary
 from jobs.runner import job_execute
 from privacy.demo_data import demo_records
 from privacy.models import LedgerEntry
 from privacy.pii import pii_find
 from privacy.services import BudgetExceeded
-from synthesis.presets import preset_stages
+from ksg_web.runs.presets import preset_stages
 from synthesis.prompts import DISTILL_SYSTEM, GENERATION_SYSTEM, GENERATION_USER, seed_instructions
 from synthesis.stages import generate_run
 from tests.conftest import wait_until

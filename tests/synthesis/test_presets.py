@@ -2,8 +2,8 @@
 import pytest
 
 from jobs.kinds import JobParamsError
-from jobs.pipeline import RUN_STAGES, run_stage_params
-from synthesis.presets import PRESETS, preset_stages
+from ksg_web.runs.pipeline import RUN_STAGES, run_stage_params
+from ksg_web.runs.presets import PRESETS, preset_stages
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

@@ -27,8 +27,8 @@ def test_ksg_run_on_the_embedded_model(celery_session_worker, tmp_path, make_use
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from synthesis.generation import SamplingParams, TransformersBackend
-    from synthesis.loader import EMBEDDED_MODEL, embedded_model_dir
+    from synthesis.lm.generation import SamplingParams, TransformersBackend
+    from synthesis.lm.loader import EMBEDDED_MODEL, embedded_model_dir
 
     settings.KSG_PRIVATE_DIR = tmp_path / "private"
     make_user("ada")

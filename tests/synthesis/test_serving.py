@@ -14,7 +14,7 @@ from jobs.services import JobStateError
 from privacy.pii import pii_find
 from privacy.services import AccessRefused
 from synthesis.deployments import deployment_create, serving_key_create, serving_key_revoke
-from synthesis.generation import Completion, SamplingParams
+from synthesis.lm.generation import Completion, SamplingParams
 from synthesis.models import CompletionAudit
 from synthesis.serving import REFUSAL, ServingEngine, StreamFilter, engines_unload, output_filter
 from tests.support.wsgi import wsgi_in_test_transaction
@@ -143,7 +143,7 @@ def test_the_stream_filter_never_lets_a_detected_span_out_however_the_text_is_cu
 def test_concurrent_requests_share_a_batch(dp_run):  # noqa: F811
     from django.conf import settings
 
-    from synthesis.generation import TransformersBackend
+    from synthesis.lm.generation import TransformersBackend
 
     owner, dataset, model_dir, run = dp_run
     adapter = Artifact.objects.get(pk=run.children.get(kind="evaluate").params["adapter_artifact"])

@@ -8,10 +8,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+from django.utils.module_loading import import_string
 
 from jobs.embedded import admin_ensure, embedded_worker_start
 from jobs.reaper import reaper_start
-from ksg_web.celery import app as celery_app
 
 
 class Command(BaseCommand):
@@ -30,9 +30,9 @@ class Command(BaseCommand):
         if executor.migration_plan(executor.loader.graph.leaf_nodes()):
             raise CommandError("The database has unapplied migrations: run `python manage.py migrate` first.")
         username, password = admin_ensure()
-        from ksg_web.asgi import application
+        application = import_string(settings.ASGI_APPLICATION)  # the project's, named by its settings
 
-        worker = None if no_worker else embedded_worker_start(celery_app)
+        worker = None if no_worker else embedded_worker_start()
         if worker is not None:
             reaper_start(every_seconds=settings.KSG_REAPER_SECONDS)  # jobs of a worker that died (or a process killed earlier)
         url = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}/"

@@ -7,8 +7,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from jobs.embedded import embedded_worker_if_needed
 from jobs.follow import job_follow
-from jobs.kinds import DPFinetuneParams, JobParamsError
-from ksg_web.celery import app as celery_app
+from jobs.kinds import JobParamsError
+from privacy.kinds import DPFinetuneParams
 from privacy.models import PrivateDataset
 from privacy.services import BudgetExceeded, dp_finetune_submit
 
@@ -46,7 +46,7 @@ class Command(BaseCommand):
             self.stdout.write(queued)
             return
         self.stderr.write(queued)  # progress on stderr; the result line alone on stdout
-        with embedded_worker_if_needed(celery_app):
+        with embedded_worker_if_needed():
             job = job_follow(job_id=job.pk, write=self.stderr.write)
         if job.status != "succeeded":
             raise CommandError(f"job {job.pk} {job.status}: {job.error}")

@@ -3,7 +3,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from privacy.accountant import ACCOUNTANTS, PRV_EPS_ERROR, AccountingError, epsilon_compute
+from privacy.dp.accountant import ACCOUNTANTS, PRV_EPS_ERROR, AccountingError, epsilon_compute
 
 
 class Command(BaseCommand):

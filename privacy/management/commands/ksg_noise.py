@@ -3,7 +3,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from privacy.accountant import ACCOUNTANTS, PRV_EPS_ERROR, AccountingError, noise_calibrate
+from privacy.dp.accountant import ACCOUNTANTS, PRV_EPS_ERROR, AccountingError, noise_calibrate
 from privacy.management.commands.ksg_epsilon import option_number, option_steps
 
 

@@ -6,7 +6,9 @@ from daphne.server import Server  # isort:skip
 import time
 
 from daphne.endpoints import build_endpoint_description_strings
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.module_loading import import_string
 
 from jobs.models import Job
 from jobs.services import JobStateError
@@ -32,7 +34,7 @@ class Command(BaseCommand):
         parser.add_argument("--check", action="store_true", help="load the model, print the endpoint, and exit")
 
     def handle(self, *args, **options):
-        run = Job.objects.filter(pk=options["run"], kind=Job.Kind.RUN).select_related("dataset", "owner").first()
+        run = Job.objects.filter(pk=options["run"], kind="run").select_related("dataset", "owner").first()
         if run is None:
             raise CommandError(f"no run with id {options['run']}")
         if options["requests_per_minute"] < 1:
@@ -56,7 +58,7 @@ class Command(BaseCommand):
         self.stdout.flush()
         if options["check"]:
             return
-        from ksg_web.asgi import application
+        application = import_string(settings.ASGI_APPLICATION)  # the project's, named by its settings
 
         Server(application=application, signal_handlers=True,
                endpoints=build_endpoint_description_strings(host=options["host"], port=options["port"])).run()

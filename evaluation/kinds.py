@@ -1,0 +1,32 @@
+"""The evaluation app's job kind: privacy attacks and utility of a model, client side (it reads
+the private records to attack them)."""
+from dataclasses import dataclass, field
+
+from jobs.kinds import CLIENT_QUEUE, ArtifactInput, JobKindSpec, seed_field
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """Evaluation (client): privacy attacks and utility of an adapter against the base model."""
+
+    adapter_artifact: int = field(default=0, metadata={"min": 1, "help": "Artifact id of the adapter to evaluate."})
+    synthetic_artifact: int = field(default=0, metadata={"min": 0, "help": "Artifact id of its synthetic data (0: none)."})
+    base_model: str = field(default="smollm2-135m-instruct", metadata={"help": "The model the adapter belongs to."})
+    professional_model: str = field(default="smollm2-135m-instruct", metadata={"help": "W_Pro, the win-rate judge."})
+    max_records: int = field(default=100, metadata={"min": 2, "max": 100_000, "help": "Records per split used."})
+    max_length: int = field(default=128, metadata={"min": 16, "max": 8192, "help": "Tokens per scored record."})
+    reconstruction_targets: int = field(default=30, metadata={"min": 1, "max": 10_000, "help": "Names to reconstruct."})
+    candidate_set_size: int = field(default=100, metadata={"min": 2, "max": 10_000, "help": "Candidate names per target."})
+    generation_records: int = field(default=10, metadata={"min": 1, "max": 10_000, "help": "Held-out questions answered."})
+    max_new_tokens: int = field(default=64, metadata={"min": 4, "max": 4096, "help": "Tokens per generated answer."})
+    canary_references: int = field(default=1000, metadata={"min": 10, "max": 1_000_000, "help": "Random secrets each planted canary is ranked against (exposure resolution: log2 of this, in bits)."})
+    seed: int = seed_field("Seed of the attacks' sampling and the judge's answer order.")
+
+
+KINDS = (
+    JobKindSpec("evaluate", "Evaluation", CLIENT_QUEUE, EvaluateParams,
+                stage="evaluation.stage.evaluate_run", time_limit=6 * 3600,
+                # the model the run produced (its newest adapter) and, where stage 5 ran, its synthetic data
+                inputs=(ArtifactInput("adapter_artifact", "adapter"),
+                        ArtifactInput("synthetic_artifact", "synthetic_data", "synthetic_dataset.jsonl", required=False))),
+)

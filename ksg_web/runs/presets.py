@@ -1,0 +1,84 @@
+"""Run presets: the parameters of every stage a run (KnowledgeSG or a baseline) may have."""
+import copy
+import dataclasses
+from typing import Any
+
+from jobs.kinds import JobParamsError, job_kinds
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # Finishes on a 2-core CPU with the embedded model in minutes (sizes in docs/PERFORMANCE.md).
+    "demo": {
+        "dp_finetune": {"target_epsilon": 4.0, "epochs": 1.0, "logical_batch_size": 16, "physical_batch_size": 8,
+                        "max_length": 64, "lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3},
+        "generate": {"num_instructions": 40, "few_shot": 3, "temperature": 0.9, "top_p": 0.95, "max_new_tokens": 48},
+        "filter": {"dedup_threshold": 0.7, "relevance_threshold": 0.5},
+        "distill": {"temperature": 0.3, "top_p": 0.9, "max_new_tokens": 96},
+        "finetune_target": {"epochs": 2.0, "logical_batch_size": 8, "physical_batch_size": 8, "max_length": 160,
+                            "lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3},
+        # the nonprivate baseline: stage 1's model and data sizes, without DP
+        "finetune_private": {"epochs": 1.0, "logical_batch_size": 16, "physical_batch_size": 8, "max_length": 64,
+                             "lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3},
+        "evaluate": {"max_records": 60, "max_length": 128, "reconstruction_targets": 20, "candidate_set_size": 50,
+                     "generation_records": 8, "max_new_tokens": 48, "canary_references": 1000},
+    },
+    # The paper's scale, for GPU machines: about 500 private records, 1000 raw instructions.
+    "paper": {
+        "dp_finetune": {"target_epsilon": 4.0, "epochs": 3.0, "logical_batch_size": 64, "physical_batch_size": 8,
+                        "max_length": 512, "lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-4},
+        "generate": {"num_instructions": 1000, "few_shot": 3, "temperature": 0.9, "top_p": 0.95, "max_new_tokens": 128},
+        "filter": {"dedup_threshold": 0.7, "relevance_threshold": 0.5},
+        "distill": {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 512},
+        "finetune_target": {"epochs": 3.0, "logical_batch_size": 32, "physical_batch_size": 8, "max_length": 512,
+                            "lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-4},
+        "finetune_private": {"epochs": 3.0, "logical_batch_size": 64, "physical_batch_size": 8, "max_length": 512,
+                             "lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-4},
+        "evaluate": {"max_records": 500, "max_length": 512, "reconstruction_targets": 200, "candidate_set_size": 100,
+                     "generation_records": 100, "max_new_tokens": 256, "canary_references": 10000},
+    },
+}
+MODEL_FIELDS = {"base_model": ("dp_finetune", "generate", "finetune_target", "finetune_private", "evaluate"),
+                "professional_model": ("filter", "distill", "evaluate")}
+
+
+def preset_stages(preset: str, *, domain: str = "medical", target_epsilon: float | None = None,
+                  base_model: str | None = None, professional_model: str | None = None,
+                  overrides: list[str] = ()) -> dict[str, dict[str, Any]]:
+    """Stage parameters of a preset, with the run-wide choices applied, then `overrides`
+    ("stage.field=value", typed by the field) on top."""
+    if preset not in PRESETS:
+        raise JobParamsError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    stages = copy.deepcopy(PRESETS[preset])
+    for kind in ("generate", "filter", "distill"):
+        stages[kind]["domain"] = domain
+    if target_epsilon is not None:
+        stages["dp_finetune"]["target_epsilon"] = target_epsilon
+    for field_name, value in (("base_model", base_model), ("professional_model", professional_model)):
+        if value:
+            for kind in MODEL_FIELDS[field_name]:
+                stages[kind][field_name] = value
+    for item in overrides:
+        kind, field_name, value = override_value(item)
+        if kind not in stages:
+            raise JobParamsError(f"--set {item!r}: {kind} is not a stage of a run; stages: {', '.join(stages)}")
+        stages[kind][field_name] = value
+    return stages
+
+
+def override_value(item: str) -> tuple[str, str, Any]:
+    """("stage", "field", typed value) from "stage.field=value"."""
+    key, sep, text = item.partition("=")
+    kind, dot, field_name = key.strip().partition(".")
+    if not sep or not dot:
+        raise JobParamsError(f"--set {item!r}: write stage.field=value, e.g. generate.num_instructions=100")
+    kinds = {name: spec for name, spec in job_kinds().items() if spec.params_class is not None}
+    if kind not in kinds:
+        raise JobParamsError(f"--set {item!r}: unknown stage {kind!r}; stages: {', '.join(kinds)}")
+    fields = {f.name: f for f in dataclasses.fields(kinds[kind].params_class)}
+    if field_name not in fields:
+        raise JobParamsError(f"--set {item!r}: {kind} has no field {field_name!r}; fields: {', '.join(fields)}")
+    wanted = fields[field_name].type
+    try:
+        value = int(text) if wanted in (int, "int") else float(text) if wanted in (float, "float") else text.strip()
+    except ValueError:
+        raise JobParamsError(f"--set {item!r}: {kind}.{field_name} needs a {getattr(wanted, '__name__', wanted)}") from None
+    return kind, field_name, value

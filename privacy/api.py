@@ -1,0 +1,170 @@
+"""Datasets and their budgets over the API: list, register (multipart upload), detail, ledger.
+Who sees what is privacy.access's: a dataset a user may not see is 404, as if it did not exist."""
+import shutil
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+from django.conf import settings
+from ninja import File, Form, Router, Schema, Status
+from ninja.errors import HttpError
+from ninja.files import UploadedFile
+from ninja.responses import codes_4xx
+from pydantic import Field
+
+from privacy.access import dataset_records_readable, datasets_usable_by, datasets_visible_to
+from privacy.models import PrivacyBudget, PrivateDataset
+from privacy.selectors import budget_balance, ledger_for
+from privacy.services import dataset_register
+
+from jobs.ids import DbId, DbInt
+from jobs.api.auth import ErrorOut
+
+router = Router(tags=["datasets"])
+
+
+class BudgetOut(Schema):
+    epsilon_limit: float
+    delta: float = Field(description="delta of each DP job on the dataset (a probability)")
+    accountant: str
+    spent: float = Field(description="sum of the committed epsilons (sequential composition)")
+    reserved: float = Field(description="set aside by jobs that have not settled yet")
+    left: float = Field(description="limit - spent - reserved")
+    delta_spent: float
+    commits: int
+    nonprivate_releases: int = Field(description="non-private baselines trained on the raw records (no DP at all)")
+
+
+class DatasetOut(Schema):
+    id: int
+    name: str
+    owner: str
+    source_format: str
+    record_count: int
+    train_count: int
+    heldout_count: int
+    canary_count: int
+    canary_repeats: int
+    allow_nonprivate_baselines: bool
+    sha256: str
+    size_bytes: int
+    pii_summary: dict
+    created_at: datetime
+    usable: bool = Field(description="whether you may submit runs on it (owned or granted)")
+    records_readable: bool = Field(description="whether you may read its raw records")
+    budget: BudgetOut
+
+
+class LedgerEntryOut(Schema):
+    id: int
+    kind: str = Field(description="reserve, commit, release or nonprivate")
+    epsilon: float
+    delta: float
+    job: int
+    actor: str
+    reason: str
+    mechanism: dict
+    created_at: datetime
+
+
+class DatasetBudgetOut(Schema):
+    dataset: int
+    name: str
+    budget: BudgetOut
+    ledger: list[LedgerEntryOut]
+
+
+class DatasetIn(Schema):
+    name: str
+    epsilon_limit: str = Field(description="total epsilon all DP jobs on the dataset may spend, e.g. '10'")
+    delta: float | None = Field(None, description="default: the largest power of ten below 1/n")
+    accountant: str = PrivacyBudget.Accountant.PRV.value
+    heldout_fraction: float = 0.1
+    split_seed: DbInt = 0
+    canaries: int = 0
+    canary_repeats: int = 1
+    allow_nonprivate_baselines: bool = False
+
+
+@router.get("/datasets", response={200: list[DatasetOut], codes_4xx: ErrorOut}, summary="Datasets you may see")
+def dataset_list(request):
+    """Owned and granted datasets; compliance officers and administrators see every one. Each
+    with its budget balance derived from the ledger."""
+    usable = set(datasets_usable_by(request.user).values_list("pk", flat=True))
+    datasets = datasets_visible_to(request.user).select_related("owner", "budget")
+    return [dataset_out(dataset, request.user, usable=dataset.pk in usable) for dataset in datasets]
+
+
+@router.post("/datasets", response={201: DatasetOut, codes_4xx: ErrorOut}, summary="Register a dataset")
+def dataset_create(request, file: File[UploadedFile], payload: Form[DatasetIn]):
+    """Upload a .jsonl/.json or .csv file of instruction/response records (multipart); it is
+    validated, split, stored under the private directory and given its budget. Problems come
+    back as 400 with one line per problem in `errors`."""
+    if not request.user.has_perm("privacy.add_privatedataset"):  # the role permissions of privacy.access
+        raise HttpError(403, "your role may not register datasets (data scientists and administrators may)")
+    private_dir = Path(settings.KSG_PRIVATE_DIR)
+    private_dir.mkdir(parents=True, exist_ok=True)
+    # The upload is staged inside the private directory: private records never sit elsewhere.
+    with tempfile.TemporaryDirectory(dir=private_dir, prefix="upload-") as staging:
+        filename = Path(file.name or "").name  # the suffix tells the format; never a path
+        source = Path(staging) / (filename if filename not in ("", ".", "..") else "upload")
+        with source.open("wb") as target:
+            shutil.copyfileobj(file, target, length=1 << 20)
+        dataset = dataset_register(
+            owner=request.user, name=payload.name, source_path=source, epsilon_limit=payload.epsilon_limit,
+            delta=payload.delta, accountant=payload.accountant, heldout_fraction=payload.heldout_fraction,
+            split_seed=payload.split_seed, canaries=payload.canaries, canary_repeats=payload.canary_repeats,
+            allow_nonprivate_baselines=payload.allow_nonprivate_baselines,
+        )
+    return Status(201, dataset_out(dataset, request.user, usable=True))
+
+
+@router.get("/datasets/{dataset_id}", response={200: DatasetOut, codes_4xx: ErrorOut}, summary="One dataset")
+def dataset_detail(request, dataset_id: DbId):
+    dataset = visible_dataset(request.user, dataset_id)
+    usable = datasets_usable_by(request.user).filter(pk=dataset.pk).exists()
+    return dataset_out(dataset, request.user, usable=usable)
+
+
+@router.get("/datasets/{dataset_id}/budget", response={200: DatasetBudgetOut, codes_4xx: ErrorOut},
+            summary="A dataset's budget and ledger")
+def dataset_budget(request, dataset_id: DbId):
+    """The balance and every ledger row (reserve, commit, release, nonprivate) with who caused
+    it and why. Compliance officers: every dataset; data scientists: the ones they may use."""
+    dataset = visible_dataset(request.user, dataset_id)
+    ledger = [
+        {"id": entry.pk, "kind": entry.kind, "epsilon": float(entry.epsilon), "delta": entry.delta, "job": entry.job_id,
+         "actor": entry.actor.get_username(), "reason": entry.reason, "mechanism": entry.mechanism,
+         "created_at": entry.created_at}
+        for entry in ledger_for(dataset=dataset)
+    ]
+    return {"dataset": dataset.pk, "name": dataset.name, "budget": budget_out(dataset.budget), "ledger": ledger}
+
+
+def visible_dataset(user, dataset_id: int) -> PrivateDataset:
+    """The dataset if the user may see it; 404 otherwise (whether or not it exists)."""
+    dataset = datasets_visible_to(user).select_related("owner", "budget").filter(pk=dataset_id).first()
+    if dataset is None:
+        raise HttpError(404, f"dataset {dataset_id} not found")
+    return dataset
+
+
+def budget_out(budget: PrivacyBudget) -> dict:
+    balance = budget_balance(budget=budget)
+    return {"epsilon_limit": float(balance.limit), "delta": budget.delta, "accountant": budget.accountant,
+            "spent": float(balance.spent), "reserved": float(balance.reserved), "left": float(balance.left),
+            "delta_spent": balance.delta_spent, "commits": balance.commits,
+            "nonprivate_releases": balance.nonprivate_releases}
+
+
+def dataset_out(dataset: PrivateDataset, user, *, usable: bool) -> dict:
+    return {
+        "id": dataset.pk, "name": dataset.name, "owner": dataset.owner.get_username(),
+        "source_format": dataset.source_format, "record_count": dataset.record_count,
+        "train_count": dataset.train_count, "heldout_count": dataset.heldout_count,
+        "canary_count": dataset.canary_count, "canary_repeats": dataset.canary_repeats,
+        "allow_nonprivate_baselines": dataset.allow_nonprivate_baselines, "sha256": dataset.sha256,
+        "size_bytes": dataset.size_bytes, "pii_summary": dataset.pii_summary, "created_at": dataset.created_at,
+        "usable": usable, "records_readable": dataset_records_readable(user, dataset),
+        "budget": budget_out(dataset.budget),
+    }
