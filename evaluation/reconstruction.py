@@ -92,7 +92,7 @@ def reconstruction_targets(records: list[dict], *, limit: int) -> list[dict]:
 
 
 def _faker_names() -> tuple[list[str], list[str]]:
-    from faker.providers.person.en_US import Provider
+    from faker.providers.person.en_US import Provider  # deferred: faker's name lists load only when an attack draws candidates
 
     return sorted(Provider.first_names), sorted(Provider.last_names)
 

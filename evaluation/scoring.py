@@ -37,7 +37,7 @@ def _pad_id(tokenizer) -> int:
 def _keeps_logits(model) -> bool:
     """Whether the model's forward takes `logits_to_keep` as a per-row boolean mask (transformers
     5 models); PEFT wrappers pass it through to the model they wrap."""
-    import transformers.modeling_utils
+    import transformers.modeling_utils  # deferred: this module imports without transformers
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return ("logits_to_keep" in inspect.signature(base.forward).parameters

@@ -47,7 +47,7 @@ def evaluate_run(params, ctx) -> None:
     canaries = dataset_canaries(dataset=job.dataset)
     adapter = artifact_input(artifact_id=params.adapter_artifact, kind="adapter")
     cache = settings.KSG_MODEL_CACHE
-    baseline = job.parent.params.get("baseline", "knowledgesg") if job.parent_id else None
+    baseline = job.parent.params.get("baseline") if job.parent_id else None  # the run's, where it is in one
     report = {"dataset": {"name": job.dataset.name, "sha256": job.dataset.sha256, "canaries": len(canaries)},
               "model": {"adapter_artifact": params.adapter_artifact, "base_model": params.base_model,
                         "baseline": baseline},

@@ -3,9 +3,9 @@ from django.db.models.signals import post_migrate
 
 
 def _roles_ensure(sender, **kwargs):
-    from django.contrib.auth.models import Group, Permission
+    from django.contrib.auth.models import Group, Permission  # imported here: models may be imported only once the app registry is ready
 
-    from .access import role_groups_ensure
+    from .access import role_groups_ensure  # (as above)
 
     role_groups_ensure(Group, Permission)
 

@@ -104,7 +104,7 @@ _NOT_SURNAMES = frozenset("""
 @functools.cache
 def _known_names() -> tuple[frozenset, frozenset]:
     """Faker's en_US first names and last names, loaded on first use (about 1,700 names)."""
-    from faker.providers.person.en_US import Provider
+    from faker.providers.person.en_US import Provider  # deferred: faker's name lists load on the first scan, once
 
     return frozenset(Provider.first_names) | _AMBIGUOUS_FIRST_NAMES, frozenset(Provider.last_names)
 

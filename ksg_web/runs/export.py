@@ -58,8 +58,8 @@ def model_export_run(params, ctx) -> None:
 def merged_model_write(*, base_model: str, adapter_dir: Path, out_dir: Path) -> Path:
     """Load the base model, apply the LoRA adapter, merge it into the weights and save the
     result (safetensors) and the adapter's tokenizer to out_dir."""
-    from peft import PeftModel
-    from transformers import AutoTokenizer
+    from peft import PeftModel  # deferred: the export stage's libraries load in the worker, never in the web process
+    from transformers import AutoTokenizer  # deferred (as above)
 
     base, _ = causal_lm_load(base_model, cache_dir=settings.KSG_MODEL_CACHE)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
@@ -72,10 +72,10 @@ def gptq_write(*, model_dir: Path, out_dir: Path, domain: str) -> Path:
     """A 4-bit GPTQ copy of a merged model directory (transformers' GPTQConfig, backed by
     gptqmodel and optimum: the `gpu` extra, on a CUDA machine). Calibrated on the public seed
     instructions of the domain, never on private records (this runs on the server side)."""
-    import importlib.util
+    import importlib.util  # the gpu extra's packages may be absent
 
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GPTQConfig
+    import torch  # deferred: GPTQ needs torch only in the worker
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPTQConfig  # deferred (as above)
 
     missing = [name for name in ("gptqmodel", "optimum") if importlib.util.find_spec(name) is None]
     if not torch.cuda.is_available() or missing:

@@ -186,9 +186,11 @@ def _run_awaiting_locked(run: Job) -> Job:
 
 
 def run_pipeline(run: Job) -> tuple[str, ...]:
-    """The stages of a run (runs from before baselines existed are KnowledgeSG without evaluation)."""
-    baseline = run.params.get("baseline")
-    return BASELINES[baseline] if baseline else RUN_STAGES[:-1]
+    """The stages of a run: its baseline's, or the ones it recorded where they differ from today's
+    (runs from before evaluation existed: migration runs.0001 recorded theirs)."""
+    if "pipeline" in run.params:
+        return tuple(run.params["pipeline"])
+    return BASELINES[run.params["baseline"]]
 
 
 @db_retried
@@ -318,5 +320,5 @@ def run_summary(*, run: Job) -> dict[str, Any]:
             epsilon = None if committed is None else {"epsilon": float(committed[0]), "delta": committed[1]}
     total = (run.finished_at - run.created_at).total_seconds() if run.finished_at else None
     return {"run": run.pk, "status": run.status, "error": run.error or None, "preset": run.params.get("preset"),
-            "baseline": run.params.get("baseline", "knowledgesg"),
+            "baseline": run.params["baseline"],
             "dataset": run.dataset.name if run.dataset else None, "privacy": epsilon, "seconds": total, "stages": stages}

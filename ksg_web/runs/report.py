@@ -85,8 +85,8 @@ COMPARISON_COLUMNS = (
 
 
 def run_baseline(run: Job) -> str:
-    """The run's pipeline: a run from before baselines existed is KnowledgeSG."""
-    return run.params.get("baseline") or "knowledgesg"
+    """KnowledgeSG or the baseline the run is (every run records it: migration runs.0001)."""
+    return run.params["baseline"]
 
 
 def run_report(run: Job, *, records_readable: bool = True, example_pairs: int = EXAMPLE_PAIRS) -> dict[str, Any]:

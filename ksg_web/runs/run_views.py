@@ -47,7 +47,7 @@ def _target_epsilon(run: Job):
 @require_GET
 def run_list(request):
     runs = _runs_visible(request.user)[:200]
-    rows = [{"run": run, "baseline": BASELINE_LABELS.get(run.params.get("baseline") or "knowledgesg", "?"),
+    rows = [{"run": run, "baseline": BASELINE_LABELS.get(run.params["baseline"], "?"),
              "preset": run.params.get("preset", ""), "target_epsilon": _target_epsilon(run)} for run in runs]
     return render(request, "jobs/run_list.html", {"rows": rows})
 

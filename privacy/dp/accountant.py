@@ -125,6 +125,7 @@ def _epsilon_unchecked(*, sample_rate: float, noise_multiplier: float, steps: in
     # Opacus (and torch with it) is imported here, not at module level, so that importing this
     # module for its constants stays cheap in the web process.
     import numpy
+    # deferred: opacus loads torch, which a process needs only once it accounts a DP job
     from opacus.accountants import GaussianAccountant, PRVAccountant, RDPAccountant
 
     # One history entry (sigma, q, T) is T identical steps: the accountants compose it in one
@@ -231,8 +232,8 @@ def epsilon_curve(*, sample_rate: float, noise_multiplier: float, steps_list: li
 
 def _rdp_curve(*, sample_rate: float, noise_multiplier: float, steps_list: list[int],
                delta: float) -> list[float]:
-    from opacus.accountants import RDPAccountant
-    from opacus.accountants.analysis import rdp as rdp_analysis
+    from opacus.accountants import RDPAccountant  # deferred (as above)
+    from opacus.accountants.analysis import rdp as rdp_analysis  # deferred (as above)
 
     # Same orders and conversion as RDPAccountant.get_epsilon; RDP of T steps = T * RDP of one.
     orders = RDPAccountant.DEFAULT_ALPHAS

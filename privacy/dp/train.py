@@ -137,7 +137,7 @@ def _decoder_and_head(model):
 
 
 def lora_wrap(model, config: DPTrainConfig):
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # deferred: peft loads transformers; only training needs it
 
     lora = LoraConfig(
         r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
@@ -171,8 +171,8 @@ def dp_lora_train(
         target_epsilon=config.target_epsilon, accountant=config.accountant,
     )
     sigma = calibration.noise_multiplier
-    from opacus import PrivacyEngine
-    from opacus.utils.batch_memory_manager import BatchMemoryManager
+    from opacus import PrivacyEngine  # deferred: opacus loads only for DP training
+    from opacus.utils.batch_memory_manager import BatchMemoryManager  # deferred (as above)
 
     # Opacus' hooks warn that no input requires a gradient: true (embeddings are frozen), harmless.
     warnings.filterwarnings("ignore", message="Full backward hook is firing")

@@ -206,7 +206,7 @@ class TransformersBackend:
         dtype = dtype or fast_dtype(device)
         model, tokenizer = causal_lm_load(model_spec, cache_dir=cache_dir, dtype=dtype)
         if adapter_path is not None:
-            from peft import PeftModel
+            from peft import PeftModel  # deferred: only an adapter needs peft
 
             model = PeftModel.from_pretrained(model, str(adapter_dir_check(adapter_path))).merge_and_unload()
         if device == "cuda":

@@ -5,6 +5,7 @@
 - a local Hugging Face model directory (with config.json);
 - a hub id (`org/name`), only where the machine has network (HF_HUB_OFFLINE unset).
 """
+import time
 import fcntl
 import importlib.util
 import os
@@ -59,8 +60,8 @@ def embedded_model_dir(*, cache_dir: Path) -> Path:
 
 def causal_lm_load(spec: str, *, cache_dir: Path, dtype=None):
     """(model, tokenizer) for a spec; the tokenizer gets a pad token (eos) if it has none."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # deferred: this module imports without torch (AppConfig.ready, the worker's warm-up)
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # deferred (as above)
 
     source = model_source(spec, cache_dir=cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -87,7 +88,7 @@ def training_model_load(spec: str, *, cache_dir: Path):
     weights in the machine's fast dtype (fast_dtype; PEFT keeps the LoRA weights in fp32), and on
     the CPU eager attention, whose backward at these sequence lengths is faster than the SDPA
     flash kernel's (docs/PERFORMANCE.md)."""
-    import torch
+    import torch  # deferred (as above)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = causal_lm_load(spec, cache_dir=cache_dir, dtype=fast_dtype(device))
@@ -113,10 +114,11 @@ def generation_dtype_set(choice: str) -> None:
 
 def fast_dtype(device: str = "cpu"):
     """The dtype generation and serving load models in: the one generation_dtype_set fixed
-    (KSG_GENERATION_DTYPE) when it names one, else ("auto") bf16 on a GPU that supports it, and on a CPU only when a probe matrix
-    product in bf16 runs at least BF16_MIN_SPEEDUP times faster than in fp32 (with AMX or
-    AVX512-BF16 it does; on AVX2 alone bf16 is several times slower). Probed once per process."""
-    import torch
+    (KSG_GENERATION_DTYPE) when it names one, else ("auto") bf16 on a GPU that supports it, and
+    on a CPU only when a probe matrix product in bf16 runs at least BF16_MIN_SPEEDUP times faster
+    than in fp32 (with AMX or AVX512-BF16 it does; on AVX2 alone bf16 is several times slower).
+    Probed once per process."""
+    import torch  # deferred (as above)
 
     if _dtype_choice != "auto":
         return getattr(torch, _dtype_choice)
@@ -130,9 +132,7 @@ def fast_dtype(device: str = "cpu"):
 def bf16_speedup() -> float:
     """fp32 time / bf16 time of a (256 x 576) @ (576 x 1536) product, the shape of a decode step
     of the embedded model's MLP; best of 5 after a warm-up. About 60 ms in all."""
-    import time
-
-    import torch
+    import torch  # deferred (as above)
 
     timings = {}
     for dtype in (torch.float32, torch.bfloat16):
@@ -162,7 +162,7 @@ def _gguf_dir() -> Path:
 
 
 def _convert_embedded_gguf(target: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # deferred (as above)
 
     gguf_dir = _gguf_dir()
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=EMBEDDED_GGUF_FILE)

@@ -35,8 +35,8 @@ class VLLMBackend:
     def load(cls, *, model_spec: str, adapter_path: Path | None, cache_dir: Path, dtype=None,
              seed: int = 0) -> "VLLMBackend":
         """Start a vLLM engine on `model_spec`, with LoRA enabled when an adapter is given."""
-        from vllm import LLM
-        from vllm.lora.request import LoRARequest
+        from vllm import LLM  # vllm exists only on CUDA machines with the gpu extra
+        from vllm.lora.request import LoRARequest  # (as above)
 
         options = dict(model=model_source(model_spec, cache_dir=cache_dir), dtype=dtype or "auto", seed=seed)
         lora_request = None
@@ -51,7 +51,7 @@ class VLLMBackend:
                  on_completion: Callable[[int, Completion], None] | None = None) -> list[Completion]:
         """One Completion per prompt, in input order. Each prompt gets its own seed (from
         sampling.seed and its index), so identical prompts still give different samples."""
-        from vllm import SamplingParams as VLLMSamplingParams
+        from vllm import SamplingParams as VLLMSamplingParams  # (as above)
 
         prompts_validate(prompts)
         results: list[Completion] = []
@@ -79,7 +79,7 @@ class VLLMBackend:
     def next_token_probs(self, prompts: list[Prompt], candidates: list[str]) -> list[dict[str, float]]:
         """As TransformersBackend.next_token_probs, from vLLM's top-20 log-probabilities of the
         first reply token: a candidate token outside the top 20 counts as probability 0."""
-        from vllm import SamplingParams as VLLMSamplingParams
+        from vllm import SamplingParams as VLLMSamplingParams  # (as above)
 
         prompts_validate(prompts)
         token_ids = {word: candidate_token_ids(self.tokenizer, word) for word in candidates}
@@ -99,7 +99,7 @@ class VLLMBackend:
 
     def close(self) -> None:
         """Shut the engine down and free the GPU memory it held."""
-        import torch
+        import torch  # deferred: this module imports without torch
 
         self.llm = None
         gc.collect()

@@ -115,8 +115,9 @@ def make_run(owner, dataset, *, baseline: str | None = "knowledgesg", evaluation
     params = {"preset": "demo", "stages": {kind: STAGES[kind] for kind in PIPELINES[baseline or "knowledgesg"]}}
     if baseline:
         params["baseline"] = baseline
-    else:
+    else:  # a run from before evaluation existed, as migration runs.0001 recorded it
         params["stages"].pop("evaluate")
+        params.update(baseline="knowledgesg", pipeline=[kind for kind in PIPELINES["knowledgesg"] if kind != "evaluate"])
     run = Job.objects.create(kind="run", owner=owner, dataset=dataset, params=params, status="succeeded",
                              finished_at=timezone.now())
     Job.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(minutes=age_minutes))

@@ -291,9 +291,11 @@ def test_runs_only_on_datasets_one_may_use(world, enqueued):
 
 
 def test_jobs_are_listed_filtered_and_shown_to_whoever_may_see_them(world):
-    run = Job.objects.create(kind="run", owner=world["olive"], dataset=world["clinic"], status="running", params={})
+    run = Job.objects.create(kind="run", owner=world["olive"], dataset=world["clinic"], status="running",
+                             params={"baseline": "dp_direct"})
     stage = Job.objects.create(kind="dp_finetune", owner=world["olive"], dataset=world["clinic"], parent=run, params={})
-    banking = Job.objects.create(kind="run", owner=world["dan"], dataset=world["bank"], status="succeeded", params={})
+    banking = Job.objects.create(kind="run", owner=world["dan"], dataset=world["bank"], status="succeeded",
+                                 params={"baseline": "dp_direct"})
 
     def ids(name, path="/jobs", **query):
         return [job["id"] for job in as_user(world, name).get(path, **query).json()["jobs"]]

@@ -275,7 +275,7 @@ def test_the_run_list_shows_visible_runs(client, world):
     mine = Job.objects.create(kind="run", owner=world["owner"], dataset=world["clinic"],
                               params={"baseline": "dp_direct", "preset": "demo",
                                       "stages": {"dp_finetune": {"target_epsilon": 2.0}}})
-    theirs = Job.objects.create(kind="run", owner=world["other"], dataset=world["bank"], params={})
+    theirs = Job.objects.create(kind="run", owner=world["other"], dataset=world["bank"], params={"baseline": "knowledgesg"})
     Job.objects.create(kind="selftest", owner=world["owner"], params={})
     page = as_user(client, world["owner"]).get(reverse("jobs:run-list")).content.decode()
     body = page.split("<tbody>")[1]
