@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from synthesis import serving_views
+from synthesis.serving import views as serving_views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="jobs:list", permanent=False)),
@@ -14,7 +14,7 @@ urlpatterns = [
     path("datasets/", include("privacy.dataset_urls")),
     path("api/", include("jobs.api.urls")),
     path("compliance/", include("privacy.urls")),
-    path("serving/", include("synthesis.serving_urls")),
+    path("serving/", include("synthesis.serving.urls")),
     # OpenAI-compatible serving of deployed models (serving keys, not platform tokens)
     path("v1/models", serving_views.models_list, name="v1-models"),
     path("v1/chat/completions", serving_views.chat_completions, name="v1-chat-completions"),

@@ -308,7 +308,7 @@ def test_sampled_texts_on_the_engine_depend_on_the_seed_not_on_the_batch(backend
 def test_a_serving_stream_whose_reader_goes_away_is_cancelled_and_others_finish(backends):
     import time
 
-    from synthesis.serving import ServingEngine
+    from synthesis.serving.servers import ServingEngine
 
     fast, _ = backends
     endless = TransformersBackend(fast.model, fast.tokenizer)

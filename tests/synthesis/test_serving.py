@@ -13,10 +13,10 @@ from jobs.models import Artifact
 from jobs.services import JobStateError
 from privacy.pii import pii_find
 from privacy.services import AccessRefused
-from synthesis.deployments import deployment_create, serving_key_create, serving_key_revoke
+from synthesis.serving.deployments import deployment_create, serving_key_create, serving_key_revoke
 from synthesis.generation import Completion, SamplingParams
 from synthesis.models import CompletionAudit
-from synthesis.serving import REFUSAL, ServingEngine, StreamFilter, engines_unload, output_filter
+from synthesis.serving.servers import REFUSAL, ServingEngine, StreamFilter, engines_unload, output_filter
 from tests.support.wsgi import wsgi_in_test_transaction
 from tests.synthesis.test_baselines import clinic  # noqa: F401 (the fixture)
 from tests.synthesis.test_export import dp_run  # noqa: F401 (the fixture)
@@ -110,7 +110,7 @@ def test_a_planted_name_in_an_output_is_masked_or_refused_and_the_event_audited(
                 yield LEAKY[start:start + 3]
             yield Completion(text=LEAKY, prompt_tokens=5, completion_tokens=20, finish_reason="stop")
 
-    monkeypatch.setattr("synthesis.serving_views.engine_for", lambda deployment: Leaky())
+    monkeypatch.setattr("synthesis.serving.views.engine_for", lambda deployment: Leaky())
     question = [{"role": "user", "content": "Who was my last patient?"}]
     masked = client(secret).chat.completions.create(model=deployment.name, messages=question).choices[0].message.content
     assert "Robert" not in masked and "998-3999" not in masked and "[NAME]" in masked and "[PHONE]" in masked

@@ -10,8 +10,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from jobs.models import Job
 from jobs.services import JobStateError
-from synthesis.deployments import deployment_create, serving_key_create
-from synthesis.serving import engine_for
+from synthesis.serving.deployments import deployment_create, serving_key_create
+from synthesis.serving.servers import engine_for
 
 
 class Command(BaseCommand):

@@ -33,7 +33,7 @@ from django.conf import settings
 from jobs.selectors import artifact_location
 from privacy.pii import pii_find
 
-from .generation import Completion, GenerationError, SamplingParams, TransformersBackend, backend_load
+from ..generation import Completion, GenerationError, SamplingParams, TransformersBackend, backend_load
 
 logger = logging.getLogger(__name__)
 
@@ -189,8 +189,8 @@ class ServingEngine:
     def _continuous_loop(self) -> None:
         """Requests join the running batch at the next step and leave when they end; a stream's
         pieces go out as its tokens are sampled."""
-        from .engine import EngineError
-        from .generation import prompt_token_ids
+        from ..engine import EngineError
+        from ..generation import prompt_token_ids
 
         backend = self.backend
         engine = self._decode_engine_new()

@@ -22,9 +22,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from .deployments import completion_audit_record, serving_key_authenticate, serving_key_over_limit
-from .generation import Completion, GenerationError, SamplingParams
-from .models import Deployment
-from .serving import REFUSAL, StreamFilter, engine_for, output_filter
+from ..generation import Completion, GenerationError, SamplingParams
+from ..models import Deployment
+from .servers import REFUSAL, StreamFilter, engine_for, output_filter
 
 MAX_TOKENS_LIMIT = 4096
 MAX_MESSAGES = 200

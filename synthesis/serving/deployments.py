@@ -1,5 +1,5 @@
 """Writes and reads for serving: deploying a run's model, the API keys that call it, the audit
-of every request (the HTTP side is synthesis/serving_views.py, the model side synthesis/serving.py)."""
+of every request (the HTTP side is synthesis/serving/views.py, the model side synthesis/serving/servers.py)."""
 import hashlib
 import re
 import secrets
@@ -14,7 +14,7 @@ from privacy.access import datasets_usable_by, is_admin
 from privacy.models import AuditEntry
 from privacy.services import AccessRefused, audit_record
 
-from .models import CompletionAudit, Deployment, ServingKey
+from ..models import CompletionAudit, Deployment, ServingKey
 
 KEY_PREFIX = "ksk-"
 
