@@ -1,179 +1,180 @@
-"""The serving engine: a deployment's model loaded once per process, concurrent requests batched,
-and every output passed through the PII filter before it leaves.
+"""The serving engine: a deployment's model loaded once per process, concurrent requests batched.
 
-Backends: the synthesis stage's (`backend_load("auto")`): transformers on the CPU, the vLLM
-engine with the LoRA adapter where CUDA and vllm are present. Batching, on the transformers
-backend with the continuous-batching engine (synthesis/engine.py, Llama-family models): one
-thread steps the engine; a request joins the running batch at the next step, whatever its
-sampling settings, and leaves when it ends; a streamed request gets its text as its tokens are
-sampled, in the same batch. Elsewhere (vLLM, other model types) a request waits up to
-BATCH_WAIT_SECONDS for others and the waiting requests with the same sampling settings run as one
-`generate` batch; a stream there decodes on its own with a token streamer (transformers) or
-arrives in one piece (vLLM's offline engine has no token stream).
+One interface, ServingEngine (submit, complete, stream, close), and one class per strategy, picked
+once from the backend by serving_engine_create:
 
-Output filter: the synthesis stage's PII detector runs on every completion; "mask" replaces each
-span by its kind ([NAME], [EMAIL], ...), "refuse" withholds an output that has any. A stream is
-filtered as it goes: the last HOLD_BACK_WORDS words are held back until more text arrives (a name
-is only recognisable once its last word is there), and a span is masked wherever it overlaps
-what is sent, so no detected character leaves unmasked.
+- ContinuousBatchingEngine: the transformers backend on the continuous-batching engine
+  (synthesis/engine.py, Llama-family models). One thread steps the engine; a request joins the
+  running batch at the next step, whatever its sampling settings, and leaves when it ends; a
+  streamed request gets its text as its tokens are sampled, in the same batch; a stream whose
+  reader goes away is cancelled.
+- GroupedBatchEngine: any backend with `generate` (vLLM): a request waits up to
+  BATCH_WAIT_SECONDS for others and the waiting requests with the same sampling settings run as
+  one `generate` batch; a stream arrives in one piece (vLLM's offline engine has no token stream).
+- StreamAloneEngine: transformers on a model the engine cannot run: grouped batches as above; a
+  stream decodes on its own through `model.generate`'s streamer, one at a time.
+
+Streamed tokens become text through an IncrementalDetokenizer (a short window per token, not the
+whole answer). The PII filter on what leaves is output_filter.py; which deployment's engine is
+loaded in this process, registry.py.
 """
 import logging
 import queue
-import re
 import secrets
 import threading
 import time
-from collections import Counter
+from abc import ABC, abstractmethod
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from django.conf import settings
+from transformers.generation.streamers import BaseStreamer
 
-from jobs.selectors import artifact_location
-from privacy.pii import pii_find
-
-from ..generation import Completion, GenerationError, SamplingParams, TransformersBackend, backend_load
+from ..engine import EngineError
+from ..generation import Completion, GenerationError, SamplingParams, TransformersBackend, prompt_token_ids
+from .detokenizer import IncrementalDetokenizer
 
 logger = logging.getLogger(__name__)
 
 BATCH_WAIT_SECONDS = 0.02
 MAX_BATCH = 64  # requests running at once
-HOLD_BACK_WORDS = 4  # a title and up to three name words
-REFUSAL = "[withheld: the answer contained personal data]"
+RECENT_BATCHES = 1000  # batch sizes kept for inspection; the totals count every batch
+ANSWER_TIMEOUT_SECONDS = 600
+CLOSE_TIMEOUT_SECONDS = 60  # close() waits this long for the loop to end (one engine step, one batch)
 
 
-@dataclass(frozen=True)
-class FilteredText:
-    text: str
-    spans: dict[str, int] = field(default_factory=dict)  # masked spans per kind
-    refused: bool = False
-
-    @property
-    def filtered(self) -> bool:
-        return bool(self.spans)
-
-
-def output_filter(text: str, *, mode: str) -> FilteredText:
-    """A whole output through the PII filter: masked (mode "mask") or withheld ("refuse")."""
-    spans = pii_find(text)
-    counts = dict(Counter(span.kind for span in spans))
-    if not spans:
-        return FilteredText(text)
-    if mode == "refuse":
-        return FilteredText(REFUSAL, counts, refused=True)
-    return FilteredText(_masked(text, [(s.start, s.end, s.kind) for s in spans], 0, len(text)), counts)
-
-
-def _masked(text: str, spans: list[tuple[int, int, str]], start: int, end: int) -> str:
-    """text[start:end] with every span overlapping it replaced by its kind (once per span)."""
-    parts, position = [], start
-    for span_start, span_end, kind in sorted(spans):
-        if span_end <= start or span_start >= end:
-            continue
-        if span_start > position:
-            parts.append(text[position:span_start])
-        if span_start >= start or position == start:
-            parts.append(f"[{kind.upper()}]")
-        position = max(position, min(span_end, end))
-    parts.append(text[position:end])
-    return "".join(parts)
-
-
-class StreamFilter:
-    """The PII filter for a stream: feed() the text pieces as they are decoded, send what it
-    returns; finish() returns the rest. `refused` turns true (mode "refuse") at the first span:
-    stop sending then."""
-
-    def __init__(self, *, mode: str):
-        self.mode = mode
-        self.raw = ""
-        self.sent_until = 0  # characters of raw already sent (masked)
-        self.spans: dict[tuple[int, int], str] = {}
-        self.refused = False
-
-    def feed(self, piece: str) -> str:
-        self.raw += piece
-        words = list(re.finditer(r"\S+", self.raw))
-        if len(words) <= HOLD_BACK_WORDS:
-            return ""
-        return self._send_until(words[-HOLD_BACK_WORDS].start())
-
-    def finish(self) -> str:
-        return self._send_until(len(self.raw))
-
-    def _send_until(self, boundary: int) -> str:
-        if self.refused or boundary <= self.sent_until:
-            return ""
-        found = pii_find(self.raw)
-        for span in found:
-            if span.start < boundary:
-                self.spans[(span.start, span.end)] = span.kind
-        if self.spans and self.mode == "refuse":
-            self.refused = True
-            return ""
-        spans = [(start, end, kind) for (start, end), kind in self.spans.items()]
-        # a span that runs past the boundary is sent whole, masked, so it is never split
-        boundary = max([boundary] + [end for start, end, _ in spans if start < boundary < end])
-        delta = _masked(self.raw, spans, self.sent_until, boundary)
-        self.sent_until = boundary
-        return delta
-
-    def counts(self) -> dict[str, int]:
-        return dict(Counter(self.spans.values()))
+class EngineClosed(RuntimeError):
+    """The engine was closed (its deployment stopped) before the request was answered."""
 
 
 @dataclass(eq=False)
 class _Request:
     messages: list[dict]
     sampling: SamplingParams
-    future: Future
-    pieces: "queue.Queue | None" = None  # a stream's decoded text pieces, then the Completion
+    future: Future = field(default_factory=Future)
+    pieces: "queue.Queue | None" = None  # a stream's text pieces, then the Completion (or an exception)
+    detokenizer: IncrementalDetokenizer | None = None  # a stream's, on the continuous engine
     sequence: object = None  # the engine's Sequence, once added
-    sent: str = ""  # text already put on `pieces`
 
 
-class ServingEngine:
-    """One deployment's model in this process (see the module docstring)."""
+@dataclass(frozen=True)
+class Cancel:
+    """To the loop: a stream's reader went away; stop spending compute on its request."""
+    request: _Request
 
-    def __init__(self, backend: TransformersBackend):
+
+@dataclass(frozen=True)
+class Shutdown:
+    """To the loop: close() was called; fail what is left and end."""
+
+
+@dataclass
+class ServingStats:
+    """Requests per engine step (continuous) or per `generate` batch: running totals over the
+    engine's life and the sizes of the latest RECENT_BATCHES, so memory stays bounded."""
+    batches: int = 0
+    requests: int = 0  # summed over batches: a request counts once per step it runs in
+    largest_batch: int = 0
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_BATCHES))
+
+    def record(self, size: int) -> None:
+        self.batches += 1
+        self.requests += size
+        self.largest_batch = max(self.largest_batch, size)
+        self.recent.append(size)
+
+    @property
+    def mean_batch(self) -> float:
+        return self.requests / self.batches if self.batches else 0.0
+
+
+class ServingEngine(ABC):
+    """One deployment's model in this process: answers for many callers at once, batched by the
+    strategy of the subclass. Thread safe; a loop thread owns the batching."""
+
+    def __init__(self, backend):
         self.backend = backend
-        self._requests: queue.Queue = queue.Queue()
-        self._model_lock = threading.Lock()
-        self.batches: list[int] = []  # requests running per step or batch, newest last (tests, benchmark)
-        self.decode_engine = None  # the continuous loop's DecodeEngine, once it runs
-        continuous = isinstance(backend, TransformersBackend) and backend.uses_engine
-        loop = self._continuous_loop if continuous else self._batch_loop
-        threading.Thread(target=loop, name="serving-batcher", daemon=True).start()
+        self.stats = ServingStats()
+        self._requests: queue.Queue = queue.Queue()  # _Request | Cancel | Shutdown, to the loop
+        self._model_lock = threading.Lock()  # model calls made outside the loop thread wait for it
+        self._state_lock = threading.Lock()
+        self._closed = False
+        self._loop_thread = threading.Thread(target=self._loop, name="serving-batcher", daemon=True)
+        self._loop_thread.start()
 
     def submit(self, messages: list[dict], sampling: SamplingParams) -> Future:
         """Queue one answer, batched with whatever else is running; the Future gets the Completion."""
-        future: Future = Future()
-        self._requests.put(_Request(messages, sampling, future))
-        return future
+        request = _Request(messages, sampling)
+        self._put(request)
+        return request.future
 
-    def complete(self, messages: list[dict], sampling: SamplingParams, *, timeout: float = 600) -> Completion:
-        """submit() and wait for the answer."""
+    def complete(self, messages: list[dict], sampling: SamplingParams, *,
+                 timeout: float = ANSWER_TIMEOUT_SECONDS) -> Completion:
+        """submit() and wait for the answer (timeout in seconds)."""
         return self.submit(messages, sampling).result(timeout=timeout)
 
+    @abstractmethod
     def stream(self, messages: list[dict], sampling: SamplingParams) -> Iterator[str | Completion]:
-        """Decoded text pieces as they come, then the Completion (token counts, finish_reason)."""
-        backend = self.backend
-        if not isinstance(backend, TransformersBackend):  # vLLM's offline engine: the answer in one piece
-            with self._model_lock:
-                completion = backend.generate([messages], sampling)[0]
-            yield completion.text
-            yield completion
-            return
-        if not backend.uses_engine:
-            yield from self._stream_alone(messages, sampling)
-            return
-        request = _Request(messages, sampling, Future(), pieces=queue.Queue())
-        self._requests.put(request)
+        """Text pieces as they are decoded, then the Completion (token counts, finish_reason)."""
+
+    def close(self) -> None:
+        """Stop the loop (requests not yet answered fail with EngineClosed) and free the model."""
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._requests.put(Shutdown())
+        self._loop_thread.join(CLOSE_TIMEOUT_SECONDS)
+        with self._model_lock:
+            self.backend.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @abstractmethod
+    def _loop(self) -> None:
+        """The loop thread: read the queue, run the model, answer; return at Shutdown."""
+
+    def _put(self, message: _Request) -> None:
+        with self._state_lock:
+            self._ensure_open()
+            self._requests.put(message)
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise EngineClosed("this deployment's engine is closed: the deployment was stopped")
+
+    @staticmethod
+    def _fail(request: _Request, exc: BaseException) -> None:
+        if request.pieces is not None:
+            request.pieces.put(exc)
+        if not request.future.done():
+            request.future.set_exception(exc)
+
+
+def serving_engine_create(backend) -> ServingEngine:
+    """The engine for this backend: continuous batching where the backend runs the engine,
+    streams alone on other transformers models, grouped batches elsewhere (vLLM)."""
+    if isinstance(backend, TransformersBackend):
+        return ContinuousBatchingEngine(backend) if backend.uses_engine else StreamAloneEngine(backend)
+    return GroupedBatchEngine(backend)
+
+
+class ContinuousBatchingEngine(ServingEngine):
+    """Requests join the running batch at the next engine step and leave when they end."""
+
+    decode_engine = None  # the loop's DecodeEngine, once it runs (tests read its stats)
+
+    def stream(self, messages: list[dict], sampling: SamplingParams) -> Iterator[str | Completion]:
+        request = _Request(messages, sampling, pieces=queue.Queue(),
+                           detokenizer=IncrementalDetokenizer(self.backend.tokenizer, skip_ids=self.backend.eos_ids))
+        self._put(request)
         finished = False
         try:
             while True:
-                item = request.pieces.get(timeout=600)
+                item = request.pieces.get(timeout=ANSWER_TIMEOUT_SECONDS)
                 if isinstance(item, BaseException):
                     raise item
                 yield item
@@ -182,41 +183,25 @@ class ServingEngine:
                     return
         finally:
             if not finished:  # the reader went away: stop spending compute on it
-                self._requests.put(("cancel", request))
+                self._requests.put(Cancel(request))
 
-    # --- the continuous loop (the engine) -----------------------------------------------------
-
-    def _continuous_loop(self) -> None:
-        """Requests join the running batch at the next step and leave when they end; a stream's
-        pieces go out as its tokens are sampled."""
-        from ..engine import EngineError
-        from ..generation import prompt_token_ids
-
-        backend = self.backend
+    def _loop(self) -> None:
         engine = self._decode_engine_new()
         active: set[_Request] = set()
         while True:
-            items = [self._requests.get()] if not engine.busy else []
-            while True:
-                try:
-                    items.append(self._requests.get_nowait())
-                except queue.Empty:
-                    break
-            for item in items:
-                if isinstance(item, tuple):  # ("cancel", request)
-                    if item[1].sequence is not None:
-                        engine.cancel(item[1].sequence)
-                        active.discard(item[1])
-                    continue
-                try:
-                    ids = prompt_token_ids(backend.tokenizer, item.messages)
-                    item.sequence = engine.add(ids, temperature=item.sampling.temperature, top_p=item.sampling.top_p,
-                                               max_new_tokens=item.sampling.max_new_tokens,
-                                               seed=secrets.randbelow(2**31), tag=item,
-                                               on_token=self._piece_send if item.pieces is not None else None)
-                    active.add(item)
-                except EngineError as exc:
-                    self._fail(item, GenerationError(str(exc)))
+            for message in self._messages(block=not engine.busy):
+                match message:
+                    case Shutdown():
+                        for request in active:
+                            engine.cancel(request.sequence)
+                            self._fail(request, EngineClosed("the deployment was stopped"))
+                        engine.release_memory()
+                        return
+                    case Cancel(request=request) if request.sequence is not None:
+                        engine.cancel(request.sequence)
+                        active.discard(request)
+                    case _Request():
+                        self._admit(engine, active, message)
             if not engine.busy:
                 continue
             try:
@@ -228,53 +213,120 @@ class ServingEngine:
                 active.clear()
                 engine = self._decode_engine_new()
                 continue
-            self.batches.append(len(engine.running) + len(finished))
+            self.stats.record(len(engine.running) + len(finished))
             for sequence in finished:
-                request = sequence.tag
-                active.discard(request)
-                completion = backend.completion(sequence.generated, sequence.prompt_length)
-                if request.pieces is not None:
-                    request.pieces.put(completion)
-                request.future.set_result(completion)
+                active.discard(sequence.tag)
+                self._answer(sequence)
+
+    def _messages(self, *, block: bool) -> list:
+        """What is on the queue now (waiting for the first message when `block`)."""
+        messages = [self._requests.get()] if block else []
+        while True:
+            try:
+                messages.append(self._requests.get_nowait())
+            except queue.Empty:
+                return messages
+
+    def _admit(self, engine, active: set[_Request], request: _Request) -> None:
+        sampling = request.sampling
+        try:
+            request.sequence = engine.add(
+                prompt_token_ids(self.backend.tokenizer, request.messages), temperature=sampling.temperature,
+                top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens, seed=secrets.randbelow(2**31),
+                tag=request, on_token=self._piece_send if request.pieces is not None else None)
+            active.add(request)
+        except EngineError as exc:
+            self._fail(request, GenerationError(str(exc)))
+
+    def _answer(self, sequence) -> None:
+        request = sequence.tag
+        completion = self.backend.completion(sequence.generated, sequence.prompt_length)
+        if request.pieces is not None:
+            rest = request.detokenizer.finish()
+            if rest:
+                request.pieces.put(rest)
+            request.pieces.put(completion)
+        request.future.set_result(completion)
 
     def _decode_engine_new(self):
         """A fresh engine of MAX_BATCH slots (kept as decode_engine, for tests and stats)."""
         self.decode_engine = self.backend.engine_create(prompt_length=512, max_new_tokens=512, max_sequences=MAX_BATCH)
         return self.decode_engine
 
-    def _piece_send(self, sequence, token: int) -> None:
-        """A stream's new text: the decoded answer so far, minus what was sent, held back while it
-        ends inside a multi-byte character."""
-        request = sequence.tag
-        generated = [t for t in sequence.generated if t not in set(self.backend.eos_ids)]
-        text = self.backend.tokenizer.decode(generated, skip_special_tokens=True)
-        if text.endswith("\ufffd") or len(text) <= len(request.sent):
-            return
-        request.pieces.put(text[len(request.sent):])
-        request.sent = text
-
     @staticmethod
-    def _fail(request: _Request, exc: BaseException) -> None:
-        if request.pieces is not None:
-            request.pieces.put(exc)
-        if not request.future.done():
-            request.future.set_exception(exc)
+    def _piece_send(sequence, token: int) -> None:
+        """A stream's new text, decoded from the new token and a short window before it."""
+        request = sequence.tag
+        piece = request.detokenizer.push(token)
+        if piece:
+            request.pieces.put(piece)
 
-    # --- batches (vLLM, or a model the engine cannot run) ---------------------------------------
 
-    def _stream_alone(self, messages: list[dict], sampling: SamplingParams) -> Iterator[str | Completion]:
-        """A stream on `model.generate` with a token streamer, one request at a time."""
+class GroupedBatchEngine(ServingEngine):
+    """Requests arriving within BATCH_WAIT_SECONDS run as `generate` batches, one per sampling
+    setting; a stream is answered whole, in one piece."""
+
+    def stream(self, messages: list[dict], sampling: SamplingParams) -> Iterator[str | Completion]:
+        with self._model_lock:
+            self._ensure_open()
+            completion = self.backend.generate([messages], sampling)[0]
+        yield completion.text
+        yield completion
+
+    def _loop(self) -> None:
+        while True:
+            waiting = self._gather()
+            requests = [message for message in waiting if isinstance(message, _Request)]  # a Cancel: batches run whole
+            if any(isinstance(message, Shutdown) for message in waiting):
+                for request in requests:
+                    self._fail(request, EngineClosed("the deployment was stopped"))
+                return
+            groups: dict[tuple, list[_Request]] = {}
+            for request in requests:
+                key = (request.sampling.temperature, request.sampling.top_p, request.sampling.max_new_tokens)
+                groups.setdefault(key, []).append(request)
+            for (temperature, top_p, max_new_tokens), group in groups.items():
+                self._run_batch(group, SamplingParams(temperature=temperature, top_p=top_p,
+                                                      max_new_tokens=max_new_tokens, seed=secrets.randbelow(2**31)))
+
+    def _gather(self) -> list:
+        """The next message, and what else arrives within BATCH_WAIT_SECONDS (up to MAX_BATCH)."""
+        waiting = [self._requests.get()]
+        deadline = time.monotonic() + BATCH_WAIT_SECONDS
+        while len(waiting) < MAX_BATCH and (left := deadline - time.monotonic()) > 0:
+            try:
+                waiting.append(self._requests.get(timeout=left))
+            except queue.Empty:
+                break
+        return waiting
+
+    def _run_batch(self, requests: list[_Request], sampling: SamplingParams) -> None:
+        try:
+            with self._model_lock:
+                completions = self.backend.generate([r.messages for r in requests], sampling)
+            self.stats.record(len(requests))
+            for request, completion in zip(requests, completions):
+                request.future.set_result(completion)
+        except BaseException as exc:
+            logger.exception("a serving batch of %d failed", len(requests))
+            for request in requests:
+                self._fail(request, exc)
+
+
+class StreamAloneEngine(GroupedBatchEngine):
+    """Grouped batches for whole answers; a stream runs `model.generate` alone with a streamer."""
+
+    def stream(self, messages: list[dict], sampling: SamplingParams) -> Iterator[str | Completion]:
         import torch
-        from transformers import TextIteratorStreamer
 
-        backend = self.backend
-        streamer = TextIteratorStreamer(backend.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        streamer = _PieceStreamer(IncrementalDetokenizer(self.backend.tokenizer, skip_ids=self.backend.eos_ids))
         result: dict = {}
 
         def run() -> None:
             try:
                 with self._model_lock:
-                    result["completion"] = backend.generate([messages], sampling, streamer=streamer)[0]
+                    self._ensure_open()
+                    result["completion"] = self.backend.generate([messages], sampling, streamer=streamer)[0]
             except BaseException as exc:  # the consumer re-raises it
                 result["error"] = exc
                 streamer.end()
@@ -282,66 +334,38 @@ class ServingEngine:
         thread = threading.Thread(target=run, name="serving-stream", daemon=True)
         with torch.inference_mode():
             thread.start()
-            for piece in streamer:
-                if piece:
-                    yield piece
+            while (piece := streamer.pieces.get(timeout=ANSWER_TIMEOUT_SECONDS)) is not _PieceStreamer.END:
+                yield piece
             thread.join()
         if "error" in result:
             raise result["error"]
         yield result["completion"]
 
-    def _batch_loop(self) -> None:
-        while True:
-            waiting = [self._requests.get()]
-            deadline = time.monotonic() + BATCH_WAIT_SECONDS
-            while len(waiting) < MAX_BATCH and (left := deadline - time.monotonic()) > 0:
-                try:
-                    waiting.append(self._requests.get(timeout=left))
-                except queue.Empty:
-                    break
-            groups: dict[tuple, list[_Request]] = {}
-            for request in waiting:
-                if isinstance(request, tuple):  # a cancel: batches run whole
-                    continue
-                key = (request.sampling.temperature, request.sampling.top_p, request.sampling.max_new_tokens)
-                groups.setdefault(key, []).append(request)
-            for (temperature, top_p, max_new_tokens), requests in groups.items():
-                sampling = SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                          seed=secrets.randbelow(2**31))
-                try:
-                    with self._model_lock:
-                        completions = self.backend.generate([r.messages for r in requests], sampling)
-                    self.batches.append(len(requests))
-                    for request, completion in zip(requests, completions):
-                        request.future.set_result(completion)
-                except BaseException as exc:
-                    logger.exception("a serving batch of %d failed", len(requests))
-                    for request in requests:
-                        if not request.future.done():
-                            request.future.set_exception(exc)
 
+class _PieceStreamer(BaseStreamer):
+    """`model.generate`'s streamer for one prompt: the prompt is skipped, each new token's text
+    goes on `pieces`, then END."""
 
-_engines: dict[int, ServingEngine] = {}
-_engines_lock = threading.Lock()
+    END = object()
 
+    def __init__(self, detokenizer: IncrementalDetokenizer):
+        self.detokenizer = detokenizer
+        self.pieces: queue.Queue = queue.Queue()
+        self._prompt_seen = False
+        self._ended = False
 
-def engine_for(deployment) -> ServingEngine:
-    """The deployment's engine in this process, loaded on first use (base model + merged adapter)."""
-    with _engines_lock:
-        engine = _engines.get(deployment.pk)
-        if engine is None:
-            adapter = artifact_location(deployment.adapter_artifact)
-            backend = backend_load(model_spec=deployment.base_model, adapter_path=adapter,
-                                   cache_dir=settings.KSG_MODEL_CACHE)
-            engine = _engines[deployment.pk] = ServingEngine(backend)
-            logger.info("deployment %s loaded (%s + adapter artifact %s)", deployment.name, deployment.base_model,
-                        deployment.adapter_artifact_id)
-        return engine
+    def put(self, value) -> None:
+        if not self._prompt_seen:  # generate() first puts the prompt
+            self._prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            if piece := self.detokenizer.push(token):
+                self.pieces.put(piece)
 
-
-def engines_unload() -> None:
-    """Forget every loaded engine (tests; a deployment stopped)."""
-    with _engines_lock:
-        for engine in _engines.values():
-            engine.backend.close()
-        _engines.clear()
+    def end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if rest := self.detokenizer.finish():
+            self.pieces.put(rest)
+        self.pieces.put(self.END)

@@ -16,7 +16,9 @@ from privacy.services import AccessRefused
 from synthesis.serving.deployments import deployment_create, serving_key_create, serving_key_revoke
 from synthesis.generation import Completion, SamplingParams
 from synthesis.models import CompletionAudit
-from synthesis.serving.servers import REFUSAL, ServingEngine, StreamFilter, engines_unload, output_filter
+from synthesis.serving.output_filter import REFUSAL, StreamFilter, output_filter
+from synthesis.serving.registry import engines_unload
+from synthesis.serving.servers import ContinuousBatchingEngine, serving_engine_create
 from tests.support.wsgi import wsgi_in_test_transaction
 from tests.synthesis.test_baselines import clinic  # noqa: F401 (the fixture)
 from tests.synthesis.test_export import dp_run  # noqa: F401 (the fixture)
@@ -149,7 +151,7 @@ def test_concurrent_requests_share_a_batch(dp_run):  # noqa: F811
     adapter = Artifact.objects.get(pk=run.children.get(kind="evaluate").params["adapter_artifact"])
     backend = TransformersBackend.load(model_spec=str(model_dir), adapter_path=settings.KSG_ARTIFACT_DIR / adapter.path,
                                        cache_dir=settings.KSG_MODEL_CACHE)
-    engine = ServingEngine(backend)
+    engine = serving_engine_create(backend)
     sampling = SamplingParams(temperature=0, top_p=1.0, max_new_tokens=6)
     alone = engine.complete([{"role": "user", "content": "headache"}], sampling).text
     answers = [None] * 8
@@ -164,8 +166,8 @@ def test_concurrent_requests_share_a_batch(dp_run):  # noqa: F811
         thread.start()
     for thread in threads:
         thread.join()
-    assert backend.uses_engine
-    assert max(engine.batches) > 1  # requests ran in the same engine steps
+    assert backend.uses_engine and isinstance(engine, ContinuousBatchingEngine)
+    assert engine.stats.largest_batch > 1  # requests ran in the same engine steps
     assert answers == [alone] * 8  # no cross-talk: each request gets its own greedy answer
     streamed = list(engine.stream([{"role": "user", "content": "headache"}], sampling))
     assert "".join(streamed[:-1]) == alone and streamed[-1].text == alone

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from jobs.models import Job
 from jobs.services import JobStateError
 from synthesis.serving.deployments import deployment_create, serving_key_create
-from synthesis.serving.servers import engine_for
+from synthesis.serving.registry import engine_for
 
 
 class Command(BaseCommand):
