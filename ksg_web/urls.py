@@ -4,7 +4,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from privacy import urls as privacy_urls
-from synthesis import serving_views
+from synthesis.serving import views as serving_views
 
 from .api import api
 from .runs import urls as runs_urls
@@ -18,7 +18,7 @@ urlpatterns = [
     path("datasets/", include("privacy.dataset_urls")),
     path("api/", api.urls),  # namespace "api"
     path("compliance/", include((privacy_urls.urlpatterns + runs_urls.approval_urlpatterns, "compliance"))),
-    path("serving/", include("synthesis.serving_urls")),
+    path("serving/", include("synthesis.serving.urls")),
     # OpenAI-compatible serving of deployed models (serving keys, not platform tokens)
     path("v1/models", serving_views.models_list, name="v1-models"),
     path("v1/chat/completions", serving_views.chat_completions, name="v1-chat-completions"),

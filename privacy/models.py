@@ -182,6 +182,7 @@ class AuditEntry(models.Model):
         RUN_REJECTED = "run_rejected", "Run rejected"
         APPROVAL_THRESHOLD_CHANGED = "approval_threshold_changed", "Approval threshold changed"
         MODEL_DEPLOYED = "model_deployed", "Model deployed"
+        MODEL_UNDEPLOYED = "model_undeployed", "Model deployment stopped"
         SERVING_KEY_CREATED = "serving_key_created", "Serving API key created"
         SERVING_KEY_REVOKED = "serving_key_revoked", "Serving API key revoked"
 

@@ -1,5 +1,5 @@
 """Serving a run's model: deployments, the API keys that may call them, and the audit of every
-request (synthesis/serving.py serves them at /v1/, OpenAI-compatible)."""
+request (synthesis/serving/ serves them at /v1/, OpenAI-compatible)."""
 from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models

@@ -11,7 +11,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from jobs.models import Artifact, Job
 from jobs.tokens import api_token_create
 from privacy.services import dataset_grant
-from synthesis.deployments import serving_key_create
+from synthesis.serving.deployments import serving_key_create
 from synthesis.models import Deployment
 from tests.privacy.factories import make_dataset
 

@@ -308,12 +308,12 @@ def test_sampled_texts_on_the_engine_depend_on_the_seed_not_on_the_batch(backend
 def test_a_serving_stream_whose_reader_goes_away_is_cancelled_and_others_finish(backends):
     import time
 
-    from synthesis.serving import ServingEngine
+    from synthesis.serving.servers import serving_engine_create
 
     fast, _ = backends
     endless = TransformersBackend(fast.model, fast.tokenizer)
     endless.eos_ids = [-1]  # never stops by itself: only a cancel ends the stream before 400 tokens
-    serving = ServingEngine(endless)
+    serving = serving_engine_create(endless)
     other = serving.submit(chat(QUESTIONS[0]), SamplingParams(temperature=0.0, max_new_tokens=8))
     stream = serving.stream(chat(QUESTIONS[1]), SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=400))
     assert isinstance(next(stream), str)

@@ -9,14 +9,17 @@ import openai
 import pytest
 from django.core.wsgi import get_wsgi_application
 
-from jobs.models import Artifact
+from jobs.models import Artifact, Job
 from jobs.services import JobStateError
+from privacy.models import AuditEntry
 from privacy.pii import pii_find
 from privacy.services import AccessRefused
-from synthesis.deployments import deployment_create, serving_key_create, serving_key_revoke
 from synthesis.lm.generation import Completion, SamplingParams
-from synthesis.models import CompletionAudit
-from synthesis.serving import REFUSAL, ServingEngine, StreamFilter, engines_unload, output_filter
+from synthesis.models import CompletionAudit, Deployment
+from synthesis.serving.deployments import deployment_create, deployment_stop, serving_key_create, serving_key_revoke
+from synthesis.serving.output_filter import REFUSAL, StreamFilter, output_filter
+from synthesis.serving.registry import DeploymentStopped, engine_for, engine_loaded, engines_unload
+from synthesis.serving.servers import ContinuousBatchingEngine, EngineClosed, serving_engine_create
 from tests.support.wsgi import wsgi_in_test_transaction
 from tests.synthesis.test_baselines import clinic  # noqa: F401 (the fixture)
 from tests.synthesis.test_export import dp_run  # noqa: F401 (the fixture)
@@ -110,7 +113,7 @@ def test_a_planted_name_in_an_output_is_masked_or_refused_and_the_event_audited(
                 yield LEAKY[start:start + 3]
             yield Completion(text=LEAKY, prompt_tokens=5, completion_tokens=20, finish_reason="stop")
 
-    monkeypatch.setattr("synthesis.serving_views.engine_for", lambda deployment: Leaky())
+    monkeypatch.setattr("synthesis.serving.views.engine_for", lambda deployment: Leaky())
     question = [{"role": "user", "content": "Who was my last patient?"}]
     masked = client(secret).chat.completions.create(model=deployment.name, messages=question).choices[0].message.content
     assert "Robert" not in masked and "998-3999" not in masked and "[NAME]" in masked and "[PHONE]" in masked
@@ -149,7 +152,7 @@ def test_concurrent_requests_share_a_batch(dp_run):  # noqa: F811
     adapter = Artifact.objects.get(pk=run.children.get(kind="evaluate").params["adapter_artifact"])
     backend = TransformersBackend.load(model_spec=str(model_dir), adapter_path=settings.KSG_ARTIFACT_DIR / adapter.path,
                                        cache_dir=settings.KSG_MODEL_CACHE)
-    engine = ServingEngine(backend)
+    engine = serving_engine_create(backend)
     sampling = SamplingParams(temperature=0, top_p=1.0, max_new_tokens=6)
     alone = engine.complete([{"role": "user", "content": "headache"}], sampling).text
     answers = [None] * 8
@@ -164,8 +167,8 @@ def test_concurrent_requests_share_a_batch(dp_run):  # noqa: F811
         thread.start()
     for thread in threads:
         thread.join()
-    assert backend.uses_engine
-    assert max(engine.batches) > 1  # requests ran in the same engine steps
+    assert backend.uses_engine and isinstance(engine, ContinuousBatchingEngine)
+    assert engine.stats.largest_batch > 1  # requests ran in the same engine steps
     assert answers == [alone] * 8  # no cross-talk: each request gets its own greedy answer
     streamed = list(engine.stream([{"role": "user", "content": "headache"}], sampling))
     assert "".join(streamed[:-1]) == alone and streamed[-1].text == alone
@@ -226,3 +229,90 @@ def test_pages_deploy_a_run_hand_out_and_revoke_keys_and_show_officers_the_audit
     page.post(f"/serving/keys/{key.pk}/revoke/")
     key.refresh_from_db()
     assert key.revoked_at is not None
+
+
+class EchoBackend:
+    """A model stand-in with `generate` only: the stop tests need an engine, not a model."""
+
+    def __init__(self):
+        self.closed = False
+
+    def generate(self, prompts, sampling):
+        return [Completion(text="echo", prompt_tokens=1, completion_tokens=1, finish_reason="stop") for _ in prompts]
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture()
+def loaded(clinic, monkeypatch):  # noqa: F811
+    """A deployment of a (pretend) succeeded run, its engine loaded in this process."""
+    owner, dataset, _ = clinic
+    run = Job.objects.create(kind="run", owner=owner, dataset=dataset, params={}, celery_task_id="r", status="succeeded")
+    adapter = Artifact.objects.create(job=run, kind="adapter", path="adapter", sha256="0" * 64, bytes=1)
+    deployment = Deployment.objects.create(name="ward-model", run=run, adapter_artifact=adapter, base_model="tiny",
+                                           created_by=owner)
+    backend = EchoBackend()
+    monkeypatch.setattr("synthesis.serving.registry.backend_load", lambda **options: backend)
+    engine = engine_for(deployment)
+    assert engine_loaded(deployment.pk) and engine.complete([{"role": "user", "content": "Hi"}], SamplingParams()).text == "echo"
+    yield owner, run, deployment, engine, backend
+    engines_unload()
+
+
+def test_stopping_a_deployment_is_audited_and_unloads_its_engine(loaded, make_user):
+    owner, run, deployment, engine, backend = loaded
+    with pytest.raises(AccessRefused):
+        deployment_stop(deployment=deployment, actor=make_user("mallory"))
+    assert engine_loaded(deployment.pk) and not AuditEntry.objects.filter(action="model_undeployed").exists()
+
+    deployment_stop(deployment=deployment, actor=owner)
+    deployment.refresh_from_db()
+    entry = AuditEntry.objects.get(action=AuditEntry.Action.MODEL_UNDEPLOYED)
+    assert not deployment.active
+    assert (entry.actor, entry.dataset, entry.job) == (owner, run.dataset, run)
+    assert entry.details == {"deployment": "ward-model", "deployment_id": deployment.pk}
+    assert not engine_loaded(deployment.pk) and engine.closed and backend.closed  # the model's memory is freed
+    with pytest.raises(EngineClosed):  # a caller still holding the engine gets no answer from it
+        engine.submit([{"role": "user", "content": "Hi"}], SamplingParams())
+    with pytest.raises(DeploymentStopped):  # a request admitted just before the stop does not load it again
+        engine_for(deployment)
+
+    deployment_stop(deployment=deployment, actor=owner)  # stopping again changes nothing
+    assert AuditEntry.objects.filter(action="model_undeployed").count() == 1
+
+
+def test_a_stop_that_fails_rolls_back_the_flag_and_the_audit_and_keeps_serving(loaded, monkeypatch):
+    from synthesis.serving import deployments
+
+    owner, run, deployment, engine, backend = loaded
+    real_audit_record = deployments.audit_record
+
+    def audit_then_fail(**entry):
+        real_audit_record(**entry)
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(deployments, "audit_record", audit_then_fail)
+    with pytest.raises(RuntimeError):
+        deployment_stop(deployment=deployment, actor=owner)
+    assert Deployment.objects.get(pk=deployment.pk).active
+    assert not AuditEntry.objects.filter(action="model_undeployed").exists()
+    assert engine_loaded(deployment.pk) and not backend.closed
+    assert engine.complete([{"role": "user", "content": "Hi"}], SamplingParams()).text == "echo"
+
+
+@pytest.mark.slow
+def test_the_stop_button_takes_a_served_model_offline_and_out_of_memory(served):
+    from django.test import Client
+
+    owner, run, deployment, key, secret = served
+    question = [{"role": "user", "content": "Hi"}]
+    client(secret).chat.completions.create(model=deployment.name, messages=question, max_tokens=2)
+    engine = engine_for(deployment)
+    page = Client()
+    page.force_login(owner)
+    assert page.post(f"/serving/{deployment.pk}/stop/").status_code == 302
+    assert AuditEntry.objects.filter(action="model_undeployed", actor=owner, job=run).count() == 1
+    assert not engine_loaded(deployment.pk) and engine.closed and engine.backend.model is None
+    with pytest.raises(openai.NotFoundError):
+        client(secret).chat.completions.create(model=deployment.name, messages=question, max_tokens=2)

@@ -12,8 +12,8 @@ from django.utils.module_loading import import_string
 
 from jobs.models import Job
 from jobs.services import JobStateError
-from synthesis.deployments import deployment_create, serving_key_create
-from synthesis.serving import engine_for
+from synthesis.serving.deployments import deployment_create, serving_key_create
+from synthesis.serving.registry import engine_for
 
 
 class Command(BaseCommand):

@@ -1,5 +1,5 @@
 """Serving pages: deploy a run's model, a deployment's keys (create, revoke), and the request
-audit for compliance officers (page and CSV). Thin views over synthesis.deployments."""
+audit for compliance officers (page and CSV). Thin views over synthesis.serving.deployments."""
 import csv
 import io
 
@@ -18,7 +18,7 @@ from privacy.services import AccessRefused
 
 from .deployments import (deployment_create, deployment_stop, deployments_manageable_by, deployments_visible_to,
                           serving_key_create, serving_key_revoke)
-from .models import CompletionAudit, ServingKey
+from ..models import CompletionAudit, ServingKey
 
 AUDIT_PAGE = 200
 AUDIT_COLUMNS = ("time", "deployment", "key", "status", "prompt_tokens", "completion_tokens", "latency_ms",

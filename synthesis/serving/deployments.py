@@ -1,5 +1,7 @@
 """Writes and reads for serving: deploying a run's model, the API keys that call it, the audit
-of every request (the HTTP side is synthesis/serving_views.py, the model side synthesis/serving.py)."""
+of every request (the HTTP side is synthesis/serving/views.py, the model side synthesis/serving/servers.py
+and registry.py)."""
+import functools
 import hashlib
 import re
 import secrets
@@ -10,11 +12,12 @@ from django.utils import timezone
 
 from jobs.models import Job
 from evaluation.selectors import run_evaluated_model
-from privacy.access import datasets_usable_by, is_admin
+from privacy.access import datasets_usable_by, is_admin, is_compliance_officer
 from privacy.models import AuditEntry
 from privacy.services import AccessRefused, audit_record
 
-from .models import CompletionAudit, Deployment, ServingKey
+from ..models import CompletionAudit, Deployment, ServingKey
+from .registry import engine_unload
 
 KEY_PREFIX = "ksk-"
 
@@ -51,8 +54,6 @@ def deployment_create(*, run: Job, actor, name: str | None = None, output_filter
 def deployments_visible_to(user):
     """Deployments a user may see: those of runs on datasets they use; every one for compliance
     officers and administrators."""
-    from privacy.access import is_compliance_officer
-
     if not user.is_authenticated:
         return Deployment.objects.none()
     deployments = Deployment.objects.select_related("run", "run__dataset", "created_by", "adapter_artifact")
@@ -61,13 +62,23 @@ def deployments_visible_to(user):
     return deployments.filter(run__dataset__in=datasets_usable_by(user))
 
 
+@transaction.atomic
 def deployment_stop(*, deployment: Deployment, actor) -> Deployment:
-    """Take a deployment offline (its keys stop working for it); kept for the audit."""
+    """Take a deployment offline: its keys stop working for it and an audit entry says who stopped
+    it, in one transaction; once that commits, its engine is unloaded from this process, freeing
+    the model's memory. The row is kept for the audit. Stopping it again writes nothing (it
+    unloads this process's copy, if one is left)."""
     if not deployments_manageable_by(actor).filter(pk=deployment.pk).exists():
         raise AccessRefused("only an administrator or the dataset's owner stops this deployment")
-    if deployment.active:
-        deployment.active = False
-        deployment.save(update_fields=["active"])
+    locked = Deployment.objects.select_for_update().select_related("run", "run__dataset").get(pk=deployment.pk)
+    if locked.active:
+        locked.active = False
+        locked.save(update_fields=["active"])
+        audit_record(action=AuditEntry.Action.MODEL_UNDEPLOYED, actor=actor, dataset=locked.run.dataset, job=locked.run,
+                     details={"deployment": locked.name, "deployment_id": locked.pk})
+    deployment.active = False
+    # after the commit: a stop that rolls back leaves the model serving
+    transaction.on_commit(functools.partial(engine_unload, locked.pk, stopped=True))
     return deployment
 
 

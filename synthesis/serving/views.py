@@ -8,7 +8,8 @@ exceptions. Every completion request made with a valid key is audited, whatever 
 The completion view is async: under daphne a sync view would hold the one thread Django runs
 sync views in, so concurrent requests would wait for each other instead of sharing a batch.
 The database work runs through sync_to_async; the model's answer is awaited on the engine's
-Future."""
+Future. A deployment stopped while a request is on its way answers as a stopped one does before:
+404, the model does not exist for this key."""
 import asyncio
 import json
 import threading
@@ -23,8 +24,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from .deployments import completion_audit_record, serving_key_authenticate, serving_key_over_limit
 from synthesis.lm.generation import Completion, GenerationError, SamplingParams
-from .models import Deployment
-from .serving import REFUSAL, StreamFilter, engine_for, output_filter
+from ..models import Deployment
+from .output_filter import REFUSAL, StreamFilter, output_filter
+from .registry import DeploymentStopped, engine_for
+from .servers import EngineClosed
 
 MAX_TOKENS_LIMIT = 4096
 MAX_MESSAGES = 200
@@ -54,6 +57,11 @@ def _key(request):
                                 "owner or an administrator for one)", kind="authentication_error",
                            code="invalid_api_key")
     return key
+
+
+def _model_not_found(name: str) -> ServingError:
+    return ServingError(404, f"the model {name!r} does not exist or this key may not use it "
+                             "(GET /v1/models lists yours)", code="model_not_found")
 
 
 def _granted(key):
@@ -126,8 +134,7 @@ def _admit(request) -> tuple[dict, Deployment, list[dict], SamplingParams, bool]
         name = audit["model_name"] = str(body.get("model", ""))[:100]
         deployment = _granted(key).filter(name=name).first()
         if deployment is None:
-            raise ServingError(404, f"the model {name!r} does not exist or this key may not use it "
-                                    "(GET /v1/models lists yours)", code="model_not_found")
+            raise _model_not_found(name)
         audit["deployment"] = deployment
         if serving_key_over_limit(key, deployment):
             raise ServingError(429, f"rate limit: {deployment.requests_per_minute} requests per minute for this key",
@@ -152,14 +159,18 @@ async def chat_completions(request):
         if error.audit.get("key") is not None:  # without a valid key there is no one to audit, only noise
             await sync_to_async(_audit)(error.audit, started, status_code=error.status, error=error.message)
         return error.response()
-    engine = await sync_to_async(engine_for, thread_sensitive=False)(deployment)  # loads once per process
-    if stream:
-        return _streamed(engine, deployment, messages, sampling, audit, started)
     try:
+        engine = await sync_to_async(engine_for, thread_sensitive=False)(deployment)  # loads once per process
+        if stream:
+            return _streamed(engine, deployment, messages, sampling, audit, started)
         completion = await asyncio.wrap_future(engine.submit(messages, sampling))
     except GenerationError as error:
         await sync_to_async(_audit)(audit, started, status_code=400, error=str(error))
         return ServingError(400, str(error)).response()
+    except (DeploymentStopped, EngineClosed):
+        error = _model_not_found(deployment.name)
+        await sync_to_async(_audit)(audit, started, status_code=error.status, error=error.message)
+        return error.response()
     filtered = output_filter(completion.text, mode=deployment.output_filter)
     finish = "content_filter" if filtered.refused else completion.finish_reason
     await sync_to_async(_audit)(audit, started, completion=completion, filtered=filtered.filtered,
