@@ -18,6 +18,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from jobs.json_safe import json_safe as _finite  # the one JSON cleaner (issue 20)
 from jobs.models import Job, JobEvent
 from jobs.pipeline import run_pipeline
 from jobs.selectors import artifact_existing_file, jobs_visible_to
@@ -403,17 +404,6 @@ def _dig(data: Any, path: tuple[str, ...]) -> float | None:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _finite(value: Any) -> Any:
-    """A copy with NaN and infinities as None, tuples as lists: valid JSON for any parser."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(key): _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
 
 
 def _iso(moment) -> str | None:
