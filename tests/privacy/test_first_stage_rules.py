@@ -94,3 +94,24 @@ def test_a_nonprivate_baseline_is_refused_on_both_paths_the_submission_saying_ho
     assert by_check == refusal
     assert by_submit == refusal + (" Its owner can allow them at registration (ksg_dataset_add "
                                    "--allow-nonprivate-baselines) if a leaky upper bound is wanted for comparison.")
+
+
+def test_the_approvals_page_flags_a_waiting_run_by_the_same_fit_rule(make_user, owner):
+    from django.test import Client
+    from django.urls import reverse
+
+    from jobs.pipeline import run_submit
+    from privacy.services import approval_threshold_change
+
+    dataset = approval_threshold_change(dataset=make_dataset(owner, name="ward", epsilon_limit="10"), threshold="2",
+                                        actor=owner, comment="above 2 needs a second look")
+    exact, over = (run_submit(owner=owner, dataset=dataset, stages=preset_stages("demo", target_epsilon=epsilon),
+                              preset="demo", baseline="dp_direct") for epsilon in (3, 4))
+    budget_reserve(job=make_dp_job(owner, dataset), epsilon=7, actor=owner)  # 3 left now
+
+    officer = Client()
+    officer.force_login(make_user("cleo", role="compliance_officer"))
+    page = officer.get(reverse("compliance:approvals")).content.decode()
+    card = {run.pk: page.split(f'id="approval-{run.pk}"')[1].split("</section>")[0] for run in (exact, over)}
+    assert "does not fit now" not in card[exact.pk]
+    assert "does not fit now" in card[over.pk]
