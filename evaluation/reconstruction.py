@@ -20,8 +20,9 @@ import re
 import torch
 
 from privacy.pii import pii_find
+from synthesis.lm.chat import record_text
 
-from .scoring import chat_text, record_logprobs
+from .scoring import record_logprobs
 
 MASK = "[NAME]"
 FIELDS = ("instruction", "response")  # in chat order
@@ -155,7 +156,7 @@ def name_in(text: str) -> str:
 def reconstruct_by_generation(model, tokenizer, target: dict, *, max_new_tokens: int = 8) -> str:
     """Greedy continuation of the chat text up to the first placeholder; the first name-like
     words in it (compared with the part of the truth that placeholder hides)."""
-    full = chat_text(target, tokenizer)
+    full = record_text(target, tokenizer, end_of_sequence=False)
     prefix = full[: _PLACEHOLDER.search(full).start()].rstrip(" \t")
     input_ids = tokenizer(prefix, add_special_tokens=False, return_tensors="pt")["input_ids"]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

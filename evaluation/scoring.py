@@ -24,7 +24,7 @@ import inspect
 
 import torch
 
-from privacy.dp.train import IGNORE_INDEX, PLAIN_PROMPT, examples_tokenize
+from privacy.dp.train import IGNORE_INDEX, examples_tokenize
 
 MAX_BATCH_TOKENS = 2048  # padded tokens per forward pass: bounds the (tokens x vocabulary) logits
 SOFTMAX_ROWS = 64        # logit rows normalised at once
@@ -172,16 +172,6 @@ def record_logprobs(model, tokenizer, records: list[dict], *, max_length: int,
     every token after the first), so a change anywhere in the record changes the score."""
     examples = [(ids, ids) for ids, _ in examples_tokenize(records, tokenizer, max_length=max_length)]
     return [sum(row) for row in _scored_logprobs(model, examples, _pad_id(tokenizer), batch_size)]
-
-
-def chat_text(record: dict, tokenizer) -> str:
-    """The record as the model saw it in training (user = instruction, assistant = response),
-    as one string: the tokenizer's chat template, else PLAIN_PROMPT + response."""
-    if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": record["instruction"]},
-                    {"role": "assistant", "content": record["response"]}]
-        return tokenizer.apply_chat_template(messages, tokenize=False)
-    return PLAIN_PROMPT.format(instruction=record["instruction"]) + record["response"]
 
 
 def continuation_logprobs(model, tokenizer, prompt_text: str, continuations: list[str], *,

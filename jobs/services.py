@@ -1,7 +1,6 @@
 """Writes to jobs, their events and artifacts. Every state change records its event in the same
 transaction, and the live notification goes out only after that transaction commits."""
 import logging
-import math
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +15,7 @@ from django.utils import timezone
 from .artifacts import artifact_area_of, artifact_checksum
 from .db_retry import db_retried
 from .events import event_publish
+from .json_safe import json_safe
 from .kinds import JobParamsError, job_kind_spec, params_as_dict, params_parse
 from .models import Artifact, Job, JobEvent
 
@@ -87,7 +87,7 @@ def job_event_record(*, job_id: int, kind: str, payload: dict[str, Any]) -> JobE
     if not Job.objects.filter(pk=job_id).update(last_event_seq=F("last_event_seq") + 1, heartbeat_at=now):
         raise Job.DoesNotExist(f"job {job_id} does not exist")
     seq, dataset_id = Job.objects.filter(pk=job_id).values_list("last_event_seq", "dataset_id").get()
-    event = JobEvent.objects.create(job_id=job_id, seq=seq, kind=kind, payload=_json_safe(payload))
+    event = JobEvent.objects.create(job_id=job_id, seq=seq, kind=kind, payload=json_safe(payload))
     message = event.as_message()
     transaction.on_commit(lambda: event_publish(message, dataset_id=dataset_id))
     return event
@@ -224,12 +224,3 @@ def artifact_record(*, job_id: int, kind: str, path: Path) -> Artifact:
     return artifact
 
 
-def _json_safe(value: Any) -> Any:
-    """JSON has no NaN or infinity (PostgreSQL's jsonb refuses them): store them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value

@@ -24,6 +24,11 @@ class BudgetBalance:
     commits: int
     nonprivate_releases: int = 0  # baselines trained on the raw records: no DP guarantee at all
 
+    def fits(self, epsilon: Decimal) -> bool:
+        """Whether a new reservation of `epsilon` keeps spent + reserved within the limit (the
+        budget-fit rule; privacy.services.budget_fit_check refuses what does not fit)."""
+        return self.spent + self.reserved + epsilon <= self.limit
+
 
 def budget_balance(*, budget: PrivacyBudget) -> BudgetBalance:
     per_job: dict[int, dict[str, LedgerEntry]] = {}

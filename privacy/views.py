@@ -64,7 +64,7 @@ def _fits(target: str | None, balance) -> bool | None:
     """Whether the run's target epsilon fits what is left now (None: not an epsilon, e.g. a
     non-private baseline)."""
     try:
-        return Decimal(target) <= balance.left
+        return balance.fits(Decimal(target))
     except (InvalidOperation, TypeError):
         return None
 

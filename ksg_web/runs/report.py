@@ -18,6 +18,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from jobs.json_safe import json_safe
 from jobs.models import Job, JobEvent
 from ksg_web.runs.pipeline import run_pipeline
 from jobs.selectors import artifact_existing_file, jobs_visible_to
@@ -103,7 +104,7 @@ def run_report(run: Job, *, records_readable: bool = True, example_pairs: int = 
     if evaluation is not None and not records_readable:
         evaluation = evaluation_aggregates(evaluation)  # also for a report from before the split
     dataset = run.dataset
-    return _finite({
+    return json_safe({
         "run": {
             "id": run.pk, "status": run.status, "error": run.error or None, "preset": run.params.get("preset"),
             "baseline": run_baseline(run), "baseline_label": BASELINE_LABELS.get(run_baseline(run), run_baseline(run)),
@@ -158,7 +159,7 @@ def report_comparison_row(run: Job) -> dict[str, Any]:
 
 def report_json(run: Job, *, viewer=None, records_readable: bool = True) -> dict[str, Any]:
     """run_report, the comparison rows and the library versions of the server writing it."""
-    return _finite({**run_report(run, records_readable=records_readable),
+    return json_safe({**run_report(run, records_readable=records_readable),
                     "comparison": report_comparison(run, viewer=viewer), "library_versions": report_library_versions()})
 
 
@@ -344,7 +345,7 @@ def _comparison_row(run: Job, *, this_run: bool) -> dict[str, Any]:
     evaluation_job, evaluation = _evaluation(children)
     privacy = _privacy(run, children)
     baseline = run_baseline(run)
-    return _finite({
+    return json_safe({
         "run": run.pk, "this_run": this_run, "baseline": baseline,
         "baseline_label": BASELINE_LABELS.get(baseline, baseline),
         "preset": run.params.get("preset"), "status": run.status, "created": _iso(run.created_at),
@@ -404,17 +405,6 @@ def _dig(data: Any, path: tuple[str, ...]) -> float | None:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _finite(value: Any) -> Any:
-    """A copy with NaN and infinities as None, tuples as lists: valid JSON for any parser."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(key): _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
 
 
 def _iso(moment) -> str | None:

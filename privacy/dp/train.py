@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from privacy.dp import accountant as dp_accountant
-from privacy.dp.config import DPTrainConfig, TrainConfigError, planned_steps
+from synthesis.lm.chat import record_prompt_response
+
+from . import accountant as dp_accountant
+from .config import DPTrainConfig, TrainConfigError, planned_steps  # noqa: F401  (the loop's configuration)
 
 IGNORE_INDEX = -100
-# Prompt format for tokenizers without a chat template (prompts are data, not code).
-PLAIN_PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
 
 
 @dataclass
@@ -65,7 +65,7 @@ def examples_tokenize(records: list[dict], tokenizer, *, max_length: int) -> lis
     responses their end; every example keeps at least a quarter of max_length for its response."""
     examples = []
     for record in records:
-        prompt_text, response_text = _format(record, tokenizer)
+        prompt_text, response_text = record_prompt_response(record, tokenizer, end_of_sequence=True)
         prompt = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
         response = tokenizer(response_text, add_special_tokens=False)["input_ids"]
         keep_prompt = max_length - min(len(response), max(max_length // 4, max_length - len(prompt)))
@@ -73,18 +73,6 @@ def examples_tokenize(records: list[dict], tokenizer, *, max_length: int) -> lis
         response = response[: max_length - len(prompt)]
         examples.append((prompt + response, [IGNORE_INDEX] * len(prompt) + response))
     return examples
-
-
-def _format(record: dict, tokenizer) -> tuple[str, str]:
-    if getattr(tokenizer, "chat_template", None):
-        user = [{"role": "user", "content": record["instruction"]}]
-        prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(
-            user + [{"role": "assistant", "content": record["response"]}], tokenize=False
-        )
-        if full.startswith(prompt):
-            return prompt, full[len(prompt):]
-    return PLAIN_PROMPT.format(instruction=record["instruction"]), record["response"] + (tokenizer.eos_token or "")
 
 
 def collate(pad_id: int):

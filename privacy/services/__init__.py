@@ -10,14 +10,16 @@ from .budget import (
     LedgerError,
     NonPrivateRefused,
     budget_commit,
+    budget_fit_check,
     budget_nonprivate_release,
     budget_release,
     budget_reserve,
     budget_settle,
     epsilon_to_decimal,
+    nonprivate_baseline_check,
 )
 from .datasets import BudgetConfigError, dataset_register
-from .dp_jobs import dp_finetune_submit, finetune_private_submit
+from .dp_jobs import dp_finetune_params_check, dp_finetune_submit, finetune_private_submit
 
 __all__ = [
     "approval_needed",
@@ -35,12 +37,15 @@ __all__ = [
     "LedgerError",
     "NonPrivateRefused",
     "budget_commit",
+    "budget_fit_check",
     "budget_nonprivate_release",
     "budget_release",
     "budget_reserve",
     "budget_settle",
     "dataset_register",
+    "dp_finetune_params_check",
     "dp_finetune_submit",
     "finetune_private_submit",
     "epsilon_to_decimal",
+    "nonprivate_baseline_check",
 ]

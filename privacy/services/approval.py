@@ -10,16 +10,13 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from jobs.kinds import JobParamsError, params_parse
-
 from ..access import dataset_manageable_by
-from privacy.dp.config import TrainConfigError, dp_config_from_params, planned_steps
 from ..events import budget_changed_on_commit
 from ..models import AuditEntry, PrivateDataset
-from ..selectors import budget_balance
 from .access import AccessRefused, audit_record
-from .budget import BudgetExceeded, LedgerError, NonPrivateRefused, epsilon_to_decimal
+from .budget import LedgerError, budget_fit_check, epsilon_to_decimal, nonprivate_baseline_check
 from .datasets import BudgetConfigError
+from .dp_jobs import dp_finetune_params_check
 
 NONPRIVATE = "unbounded"  # the target epsilon shown for a non-private baseline
 THRESHOLD_BOUND = Decimal(10) ** 6  # what the column holds (12 digits, 6 after the point)
@@ -67,32 +64,14 @@ def approval_needed(*, dataset: PrivateDataset | None, stage: str, params: dict)
 def run_first_stage_check(*, dataset: PrivateDataset, stage: str, params: dict) -> None:
     """Refuse at submission what could not start now: the checks the first stage's submit
     service makes (parameters, the budget, the non-private permission), without reserving
-    anything. The reservation is made, and checked again under the lock, on approval."""
+    anything. The reservation is made, and checked again under the lock, on approval.
+    Raises what the submit service would: NonPrivateRefused, JobParamsError, BudgetExceeded."""
     if stage == "finetune_private":
-        if not dataset.allow_nonprivate_baselines:
-            raise NonPrivateRefused(
-                f"Refused: dataset '{dataset.name}' does not allow non-private baselines (a model trained on its "
-                "raw records with no privacy guarantee)."
-            )
-        return
-    if stage != "dp_finetune":
-        return
-
-    parsed = params_parse("dp_finetune", params)
-    budget = dataset.budget
-    try:
-        planned_steps(dp_config_from_params(parsed, delta=budget.delta, accountant=budget.accountant),
-                      dataset.train_count)
-    except TrainConfigError as exc:
-        raise JobParamsError(f"dp_finetune: {exc}") from None
-    amount = epsilon_to_decimal(parsed.target_epsilon, what="target epsilon")
-    balance = budget_balance(budget=budget)
-    if balance.spent + balance.reserved + amount > budget.epsilon_limit:
-        raise BudgetExceeded(
-            f"Refused: the run asks for epsilon {amount} on dataset '{dataset.name}', whose limit is "
-            f"{budget.epsilon_limit}; {balance.spent} is spent and {balance.reserved} reserved by running jobs, "
-            f"so at most {balance.left} is left. Ask for {balance.left} or less, or have the limit raised."
-        )
+        nonprivate_baseline_check(dataset=dataset, how_to_allow=False)
+    elif stage == "dp_finetune":
+        parsed = dp_finetune_params_check(dataset=dataset, params=params)
+        amount = epsilon_to_decimal(parsed.target_epsilon, what="target epsilon")
+        budget_fit_check(budget=dataset.budget, amount=amount, asker="the run", remedy="have the limit raised")
 
 
 def _validated_threshold(value) -> Decimal:

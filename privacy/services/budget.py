@@ -54,14 +54,7 @@ def budget_reserve(*, job, epsilon, actor, reason: str = "") -> LedgerEntry:
         return existing
     if amount == 0:
         raise LedgerError("a reservation must be for a positive epsilon")
-    balance = budget_balance(budget=budget)
-    if balance.spent + balance.reserved + amount > budget.epsilon_limit:
-        raise BudgetExceeded(
-            f"Refused: job {job.pk} asks for epsilon {amount} on dataset '{budget.dataset.name}', whose limit "
-            f"is {budget.epsilon_limit}; {balance.spent} is spent and {balance.reserved} reserved by "
-            f"running jobs, so at most {balance.left} is left. Ask for {balance.left} or less, or "
-            f"have a compliance officer raise the limit."
-        )
+    budget_fit_check(budget=budget, amount=amount, asker=f"job {job.pk}")
     entry = LedgerEntry.objects.create(
         budget=budget, job=job, kind=LedgerEntry.Kind.RESERVE, actor=actor, epsilon=amount,
         delta=budget.delta, reason=reason or f"reserve the target epsilon of {job.kind} job {job.pk}",
@@ -69,6 +62,22 @@ def budget_reserve(*, job, epsilon, actor, reason: str = "") -> LedgerEntry:
     job_event_record(job_id=job.pk, kind="log", payload={"message": f"reserved epsilon {amount}", "ledger": "reserve"})
     budget_changed_on_commit(dataset_id=budget.dataset_id)
     return entry
+
+
+def budget_fit_check(*, budget: PrivacyBudget, amount: Decimal, asker: str,
+                     remedy: str = "have a compliance officer raise the limit") -> None:
+    """Refuse a new reservation of `amount` (epsilon, at the ledger's precision) that would push
+    spent + reserved past the budget's limit: BudgetExceeded, naming the numbers. The one home of
+    this rule: budget_reserve calls it under the budget's row lock, a run's check before it waits
+    for approval (approval.run_first_stage_check) without one. `asker` names who asks ("job 12",
+    "the run"); `remedy` ends the message (the two paths word it differently)."""
+    balance = budget_balance(budget=budget)
+    if not balance.fits(amount):
+        raise BudgetExceeded(
+            f"Refused: {asker} asks for epsilon {amount} on dataset '{budget.dataset.name}', whose limit "
+            f"is {budget.epsilon_limit}; {balance.spent} is spent and {balance.reserved} reserved by "
+            f"running jobs, so at most {balance.left} is left. Ask for {balance.left} or less, or {remedy}."
+        )
 
 
 @db_retried
@@ -142,6 +151,21 @@ class NonPrivateRefused(Exception):
     """A non-private baseline on a dataset that does not allow them."""
 
 
+NONPRIVATE_HOW_TO_ALLOW = (" Its owner can allow them at registration (ksg_dataset_add --allow-nonprivate-baselines) "
+                           "if a leaky upper bound is wanted for comparison.")
+
+
+def nonprivate_baseline_check(*, dataset, how_to_allow: bool = True) -> None:
+    """Refuse (NonPrivateRefused) a non-private baseline on `dataset` unless it allows them. The
+    one home of this rule: budget_nonprivate_release calls it before it records the release, a
+    run's check before it waits for approval without the `how_to_allow` sentence."""
+    if not dataset.allow_nonprivate_baselines:
+        raise NonPrivateRefused(
+            f"Refused: dataset '{dataset.name}' does not allow non-private baselines (a model trained on its "
+            "raw records with no privacy guarantee)." + (NONPRIVATE_HOW_TO_ALLOW if how_to_allow else "")
+        )
+
+
 @transaction.atomic
 def budget_nonprivate_release(*, job, actor, reason: str = "") -> LedgerEntry:
     """Record in the ledger, before it runs, that `job` trains on the raw records with no DP
@@ -152,12 +176,7 @@ def budget_nonprivate_release(*, job, actor, reason: str = "") -> LedgerEntry:
     existing = LedgerEntry.objects.filter(job=job, kind=LedgerEntry.Kind.NONPRIVATE).first()
     if existing is not None:
         return existing
-    if not budget.dataset.allow_nonprivate_baselines:
-        raise NonPrivateRefused(
-            f"Refused: dataset '{budget.dataset.name}' does not allow non-private baselines (a model trained on its "
-            "raw records with no privacy guarantee). Its owner can allow them at registration "
-            "(ksg_dataset_add --allow-nonprivate-baselines) if a leaky upper bound is wanted for comparison."
-        )
+    nonprivate_baseline_check(dataset=budget.dataset)
     entry = LedgerEntry.objects.create(
         budget=budget, job=job, kind=LedgerEntry.Kind.NONPRIVATE, actor=actor, epsilon=Decimal(0), delta=1.0,
         mechanism={"dp": False},

@@ -3,12 +3,27 @@ does not fit the budget is refused before it exists, and an accepted one is queu
 its epsilon is set aside."""
 from django.db import transaction
 
-from jobs.kinds import JobParamsError, params_parse
+from jobs.kinds import DPFinetuneParams, JobParamsError, params_parse
 from jobs.services import job_submit
 
 from privacy.dp.config import TrainConfigError, dp_config_from_params, planned_steps
 from ..models import PrivateDataset
 from .budget import budget_nonprivate_release, budget_reserve
+
+
+def dp_finetune_params_check(*, dataset: PrivateDataset, params: dict | None) -> DPFinetuneParams:
+    """Stage 1's parameters, parsed and checked against `dataset` (its budget's delta and
+    accountant, its training split's size) without creating anything. Raises JobParamsError for
+    parameters that cannot run, including a training split smaller than the batch. The one home
+    of this rule: dp_finetune_submit and a run's check before approval both call it."""
+    parsed = params_parse("dp_finetune", params)
+    budget = dataset.budget
+    try:
+        planned_steps(dp_config_from_params(parsed, delta=budget.delta, accountant=budget.accountant),
+                      dataset.train_count)
+    except TrainConfigError as exc:
+        raise JobParamsError(f"dp_finetune: {exc}") from None
+    return parsed
 
 
 @transaction.atomic
@@ -18,14 +33,7 @@ def dp_finetune_submit(*, owner, dataset: PrivateDataset, params: dict | None = 
     Raises JobParamsError for parameters that cannot run (including a training split smaller
     than the batch), BudgetExceeded when the target epsilon does not fit what is left.
     """
-
-    parsed = params_parse("dp_finetune", params)
-    budget = dataset.budget
-    try:
-        config = dp_config_from_params(parsed, delta=budget.delta, accountant=budget.accountant)
-        planned_steps(config, dataset.train_count)
-    except TrainConfigError as exc:
-        raise JobParamsError(f"dp_finetune: {exc}") from None
+    parsed = dp_finetune_params_check(dataset=dataset, params=params)
     job = job_submit(owner=owner, kind="dp_finetune", params=params, dataset=dataset, parent=parent)
     budget_reserve(job=job, epsilon=parsed.target_epsilon, actor=owner)
     return job

@@ -19,8 +19,9 @@ from typing import Callable
 
 import torch
 
-from synthesis.lm.engine import DecodeEngine, EngineError
-from synthesis.lm.loader import causal_lm_load, fast_dtype
+from .chat import prompt_text
+from .engine import DecodeEngine, EngineError
+from .loader import causal_lm_load, fast_dtype
 
 ROLES = ("system", "user", "assistant")
 MAX_AUTO_BATCH_SIZE = 64
@@ -32,13 +33,6 @@ MIN_SHARED_PREFIX = 16
 # Share of the free memory the automatic batch size may plan to use; the rest is headroom for the
 # allocator, other workers on the machine and the estimate's own error.
 MEMORY_SHARE = 0.5
-
-# Prompt format for tokenizers without a chat template; the same as privacy.dp.train.PLAIN_PROMPT
-# for a single user message, so an adapter trained there sees the format it was trained on.
-PLAIN_SYSTEM = "{content}\n\n"
-PLAIN_INSTRUCTION = "### Instruction:\n{content}\n\n"
-PLAIN_RESPONSE = "### Response:\n{content}\n\n"
-PLAIN_GENERATION_PROMPT = "### Response:\n"
 
 Prompt = list[dict]
 
@@ -109,18 +103,10 @@ def prompts_validate(prompts: list[Prompt]) -> None:
                 )
 
 
-def prompt_text(tokenizer, messages: Prompt) -> str:
-    """The prompt as the model sees it: the chat template with the assistant turn opened, or the
-    plain ### Instruction / ### Response format when the tokenizer has no chat template."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    formats = {"system": PLAIN_SYSTEM, "user": PLAIN_INSTRUCTION, "assistant": PLAIN_RESPONSE}
-    return "".join(formats[m["role"]].format(content=m["content"]) for m in messages) + PLAIN_GENERATION_PROMPT
-
-
 def prompt_token_ids(tokenizer, messages: Prompt) -> list[int]:
-    """Token ids of `prompt_text`. No special tokens are added: chat templates write their own
-    (BOS included where the model wants it), and privacy.dp.train trains on the same encoding."""
+    """Token ids of `prompt_text` (synthesis.lm.chat: the format training used). No special tokens
+    are added: chat templates write their own (BOS included where the model wants it), and
+    privacy.dp.train trains on the same encoding."""
     return tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"]
 
 

@@ -9,7 +9,6 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from evaluation.scoring import (
-    chat_text,
     continuation_logprobs,
     record_logprobs,
     response_logprobs,
@@ -17,6 +16,7 @@ from evaluation.scoring import (
     token_logprobs,
 )
 from privacy.dp.train import IGNORE_INDEX, DPTrainConfig, collate, examples_tokenize, lora_wrap, per_example_loss
+from synthesis.lm.chat import record_text
 from tests.support.tiny_model import tiny_model_dir
 
 
@@ -86,7 +86,7 @@ def test_response_logprob_is_sum_of_token_logprobs_and_matches_sequence_logprob(
     assert total == pytest.approx(sum(token_logprobs(model, tokenizer, [record], max_length=48)[0]))
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": record["instruction"]}],
                                            tokenize=False, add_generation_prompt=True)
-    response = chat_text(record, tokenizer)[len(prompt):]
+    response = record_text(record, tokenizer, end_of_sequence=False)[len(prompt):]
     assert sequence_logprob(model, tokenizer, prompt, response) == pytest.approx(total, abs=1e-4)
 
 
