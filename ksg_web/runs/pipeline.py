@@ -48,8 +48,8 @@ BASELINES: dict[str, tuple[str, ...]] = {
 BASELINE_FIXED = {"nonprivate": {"finetune_private": {"records": "raw"}},
                   "scrubbed": {"finetune_private": {"records": "scrubbed"}}}
 RUN_STAGES = BASELINES["knowledgesg"]
-# every kind a run may have as a stage, in pipeline order
-RUN_KINDS = tuple(dict.fromkeys(kind for stages in BASELINES.values() for kind in stages))
+# every kind a run may have as a stage, in pipeline order (each pipeline ends with its evaluation)
+RUN_KINDS = tuple(dict.fromkeys(kind for stages in BASELINES.values() for kind in stages[:-1])) + ("evaluate",)
 
 
 def run_set_fields(kind: str) -> tuple[str, ...]:

@@ -3,7 +3,8 @@ does not fit the budget is refused before it exists, and an accepted one is queu
 its epsilon is set aside."""
 from django.db import transaction
 
-from jobs.kinds import DPFinetuneParams, JobParamsError, params_parse
+from jobs.kinds import JobParamsError, params_parse
+from privacy.kinds import DPFinetuneParams
 from jobs.services import job_submit
 
 from privacy.dp.config import TrainConfigError, dp_config_from_params, planned_steps
