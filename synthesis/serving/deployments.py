@@ -70,7 +70,8 @@ def deployment_stop(*, deployment: Deployment, actor) -> Deployment:
     unloads this process's copy, if one is left)."""
     if not deployments_manageable_by(actor).filter(pk=deployment.pk).exists():
         raise AccessRefused("only an administrator or the dataset's owner stops this deployment")
-    locked = Deployment.objects.select_for_update().select_related("run", "run__dataset").get(pk=deployment.pk)
+    # the deployment row alone is locked (PostgreSQL locks no nullable side of an outer join)
+    locked = Deployment.objects.select_for_update(of=("self",)).select_related("run", "run__dataset").get(pk=deployment.pk)
     if locked.active:
         locked.active = False
         locked.save(update_fields=["active"])
