@@ -46,6 +46,11 @@ class DatasetOut(Schema):
     canary_count: int
     canary_repeats: int
     allow_nonprivate_baselines: bool
+    privacy_unit: str = Field(description="the field naming each record's person; empty: each record is its own unit")
+    epsilon_unit: str = Field(description="what one epsilon protects: 'per record' or 'per <privacy unit field>'")
+    train_units: int = Field(description="privacy units (persons, or records) in the training split")
+    duplicate_records: int
+    duplicates_dropped: bool
     sha256: str
     size_bytes: int
     pii_summary: dict
@@ -59,6 +64,7 @@ class LedgerEntryOut(Schema):
     id: int
     kind: str = Field(description="reserve, commit, release or nonprivate")
     epsilon: float
+    epsilon_unit: str = Field(description="what the epsilon protects: 'per record' or 'per <privacy unit field>'")
     delta: float
     job: int
     actor: str
@@ -84,6 +90,8 @@ class DatasetIn(Schema):
     canaries: int = 0
     canary_repeats: int = 1
     allow_nonprivate_baselines: bool = False
+    privacy_unit: str = Field("", description="the field naming the person each record belongs to, e.g. patient_id")
+    drop_duplicates: bool = Field(False, description="leave out exact duplicates (kept and counted by default)")
 
 
 @router.get("/datasets", response={200: list[DatasetOut], codes_4xx: ErrorOut}, summary="Datasets you may see")
@@ -115,6 +123,7 @@ def dataset_create(request, file: File[UploadedFile], payload: Form[DatasetIn]):
             delta=payload.delta, accountant=payload.accountant, heldout_fraction=payload.heldout_fraction,
             split_seed=payload.split_seed, canaries=payload.canaries, canary_repeats=payload.canary_repeats,
             allow_nonprivate_baselines=payload.allow_nonprivate_baselines,
+            privacy_unit=payload.privacy_unit, drop_duplicates=payload.drop_duplicates,
         )
     return Status(201, dataset_out(dataset, request.user, usable=True))
 
@@ -134,8 +143,8 @@ def dataset_budget(request, dataset_id: DbId):
     dataset = visible_dataset(request.user, dataset_id)
     ledger = [
         {"id": entry.pk, "kind": entry.kind, "epsilon": float(entry.epsilon), "delta": entry.delta, "job": entry.job_id,
-         "actor": entry.actor.get_username(), "reason": entry.reason, "mechanism": entry.mechanism,
-         "created_at": entry.created_at}
+         "epsilon_unit": dataset.epsilon_unit, "actor": entry.actor.get_username(), "reason": entry.reason,
+         "mechanism": entry.mechanism, "created_at": entry.created_at}
         for entry in ledger_for(dataset=dataset)
     ]
     return {"dataset": dataset.pk, "name": dataset.name, "budget": budget_out(dataset.budget), "ledger": ledger}
@@ -164,6 +173,8 @@ def dataset_out(dataset: PrivateDataset, user, *, usable: bool) -> dict:
         "train_count": dataset.train_count, "heldout_count": dataset.heldout_count,
         "canary_count": dataset.canary_count, "canary_repeats": dataset.canary_repeats,
         "allow_nonprivate_baselines": dataset.allow_nonprivate_baselines, "sha256": dataset.sha256,
+        "privacy_unit": dataset.privacy_unit, "epsilon_unit": dataset.epsilon_unit, "train_units": dataset.train_units,
+        "duplicate_records": dataset.duplicate_records, "duplicates_dropped": dataset.duplicates_dropped,
         "size_bytes": dataset.size_bytes, "pii_summary": dataset.pii_summary, "created_at": dataset.created_at,
         "usable": usable, "records_readable": dataset_records_readable(user, dataset),
         "budget": budget_out(dataset.budget),

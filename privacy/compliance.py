@@ -25,7 +25,7 @@ WARN_FRACTION = Decimal("0.8")  # a budget used beyond this share of its limit i
 ACTIVE_STATUSES = (Job.Status.AWAITING_APPROVAL, Job.Status.QUEUED, Job.Status.RUNNING)
 
 LEDGER_COLUMNS = ("id", "created_at", "dataset_id", "dataset", "budget_id", "job_id", "job_kind", "run_id",
-                  "kind", "epsilon", "delta", "actor", "reason", "mechanism")
+                  "kind", "epsilon", "epsilon_unit", "delta", "actor", "reason", "mechanism")
 AUDIT_COLUMNS = ("id", "created_at", "action", "dataset_id", "dataset", "job_id", "actor", "comment", "details")
 
 
@@ -62,7 +62,7 @@ def budget_rows() -> list[dict[str, Any]]:
             "left": _epsilon(balance.left), "used": _epsilon(balance.spent + balance.reserved),
             "warn_at": _epsilon(balance.limit * WARN_FRACTION), "commits": balance.commits, "delta": budget.delta,
             "delta_spent": balance.delta_spent, "nonprivate_releases": balance.nonprivate_releases,
-            "accountant": budget.accountant,
+            "accountant": budget.accountant, "epsilon_unit": dataset.epsilon_unit,
             "approval_threshold": None if dataset.approval_epsilon_threshold is None
             else _epsilon(dataset.approval_epsilon_threshold),
         })
@@ -200,7 +200,8 @@ def ledger_row(entry: LedgerEntry) -> dict[str, Any]:
     return {"id": entry.pk, "created_at": entry.created_at.isoformat(), "dataset_id": entry.budget.dataset_id,
             "dataset": entry.budget.dataset.name, "budget_id": entry.budget_id, "job_id": entry.job_id,
             "job_kind": entry.job.kind, "run_id": entry.job.parent_id, "kind": entry.kind,
-            "epsilon": str(entry.epsilon), "delta": entry.delta, "actor": entry.actor.get_username(),
+            "epsilon": str(entry.epsilon), "epsilon_unit": entry.budget.dataset.epsilon_unit, "delta": entry.delta,
+            "actor": entry.actor.get_username(),
             "reason": entry.reason, "mechanism": entry.mechanism}
 
 

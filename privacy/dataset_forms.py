@@ -20,7 +20,7 @@ from .services.datasets import MAX_CANARIES, MAX_CANARY_REPEATS, NAME_MAX_LENGTH
 ERROR_FIELDS = (
     ("epsilon limit", "epsilon_limit"), ("delta", "delta"), ("unknown accountant", "accountant"),
     ("the dataset name", "name"), ("a dataset named", "name"), ("canary", "canaries"),
-    ("held-out fraction", "heldout_fraction"),
+    ("held-out fraction", "heldout_fraction"), ("privacy unit", "privacy_unit"),
 )
 
 
@@ -92,6 +92,17 @@ class DatasetUploadForm(forms.Form):
     canary_repeats = forms.IntegerField(label="Copies of each canary", initial=1, min_value=1,
                                         max_value=MAX_CANARY_REPEATS, required=False,
                                         help_text="More copies make memorisation, and so the test, stronger.")
+    privacy_unit = forms.CharField(
+        label="Privacy unit", required=False, max_length=100,
+        help_text="The field (column) naming the person each record belongs to, e.g. patient_id: DP then protects "
+                  "each person's records together and epsilon is stated per person. Blank: each record is its own "
+                  "unit (a person with k records is protected only by group privacy, about k times epsilon).",
+    )
+    drop_duplicates = forms.BooleanField(
+        label="Leave out exact duplicates", required=False,
+        help_text="Records with the same person, instruction and response as an earlier one. By default they are "
+                  "kept and counted.",
+    )
     allow_nonprivate_baselines = forms.BooleanField(
         label="Allow non-private baselines", required=False,
         help_text="Lets the nonprivate baseline train on the raw records with no DP guarantee, as the leaky upper "

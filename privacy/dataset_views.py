@@ -19,7 +19,7 @@ from jobs.selectors import jobs_visible_to
 from .access import dataset_manageable_by, datasets_usable_by, datasets_visible_to, is_compliance_officer
 from .dataset_forms import DatasetSizeLimitHandler, DatasetUploadForm, GrantForm
 from .datasets import DatasetError
-from .selectors import BudgetBalance, dataset_balance, ledger_for
+from .selectors import BudgetBalance, dataset_balance, dataset_unit_summary, ledger_for
 from .services import AccessRefused, BudgetConfigError, dataset_grant, dataset_register, dataset_revoke
 
 LEDGER_ROWS = 50
@@ -80,7 +80,8 @@ def _dataset_new(request):
             form.add_register_error(error)
         else:
             messages.success(request, f"Dataset {dataset.name} registered: {dataset.record_count} records "
-                                      f"({dataset.train_count} for training, {dataset.heldout_count} held out).")
+                                      f"({dataset.train_count} for training, {dataset.heldout_count} held out); "
+                                      f"{dataset_unit_summary(dataset)}.")
             return redirect("datasets:detail", dataset_id=dataset.pk)
     status = 400 if request.method == "POST" else 200
     return render(request, "privacy/dataset_new.html", {"form": form}, status=status)
@@ -104,6 +105,7 @@ def _register_upload(data: dict, *, owner):
             delta=data["delta"], accountant=data["accountant"], heldout_fraction=data["heldout_fraction"],
             canaries=data["canaries"], canary_repeats=data["canary_repeats"],
             allow_nonprivate_baselines=data["allow_nonprivate_baselines"],
+            privacy_unit=data["privacy_unit"], drop_duplicates=data["drop_duplicates"],
         )
 
 

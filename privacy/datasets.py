@@ -3,6 +3,12 @@
 A dataset is a JSON Lines or CSV file of (instruction, response) records. The accepted field
 names are the pairs in FIELD_PAIRS; the first pair present in a file wins, and the file must use
 it throughout. Every problem found is reported with the line it is on and what to fix.
+
+The privacy unit: a dataset may name the field that identifies the person a record belongs to
+(`patient_id`, `customer`): its value is kept as the record's "unit", the split puts each unit
+wholly on one side, and DP training protects units, not records. Without one, each record is
+its own unit. Exact duplicates (same unit, instruction and response) are reported and kept, or
+dropped when asked; never a reason to refuse the file.
 """
 import csv
 import io
@@ -34,9 +40,17 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class ParsedDataset:
-    records: list[dict]  # each {"instruction": str, "response": str}, values stripped
+    records: list[dict]  # each {"instruction": str, "response": str} (+ "unit": str), values stripped
     source_format: str  # "jsonl" or "csv"
     field_mapping: dict = field(default_factory=dict)  # e.g. {"instruction": "question", "response": "answer"}
+    privacy_unit: str = ""  # the field naming the person; "" = each record is its own unit
+    duplicates: list[tuple[int, int]] = field(default_factory=list)  # (line, the earlier line it repeats)
+    duplicates_dropped: bool = False
+
+    @property
+    def unit_count(self) -> int:
+        """Distinct privacy units among the records (records, when no unit field is named)."""
+        return len({record["unit"] for record in self.records}) if self.privacy_unit else len(self.records)
 
 
 class _Problems:
@@ -69,13 +83,18 @@ def _line_number(message: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def dataset_parse(path: Path, *, max_file_bytes: int, max_record_chars: int) -> ParsedDataset:
+def dataset_parse(path: Path, *, max_file_bytes: int, max_record_chars: int, privacy_unit: str = "",
+                  drop_duplicates: bool = False) -> ParsedDataset:
     """Read a .jsonl/.json (JSON Lines) or .csv file of instruction/response records.
 
     max_file_bytes bounds the file size in bytes; max_record_chars bounds each record's
     instruction plus response, in characters (after stripping). A UTF-8 byte order mark is
-    accepted. Raises DatasetError listing up to MAX_REPORTED_ERRORS problems with line numbers.
+    accepted. privacy_unit names the field (column) identifying each record's person: every record
+    must have it (text or a whole number), kept as the record's "unit". Exact duplicates are
+    listed in `duplicates` and kept, or left out with drop_duplicates. Raises DatasetError listing
+    up to MAX_REPORTED_ERRORS problems with line numbers.
     """
+    privacy_unit = privacy_unit_check(privacy_unit)
     path = Path(path)
     source_format = FORMAT_BY_EXTENSION.get(path.suffix.lower())
     if source_format is None:
@@ -93,11 +112,29 @@ def dataset_parse(path: Path, *, max_file_bytes: int, max_record_chars: int) -> 
         rows, field_mapping = _jsonl_rows(text, problems)
     else:
         rows, field_mapping = _csv_rows(text, problems)
-    records = _validated_records(rows, field_mapping, max_record_chars, problems)
+    if privacy_unit and source_format == "csv" and rows and all(privacy_unit not in row for _, row in rows):
+        problems.add(f"line 1: the header has no {privacy_unit!r} column, the privacy unit you named; add it "
+                     "(the person each record belongs to) or register the dataset without a privacy unit")
+    records, duplicates = _validated_records(rows, field_mapping, max_record_chars, problems, privacy_unit,
+                                             drop_duplicates)
     problems.raise_if_any()
     if not records:
         raise DatasetError(f"{path.name} has no records: expected records with fields {_ACCEPTED_PAIRS}")
-    return ParsedDataset(records=records, source_format=source_format, field_mapping=field_mapping)
+    return ParsedDataset(records=records, source_format=source_format, field_mapping=field_mapping,
+                         privacy_unit=privacy_unit, duplicates=duplicates, duplicates_dropped=bool(drop_duplicates))
+
+
+def privacy_unit_check(name) -> str:
+    """A privacy unit field name as given ("" for none), or a DatasetError saying what to fix."""
+    if name is None or name == "":
+        return ""
+    if not isinstance(name, str) or not name.strip() or len(name.strip()) > 100 or not name.strip().isprintable():
+        raise DatasetError(f"privacy unit {name!r} must be the name of a field (printable text, up to 100 characters)")
+    name = name.strip()
+    if any(name in pair for pair in FIELD_PAIRS):
+        raise DatasetError(f"privacy unit {name!r} is a text field; name the field that identifies the person "
+                           "(e.g. patient_id)")
+    return name
 
 
 def _decode_utf8(data: bytes) -> str:
@@ -212,9 +249,11 @@ def _csv_rows(text: str, problems: _Problems) -> tuple[list[tuple[int, dict]], d
     return rows, _mapping(pair)
 
 
-def _validated_records(rows, field_mapping: dict, max_record_chars: int, problems: _Problems) -> list[dict]:
+def _validated_records(rows, field_mapping: dict, max_record_chars: int, problems: _Problems, privacy_unit: str,
+                       drop_duplicates: bool) -> tuple[list[dict], list[tuple[int, int]]]:
     records: list[dict] = []
-    first_line_of: dict[tuple[str, str], int] = {}
+    duplicates: list[tuple[int, int]] = []
+    first_line_of: dict[tuple[str, str, str], int] = {}
     for line_number, row in rows:
         if problems.full:
             problems.truncated = True
@@ -228,6 +267,13 @@ def _validated_records(rows, field_mapping: dict, max_record_chars: int, problem
                 ok = False
             else:
                 record[target] = value.strip()
+        if privacy_unit:
+            unit, problem = _unit_value(privacy_unit, row.get(privacy_unit))
+            if problem:
+                problems.add(f"line {line_number}: {problem}")
+                ok = False
+            else:
+                record["unit"] = unit
         if not ok:
             continue
         length = len(record["instruction"]) + len(record["response"])
@@ -235,14 +281,26 @@ def _validated_records(rows, field_mapping: dict, max_record_chars: int, problem
             problems.add(f"line {line_number}: the record is {length:,} characters (instruction + response); "
                          f"the limit is {max_record_chars:,}: shorten or split it")
             continue
-        key = (" ".join(record["instruction"].split()), " ".join(record["response"].split()))
+        key = (record.get("unit", ""), " ".join(record["instruction"].split()), " ".join(record["response"].split()))
         if key in first_line_of:
-            problems.add(f"line {line_number}: duplicates line {first_line_of[key]} "
-                         "(same instruction and response); remove one of them")
-            continue
-        first_line_of[key] = line_number
+            duplicates.append((line_number, first_line_of[key]))
+            if drop_duplicates:
+                continue
+        else:
+            first_line_of[key] = line_number
         records.append(record)
-    return records
+    return records, duplicates
+
+
+def _unit_value(name: str, value) -> tuple[str, str | None]:
+    """(the unit as text, None) or ("", what is wrong with it)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value), None
+    if isinstance(value, str) and value.strip():
+        return value.strip(), None
+    if value is None:
+        return "", f"missing privacy unit field {name!r}; every record needs the person it belongs to"
+    return "", f"privacy unit field {name!r} must be text or a whole number, not {value!r}"
 
 
 def _field_problem(name: str, value) -> str | None:
@@ -259,25 +317,30 @@ def _field_problem(name: str, value) -> str | None:
 def dataset_split(records: Sequence, *, heldout_fraction: float, seed: int) -> tuple[list, list]:
     """Split records into (train, heldout) by a shuffle that depends only on seed.
 
-    heldout gets round(n * heldout_fraction) records (Python's round: halves to even), at least 1
-    when n >= 2 and the fraction is positive, and train is never empty. Both keep the records'
-    original order. The fraction must be within [0, 0.5].
+    The shuffle is of privacy units: records carrying a "unit" go to one side with all their
+    unit's records (no person is both trained on and held out); otherwise each record is its own
+    unit. heldout gets round(n * heldout_fraction) units (Python's round: halves to even), at
+    least 1 when n >= 2 and the fraction is positive, and train is never empty. Both keep the
+    records' original order. The fraction must be within [0, 0.5].
     """
     is_number = isinstance(heldout_fraction, int | float) and not isinstance(heldout_fraction, bool)
     if not is_number or not 0 <= heldout_fraction <= 0.5:
         raise DatasetError(f"held-out fraction {heldout_fraction!r} must be a number from 0 to 0.5")
-    n = len(records)
-    if n == 0:
+    if len(records) == 0:
         raise DatasetError("no records to split")
+    units = [record["unit"] if isinstance(record, dict) and "unit" in record else index
+             for index, record in enumerate(records)]
+    distinct = list(dict.fromkeys(units))  # in order of first appearance
+    n = len(distinct)
     heldout_count = round(n * heldout_fraction)
     if heldout_fraction > 0 and n >= 2:
         heldout_count = max(1, heldout_count)
     heldout_count = min(heldout_count, n - 1)
     order = list(range(n))
     random.Random(seed).shuffle(order)
-    heldout_indices = set(order[:heldout_count])
-    train = [record for index, record in enumerate(records) if index not in heldout_indices]
-    heldout = [record for index, record in enumerate(records) if index in heldout_indices]
+    heldout_units = {distinct[index] for index in order[:heldout_count]}
+    train = [record for record, unit in zip(records, units) if unit not in heldout_units]
+    heldout = [record for record, unit in zip(records, units) if unit in heldout_units]
     return train, heldout
 
 

@@ -47,8 +47,13 @@ def dp_finetune_run(params, ctx) -> None:
 
     model, tokenizer = training_model_load(params.base_model, cache_dir=settings.KSG_MODEL_CACHE)
     model = lora_wrap(model, config)
-    examples = examples_tokenize(dataset_records(dataset=dataset, split="train"), tokenizer, max_length=config.max_length)
-    ctx.log(f"training on {len(examples)} records of {dataset.name}", base_model=params.base_model)
+    records = dataset_records(dataset=dataset, split="train")
+    examples = examples_tokenize(records, tokenizer, max_length=config.max_length)
+    # With a privacy unit, DP-SGD samples and clips persons (each canary is one); else records.
+    units = [record["unit"] for record in records] if dataset.privacy_unit else None
+    people = f" ({len(set(units))} {dataset.privacy_unit} units)" if units else ""
+    ctx.log(f"training on {len(examples)} records{people} of {dataset.name}; epsilon is {dataset.epsilon_unit}",
+            base_model=params.base_model)
     last_step: dict = {}
 
     def before_noise(report: StepReport) -> None:
@@ -57,6 +62,7 @@ def dp_finetune_run(params, ctx) -> None:
             "step": report.step, "planned_steps": report.planned_steps, "epsilon": report.epsilon,
             "noise_multiplier": report.noise_multiplier, "sample_rate": report.sample_rate,
             "target_epsilon": config.target_epsilon, "delta": config.delta, "accountant": config.accountant,
+            "epsilon_unit": dataset.epsilon_unit,
         }
         ctx.epsilon(**payload)
         last_step.clear()
@@ -69,7 +75,7 @@ def dp_finetune_run(params, ctx) -> None:
         ctx.metric(step=report.step, loss=report.loss, batch_size=report.batch_size, seconds=report.seconds)
 
     try:
-        result = dp_lora_train(model, examples, config, pad_id=tokenizer.pad_token_id,
+        result = dp_lora_train(model, examples, config, pad_id=tokenizer.pad_token_id, units=units,
                                on_step=before_noise, on_step_done=after_step)
     finally:
         _settle(job, config, last_step or None)
@@ -80,6 +86,7 @@ def dp_finetune_run(params, ctx) -> None:
     committed = LedgerEntry.objects.get(job=job, kind=LedgerEntry.Kind.COMMIT)
     (adapter_dir / "privacy.json").write_text(json.dumps({
         "epsilon": float(committed.epsilon), "delta": config.delta, "accountant": config.accountant,
+        "epsilon_unit": dataset.epsilon_unit, "privacy_unit": dataset.privacy_unit or "record",
         "eps_error": dp_accountant.PRV_EPS_ERROR if config.accountant == "prv" else None,
         "target_epsilon": config.target_epsilon, "sample_rate": result.sample_rate,
         "noise_multiplier": result.noise_multiplier, "steps": result.steps, "planned_steps": result.planned_steps,
@@ -87,7 +94,7 @@ def dp_finetune_run(params, ctx) -> None:
         "secure_rng": result.secure_rng,
         "base_model": params.base_model, "config": asdict(config),
         "dataset": {"name": dataset.name, "sha256": dataset.sha256, "train_records": dataset.train_count,
-                    "size": DATASET_SIZE_POLICY},
+                    "train_units": dataset.train_units, "size": DATASET_SIZE_POLICY},
         "library_versions": dp_accountant.library_versions(),
     }, indent=2))
     ctx.artifact(kind="adapter", path=adapter_dir)
@@ -119,6 +126,9 @@ def _settle(job, config: DPTrainConfig, last_step: dict | None) -> None:
         "mechanism": "poisson_subsampled_gaussian", "sample_rate": last_step["sample_rate"],
         "noise_multiplier": last_step["noise_multiplier"], "steps": last_step["step"],
         "max_grad_norm": config.max_grad_norm, "accountant": config.accountant,
+        # what the sample rate samples and the clipping bounds: a record, or a person's records together
+        "unit": job.dataset.privacy_unit or "record", "epsilon_unit": job.dataset.epsilon_unit,
+        "max_records_per_unit": config.max_records_per_unit if job.dataset.privacy_unit else 1,
         "library_versions": dp_accountant.library_versions(),
     }
     budget_settle(job=job, epsilon=epsilon, delta=config.delta, mechanism=mechanism, actor=job.owner,

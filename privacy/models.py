@@ -38,6 +38,15 @@ class PrivateDataset(models.Model):
     heldout_count = models.PositiveIntegerField()
     split_seed = models.BigIntegerField()
     pii_summary = models.JSONField(default=dict, help_text="Counts of names, emails, phones, dates, ids found.")
+    privacy_unit = models.CharField(
+        max_length=100, blank=True, editable=False,
+        help_text="The field naming the person each record belongs to (e.g. patient_id): DP protects each "
+                  "person's records together. Empty: each record is its own unit. Fixed at registration.")
+    train_units = models.PositiveIntegerField(
+        default=0, help_text="Privacy units in the training split (canaries are one each; records, with no unit field).")
+    duplicate_records = models.PositiveIntegerField(
+        default=0, help_text="Exact duplicates found at registration (same unit, instruction and response).")
+    duplicates_dropped = models.BooleanField(default=False, help_text="Whether those duplicates were left out.")
     canary_count = models.PositiveIntegerField(
         default=0, help_text="Random canary records planted in the training split at registration (0: none)."
     )
@@ -59,6 +68,12 @@ class PrivateDataset(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def epsilon_unit(self) -> str:
+        """What one epsilon of this dataset protects, as every page and file states it:
+        "per record", or "per <unit field>" (e.g. "per patient_id")."""
+        return f"per {self.privacy_unit}" if self.privacy_unit else "per record"
 
 
 class PrivacyBudget(models.Model):

@@ -94,3 +94,18 @@ def job_epsilon_committed(*, job_id: int) -> tuple[Decimal, float] | None:
     """(epsilon, delta) the ledger committed for a job, or None."""
     entry = LedgerEntry.objects.filter(job_id=job_id, kind=LedgerEntry.Kind.COMMIT).first()
     return None if entry is None else (entry.epsilon, entry.delta)
+
+
+def dataset_unit_summary(dataset) -> str:
+    """One line on what the dataset's epsilon protects and its duplicates, for the pages and CLI."""
+    if dataset.privacy_unit:
+        unit = (f"privacy unit: {dataset.privacy_unit} ({dataset.train_units} in the training split): "
+                f"epsilon is {dataset.epsilon_unit}, each person's records protected together")
+    else:
+        unit = ("privacy unit: the record (no privacy unit field named): epsilon is per record, and a person with "
+                "k records is protected only by group privacy, about k times epsilon")
+    if not dataset.duplicate_records:
+        return unit + "; no exact duplicates"
+    fate = "left out" if dataset.duplicates_dropped else "kept, each counted under its unit"
+    return unit + f"; {dataset.duplicate_records} exact duplicate(s) {fate}"
+

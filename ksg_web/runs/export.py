@@ -110,7 +110,8 @@ def card_facts(report: dict[str, Any], *, base_model: str, adapter_artifact: int
             "name": report["dataset"]["name"], "sha256": report["dataset"]["sha256"],
             "train_records": report["dataset"]["train_records"], "size": DATASET_SIZE_POLICY},
         # q and T are part of the guarantee; n follows from them (DATASET_SIZE_POLICY)
-        "mechanism": {key: mechanism.get(key) for key in ("sample_rate", "steps", "noise_multiplier", "max_grad_norm")}
+        "mechanism": {key: mechanism.get(key) for key in ("sample_rate", "steps", "noise_multiplier", "max_grad_norm",
+                                                          "unit", "max_records_per_unit")}
         if mechanism else None,
         "privacy": privacy,
         "evaluation": {
@@ -141,8 +142,11 @@ def model_card(facts: dict[str, Any]) -> str:
         guarantee = ("**No private record was used to train it (epsilon = 0)**: self-instruct baseline, synthetic "
                      "data from the base model alone.")
     elif privacy.get("epsilon") is not None:
-        guarantee = (f"**(epsilon = {privacy['epsilon']}, delta = {privacy['delta']:g})-differential privacy** "
-                     f"with respect to the private training records, from the {privacy.get('accountant', '?')} "
+        unit = privacy.get("epsilon_unit", "per record")
+        protected = ("each training record" if unit == "per record"
+                     else f"each person ({unit.removeprefix('per ')}) with all their training records together")
+        guarantee = (f"**(epsilon = {privacy['epsilon']}, delta = {privacy['delta']:g})-differential privacy "
+                     f"{unit}**: it protects {protected}, from the {privacy.get('accountant', '?')} "
                      "accountant over the DP-SGD steps of stage 1, as committed in the platform's privacy ledger. "
                      "Every later stage only post-processes the DP adapter, so the guarantee carries over.")
     else:

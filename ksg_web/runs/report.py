@@ -229,7 +229,8 @@ def _privacy(run: Job, children: list[Job]) -> dict[str, Any]:
     target = (run.params.get("stages", {}).get("dp_finetune") or {}).get("target_epsilon")
     result = {"dp": True, "unbounded": False, "epsilon": None, "epsilon_display": MISSING, "delta": None,
               "target_epsilon": target, "accountant": None, "mechanism": {}, "commits": len(commits),
-              "ledger_jobs": sorted({e.job_id for e in commits + nonprivate})}
+              "ledger_jobs": sorted({e.job_id for e in commits + nonprivate}),
+              "epsilon_unit": run.dataset.epsilon_unit if run.dataset else "per record"}
     if nonprivate or run_baseline(run) == "nonprivate":
         # no finite epsilon describes training on the raw records: unbounded, never "0"
         return result | {"dp": False, "unbounded": True, "epsilon_display": INFINITY, "target_epsilon": None,
@@ -239,7 +240,8 @@ def _privacy(run: Job, children: list[Job]) -> dict[str, Any]:
         mechanism = commits[-1].mechanism or {}
         return result | {"epsilon": epsilon, "epsilon_display": f"{epsilon:.4g}", "delta": sum(e.delta for e in commits),
                          "accountant": mechanism.get("accountant"), "mechanism": mechanism,
-                         "label": "differentially private (DP-SGD), epsilon committed in the ledger"}
+                         "label": f"differentially private (DP-SGD), epsilon {result['epsilon_unit']} committed "
+                                  "in the ledger"}
     if run_baseline(run) == "self_instruct":  # stages 2-5 from the base model alone
         return result | {"epsilon": 0.0, "epsilon_display": "0",
                          "label": "no private record was used for training (ε = 0)"}

@@ -41,6 +41,8 @@ def dataset_register(
     canaries: int = 0,
     canary_repeats: int = 1,
     allow_nonprivate_baselines: bool = False,
+    privacy_unit: str = "",
+    drop_duplicates: bool = False,
 ) -> PrivateDataset:
     """Register the file at source_path as a private dataset with its privacy budget.
 
@@ -55,6 +57,11 @@ def dataset_register(
     random positions, marked {"canary": true}; their secrets are kept in canaries.json beside
     the splits, for the evaluation's exposure measurement. Canaries count as training records.
     allow_nonprivate_baselines lets the `nonprivate` baseline (no DP) train on the records.
+
+    privacy_unit names the field identifying each record's person (privacy.datasets): the split
+    keeps each person on one side, DP jobs protect persons, each canary is a person of its own,
+    and the default delta is below 1/(training persons). Exact duplicates are counted (kept, or
+    left out with drop_duplicates) and never refuse the file.
     """
     name = _validated_name(name)
     limit = _validated_epsilon_limit(epsilon_limit)
@@ -68,12 +75,14 @@ def dataset_register(
     if not source_path.is_file():
         raise DatasetError(f"{source_path}: no such file")
     parsed = dataset_parse(
-        source_path, max_file_bytes=settings.KSG_MAX_DATASET_BYTES, max_record_chars=settings.KSG_MAX_RECORD_CHARS
+        source_path, max_file_bytes=settings.KSG_MAX_DATASET_BYTES, max_record_chars=settings.KSG_MAX_RECORD_CHARS,
+        privacy_unit=privacy_unit, drop_duplicates=drop_duplicates,
     )
     train, heldout = dataset_split(parsed.records, heldout_fraction=heldout_fraction, seed=split_seed)
     canary_rows = _canaries(canaries, canary_repeats)
-    train = _planted(train, canary_rows, canary_repeats)
-    delta = _validated_delta(delta, train_count=len(train))
+    train = _planted(train, canary_rows, canary_repeats, units=bool(parsed.privacy_unit))
+    train_units = len({record["unit"] for record in train}) if parsed.privacy_unit else len(train)
+    delta = _validated_delta(delta, train_count=train_units, unit=parsed.privacy_unit or "record")
 
     private_dir = Path(settings.KSG_PRIVATE_DIR)
     slug = slugify(name)[:60].strip("-") or "dataset"
@@ -97,14 +106,18 @@ def dataset_register(
                 size_bytes=size_bytes, record_count=len(parsed.records), train_count=len(train),
                 heldout_count=len(heldout), split_seed=split_seed, pii_summary=summary,
                 canary_count=len(canary_rows), canary_repeats=canary_repeats if canary_rows else 0,
-                allow_nonprivate_baselines=bool(allow_nonprivate_baselines),
+                allow_nonprivate_baselines=bool(allow_nonprivate_baselines), privacy_unit=parsed.privacy_unit,
+                train_units=train_units, duplicate_records=len(parsed.duplicates),
+                duplicates_dropped=parsed.duplicates_dropped,
             )
             PrivacyBudget.objects.create(dataset=dataset, epsilon_limit=limit, delta=delta, accountant=accountant)
             AuditEntry.objects.create(
                 action=AuditEntry.Action.DATASET_REGISTERED, actor=owner, dataset=dataset,
                 details={"sha256": sha256, "records": len(parsed.records), "epsilon_limit": str(limit), "delta": delta,
                          "accountant": accountant, "canaries": len(canary_rows),
-                         "allow_nonprivate_baselines": bool(allow_nonprivate_baselines)},
+                         "allow_nonprivate_baselines": bool(allow_nonprivate_baselines),
+                         "privacy_unit": parsed.privacy_unit or "record", "train_units": train_units,
+                         "duplicates": len(parsed.duplicates), "duplicates_dropped": parsed.duplicates_dropped},
             )
     except IntegrityError as error:
         shutil.rmtree(directory, ignore_errors=True)
@@ -128,16 +141,23 @@ def _canaries(count, repeats) -> list[dict]:
     return canary_records(count, seed=secrets.randbits(64)) if count else []
 
 
-def _planted(train: list[dict], canary_rows: list[dict], repeats: int) -> list[dict]:
-    """The training split with `repeats` copies of each canary inserted at random positions."""
+def _planted(train: list[dict], canary_rows: list[dict], repeats: int, *, units: bool) -> list[dict]:
+    """The training split with `repeats` copies of each canary inserted at random positions; with
+    privacy units, each canary (all its copies) is a unit of its own."""
     if not canary_rows:
         return train
     rng = random.Random(secrets.randbits(64))
     planted = list(train)
-    for row in canary_rows:
+    taken = {record["unit"] for record in train} if units else set()
+    for index, row in enumerate(canary_rows, start=1):
+        canary = {"instruction": row["instruction"], "response": row["response"], "canary": True}
+        if units:
+            unit = f"canary-{index}"
+            while unit in taken:  # a real unit with that name: the canary's must differ
+                unit = "_" + unit
+            canary["unit"] = unit
         for _ in range(repeats):
-            planted.insert(rng.randint(0, len(planted)),
-                           {"instruction": row["instruction"], "response": row["response"], "canary": True})
+            planted.insert(rng.randint(0, len(planted)), dict(canary))
     return planted
 
 
@@ -173,8 +193,9 @@ def _validated_epsilon_limit(value) -> Decimal:
     return limit
 
 
-def _validated_delta(delta, *, train_count: int) -> float:
-    """delta, a probability, strictly below 1/train_count; default_delta(train_count) when None."""
+def _validated_delta(delta, *, train_count: int, unit: str = "record") -> float:
+    """delta, a probability, strictly below 1/train_count (training units: records, or persons
+    where the dataset names its privacy unit); default_delta(train_count) when None."""
     if delta is None:
         return default_delta(train_count)
     if isinstance(delta, bool) or not isinstance(delta, int | float | Decimal):
@@ -184,7 +205,8 @@ def _validated_delta(delta, *, train_count: int) -> float:
         raise BudgetConfigError(f"delta must be a probability strictly between 0 and 1, not {delta!r}")
     if delta >= 1 / train_count:
         raise BudgetConfigError(
-            f"delta {delta:g} is not below 1/n = {1 / train_count:.3g} for n = {train_count} training records: "
+            f"delta {delta:g} is not below 1/n = {1 / train_count:.3g} for n = {train_count} training "
+            f"{'records' if unit == 'record' else f'units ({unit})'}: "
             "with delta >= 1/n a mechanism could publish a whole record and still meet the guarantee; "
             f"use a smaller delta (the default for this dataset is {default_delta(train_count):g})"
         )

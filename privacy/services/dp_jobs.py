@@ -21,7 +21,7 @@ def dp_finetune_params_check(*, dataset: PrivateDataset, params: dict | None) ->
     budget = dataset.budget
     try:
         planned_steps(dp_config_from_params(parsed, delta=budget.delta, accountant=budget.accountant),
-                      dataset.train_count)
+                      dataset.train_units)  # DP-SGD samples units: persons, or records
     except TrainConfigError as exc:
         raise JobParamsError(f"dp_finetune: {exc}") from None
     return parsed

@@ -106,7 +106,12 @@
         const row = body.insertRow();
         row.id = `budget-row-${b.id}`;
         if (changed.has(b.id)) row.className = "changed";
-        [b.name, b.owner].forEach((text) => cell(row, text));
+        const name = cell(row, b.name);
+        const unit = document.createElement("small");
+        unit.className = "epsilon-unit";
+        unit.textContent = ` ε ${b.epsilon_unit}`;
+        name.append(unit);
+        cell(row, b.owner);
         [b.limit, b.spent, b.reserved, b.left].forEach((text) => cell(row, text, "num"));
         const meter = document.createElement("meter");
         Object.assign(meter, {min: 0, max: num(b.limit), optimum: 0, high: num(b.warn_at), value: num(b.used)});

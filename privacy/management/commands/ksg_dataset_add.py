@@ -8,6 +8,7 @@ from django.db import DatabaseError
 
 from privacy.datasets import DatasetError
 from privacy.models import PrivacyBudget
+from privacy.selectors import dataset_unit_summary
 from privacy.services import BudgetConfigError, dataset_register
 
 
@@ -30,6 +31,13 @@ class Command(BaseCommand):
                                  "measure memorisation by their exposure (default 0: none)")
         parser.add_argument("--canary-repeats", type=int, default=1, metavar="R",
                             help="copies of each canary in the training split (default 1)")
+        parser.add_argument("--privacy-unit", default="", metavar="FIELD",
+                            help="the field (column) naming the person each record belongs to, e.g. patient_id: "
+                                 "DP then protects each person's records together (epsilon per FIELD). Without "
+                                 "it each record is its own unit (epsilon per record)")
+        parser.add_argument("--drop-duplicates", action="store_true",
+                            help="leave out exact duplicates (same person, instruction and response); by default "
+                                 "they are kept and counted")
         parser.add_argument("--allow-nonprivate-baselines", action="store_true",
                             help="allow the `nonprivate` baseline: plain fine-tuning on the raw records with no DP "
                                  "guarantee, recorded in the ledger as a non-private release")
@@ -44,6 +52,7 @@ class Command(BaseCommand):
                 heldout_fraction=_number(options["heldout_fraction"], "--heldout-fraction"),
                 canaries=options["canaries"], canary_repeats=options["canary_repeats"],
                 allow_nonprivate_baselines=options["allow_nonprivate_baselines"],
+                privacy_unit=options["privacy_unit"], drop_duplicates=options["drop_duplicates"],
             )
         except (DatasetError, BudgetConfigError) as error:
             raise CommandError(str(error)) from error
@@ -60,6 +69,7 @@ class Command(BaseCommand):
             f"train {dataset.train_count}, held-out {dataset.heldout_count}\n"
             f"  sha256: {dataset.sha256}\n"
             f"  budget: epsilon limit {budget.epsilon_limit}, delta {budget.delta:g}, accountant {budget.accountant}\n"
+            f"  {dataset_unit_summary(dataset)}\n"
             f"  PII found: {pii}"
             + (f"\n  canaries: {dataset.canary_count} planted x {dataset.canary_repeats} in the training split"
                if dataset.canary_count else "")
