@@ -237,6 +237,8 @@ def test_command_without_a_superuser_or_owner_says_what_to_do(private_dir, make_
 def test_command_reports_file_problems_with_line_numbers(private_dir, make_user, tmp_path):
     make_user("bob")
     path = tmp_path / "d.csv"
-    path.write_text("instruction,response\nq1,a1\nq1,a1\n")
-    with pytest.raises(CommandError, match="line 3: duplicates line 2"):
-        run_add(path, "--name", "clinic", "--epsilon-limit", "1", "--owner", "bob")
+    path.write_text("instruction,response\nq1,a1\nq1,a1\n")  # a duplicate is reported, never a refusal
+    assert "1 exact duplicate(s) kept" in run_add(path, "--name", "clinic", "--epsilon-limit", "1", "--owner", "bob")
+    path.write_text("instruction,response\nq1,a1\nq2\n")
+    with pytest.raises(CommandError, match="line 3: missing field 'response'"):
+        run_add(path, "--name", "clinic-2", "--epsilon-limit", "1", "--owner", "bob")

@@ -147,11 +147,14 @@ def test_a_record_without_any_accepted_field_lists_its_keys(tmp_path):
     assert "line 1" in str(error) and "'prompt'" in str(error)
 
 
-def test_duplicates_after_whitespace_normalisation_name_both_lines(tmp_path):
+def test_duplicates_after_whitespace_normalisation_are_reported_with_both_lines_and_kept_or_dropped(tmp_path):
     content = jsonl({"instruction": "Hello  there", "response": "Hi"}, {"instruction": "x", "response": "y"},
                     {"instruction": " Hello there ", "response": "Hi\n"})
-    error = parse_error(write(tmp_path, "d.jsonl", content))
-    assert error.errors == ["line 3: duplicates line 1 (same instruction and response); remove one of them"]
+    path = write(tmp_path, "d.jsonl", content)
+    kept = dataset_parse(path, **LIMITS)
+    assert kept.duplicates == [(3, 1)] and len(kept.records) == 3 and not kept.duplicates_dropped
+    dropped = dataset_parse(path, **LIMITS, drop_duplicates=True)
+    assert dropped.duplicates == [(3, 1)] and [r["instruction"] for r in dropped.records] == ["Hello  there", "x"]
 
 
 def test_file_larger_than_the_limit_is_refused_before_reading(tmp_path):
