@@ -104,3 +104,25 @@ def test_a_dataset_registered_per_patient_counts_persons_and_says_so_everywhere(
     call_command("ksg_dataset_add", str(tmp_path / "again.jsonl"), "--name", "clinic-3", "--epsilon-limit", "8",
                  "--owner", "ada", stdout=out)
     assert "privacy unit: the record" in out.getvalue() and "epsilon is per record" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_the_dashboard_ledger_and_api_state_the_unit(make_user, client):
+    from jobs.models import Job
+    from privacy.api import dataset_out
+    from privacy.compliance import budget_rows, ledger_row
+    from privacy.services import budget_reserve
+    from tests.privacy.factories import make_dataset
+
+    owner = make_user("ada")
+    per_patient = make_dataset(owner, name="clinic")
+    per_patient.privacy_unit = "patient_id"
+    per_patient.save()
+    make_dataset(owner, name="plain")
+    assert {row["name"]: row["epsilon_unit"] for row in budget_rows()} == {"clinic": "per patient_id",
+                                                                          "plain": "per record"}
+    job = Job.objects.create(kind="dp_finetune", owner=owner, dataset=per_patient, params={"target_epsilon": 1})
+    entry = budget_reserve(job=job, epsilon=1.0, actor=owner)
+    assert ledger_row(entry)["epsilon_unit"] == "per patient_id"
+    out = dataset_out(per_patient, owner, usable=True)
+    assert out["epsilon_unit"] == "per patient_id" and out["privacy_unit"] == "patient_id"
