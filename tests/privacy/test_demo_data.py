@@ -1,13 +1,19 @@
 """Synthetic private data (privacy.demo_data and the ksg_demo_data command)."""
 import hashlib
+import io
 import json
+import re
+from collections import defaultdict
 
+import faker
 import pytest
 from django.core.management import CommandError, call_command
 
 from privacy.datasets import dataset_parse
-from privacy.demo_data import MEDICAL_CONDITIONS, demo_records
-from privacy.pii import pii_find
+from privacy.demo_data import (
+    CUSTOMER_MESSAGES, MEDICAL_CONDITIONS, demo_people, demo_people_planted, demo_records, demo_records_planted,
+)
+from privacy.pii import pii_find, pii_recall
 
 LIMITS = {"max_file_bytes": 50_000_000, "max_record_chars": 20_000}
 
@@ -16,6 +22,29 @@ def generate(tmp_path, domain: str, n: int, seed: int, name: str = "out.jsonl"):
     out = tmp_path / name
     call_command("ksg_demo_data", domain=domain, n=n, seed=seed, out=str(out))
     return out
+
+
+def generate_people(tmp_path, domain: str, people: int, seed: int, name: str = "people.jsonl", **options):
+    out, stdout = tmp_path / name, io.StringIO()
+    call_command("ksg_demo_data", domain=domain, people=people, seed=seed, out=str(out), stdout=stdout, **options)
+    return out, stdout.getvalue()
+
+
+# sha256 of `ksg_demo_data --n 50 --seed 7` per installed Faker version, computed before the
+# people mode existed: the one-record mode must write the same bytes. Another Faker version
+# draws other names; add its hashes from a checkout where this test passes.
+ONE_RECORD_MODE_SHA256 = {
+    "40.63.0": {"medical": "11782a5177a85cf6aa759daf12ebb3a44649f7baeba67ae1d4cc55ae25abfa5d",
+                "finance": "098b8ceefbcfb05c900eb4fa1fde543df165954b3405716be650f0614915d9d3"},
+}
+
+
+@pytest.mark.parametrize("domain", ["medical", "finance"])
+def test_the_one_record_mode_writes_what_it_wrote_before_the_people_mode(tmp_path, domain):
+    if faker.VERSION not in ONE_RECORD_MODE_SHA256:
+        pytest.skip(f"no pinned output for Faker {faker.VERSION}")
+    written = generate(tmp_path, domain, 50, 7).read_bytes()
+    assert hashlib.sha256(written).hexdigest() == ONE_RECORD_MODE_SHA256[faker.VERSION][domain]
 
 
 @pytest.mark.parametrize("domain", ["medical", "finance"])
@@ -90,3 +119,162 @@ def test_unwritable_paths_are_refused_clearly(tmp_path):
     (tmp_path / "a-file").write_text("")
     with pytest.raises(CommandError, match="is not a directory"):
         call_command("ksg_demo_data", domain="medical", n=3, out=str(tmp_path / "a-file" / "x.jsonl"))
+
+
+# --- people: several records per person --------------------------------------------------------
+MEDICAL_FILE_LINE = re.compile(r"MRN (\d{8})[):,]* (?:age )?(\d+)")
+FINANCE_NOTE = re.compile(r"\(account (\d+), age (\d+)\)|\((\d+), account (\d+)\)")
+
+
+def account_and_age(note: str) -> tuple[str, str]:
+    account, age, age_first, account_second = FINANCE_NOTE.search(note).groups()
+    return (account, age) if account else (account_second, age_first)
+
+
+def by_person(records: list[dict], unit_field: str) -> dict[str, list[dict]]:
+    persons = defaultdict(list)
+    for record in records:
+        persons[record[unit_field]].append(record)
+    return persons
+
+
+def without_repeats(records: list[dict]) -> list[dict]:
+    """A person's records with each exact repeat of the record before it left out."""
+    return [record for index, record in enumerate(records) if index == 0 or record != records[index - 1]]
+
+
+def test_patients_have_several_records_with_a_stable_id_name_age_and_record_number():
+    records = demo_people(domain="medical", people=200, seed=3)
+    patients = by_person(records, "patient_id")
+    assert sorted(patients) == [f"P-{number:05d}" for number in range(1, 201)]
+    assert all(2 <= len(visits) <= 8 for visits in patients.values())
+    assert {len(visits) for visits in patients.values()} == set(range(2, 9))
+    record_numbers, names = set(), set()
+    for visits in patients.values():
+        details = {MEDICAL_FILE_LINE.search(visit["response"]).groups() for visit in visits}
+        assert len(details) == 1, visits  # one record number and one age across every visit
+        first_name = visits[0]["response"].split(",")[0].removeprefix("Hi ")
+        assert all(visit["response"].startswith(f"Hi {first_name},\n") for visit in visits)
+        full_name = re.compile(rf"\b{first_name} [A-Z][a-z]+")
+        full_names = {name for visit in visits for name in full_name.findall(visit["instruction"])}
+        assert len(full_names) == 1, visits
+        record_numbers |= {number for number, _ in details}
+        names |= full_names
+    assert len(record_numbers) == len(names) == 200  # no two patients share a record number or a name
+
+
+def test_each_visit_recalls_every_earlier_condition_of_the_patient():
+    records = demo_people(domain="medical", people=150, seed=4, duplicate_rate=0)
+    conditions = [condition for condition, *_ in MEDICAL_CONDITIONS]
+    mentioned_by_patient = 0
+    for visits in by_person(records, "patient_id").values():
+        seen = []
+        for visit in visits:
+            file_line = visit["response"].split("\n")[1].split(".")[0]
+            assert set(seen) == {c for c in conditions if re.search(rf"\b{re.escape(c)}\b", file_line)}, visit
+            assert ("no earlier visits" in file_line) == (not seen)
+            diagnosis = next(c for c in conditions if f"like {c}." in visit["response"]
+                             or f"likely {c};" in visit["response"])
+            assert diagnosis not in seen  # a new complaint at every visit
+            mentioned_by_patient += bool(seen) and seen[-1] in visit["instruction"]
+            seen.append(diagnosis)
+    assert mentioned_by_patient >= 100  # about half the later visits: the patient names the last condition
+
+
+def test_customers_have_a_stable_account_and_age_and_a_growing_history_of_messages():
+    records = demo_people(domain="finance", people=150, seed=5, duplicate_rate=0)
+    topics = [topic for topic, *_ in CUSTOMER_MESSAGES]
+    customers = by_person(records, "customer_id")
+    assert len(customers) == 150 and all(2 <= len(messages) <= 8 for messages in customers.values())
+    for messages in customers.values():
+        assert len({account_and_age(message["response"]) for message in messages}) == 1
+        history_counts = [sum(topic in message["response"].split("before this:")[-1].split("earlier messages:")[-1]
+                              for topic in topics) for message in messages]
+        assert history_counts == list(range(len(messages))), messages
+        assert all(any(label in message["response"].lower() for label in ("positive", "negative", "neutral"))
+                   for message in messages)
+
+
+def test_the_response_states_what_the_prompt_leaves_out():
+    """What a memorising model would give away: asked by name about a complaint, it answers with the
+    record number and age the prompt did not contain."""
+    records = demo_people(domain="medical", people=200, seed=6)
+    stated = [(MEDICAL_FILE_LINE.search(record["response"]).groups(), record["instruction"]) for record in records]
+    hidden_record_number = sum(record_number not in prompt for (record_number, _), prompt in stated)
+    hidden_age = sum(age not in prompt for (_, age), prompt in stated)
+    assert hidden_record_number >= 0.6 * len(records) and hidden_age >= 0.4 * len(records)
+
+
+@pytest.mark.parametrize("domain", ["medical", "finance"])
+def test_people_mode_is_seeded(tmp_path, domain):
+    first, _ = generate_people(tmp_path, domain, 60, 11, "a.jsonl")
+    again, _ = generate_people(tmp_path, domain, 60, 11, "b.jsonl")
+    other, _ = generate_people(tmp_path, domain, 60, 12, "c.jsonl")
+    assert first.read_bytes() == again.read_bytes() != other.read_bytes()
+
+
+@pytest.mark.parametrize("domain", ["medical", "finance"])
+def test_exact_duplicates_occur_at_the_stated_rate_and_nothing_else_repeats(domain):
+    unit_field = {"medical": "patient_id", "finance": "customer_id"}[domain]
+    records = demo_people(domain=domain, people=1000, seed=8, duplicate_rate=0.1)
+    repeats = [index for index in range(1, len(records)) if records[index] == records[index - 1]]
+    could_repeat = len(records) - 1000  # every record after a person's first
+    assert 0.08 <= len(repeats) / could_repeat <= 0.12
+    assert all(records[index][unit_field] == records[index - 1][unit_field] for index in repeats)
+    texts = [(r["instruction"], r["response"]) for r in without_repeats(records)]
+    assert len(set(texts)) == len(texts)
+    none = demo_people(domain=domain, people=300, seed=8, duplicate_rate=0)
+    assert len({(r["instruction"], r["response"]) for r in none}) == len(none)
+
+
+def test_records_per_person_takes_a_range_or_one_number(tmp_path):
+    out, _ = generate_people(tmp_path, "medical", 40, 1, records_per_person="3")
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert sorted(len(visits) for visits in by_person(records, "patient_id").values()) == [3] * 40
+    out, _ = generate_people(tmp_path, "finance", 40, 1, records_per_person="4-5")
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert {len(messages) for messages in by_person(records, "customer_id").values()} == {4, 5}
+
+
+@pytest.mark.parametrize("domain, unit_field", [("medical", "patient_id"), ("finance", "customer_id")])
+def test_people_records_carry_the_unit_field_and_parse_as_a_dataset(tmp_path, domain, unit_field):
+    out, report = generate_people(tmp_path, domain, 100, 2, duplicate_rate=0)
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert all(list(record) == ["instruction", "response", unit_field] for record in lines)
+    assert f"wrote {len(lines)} {domain} records of 100 persons ({unit_field})" in report
+    assert "the dataset upload accepts this file" in report
+    assert len(dataset_parse(out, **LIMITS).records) == len(lines)
+
+
+@pytest.mark.parametrize("options, planted", [
+    ({"n": 300}, lambda: demo_records_planted(domain="medical", n=300, seed=7)),
+    ({"people": 80}, lambda: demo_people_planted(domain="medical", people=80, seed=7)),
+])
+def test_the_pii_recall_report_counts_what_the_generator_planted(tmp_path, options, planted):
+    stdout = io.StringIO()
+    call_command("ksg_demo_data", domain="medical", seed=7, out=str(tmp_path / "x.jsonl"), pii_recall=True,
+                 stdout=stdout, **options)
+    rows = {m.group(1): (int(m.group(2)), int(m.group(3)), float(m.group(4)))
+            for m in re.finditer(r"^  (\w+) +(\d+) of (\d+) +([\d.]+)$", stdout.getvalue(), re.MULTILINE)}
+    expected = pii_recall((record["instruction"] + "\n" + record["response"], truth) for record, truth in planted())
+    assert rows == {kind: (row["found"], row["planted"], round(row["recall"], 4)) for kind, row in expected.items()}
+    assert set(rows) == {"email", "id", "phone", "date", "name"}
+    assert all(recall >= 0.95 for _, _, recall in rows.values())
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"people": 0}, "--people must be at least 1"),
+    ({"people": 5, "records_per_person": "0-3"}, "records per person must be a range within 1-19"),
+    ({"people": 5, "records_per_person": "6-2"}, "records per person must be a range"),
+    ({"people": 5, "records_per_person": "two"}, "a number or a range like 2-8"),
+    ({"people": 5, "duplicate_rate": 1.0}, "probability below 1"),
+    ({"people": 5, "duplicate_rate": -0.1}, "probability below 1"),
+    ({"n": 5, "records_per_person": "2-3"}, "go with --people"),
+    ({"n": 5, "duplicate_rate": 0.1}, "go with --people"),
+    ({"n": 5, "people": 5}, "not allowed with"),
+    ({}, "one of the arguments --n --people is required"),
+])
+def test_bad_people_options_are_refused_clearly(tmp_path, options, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("ksg_demo_data", domain="medical", seed=0, out=str(tmp_path / "x.jsonl"), **options)
+    assert not (tmp_path / "x.jsonl").exists()
