@@ -242,8 +242,16 @@ def test_people_records_carry_the_unit_field_and_parse_as_a_dataset(tmp_path, do
     lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert all(list(record) == ["instruction", "response", unit_field] for record in lines)
     assert f"wrote {len(lines)} {domain} records of 100 persons ({unit_field})" in report
-    assert "the dataset upload accepts this file" in report
+    assert f"the dataset upload accepts this file: {len(lines)} records of 100 persons" in report
+    assert f"--privacy-unit {unit_field}" in report
     assert len(dataset_parse(out, **LIMITS).records) == len(lines)
+
+
+def test_people_files_with_duplicates_are_accepted_and_counted_per_person(tmp_path):
+    out, report = generate_people(tmp_path, "medical", 60, 4, duplicate_rate=0.5)
+    parsed = dataset_parse(out, **LIMITS, privacy_unit="patient_id")
+    assert parsed.duplicates and parsed.unit_count == 60
+    assert f"{len(parsed.duplicates)} exact duplicate(s) (kept unless --drop-duplicates)" in report
 
 
 @pytest.mark.parametrize("options, planted", [

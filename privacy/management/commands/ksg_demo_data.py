@@ -103,14 +103,15 @@ class Command(BaseCommand):
         duplicates = sum(a == b for a, b in zip(records, records[1:]))
         self.stdout.write(f"wrote {len(records)} {domain} records of {persons} persons ({unit_field}) to {out} "
                           f"(seed {seed}; {duplicates} exact duplicates)")
-        # Say whether the upload would take the file as it is (exact duplicates may be refused).
+        # Check the file the way the upload reads it, with its privacy unit.
         try:
             parsed = dataset_parse(out, max_file_bytes=settings.KSG_MAX_DATASET_BYTES,
-                                   max_record_chars=settings.KSG_MAX_RECORD_CHARS)
+                                   max_record_chars=settings.KSG_MAX_RECORD_CHARS, privacy_unit=unit_field)
         except DatasetError as error:
             self.stdout.write(f"the dataset upload would refuse this file: {error.errors[0]} (the first of "
-                              f"{len(error.errors)} problems listed); --duplicate-rate 0 writes no duplicates")
+                              f"{len(error.errors)} problems listed)")
         else:
-            kept = sorted(set().union(*map(set, parsed.records)))
-            self.stdout.write(f"the dataset upload accepts this file: {len(parsed.records)} records, "
-                              f"fields kept: {', '.join(kept)}")
+            self.stdout.write(f"the dataset upload accepts this file: {len(parsed.records)} records of "
+                              f"{parsed.unit_count} persons, {len(parsed.duplicates)} exact duplicate(s) (kept unless "
+                              f"--drop-duplicates); register it per person with: manage.py ksg_dataset_add {out} "
+                              f"--name NAME --epsilon-limit EPS --privacy-unit {unit_field}")
