@@ -76,7 +76,8 @@ def test_dp_job_reserves_trains_commits_releases_and_leaves_a_loadable_adapter(c
     privacy = json.loads((adapter_dir / "privacy.json").read_text())
     assert privacy["epsilon"] == float(entries["commit"].epsilon) and privacy["steps"] == 5
     assert privacy["dataset"] == {"name": "clinic", "sha256": dataset.sha256, "train_records": dataset.train_count,
-                                  "size": DATASET_SIZE_POLICY}
+                                  "train_units": dataset.train_count, "size": DATASET_SIZE_POLICY}
+    assert privacy["epsilon_unit"] == "per record" and entries["commit"].mechanism["unit"] == "record"
     # the guarantee's mechanism is in the file; the training set's size follows from it (and is public)
     assert privacy["sample_rate"] > 0 and DATASET_SIZE_POLICY.startswith("public")
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter_dir)
