@@ -52,6 +52,10 @@ class DPFinetuneParams:
     max_grad_norm: float = field(
         default=1.0, metadata={"min": 1e-4, "max": 1e4, "help": "Per-example gradient clipping norm C."}
     )
+    max_records_per_unit: int = field(default=4, metadata={
+        "min": 1, "max": 1024,
+        "help": "Records a sampled person (privacy unit) contributes to one step at most (a fresh random sample "
+                "each step); with no unit field each record is its own unit."})
     seed: int = seed_field()
 
 

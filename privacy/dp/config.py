@@ -38,6 +38,7 @@ class DPTrainConfig:
     physical_batch_size: int = 8    # examples per forward/backward (memory)
     max_length: int = 64
     max_grad_norm: float = 1.0
+    max_records_per_unit: int = 1   # user-level DP: records one sampled unit (person) gives a step, at most
     seed: int = 0
 
     def __post_init__(self):
@@ -57,6 +58,7 @@ class DPTrainConfig:
              "physical_batch_size must be between 1 and logical_batch_size"),
             (8 <= self.max_length <= 8192, "max_length must be between 8 and 8192 tokens"),
             (self.max_grad_norm > 0, "max_grad_norm must be positive"),
+            (self.max_records_per_unit >= 1, "max_records_per_unit must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -64,7 +66,10 @@ class DPTrainConfig:
 
 
 def planned_steps(config: DPTrainConfig, n_train: int) -> tuple[int, float]:
-    """(T, q): steps to run and the Poisson sample rate q = B / N."""
+    """(T, q): steps to run and the Poisson sample rate q = B / N, where N counts privacy units:
+    the records when each record is its own unit (record-level DP), the persons otherwise
+    (units_plan). B, the logical batch size, is then the expected number of units per step, and
+    an epoch is N / B steps of units."""
     if n_train < config.logical_batch_size:
         raise TrainConfigError(
             f"the training split has {n_train} records, fewer than logical_batch_size "
@@ -73,6 +78,18 @@ def planned_steps(config: DPTrainConfig, n_train: int) -> tuple[int, float]:
     sample_rate = config.logical_batch_size / n_train
     steps = config.steps or max(1, math.ceil(config.epochs / sample_rate))
     return steps, sample_rate
+
+
+def units_plan(config: DPTrainConfig, n_units: int) -> tuple[int, float]:
+    """(T, q) for user-level DP-SGD over `n_units` distinct persons: planned_steps with N the
+    number of units, q = B / n_units (B expected units per step); refused, in the units' words,
+    when there are fewer units than B."""
+    if n_units < config.logical_batch_size:
+        raise TrainConfigError(
+            f"the training split has {n_units} privacy units (persons), fewer than logical_batch_size "
+            f"{config.logical_batch_size} (the expected units per step); lower the batch size or add people"
+        )
+    return planned_steps(config, n_units)
 
 
 def dp_config_from_params(params, *, delta: float, accountant: str) -> DPTrainConfig:
@@ -84,5 +101,5 @@ def dp_config_from_params(params, *, delta: float, accountant: str) -> DPTrainCo
         learning_rate=params.learning_rate, epochs=None if params.steps else params.epochs,
         steps=params.steps or None, logical_batch_size=params.logical_batch_size,
         physical_batch_size=params.physical_batch_size, max_length=params.max_length,
-        max_grad_norm=params.max_grad_norm, seed=params.seed,
+        max_grad_norm=params.max_grad_norm, max_records_per_unit=params.max_records_per_unit, seed=params.seed,
     )

@@ -7,6 +7,8 @@ One DP-SGD step, in the paper's words:
   4. account  - epsilon after t steps of the subsampled Gaussian, from privacy.dp.accountant.
 Sigma is calibrated before training so that the planned T steps stay within the target
 epsilon; the loop still checks each step and stops at the last one within the target.
+With `units` (the person each record belongs to) the same four steps run over persons, not
+records: user-level DP-SGD (_train_units here, its sample / clip / noise in privacy.dp.units).
 
 The progress callback is called BEFORE each step's noise is drawn, with the epsilon that step
 will have spent: whoever records it (the job's ledger) never under-counts, even if the process
@@ -16,7 +18,7 @@ import importlib.util
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Hashable
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +27,8 @@ from torch.utils.data import DataLoader
 from synthesis.lm.chat import record_prompt_response
 
 from . import accountant as dp_accountant
-from .config import DPTrainConfig, TrainConfigError, planned_steps  # noqa: F401  (the loop's configuration)
+from .config import DPTrainConfig, TrainConfigError, planned_steps, units_plan  # noqa: F401  (the loop's configuration)
+from .units import noisy_step, unit_gradients_clipped_sum, units_group, units_sample
 
 IGNORE_INDEX = -100
 
@@ -40,8 +43,9 @@ class StepReport:
     noise_multiplier: float | None
     sample_rate: float
     loss: float | None = None       # mean per-example loss of the step's batch (after it ran)
-    batch_size: int | None = None
+    batch_size: int | None = None   # records in the step
     seconds: float | None = None
+    units: int | None = None        # units (persons) sampled in the step; None at record level
 
     def training_metric(self) -> dict:
         """The step as a training stage's `metric` event shows it (loss vs step on the run page)."""
@@ -57,6 +61,7 @@ class TrainResult:
     epsilon: float | None
     losses: list[float] = field(default_factory=list)
     secure_rng: bool = False  # sampling and noise from a cryptographically secure generator
+    unit_level: bool = False  # the privacy unit is the person (units given), not the record
 
 
 def examples_tokenize(records: list[dict], tokenizer, *, max_length: int) -> list[tuple[list[int], list[int]]]:
@@ -136,12 +141,21 @@ def lora_wrap(model, config: DPTrainConfig):
 
 def dp_lora_train(
     model, examples: list[tuple[list[int], list[int]]], config: DPTrainConfig, *, pad_id: int,
+    units: list[Hashable] | None = None,
     on_step: Callable[[StepReport], None] = lambda report: None,
     on_step_done: Callable[[StepReport], None] = lambda report: None,
 ) -> TrainResult:
     """Train LoRA weights on `examples` (from examples_tokenize) in place; `model` must already
-    be LoRA-wrapped (lora_wrap). `on_step` runs before each step's noise (raise from it to stop,
-    e.g. on cancel); `on_step_done` after the step with its loss."""
+    be LoRA-wrapped (lora_wrap). `units`, one id per example (the person it belongs to), makes
+    the DP training user-level (_train_units); None, each record is its own unit (Opacus).
+    Without DP (config.dp False) units change nothing.
+    `on_step` runs before each step's noise (raise from it to stop, e.g. on cancel);
+    `on_step_done` after the step with its loss."""
+    if units is not None and len(units) != len(examples):
+        raise TrainConfigError(f"units name {len(units)} records, the examples are {len(examples)}")
+    if units is not None and config.dp:
+        return _train_units(model, examples, units, config, pad_id=pad_id, on_step=on_step,
+                            on_step_done=on_step_done)
     torch.manual_seed(config.seed)
     steps, sample_rate = planned_steps(config, len(examples))
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -209,6 +223,76 @@ def dp_lora_train(
             result.losses.append(report.loss)
             on_step_done(report)
     return result
+
+
+def _train_units(model, examples, units: list[Hashable], config: DPTrainConfig, *, pad_id: int,
+                 on_step: Callable[[StepReport], None], on_step_done: Callable[[StepReport], None]) -> TrainResult:
+    """User-level DP-SGD (privacy.dp.units): Poisson sampling of units at q = B / n_units, each
+    unit's summed gradient clipped to C, noise as at record level, epsilon per unit at rate q.
+    Written by hand: Opacus clips per example (per row), not per group of rows, and has no
+    user-level sampler; it is used only for the per-record gradients (GradSampleModule)."""
+    from opacus import GradSampleModule  # deferred: opacus loads only for DP training
+
+    torch.manual_seed(config.seed)
+    unit_records = units_group(units)
+    steps, sample_rate = units_plan(config, len(unit_records))
+    sigma = dp_accountant.noise_calibrate(  # the smallest sigma whose T steps at the unit rate fit the target
+        sample_rate=sample_rate, steps=steps, delta=config.delta,
+        target_epsilon=config.target_epsilon, accountant=config.accountant,
+    ).noise_multiplier
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
+    sampling_rng, noise_rng, secure_rng = _unit_generators(config, trainable[0].device)
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")  # frozen embeddings: harmless
+    grad_model = GradSampleModule(model, loss_reduction="sum")
+    collate_batch = collate(pad_id)
+
+    def record_losses(batch) -> torch.Tensor:
+        return per_example_loss(grad_model, *(t.to(trainable[0].device) for t in collate_batch(batch)))
+
+    model.train()
+    result = TrainResult(0, steps, sample_rate, sigma, None, secure_rng=secure_rng, unit_level=True)
+    try:
+        while result.steps < steps:
+            # 4. account, before the noise is drawn: epsilon once this step is taken, at the unit rate.
+            epsilon = dp_accountant.epsilon_compute(
+                sample_rate=sample_rate, noise_multiplier=sigma, steps=result.steps + 1,
+                delta=config.delta, accountant=config.accountant,
+            )
+            if epsilon > config.target_epsilon:
+                break  # stop at the last step within the target
+            report = StepReport(result.steps + 1, steps, epsilon, sigma, sample_rate)
+            on_step(report)
+            started = time.monotonic()
+            sampled = units_sample(unit_records, sample_rate=sample_rate,  # 1. sample: Poisson over units
+                                   max_records_per_unit=config.max_records_per_unit, generator=sampling_rng)
+            clipped_sum, losses = unit_gradients_clipped_sum(  # 2. clip each unit's summed gradient
+                record_losses, examples, sampled, trainable=trainable, max_grad_norm=config.max_grad_norm,
+                physical_batch_size=config.physical_batch_size)
+            noisy_step(optimizer, trainable, clipped_sum, noise_multiplier=sigma,  # 3. noise, even on no unit
+                       max_grad_norm=config.max_grad_norm, expected_units=config.logical_batch_size,
+                       generator=noise_rng)
+            result.steps, result.epsilon = report.step, report.epsilon
+            report.loss = sum(losses) / len(losses) if losses else None
+            report.batch_size, report.units, report.seconds = len(losses), len(sampled), time.monotonic() - started
+            result.losses.append(report.loss)
+            on_step_done(report)
+    finally:
+        grad_model.cleanup()  # the model leaves without Opacus' hooks and grad_sample attributes
+    return result
+
+
+def _unit_generators(config: DPTrainConfig, device) -> tuple[torch.Generator, torch.Generator, bool]:
+    """(sampling, noise, secure): torchcsprng's secure generator for both where it is installed
+    (as the record path decides), else torch generators seeded from config.seed, the noise one
+    on the trainable weights' device."""
+    if importlib.util.find_spec("torchcsprng") is not None:
+        import torchcsprng  # deferred: an optional package
+
+        secure = torchcsprng.create_random_device_generator("/dev/urandom")
+        return secure, secure, True
+    return (torch.Generator().manual_seed(config.seed),
+            torch.Generator(device=device).manual_seed(config.seed + 1), False)
 
 
 def _train_plain(model, optimizer, loader, config, steps, sample_rate, on_step, on_step_done) -> TrainResult:
