@@ -7,7 +7,7 @@ from jobs.kinds import JobParamsError, params_parse
 from privacy.kinds import DPFinetuneParams
 from jobs.services import job_submit
 
-from privacy.dp.config import TrainConfigError, dp_config_from_params, planned_steps
+from privacy.dp.config import TrainConfigError, dp_config_from_params, planned_steps, units_plan
 from ..models import PrivateDataset
 from .budget import budget_nonprivate_release, budget_reserve
 
@@ -20,8 +20,11 @@ def dp_finetune_params_check(*, dataset: PrivateDataset, params: dict | None) ->
     parsed = params_parse("dp_finetune", params)
     budget = dataset.budget
     try:
-        planned_steps(dp_config_from_params(parsed, delta=budget.delta, accountant=budget.accountant),
-                      dataset.train_units)  # DP-SGD samples units: persons, or records
+        config = dp_config_from_params(parsed, delta=budget.delta, accountant=budget.accountant)
+        if dataset.privacy_unit:  # DP-SGD samples persons
+            units_plan(config, dataset.train_units)
+        else:
+            planned_steps(config, dataset.train_count)
     except TrainConfigError as exc:
         raise JobParamsError(f"dp_finetune: {exc}") from None
     return parsed

@@ -49,4 +49,5 @@ def test_stage1_per_patient_samples_persons_and_states_epsilon_per_patient(celer
     privacy = json.loads((Path(django_settings.KSG_ARTIFACT_DIR) / artifact.path / "privacy.json").read_text())
     assert privacy["epsilon_unit"] == "per patient_id" and privacy["privacy_unit"] == "patient_id"
     assert privacy["dataset"]["train_units"] == 27 and privacy["config"]["max_records_per_unit"] == 2
-    assert "27 patient_id units" in job.events.filter(kind="log").first().payload["message"]
+    logs = [e.payload["message"] for e in job.events.filter(kind="log").order_by("seq")]
+    assert any("(27 patient_id units)" in message and "epsilon is per patient_id" in message for message in logs)

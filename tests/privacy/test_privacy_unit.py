@@ -126,3 +126,17 @@ def test_the_dashboard_ledger_and_api_state_the_unit(make_user, client):
     assert ledger_row(entry)["epsilon_unit"] == "per patient_id"
     out = dataset_out(per_patient, owner, usable=True)
     assert out["epsilon_unit"] == "per patient_id" and out["privacy_unit"] == "patient_id"
+
+
+@pytest.mark.django_db
+def test_a_per_patient_job_needs_as_many_persons_as_its_batch(make_user):
+    from jobs.kinds import JobParamsError
+    from privacy.services import dp_finetune_submit
+    from tests.privacy.factories import make_dataset
+
+    owner = make_user("ada")
+    dataset = make_dataset(owner, name="clinic")
+    dataset.privacy_unit, dataset.train_units = "patient_id", 12  # 900 records of 12 persons
+    dataset.save()
+    with pytest.raises(JobParamsError, match="12 privacy units \\(persons\\), fewer than logical_batch_size 16"):
+        dp_finetune_submit(owner=owner, dataset=dataset, params={"logical_batch_size": 16})
