@@ -110,8 +110,8 @@ def card_facts(report: dict[str, Any], *, base_model: str, adapter_artifact: int
             "name": report["dataset"]["name"], "sha256": report["dataset"]["sha256"],
             "train_records": report["dataset"]["train_records"], "size": DATASET_SIZE_POLICY},
         # q and T are part of the guarantee; n follows from them (DATASET_SIZE_POLICY)
-        "mechanism": {key: mechanism.get(key) for key in ("sample_rate", "steps", "noise_multiplier", "max_grad_norm",
-                                                          "unit", "max_records_per_unit")}
+        "mechanism": {key: mechanism[key] for key in ("sample_rate", "steps", "noise_multiplier", "max_grad_norm",
+                                                      "unit", "max_records_per_unit") if key in mechanism}
         if mechanism else None,
         "privacy": privacy,
         "evaluation": {
@@ -142,7 +142,7 @@ def model_card(facts: dict[str, Any]) -> str:
         guarantee = ("**No private record was used to train it (epsilon = 0)**: self-instruct baseline, synthetic "
                      "data from the base model alone.")
     elif privacy.get("epsilon") is not None:
-        unit = privacy.get("epsilon_unit", "per record")
+        unit = privacy["epsilon_unit"]
         protected = ("each training record" if unit == "per record"
                      else f"each person ({unit.removeprefix('per ')}) with all their training records together")
         guarantee = (f"**(epsilon = {privacy['epsilon']}, delta = {privacy['delta']:g})-differential privacy "
@@ -158,8 +158,12 @@ def model_card(facts: dict[str, Any]) -> str:
     mechanism = facts.get("mechanism") or {}
     if all(isinstance(mechanism.get(key), (int, float)) for key in ("steps", "sample_rate", "noise_multiplier",
                                                                    "max_grad_norm")):
-        guarantee += (f" DP-SGD ran {mechanism['steps']} steps at Poisson sample rate {mechanism['sample_rate']:g}, "
-                      f"noise multiplier {mechanism['noise_multiplier']:g}, clipping norm {mechanism['max_grad_norm']:g}.")
+        per_person = mechanism.get("unit") not in (None, "record")
+        sampled = (f"of persons, at most {mechanism.get('max_records_per_unit')} records each, each person's summed "
+                   "gradient clipped to" if per_person else "of records, each record's gradient clipped to")
+        guarantee += (f" DP-SGD ran {mechanism['steps']} steps at Poisson sample rate {mechanism['sample_rate']:g} "
+                      f"{sampled} norm {mechanism['max_grad_norm']:g}, noise multiplier "
+                      f"{mechanism['noise_multiplier']:g}.")
     lines = [
         f"# KnowledgeSG model: run {facts['run']} ({facts['baseline_label']})", "",
         "## Privacy guarantee", "", guarantee, "",

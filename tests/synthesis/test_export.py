@@ -113,8 +113,12 @@ def _facts(**privacy) -> dict:
 
 
 def test_the_card_states_each_kind_of_guarantee_and_refuses_to_invent_one():
-    assert "(epsilon = 3.98, delta = 0.001)-differential privacy" in model_card(
-        _facts(epsilon=3.98, delta=1e-3, accountant="prv"))
+    per_record = model_card(_facts(epsilon=3.98, delta=1e-3, accountant="prv", epsilon_unit="per record"))
+    assert "(epsilon = 3.98, delta = 0.001)-differential privacy per record**: it protects each training record" in (
+        per_record)
+    per_patient = model_card(_facts(epsilon=3.98, delta=1e-3, accountant="prv", epsilon_unit="per patient_id"))
+    assert ("differential privacy per patient_id**: it protects each person (patient_id) with all their training "
+            "records together") in per_patient
     assert "No differential-privacy guarantee" in model_card(_facts(unbounded=True, dp=False, baseline="nonprivate"))
     assert "No private record was used" in model_card(_facts(epsilon=0.0, baseline="self_instruct"))
     with pytest.raises(ValueError, match="no epsilon committed"):
@@ -122,10 +126,16 @@ def test_the_card_states_each_kind_of_guarantee_and_refuses_to_invent_one():
 
 
 def test_the_card_and_privacy_json_carry_the_mechanism_and_say_the_dataset_size_is_public():
-    facts = _facts(epsilon=3.98, delta=1e-3, accountant="prv", mechanism={
+    facts = _facts(epsilon=3.98, delta=1e-3, accountant="prv", epsilon_unit="per record", mechanism={
         "sample_rate": 0.0593, "steps": 40, "noise_multiplier": 1.1, "max_grad_norm": 1.0, "accountant": "prv"})
     card = model_card(facts)
     assert facts["mechanism"] == {"sample_rate": 0.0593, "steps": 40, "noise_multiplier": 1.1, "max_grad_norm": 1.0}
     assert facts["dataset"]["size"].startswith("public") and facts["dataset"]["train_records"] == 270
-    assert "40 steps at Poisson sample rate 0.0593" in card and "270 training records" in card
+    assert "40 steps at Poisson sample rate 0.0593 of records, each record's gradient clipped to norm 1" in card
+    assert "270 training records" in card
+    per_patient = model_card(_facts(epsilon=3.98, delta=1e-3, accountant="prv", epsilon_unit="per patient_id",
+                                    mechanism={"sample_rate": 0.3, "steps": 4, "noise_multiplier": 1.9,
+                                               "max_grad_norm": 1.0, "unit": "patient_id", "max_records_per_unit": 4}))
+    assert ("Poisson sample rate 0.3 of persons, at most 4 records each, each person's summed gradient clipped to "
+            "norm 1") in per_patient
     assert "size is treated as public" in card
