@@ -319,3 +319,26 @@ def test_the_upload_still_checks_the_csrf_token(world):
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
     response = strict.post(reverse("datasets:new"), {**upload_data(), "csrfmiddlewaretoken": token})
     assert response.status_code == 302 and PrivateDataset.objects.filter(name="ward-notes").exists()
+
+
+PATIENT_RECORDS = [{"patient_id": f"P{i % 10}", "instruction": f"Visit {i}: my headache is back.",
+                    "response": f"Rest and water, visit {i}."} for i in range(40)]
+
+
+def test_an_upload_per_patient_keeps_each_patient_on_one_side_and_says_epsilon_per_patient(client, world):
+    data = upload_data(file=SimpleUploadedFile("patients.jsonl", jsonl(PATIENT_RECORDS + PATIENT_RECORDS[:1])),
+                       privacy_unit="patient_id", heldout_fraction="0.2")
+    response = as_user(client, world["owner"]).post(reverse("datasets:new"), data, follow=True)
+
+    dataset = PrivateDataset.objects.get(name="ward-notes")
+    assert dataset.privacy_unit == "patient_id" and dataset.train_units == 8 and dataset.heldout_count == 8
+    assert dataset.duplicate_records == 1 and not dataset.duplicates_dropped
+    page = response.content.decode()
+    assert "epsilon is per patient_id" in page and "1 exact duplicate(s) kept" in page
+    assert 'id="privacy-unit"' in page
+
+
+def test_an_upload_naming_a_missing_unit_field_says_so_next_to_the_field(client, world):
+    response = as_user(client, world["owner"]).post(reverse("datasets:new"), upload_data(privacy_unit="patient_id"))
+    assert response.status_code == 400 and not PrivateDataset.objects.filter(name="ward-notes").exists()
+    assert "missing privacy unit field" in response.content.decode()
