@@ -439,3 +439,18 @@ def test_the_token_page_creates_shows_once_and_revokes_one_s_own_tokens(world, c
     refused(as_user({"key": {"gus": key}}, "gus").get("/me"), 401, "revoked")
     others.refresh_from_db()
     assert others.revoked_at is None
+
+
+def test_a_dataset_registered_per_patient_through_the_api_states_its_unit(world):
+    content = "patient_id,instruction,response\n" + "".join(f"P{i % 3},question {i},answer {i}\n" for i in range(12))
+    response = as_user(world, "gus").post("/datasets", data=upload(content=content, privacy_unit="patient_id",
+                                                                   heldout_fraction="0.34", delta="0.1"))
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["privacy_unit"] == "patient_id" and body["epsilon_unit"] == "per patient_id"
+    assert body["train_units"] == 2 and body["heldout_count"] == 4 and body["duplicate_records"] == 0
+    ledger = as_user(world, "gus").get(f"/datasets/{body['id']}/budget").json()
+    assert ledger["ledger"] == []
+    refused(as_user(world, "gus").post("/datasets", data=upload(name="x", privacy_unit="patient_id")), 400,
+            "missing privacy unit field")
