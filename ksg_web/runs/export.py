@@ -152,6 +152,8 @@ def model_card(facts: dict[str, Any]) -> str:
     else:
         raise ValueError(f"run {facts['run']} has no epsilon committed in the ledger; there is no guarantee to state")
     dataset = facts["dataset"]
+    unit = facts["privacy"]["epsilon_unit"]  # the dataset's, also for runs without DP (said above)
+    protected_unit = "each record" if unit == "per record" else f"each person ({unit.removeprefix('per ')})"
     provenance = ("no dataset" if dataset is None else
                   f"dataset `{dataset['name']}` (sha256 `{dataset['sha256']}`, {dataset['train_records']} "
                   "training records); no record of it is in this card or in this directory")
@@ -171,8 +173,8 @@ def model_card(facts: dict[str, Any]) -> str:
         f"- Base model: `{facts['base_model']}`; LoRA adapter artifact {facts['adapter_artifact']}, merged into the weights.",
         f"- Derived from {provenance}.",
         "- The training set's size is treated as public: it is stated above and follows from the sample rate "
-        "and the step count; the guarantee protects each record's content and membership, not how many "
-        "records there are.", "",
+        f"and the step count; the guarantee protects {protected_unit}'s content and membership, not how many "
+        "there are.", "",
     ]
     evaluation = facts["evaluation"]
     if evaluation:

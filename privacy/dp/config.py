@@ -8,11 +8,12 @@ from dataclasses import dataclass
 # What the model files say about the data. The Poisson sample rate q and the step count T are part
 # of the guarantee (an auditor recomputes epsilon from them), and q = expected batch / n gives the
 # training set's size n. The platform treats n as public, as DP deployments commonly do: the
-# guarantee covers each record's content and its membership, not how many records there are.
+# guarantee covers each unit's content and its membership, not how many units there are.
 DATASET_SIZE_POLICY = (
-    "public: the number of training records is stated as it is (it also follows from the sample rate and the "
-    "step count, which the guarantee needs); differential privacy here protects each record's content and "
-    "membership, not the dataset's size")
+    "public: the number of training records (and of persons, where the dataset names its privacy unit) is "
+    "stated as it is (it also follows from the sample rate and the step count, which the guarantee needs); "
+    "differential privacy here protects each unit's content and membership (a record's, or a person's records "
+    "together), not the dataset's size")
 
 
 class TrainConfigError(ValueError):

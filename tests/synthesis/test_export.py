@@ -106,6 +106,7 @@ def test_who_may_export_and_when(dp_run, make_user):
 
 
 def _facts(**privacy) -> dict:
+    privacy.setdefault("epsilon_unit", "per record")  # the report states every dataset's unit
     report = {"run": {"id": 3, "baseline": privacy.pop("baseline", "knowledgesg"), "baseline_label": "KnowledgeSG"},
               "dataset": {"name": "clinic", "sha256": "ab" * 32, "train_records": 270}, "privacy": privacy,
               "evaluation": None}
