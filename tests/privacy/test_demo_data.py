@@ -10,9 +10,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from privacy.datasets import dataset_parse
-from privacy.demo_data import (
-    CUSTOMER_MESSAGES, MEDICAL_CONDITIONS, demo_people, demo_people_planted, demo_records, demo_records_planted,
-)
+from privacy.demo_data import MEDICAL_CONDITIONS, demo_records, demo_records_planted
+from privacy.demo_people import CUSTOMER_MESSAGES, demo_people, demo_people_planted
 from privacy.pii import pii_find, pii_recall
 
 LIMITS = {"max_file_bytes": 50_000_000, "max_record_chars": 20_000}

@@ -8,7 +8,7 @@ from django.conf import settings as django_settings
 
 from jobs.models import Job
 from privacy.datasets import dataset_write_jsonl
-from privacy.demo_data import demo_people
+from privacy.demo_people import demo_people
 from privacy.dp import accountant
 from privacy.models import LedgerEntry
 from privacy.services import dataset_register, dp_finetune_submit

@@ -6,9 +6,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from privacy.datasets import DatasetError, dataset_parse, dataset_write_jsonl
-from privacy.demo_data import (
-    DEMO_DOMAINS, DUPLICATE_RATE, RECORDS_PER_PERSON, UNIT_FIELDS, demo_people_planted, demo_records_planted,
-)
+from privacy.demo_data import DEMO_DOMAINS, demo_records_planted
+from privacy.demo_people import DUPLICATE_RATE, RECORDS_PER_PERSON, UNIT_FIELDS, demo_people_planted
 from privacy.pii import pii_recall
 
 
