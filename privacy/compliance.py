@@ -226,16 +226,19 @@ def rows_csv(rows: Iterable[dict[str, Any]], columns: tuple[str, ...]) -> Iterat
 
     yield line(list(columns))
     for row in rows:
-        yield line([_csv_cell(row[column]) for column in columns])
+        yield line([csv_cell(row[column]) for column in columns])
 
 
-def _csv_cell(value: Any) -> Any:
-    """Empty for None, JSON for dicts and lists; text a spreadsheet would run as a formula
-    (=, +, -, @) gets a leading apostrophe."""
+def csv_cell(value: Any, *, sort_keys: bool = True) -> Any:
+    """A CSV cell, safe to open in a spreadsheet: empty for None, yes/no for booleans, JSON for
+    dicts and lists; text a spreadsheet would run as a formula (=, +, -, @, tab, CR) gets a
+    leading apostrophe. The one rule for every CSV the platform writes (ledger, audit, reports)."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, (dict, list)):
-        value = json.dumps(value, ensure_ascii=False, sort_keys=True)
+        value = json.dumps(value, ensure_ascii=False, sort_keys=sort_keys)
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value

@@ -7,27 +7,21 @@ an older evaluation.json lacks later figures (canaries): those values are None, 
 Non-finite floats become None (JSON has no NaN or infinity). A non-private release is flagged
 `unbounded` with epsilon None and shown as "∞", never as 0.
 """
-import csv
-import io
 import json
 import math
 from collections import Counter
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from django.utils import timezone
-
+from evaluation.private_parts import evaluation_aggregates
 from jobs.json_safe import json_safe
+from jobs.kinds import job_kind_label, job_kinds
 from jobs.models import Job, JobEvent
-from ksg_web.runs.pipeline import run_pipeline
 from jobs.selectors import artifact_existing_file, jobs_visible_to
 from privacy.models import LedgerEntry
 
-from evaluation.private_parts import evaluation_aggregates
-from ksg_web.runs.kinds import RUN
-from jobs.kinds import job_kind_label, job_kinds
-from privacy.dp.accountant import library_versions
+from .kinds import RUN
+from .pipeline import run_pipeline
 
 BASELINE_LABELS = {
     "knowledgesg": "KnowledgeSG",
@@ -155,54 +149,6 @@ def report_comparison(run: Job, *, viewer=None) -> list[dict[str, Any]]:
 def report_comparison_row(run: Job) -> dict[str, Any]:
     """The run's own row of the comparison (its figures None until it is evaluated)."""
     return _comparison_row(run, this_run=True)
-
-
-def report_json(run: Job, *, viewer=None, records_readable: bool = True) -> dict[str, Any]:
-    """run_report, the comparison rows and the library versions of the server writing it."""
-    return json_safe({**run_report(run, records_readable=records_readable),
-                    "comparison": report_comparison(run, viewer=viewer), "library_versions": report_library_versions()})
-
-
-def report_csv(run: Job, *, viewer=None) -> str:
-    """The comparison table, then the privacy accounting, every stage parameter and the library
-    versions, as sections of one CSV (a title row, a header row, rows; a blank row between)."""
-    report = run_report(run)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["KnowledgeSG run report", f"run {run.pk}", f"generated {_iso(timezone.now())}"])
-    writer.writerow([])
-    writer.writerow(["comparison"])
-    writer.writerow([label for _, label in COMPARISON_COLUMNS])
-    for row in report_comparison(run, viewer=viewer):
-        writer.writerow([_csv_cell(row.get(key)) for key, _ in COMPARISON_COLUMNS])
-    privacy = report["privacy"]
-    mechanism = privacy["mechanism"]
-    writer.writerows([[], ["privacy"], ["quantity", "value"]])
-    for name, value in (("guarantee", privacy["label"]), ("epsilon", privacy["epsilon_display"]),
-                        ("delta", privacy["delta"]), ("target epsilon", privacy["target_epsilon"]),
-                        ("accountant", privacy["accountant"]), ("sample rate", mechanism.get("sample_rate")),
-                        ("noise multiplier", mechanism.get("noise_multiplier")), ("steps", mechanism.get("steps")),
-                        ("max grad norm", mechanism.get("max_grad_norm"))):
-        writer.writerow([name, _csv_cell(value)])
-    writer.writerows([[], ["parameters"], ["stage", "parameter", "value"]])
-    for stage, params in report["parameters"].items():
-        for name, value in params.items():
-            writer.writerow([stage, name, _csv_cell(value)])
-    writer.writerows([[], ["library versions"], ["library", "report server", "at the epsilon commit"]])
-    now, committed = report_library_versions(), mechanism.get("library_versions") or {}
-    for name in sorted(set(now) | set(committed)):
-        writer.writerow([name, _csv_cell(now.get(name)), _csv_cell(committed.get(name))])
-    return buffer.getvalue()
-
-
-def report_library_versions() -> dict[str, str | None]:
-    """Versions of the libraries behind the numbers: the accountant's (opacus, torch, numpy,
-    scipy) plus transformers and peft. A library that is not installed is None."""
-    try:
-        versions: dict[str, str | None] = dict(library_versions())
-    except metadata.PackageNotFoundError:
-        versions = {name: _version(name) for name in ("opacus", "numpy", "scipy")}
-    return versions | {name: _version(name) for name in ("transformers", "peft", "torch")}
 
 
 def report_charts(report: dict[str, Any]) -> dict[str, Any]:
@@ -415,24 +361,3 @@ def _iso(moment) -> str | None:
 
 def _seconds(start, end) -> float | None:
     return (end - start).total_seconds() if start and end else None
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _csv_cell(value: Any) -> Any:
-    """A CSV cell: empty for None, yes/no, JSON for lists and dicts; text that a spreadsheet
-    would run as a formula (=, +, -, @) gets a leading apostrophe."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (dict, list)):
-        value = json.dumps(value, ensure_ascii=False)
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value

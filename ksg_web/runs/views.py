@@ -9,7 +9,8 @@ from django.http import FileResponse, Http404, HttpResponse, HttpResponseBadRequ
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from ksg_web.runs.report import report_charts, report_comparison, report_csv, report_json, run_report
+from ksg_web.runs.report import report_charts, report_comparison, run_report
+from ksg_web.runs.report_files import report_csv, report_json
 from privacy.access import dataset_records_readable
 
 from jobs import services

@@ -15,7 +15,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from evaluation.membership import attack_summary
-from ksg_web.runs.report import report_comparison, report_csv, report_json, run_report
+from ksg_web.runs.report import report_comparison, run_report
+from ksg_web.runs.report_files import report_csv, report_json
 from jobs.models import Job
 from jobs.services import artifact_record, job_event_record
 from privacy.models import LedgerEntry

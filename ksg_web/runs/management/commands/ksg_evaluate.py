@@ -5,7 +5,8 @@ import json as json_module
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ksg_web.runs.report import COMPARISON_COLUMNS, report_comparison, report_json
+from ksg_web.runs.report import COMPARISON_COLUMNS, report_comparison
+from ksg_web.runs.report_files import report_json
 from ksg_web.runs.evaluate import evaluate_submit
 from jobs.embedded import embedded_worker_if_needed
 from jobs.follow import job_follow
