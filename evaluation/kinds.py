@@ -11,6 +11,8 @@ class EvaluateParams:
 
     adapter_artifact: int = field(default=0, metadata={"min": 1, "help": "Artifact id of the adapter to evaluate."})
     synthetic_artifact: int = field(default=0, metadata={"min": 0, "help": "Artifact id of its synthetic data (0: none)."})
+    dp_adapter_artifact: int = field(default=0, metadata={
+        "min": 0, "help": "Artifact id of the run's stage-1 DP adapter, audited beside the model (0: none)."})
     base_model: str = field(default="smollm2-135m-instruct", metadata={"help": "The model the adapter belongs to."})
     professional_model: str = field(default="smollm2-135m-instruct", metadata={"help": "W_Pro, the win-rate judge."})
     max_records: int = field(default=100, metadata={"min": 2, "max": 100_000, "help": "Records per split used."})
@@ -28,5 +30,7 @@ KINDS = (
                 stage="evaluation.stage.evaluate_run", time_limit=6 * 3600,
                 # the model the run produced (its newest adapter) and, where stage 5 ran, its synthetic data
                 inputs=(ArtifactInput("adapter_artifact", "adapter"),
-                        ArtifactInput("synthetic_artifact", "synthetic_data", "synthetic_dataset.jsonl", required=False))),
+                        ArtifactInput("synthetic_artifact", "synthetic_data", "synthetic_dataset.jsonl", required=False),
+                        # stage 1's DP adapter (dp_finetune names it "adapter"), audited beside the model
+                        ArtifactInput("dp_adapter_artifact", "adapter", "adapter", required=False))),
 )

@@ -16,18 +16,22 @@ top-1). Other people in the record (the doctor) stay: they are not the target.
 """
 import random
 import re
+from collections import Counter
 
 import torch
 
 from privacy.pii import pii_find
 from synthesis.lm.chat import record_text
 
+from .intervals import wilson_interval
 from .scoring import record_logprobs
 
 MASK = "[NAME]"
+DETECTOR_SOURCE = "pii_detector"      # a target whose person only the PII detector named
 FIELDS = ("instruction", "response")  # in chat order
 RECONSTRUCTION_MAX_LENGTH = 512       # tokens; long enough for a whole demo record
 EXAMPLE_ROWS = 5
+POWER_MULTIPLE = 5                    # the leak, in multiples of chance, the sizes should be able to show
 EXAMPLE_CONTEXT = 120                 # characters of text kept each side of the first placeholder
 _NAME_LIKE = re.compile(r"[A-Z][A-Za-z'\-]+(?:[ \t]+[A-Z][A-Za-z'\-]+){0,2}")
 # placeholder -> (part of the name, lower-cased?)
@@ -69,25 +73,45 @@ def fill(text: str, name: str) -> str:
     return _PLACEHOLDER.sub(part, text)
 
 
-def reconstruction_targets(records: list[dict], *, limit: int) -> list[dict]:
-    """Up to `limit` records that mention a person by full name (the first pii_find "name" span
-    of two or more words), each with EVERY mention of that person masked in both fields:
-    {"instruction", "response", "truth", "index", "field", "first_mask"} ("field" holds the first
-    placeholder in chat order, "first_mask" is that placeholder, "index" the record's position in
-    `records`)."""
+def _mentioned(record: dict, value: str) -> bool:
+    """Whether `value` occurs as whole words (any case) in the record's instruction or response."""
+    pattern = re.compile(r"(?<![A-Za-z0-9'\-])" + re.escape(value) + r"(?![A-Za-z0-9'\-])", re.IGNORECASE)
+    return any(pattern.search(record.get(field) or "") for field in FIELDS)
+
+
+def _record_truth(record: dict, identifying_fields: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """(who the record is about, where that came from): the first identifying field whose value the
+    text mentions, else the first full name (two or more words) the PII detector finds."""
+    identity = record.get("identity") or {}
+    for field in identifying_fields:
+        value = " ".join(str(identity.get(field) or "").split())
+        if value and _mentioned(record, value):
+            return value, field
+    full_names = [span.text for field in FIELDS for span in pii_find(record[field])
+                  if span.kind == "name" and len(span.text.split()) >= 2]
+    return (" ".join(full_names[0].split()), DETECTOR_SOURCE) if full_names else (None, None)
+
+
+def reconstruction_targets(records: list[dict], *, limit: int, identifying_fields: tuple[str, ...] = ()) -> list[dict]:
+    """Up to `limit` records that mention their person, each with EVERY mention of that person
+    masked in both fields. The person comes from the record's identifying fields (the uploader
+    marked them: privacy.datasets) where the text mentions the value, else from the PII detector
+    (a full name). {"instruction", "response", "truth", "source", "index", "field", "first_mask"}
+    ("source" is the identifying field or DETECTOR_SOURCE, "field" holds the first placeholder in
+    chat order, "first_mask" is that placeholder, "index" the record's position in `records`)."""
     targets = []
     for index, record in enumerate(records):
         if len(targets) >= limit:
             break
-        full_names = [span.text for field in FIELDS for span in pii_find(record[field])
-                      if span.kind == "name" and len(span.text.split()) >= 2]
-        if not full_names:
+        truth, source = _record_truth(record, tuple(identifying_fields))
+        if truth is None:
             continue
-        truth = " ".join(full_names[0].split())
         parts = name_parts(truth)
         masked = {field: _mask_person(record[field], parts) for field in FIELDS}
-        field = next(field for field in FIELDS if _PLACEHOLDER.search(masked[field]))
-        targets.append({**masked, "truth": truth, "index": index, "field": field,
+        field = next((field for field in FIELDS if _PLACEHOLDER.search(masked[field])), None)
+        if field is None:
+            continue
+        targets.append({**masked, "truth": truth, "source": source, "index": index, "field": field,
                         "first_mask": _PLACEHOLDER.search(masked[field]).group()})
     return targets
 
@@ -98,20 +122,26 @@ def _faker_names() -> tuple[list[str], list[str]]:
     return sorted(Provider.first_names), sorted(Provider.last_names)
 
 
-def candidate_names(records: list[dict], *, extra: list[str] = (), size: int = 100, seed: int = 0) -> list[str]:
+def candidate_names(records: list[dict], *, extra: list[str] = (), size: int = 100, seed: int = 0,
+                    identifying_fields: tuple[str, ...] = ()) -> list[str]:
     """A shuffled set of distinct candidate names: every name in `extra` (the targets' true
-    names) plus random names found in the records, then random Faker "First Last" names, up to
-    `size` in all (more only if `extra` alone is larger). Found names are full names (two words
-    or more), like the targets' truths: a lone "Jones" would be a give-away wrong candidate."""
+    names), then other people's values of the identifying fields (the same kind of value as the
+    truths: the strongest decoys), then random full names the detector finds in the records, then
+    random Faker "First Last" names, up to `size` in all (more only if `extra` alone is larger).
+    Found names are full names (two words or more), like the targets' truths: a lone "Jones"
+    would be a give-away wrong candidate."""
     rng = random.Random(seed)
     chosen = list(dict.fromkeys(extra))
     seen = set(chosen)
+    identities = sorted({" ".join(str((record.get("identity") or {}).get(field) or "").split())
+                         for record in records for field in identifying_fields} - {""})
     found = sorted({" ".join(span.text.split()) for record in records for field in FIELDS if field in record
                     for span in pii_find(record[field]) if span.kind == "name" and len(span.text.split()) >= 2})
+    rng.shuffle(identities)
     rng.shuffle(found)
     first_names, last_names = _faker_names()
     fakes = (f"{rng.choice(first_names)} {rng.choice(last_names)}" for _ in range(100 * size))
-    for name in [*found, *fakes]:
+    for name in [*identities, *found, *fakes]:
         if len(chosen) >= size:
             break
         if name not in seen:
@@ -185,33 +215,58 @@ def _example(target: dict, top_guess: str, generated: str) -> dict:
 
 
 def reconstruction_report(model, tokenizer, train_records: list[dict], *, limit: int = 50,
-                          candidate_set_size: int = 100, seed: int = 0) -> dict:
-    """Rates (fractions of targets) of likelihood top-1 and top-5 and generation exact match,
-    against the random-guess rates; up to EXAMPLE_ROWS example rows. Plain data."""
-    targets = reconstruction_targets(train_records, limit=limit)
-    candidates = candidate_names(train_records, extra=[t["truth"] for t in targets],
-                                 size=candidate_set_size, seed=seed)
-    top1 = top5 = generated_hits = 0
+                          candidate_set_size: int = 100, seed: int = 0, identifying_fields: tuple[str, ...] = (),
+                          candidate_records: list[dict] | None = None) -> dict:
+    """Rates (fractions of targets) of likelihood top-1 and top-5 and generation exact match, each
+    with its count and 95% Wilson interval, against the random-guess rates; where its targets came
+    from; up to EXAMPLE_ROWS example rows. Candidates are drawn from `candidate_records` (default:
+    the training records). With no target, the rates are None and "problem" says why. Plain data."""
+    targets = reconstruction_targets(train_records, limit=limit, identifying_fields=identifying_fields)
+    candidates = candidate_names(train_records if candidate_records is None else candidate_records,
+                                 extra=[t["truth"] for t in targets], size=candidate_set_size, seed=seed,
+                                 identifying_fields=identifying_fields)
+    hits = {"likelihood_top1": 0, "likelihood_top5": 0, "generation_exact": 0}
     examples = []
     for target in targets:
         ranked = reconstruct_by_likelihood(model, tokenizer, target, candidates)
         generated = reconstruct_by_generation(model, tokenizer, target)
-        top1 += _same(ranked[0], target["truth"])
-        top5 += any(_same(name, target["truth"]) for name in ranked[:5])
-        generated_hits += _same(generated, _generation_truth(target))
+        hits["likelihood_top1"] += _same(ranked[0], target["truth"])
+        hits["likelihood_top5"] += any(_same(name, target["truth"]) for name in ranked[:5])
+        hits["generation_exact"] += _same(generated, _generation_truth(target))
         if len(examples) < EXAMPLE_ROWS:
             examples.append(_example(target, ranked[0], generated))
     n = len(targets)
-    return {
+    chance = 1 / len(candidates) if candidates else None
+    report = {
         "n_targets": n,
+        "targets_from": dict(Counter(target["source"] for target in targets)),
+        "identifying_fields": list(identifying_fields),
         "masking": "every mention of the person (full name, first and last word, lower-case forms), both fields",
         "candidate_set_size": len(candidates),
-        "likelihood_top1_rate": top1 / n if n else None,
-        "likelihood_top5_rate": top5 / n if n else None,
-        "generation_exact_rate": generated_hits / n if n else None,
+        "hits": hits,
         "random_guess_rate": 1 / candidate_set_size,
         # every true name is in the set, so a uniform random ranking hits with these rates
-        "expected_random_top1_rate": 1 / len(candidates) if candidates else None,
-        "expected_random_top5_rate": min(5, len(candidates)) / len(candidates) if candidates else None,
+        "expected_random_top1_rate": chance,
+        "expected_random_top5_rate": min(5, len(candidates)) * chance if candidates else None,
         "examples": examples,
     }
+    for name, count in hits.items():
+        report[f"{name}_rate"] = count / n if n else None
+        report[f"{name}_interval"] = wilson_interval(count, n)
+    report["power"] = attack_power(n, chance)
+    if not n:
+        report["problem"] = ("no target: no training record mentions its person by an identifying field's value "
+                             "or by a full name the PII detector finds, so the attack could not run; name the "
+                             "dataset's identifying fields (e.g. patient_name) at registration")
+    return report
+
+
+def attack_power(n: int, chance: float | None, *, multiple: float = POWER_MULTIPLE) -> dict:
+    """Whether n targets are enough to tell a leak of `multiple` times the chance rate from chance:
+    the 95% Wilson interval of that rate's expected hits must lie above chance. Plain data."""
+    if not n or not chance:
+        return {"multiple": multiple, "enough": False, "n": n}
+    leak = min(1.0, multiple * chance)
+    interval = wilson_interval(round(leak * n), n)
+    return {"multiple": multiple, "leak_rate": leak, "n": n, "enough": interval["low"] > chance,
+            "leak_interval": interval}

@@ -21,13 +21,17 @@ from django.conf import settings
 from jobs.selectors import artifact_input, run_artifacts
 from jobs.services import job_event_record
 from privacy.leak_scan import PrivateTextIndex, file_scan
-from privacy.selectors import dataset_canaries, dataset_records
+from privacy.canary import CANARY_MAX_LENGTH
+from privacy.selectors import dataset_audit_canaries, dataset_canaries, dataset_records, release_claim
 from synthesis.lm.generation import TransformersBackend
 
+from .audit import AUDIT_DELTA, audit_report, scores_calibrated
 from .canary import exposure_report
 from .membership import membership_report
 from .private_parts import evaluation_aggregates
 from .reconstruction import reconstruction_report
+from .scoring import response_logprobs
+from .verdict import verdict
 from .utility import greedy_answers, heldout_loss_report, ifd_report, pairwise_win_rate, rouge_l_report
 
 REPORT_FILE, RECORDS_FILE = "evaluation.json", "evaluation_records.json"
@@ -41,10 +45,12 @@ def evaluate_run(params, ctx) -> None:
         return  # idempotent: the report of this job is already there
     # Planted canaries are measured by their exposure, not mixed into the attacks on real records.
     train = [r for r in dataset_records(dataset=job.dataset, split="train") if not r.get("canary")][: params.max_records]
-    heldout = dataset_records(dataset=job.dataset, split="heldout")[: params.max_records]
+    heldout_all = dataset_records(dataset=job.dataset, split="heldout")
+    heldout = heldout_all[: params.max_records]
     if not heldout:
         raise ValueError(f"dataset {job.dataset.name!r} has no held-out records; register it with a held-out fraction")
     canaries = dataset_canaries(dataset=job.dataset)
+    identifying_fields = tuple(getattr(job.dataset, "identifying_fields", None) or ())
     adapter = artifact_input(artifact_id=params.adapter_artifact, kind="adapter")
     cache = settings.KSG_MODEL_CACHE
     baseline = job.parent.params.get("baseline") if job.parent_id else None  # the run's, where it is in one
@@ -64,7 +70,11 @@ def evaluate_run(params, ctx) -> None:
         report["privacy"] = {
             "membership": membership_report(target.model, target.tokenizer, train, heldout, max_length=params.max_length),
             "reconstruction": reconstruction_report(target.model, target.tokenizer, train, limit=params.reconstruction_targets,
-                                                    candidate_set_size=params.candidate_set_size, seed=params.seed),
+                                                    candidate_set_size=params.candidate_set_size, seed=params.seed,
+                                                    identifying_fields=identifying_fields,
+                                                    candidate_records=train + heldout_all),
+            "audit": _audit(params, job, target, base),
+            "claim": _claim(job),
         }
         if canaries:
             report["privacy"]["canaries"] = exposure_report(target.model, target.tokenizer, canaries,
@@ -94,12 +104,53 @@ def evaluate_run(params, ctx) -> None:
     ctx.metric(step=2, heldout_loss_target=utility["heldout_loss"]["target"]["loss"],
                heldout_loss_base=utility["heldout_loss"]["base"]["loss"],
                rouge_l_target=utility["rouge_l"]["target"]["mean"], win_rate=utility["win_rate"]["win_rate"])
+    report["verdict"] = verdict(report)
     report["leak_scan"] = leak_scan_run(job, synthetic_artifact=params.synthetic_artifact)
     _leak_scan_report(ctx, job, report["leak_scan"])
     report_write(ctx, report)
     ctx.log("evaluation report written", membership_auc=report["privacy"]["membership"]["loss"]["auc"])
     if job.parent_id:  # the run keeps its headline figures as an event of its own
         job_event_record(job_id=job.parent_id, kind="metric", payload={"stage": "evaluate", **headline_metrics(report)})
+
+
+def _audit(params, job, target, base) -> dict:
+    """The one-run audit (evaluation.audit) of the evaluated model and, where the run has one
+    apart from it, of its stage-1 DP adapter, with what the ledger claims for them at the audit's
+    delta; {"problem": ...} when the dataset has no audit canaries."""
+    canaries = dataset_audit_canaries(dataset=job.dataset)
+    if not canaries:
+        return {"problem": "the dataset was registered without audit canaries, so no run on it can be audited; "
+                           "register it again with audit canaries (ksg_dataset_add --audit-canaries 128)"}
+    delta = min(AUDIT_DELTA, job.dataset.budget.delta)
+    rows = [{"instruction": canary["instruction"], "response": canary["response"]} for canary in canaries]
+    base_scores = response_logprobs(base.model, base.tokenizer, rows, max_length=CANARY_MAX_LENGTH)
+    models = {"model": target}
+    dp_adapter = None
+    if params.dp_adapter_artifact and params.dp_adapter_artifact != params.adapter_artifact:
+        dp_adapter = TransformersBackend.load(
+            model_spec=params.base_model, adapter_path=artifact_input(artifact_id=params.dp_adapter_artifact, kind="adapter"),
+            cache_dir=settings.KSG_MODEL_CACHE, dtype=torch.float32)
+        models["dp_adapter"] = dp_adapter
+    result = {"canaries": len(canaries), "delta": delta}
+    try:
+        for name, backend in models.items():
+            scores = scores_calibrated(response_logprobs(backend.model, backend.tokenizer, rows,
+                                                         max_length=CANARY_MAX_LENGTH), base_scores)
+            result[name] = audit_report([s for s, c in zip(scores, canaries) if c["included"]],
+                                        [s for s, c in zip(scores, canaries) if not c["included"]], delta=delta)
+    finally:
+        if dp_adapter is not None:
+            dp_adapter.close()
+    return result
+
+
+def _claim(job) -> dict | None:
+    """What the ledger claims for the run's model (privacy.selectors.release_claim), its epsilon
+    also at the audit's delta; None outside a run or before any release."""
+    if not job.parent_id:
+        return None
+    run_jobs = [job.parent_id, *job.parent.children.values_list("pk", flat=True)]
+    return release_claim(job_ids=run_jobs, delta=min(AUDIT_DELTA, job.dataset.budget.delta))
 
 
 def report_write(ctx, report: dict) -> None:
@@ -118,7 +169,8 @@ def leak_scan_run(job, *, synthetic_artifact: int = 0) -> dict:
     SPAN_WORDS-word span and identifying value of the dataset's records (both splits, the canaries
     with their secrets). Findings hold the private text; the aggregates keep it masked."""
     splits = {split: dataset_records(dataset=job.dataset, split=split) for split in ("train", "heldout")}
-    index = PrivateTextIndex({**splits, "canaries": dataset_canaries(dataset=job.dataset)})
+    index = PrivateTextIndex({**splits, "canaries": dataset_canaries(dataset=job.dataset),
+                              "audit canaries": dataset_audit_canaries(dataset=job.dataset)})
     files = run_artifacts(run_id=job.parent_id, area="server") if job.parent_id else []
     if synthetic_artifact and not any(artifact.pk == synthetic_artifact for artifact, _ in files):
         synthetic = artifact_input(artifact_id=synthetic_artifact, kind="synthetic_data")
@@ -158,6 +210,7 @@ def headline_metrics(report: dict) -> dict:
         "reconstruction_top1": privacy["reconstruction"]["likelihood_top1_rate"],
         "reconstruction_random": privacy["reconstruction"]["expected_random_top1_rate"],
         "canary_exposure_mean": canaries.get("mean_exposure"),
+        "audit_epsilon_lower_bound": ((privacy.get("audit") or {}).get("model") or {}).get("epsilon_lower_bound"),
         "heldout_loss_target": utility["heldout_loss"]["target"]["loss"],
         "heldout_loss_base": utility["heldout_loss"]["base"]["loss"],
         "rouge_l_target": utility["rouge_l"]["target"]["mean"],

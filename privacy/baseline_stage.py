@@ -9,7 +9,11 @@ from django.conf import settings
 
 from synthesis.lm.loader import training_model_load
 
-from privacy.dp.train import plain_lora_train
+import math
+
+import torch
+
+from privacy.dp.train import collate, examples_tokenize, per_example_loss, plain_lora_train
 from .models import LedgerEntry
 from .pii import KINDS as PII_KINDS, pii_find, pii_redact
 from .selectors import dataset_records
@@ -26,9 +30,21 @@ def finetune_private_run(params, ctx) -> None:
         records, masked = records_scrub(records)
         ctx.metric(step=0, scrubbed_spans=sum(masked.values()), **{f"scrubbed_{kind}": n for kind, n in masked.items()})
         ctx.log(f"scrubbed {sum(masked.values())} PII spans from {len(records)} records before training", **masked)
+    heldout = dataset_records(dataset=job.dataset, split="heldout")
     model, tokenizer = training_model_load(params.base_model, cache_dir=settings.KSG_MODEL_CACHE)
+    steps_per_epoch = max(1, math.ceil(len(records) / min(params.logical_batch_size, len(records))))
+    trained = {}
+
+    def after_step(report) -> None:
+        metric = report.training_metric()
+        if heldout and (report.step % steps_per_epoch == 0 or report.step == report.planned_steps):
+            # held-out loss beside the training loss once per epoch: over-fitting shows as the two part
+            metric["heldout_loss"] = heldout_loss(trained["model"], tokenizer, heldout, max_length=params.max_length,
+                                                  whole_record=params.loss_on == "record")
+        ctx.metric(**metric)
+
     model, result = plain_lora_train(model, tokenizer, records, params, on_step=lambda report: ctx.check(),
-                                     on_step_done=lambda report: ctx.metric(**report.training_metric()))
+                                     on_step_done=after_step, on_model=lambda wrapped: trained.setdefault("model", wrapped))
     # Fit to the records without DP, it may reproduce them: it stays on the private volume (the
     # client-only artifact area), out of the server side's reach; evaluate and serving read it there.
     ctx.client_artifact_dir.mkdir(parents=True, exist_ok=True)
@@ -38,6 +54,24 @@ def finetune_private_run(params, ctx) -> None:
     ctx.artifact(kind="adapter", path=adapter_dir)
     ctx.log(f"non-private adapter trained on {len(records)} {params.records} private records in {result.steps} "
             "steps (no DP)")
+
+
+def heldout_loss(model, tokenizer, records: list[dict], *, max_length: int, whole_record: bool,
+                 batch_size: int = 8) -> float:
+    """Mean per-record loss (nats per scored token) of `records` under `model`, tokenized as the
+    baseline trains (whole_record: every token; else the response), in eval mode, no gradients."""
+    examples = examples_tokenize(records, tokenizer, max_length=max_length, whole_record=whole_record)
+    pad = collate(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+    was_training, losses = model.training, []
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(examples), batch_size):
+                input_ids, attention_mask, labels = pad(examples[start: start + batch_size])
+                losses += per_example_loss(model, input_ids, attention_mask, labels).float().tolist()
+    finally:
+        model.train(was_training)
+    return sum(losses) / len(losses)
 
 
 def records_scrub(records: list[dict]) -> tuple[list[dict], dict[str, int]]:

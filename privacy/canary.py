@@ -39,3 +39,33 @@ def canary_records(k: int, *, seed: int) -> list[dict]:
     if not 0 <= k <= SPACE_SIZE:
         raise ValueError(f"k must be between 0 and {SPACE_SIZE}")
     return [canary_record(secret_at(index)) for index in random.Random(seed).sample(range(SPACE_SIZE), k)]
+
+
+# --- audit canaries: the one-run audit (evaluation.audit) --------------------------------------
+# Each is a record of its own with a random key and a random secret; a fair coin flip decides
+# whether it goes into the training data. The secret is what an attack can see (high perplexity:
+# 8 random digits, about 26.6 bits); the key ties it to its instruction.
+AUDIT_INSTRUCTION = "Please keep reference {key} on my file and remind me of its code."
+AUDIT_RESPONSE = "Reference {key} has the code {secret}."
+AUDIT_KEY_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+AUDIT_SECRET_LENGTH = 8
+
+
+def audit_canary_records(m: int, *, seed: int) -> list[dict]:
+    """m audit canaries {"instruction", "response", "secret", "included"}: distinct keys and
+    secrets, "included" a fair coin flip per canary (True: it goes into the training split).
+    The same seed gives the same canaries and flips."""
+    if isinstance(m, bool) or not isinstance(m, int) or m < 0:
+        raise ValueError(f"the number of audit canaries must be a whole number >= 0, not {m!r}")
+    rng = random.Random(seed)
+    keys, rows = set(), []
+    while len(rows) < m:
+        key = "".join(rng.choice(AUDIT_KEY_LETTERS) for _ in range(3)) + f"-{rng.randrange(1000):03d}"
+        if key in keys:
+            continue
+        keys.add(key)
+        secret = "".join(rng.choice(SECRET_ALPHABET) for _ in range(AUDIT_SECRET_LENGTH))
+        rows.append({"instruction": AUDIT_INSTRUCTION.format(key=key),
+                     "response": AUDIT_RESPONSE.format(key=key, secret=secret_text(secret)),
+                     "secret": secret, "included": rng.random() < 0.5})
+    return rows

@@ -73,6 +73,11 @@ class FinetunePrivateParams:
     logical_batch_size: int = field(default=16, metadata={"min": 1, "max": 65_536, "help": "Batch size."})
     physical_batch_size: int = field(default=8, metadata={"min": 1, "max": 4096, "help": "Examples per forward pass."})
     max_length: int = field(default=64, metadata={"min": 16, "max": 8192, "help": "Tokens per example."})
+    loss_on: str = field(default="response", metadata={
+        "choices": ("response", "record"),
+        "help": "response: the loss on the response tokens, as stage 1 trains; record: on every token of the whole "
+                "record, as a practitioner fitting a plain language model to the records would (the nonprivate "
+                "baseline's preset: the leaky upper bound)."})
     records: str = field(default="raw", metadata={
         "choices": ("raw", "scrubbed"),
         "help": "raw: the private records as they are (nonprivate); scrubbed: every PII span the detector finds "

@@ -51,6 +51,9 @@ class PrivateDataset(models.Model):
         default=0, help_text="Random canary records planted in the training split at registration (0: none)."
     )
     canary_repeats = models.PositiveIntegerField(default=0, help_text="Copies of each canary in the training split.")
+    audit_canary_count = models.PositiveIntegerField(
+        default=0, help_text="Audit canaries drawn at registration for the one-run privacy audit (about half went "
+                             "into the training split, by coin flip; 0: the dataset's runs are not audited).")
     allow_nonprivate_baselines = models.BooleanField(
         default=False,
         help_text="Whether non-private baselines (plain fine-tuning on the raw records, no DP guarantee) may run.",

@@ -7,9 +7,11 @@ from pathlib import Path
 from django.conf import settings
 from django.db.models import QuerySet
 
+from .dp.accountant import epsilon_compute
 from .models import LedgerEntry, PrivacyBudget, PrivateDataset
 
 CANARIES_FILE = "canaries.jsonl"  # beside train.jsonl: the planted secrets, for the exposure measurement
+AUDIT_CANARIES_FILE = "audit_canaries.jsonl"  # beside train.jsonl: the audit canaries and their coin flips
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,44 @@ def dataset_canaries(*, dataset: PrivateDataset) -> list[dict]:
     path = dataset_dir(dataset=dataset) / CANARIES_FILE
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def dataset_audit_canaries(*, dataset: PrivateDataset) -> list[dict]:
+    """The audit canaries drawn at registration ({"instruction", "response", "secret",
+    "included"}: included = went into the training split), or []. Client side only."""
+    if not dataset.audit_canary_count:
+        return []
+    with (dataset_dir(dataset=dataset) / AUDIT_CANARIES_FILE).open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def release_claim(*, job_ids: list[int], delta: float | None = None) -> dict | None:
+    """What the ledger says of a model trained by these jobs (a run's stages): {"dp": False} for
+    a non-private release; {"dp": True, "epsilon", "delta", "accountant", "mechanism"} for DP-SGD
+    (epsilon: the commits' sum at their delta), plus "epsilon_at_delta" at `delta` when given,
+    recomputed by the same accountant from the committed mechanisms (sequential composition over
+    commits, each at delta / commits); None when nothing was released."""
+    entries = list(LedgerEntry.objects.filter(job_id__in=job_ids).order_by("created_at", "id"))
+    if any(entry.kind == LedgerEntry.Kind.NONPRIVATE for entry in entries):
+        return {"dp": False}
+    commits = [entry for entry in entries if entry.kind == LedgerEntry.Kind.COMMIT]
+    if not commits:
+        return None
+    mechanisms = [entry.mechanism or {} for entry in commits]
+    claim = {"dp": True, "epsilon": sum(float(entry.epsilon) for entry in commits),
+             "delta": sum(entry.delta for entry in commits), "accountant": mechanisms[-1].get("accountant"),
+             "mechanism": mechanisms[-1], "epsilon_unit": commits[-1].budget.dataset.epsilon_unit}
+    if delta is not None:
+        share = delta / len(commits)
+        at_delta = []
+        for mechanism in mechanisms:
+            if not mechanism.get("steps"):  # a commit of no step (a job that noised nothing) spent nothing
+                continue
+            at_delta.append(epsilon_compute(sample_rate=mechanism["sample_rate"],
+                                            noise_multiplier=mechanism["noise_multiplier"], steps=mechanism["steps"],
+                                            delta=share, accountant=mechanism.get("accountant") or "prv"))
+        claim["epsilon_at_delta"] = {"delta": delta, "epsilon": sum(at_delta)}
+    return claim
 
 
 def job_epsilon_committed(*, job_id: int) -> tuple[Decimal, float] | None:

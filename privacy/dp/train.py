@@ -64,10 +64,13 @@ class TrainResult:
     unit_level: bool = False  # the privacy unit is the person (units given), not the record
 
 
-def examples_tokenize(records: list[dict], tokenizer, *, max_length: int) -> list[tuple[list[int], list[int]]]:
+def examples_tokenize(records: list[dict], tokenizer, *, max_length: int,
+                      whole_record: bool = False) -> list[tuple[list[int], list[int]]]:
     """(input_ids, labels) per record: the chat-formatted prompt is masked out of the labels,
-    so the loss is on the response tokens only. Long prompts lose their beginning, long
-    responses their end; every example keeps at least a quarter of max_length for its response."""
+    so the loss is on the response tokens only (whole_record=True: on every token, the prompt's
+    too, as a practitioner training a plain language model on the records would). Long prompts
+    lose their beginning, long responses their end; every example keeps at least a quarter of
+    max_length for its response."""
     examples = []
     for record in records:
         prompt_text, response_text = record_prompt_response(record, tokenizer, end_of_sequence=True)
@@ -76,7 +79,8 @@ def examples_tokenize(records: list[dict], tokenizer, *, max_length: int) -> lis
         keep_prompt = max_length - min(len(response), max(max_length // 4, max_length - len(prompt)))
         prompt = prompt[-keep_prompt:] if keep_prompt > 0 else []
         response = response[: max_length - len(prompt)]
-        examples.append((prompt + response, [IGNORE_INDEX] * len(prompt) + response))
+        labels = prompt + response if whole_record else [IGNORE_INDEX] * len(prompt) + response
+        examples.append((prompt + response, labels))
     return examples
 
 
@@ -322,11 +326,14 @@ def _train_plain(model, optimizer, loader, config, steps, sample_rate, on_step, 
 
 def plain_lora_train(model, tokenizer, records: list[dict], params, *,
                      on_step: Callable[[StepReport], None] = lambda report: None,
-                     on_step_done: Callable[[StepReport], None] = lambda report: None) -> tuple[object, TrainResult]:
+                     on_step_done: Callable[[StepReport], None] = lambda report: None,
+                     on_model: Callable[[object], None] = lambda model: None) -> tuple[object, TrainResult]:
     """LoRA fine-tuning WITHOUT DP (no clipping, no noise) of `model` on `records`, with the
     stage-1 code path: used by stage 5 (synthetic pairs) and the `nonprivate` baseline (raw
     private records). `params` carries lora_rank, lora_alpha, target_modules, learning_rate,
-    epochs, logical/physical_batch_size, max_length and seed. Returns (peft model, result)."""
+    epochs, logical/physical_batch_size, max_length and seed, and may carry loss_on ("response",
+    the default, or "record": examples_tokenize's whole_record). on_model gets the LoRA-wrapped
+    model before the first step (to evaluate it between steps). Returns (peft model, result)."""
     n = len(records)
     config = DPTrainConfig(
         target_epsilon=1.0, delta=0.5, dp=False, lora_rank=params.lora_rank, lora_alpha=params.lora_alpha,
@@ -337,7 +344,9 @@ def plain_lora_train(model, tokenizer, records: list[dict], params, *,
         max_length=params.max_length, seed=params.seed,
     )
     model = lora_wrap(model, config)
-    examples = examples_tokenize(records, tokenizer, max_length=config.max_length)
+    on_model(model)
+    whole_record = getattr(params, "loss_on", "response") == "record"
+    examples = examples_tokenize(records, tokenizer, max_length=config.max_length, whole_record=whole_record)
     result = dp_lora_train(model, examples, config, pad_id=tokenizer.pad_token_id, on_step=on_step,
                            on_step_done=on_step_done)
     return model, result

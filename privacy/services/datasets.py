@@ -14,14 +14,15 @@ from django.utils.text import slugify
 
 from privacy.datasets import DatasetError, dataset_parse, dataset_split, dataset_write_jsonl, default_delta
 from privacy.models import EPSILON_DECIMAL_PLACES, AuditEntry, PrivacyBudget, PrivateDataset
-from privacy.selectors import CANARIES_FILE
+from privacy.selectors import AUDIT_CANARIES_FILE, CANARIES_FILE
 from privacy.pii import pii_summary
-from privacy.canary import canary_records
+from privacy.canary import audit_canary_records, canary_records
 
 NAME_MAX_LENGTH = 200
 EPSILON_LIMIT_BOUND = Decimal(10) ** 6  # the column holds 12 digits, 6 of them decimals
 MAX_CANARIES = 1000
 MAX_CANARY_REPEATS = 100
+MAX_AUDIT_CANARIES = 10_000
 
 
 class BudgetConfigError(ValueError):
@@ -43,6 +44,7 @@ def dataset_register(
     allow_nonprivate_baselines: bool = False,
     privacy_unit: str = "",
     drop_duplicates: bool = False,
+    audit_canaries: int = 0,
 ) -> PrivateDataset:
     """Register the file at source_path as a private dataset with its privacy budget.
 
@@ -57,6 +59,11 @@ def dataset_register(
     random positions, marked {"canary": true}; their secrets are kept in canaries.json beside
     the splits, for the evaluation's exposure measurement. Canaries count as training records.
     allow_nonprivate_baselines lets the `nonprivate` baseline (no DP) train on the records.
+
+    audit_canaries > 0 draws that many audit canaries for the one-run privacy audit
+    (evaluation.audit): each goes into the training split, once, by a fair coin flip from the
+    operating system's CSPRNG; all of them with their flips are kept in audit_canaries.jsonl beside
+    the splits (client side), marked {"canary": true, "audit": true} in the training split.
 
     privacy_unit names the field identifying each record's person (privacy.datasets): the split
     keeps each person on one side, DP jobs protect persons, each canary is a person of its own,
@@ -81,6 +88,8 @@ def dataset_register(
     train, heldout = dataset_split(parsed.records, heldout_fraction=heldout_fraction, seed=split_seed)
     canary_rows = _canaries(canaries, canary_repeats)
     train = _planted(train, canary_rows, canary_repeats, units=bool(parsed.privacy_unit))
+    audit_rows = _audit_canaries(audit_canaries)
+    train = _audit_planted(train, audit_rows, units=bool(parsed.privacy_unit))
     train_units = len({record["unit"] for record in train}) if parsed.privacy_unit else len(train)
     delta = _validated_delta(delta, train_count=train_units, unit=parsed.privacy_unit or "record")
 
@@ -98,6 +107,8 @@ def dataset_register(
         dataset_write_jsonl(directory / "heldout.jsonl", heldout)
         if canary_rows:
             dataset_write_jsonl(directory / CANARIES_FILE, canary_rows)
+        if audit_rows:
+            dataset_write_jsonl(directory / AUDIT_CANARIES_FILE, audit_rows)
         summary = pii_summary(f"{record['instruction']}\n{record['response']}" for record in parsed.records)
         with transaction.atomic():
             dataset = PrivateDataset.objects.create(
@@ -108,13 +119,15 @@ def dataset_register(
                 canary_count=len(canary_rows), canary_repeats=canary_repeats if canary_rows else 0,
                 allow_nonprivate_baselines=bool(allow_nonprivate_baselines), privacy_unit=parsed.privacy_unit,
                 train_units=train_units, duplicate_records=len(parsed.duplicates),
-                duplicates_dropped=parsed.duplicates_dropped,
+                duplicates_dropped=parsed.duplicates_dropped, audit_canary_count=len(audit_rows),
             )
             PrivacyBudget.objects.create(dataset=dataset, epsilon_limit=limit, delta=delta, accountant=accountant)
             AuditEntry.objects.create(
                 action=AuditEntry.Action.DATASET_REGISTERED, actor=owner, dataset=dataset,
                 details={"sha256": sha256, "records": len(parsed.records), "epsilon_limit": str(limit), "delta": delta,
                          "accountant": accountant, "canaries": len(canary_rows),
+                         "audit_canaries": len(audit_rows),
+                         "audit_canaries_included": sum(row["included"] for row in audit_rows),
                          "allow_nonprivate_baselines": bool(allow_nonprivate_baselines),
                          "privacy_unit": parsed.privacy_unit or "record", "train_units": train_units,
                          "duplicates": len(parsed.duplicates), "duplicates_dropped": parsed.duplicates_dropped},
@@ -158,6 +171,37 @@ def _planted(train: list[dict], canary_rows: list[dict], repeats: int, *, units:
             canary["unit"] = unit
         for _ in range(repeats):
             planted.insert(rng.randint(0, len(planted)), dict(canary))
+    return planted
+
+
+def _audit_canaries(count) -> list[dict]:
+    """`count` audit canaries (privacy.canary.audit_canary_records) with their coin flips drawn
+    from a seed of the operating system's CSPRNG, or [] for 0."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_AUDIT_CANARIES:
+        raise DatasetError(f"audit canaries must be a whole number from 0 to {MAX_AUDIT_CANARIES}, not {count!r}")
+    if count == 1:
+        raise DatasetError("one audit canary cannot be audited (it needs some in and some out); plant 0, or 2 or more")
+    return audit_canary_records(count, seed=secrets.randbits(64)) if count else []
+
+
+def _audit_planted(train: list[dict], audit_rows: list[dict], *, units: bool) -> list[dict]:
+    """The training split with each included audit canary inserted once at a random position;
+    with privacy units, each is a unit of its own ("audit-<i>", never a real unit's name)."""
+    if not audit_rows:
+        return train
+    rng = random.Random(secrets.randbits(64))
+    planted = list(train)
+    taken = {record["unit"] for record in train} if units else set()
+    for index, row in enumerate(audit_rows, start=1):
+        if not row["included"]:
+            continue
+        canary = {"instruction": row["instruction"], "response": row["response"], "canary": True, "audit": True}
+        if units:
+            unit = f"audit-{index}"
+            while unit in taken:
+                unit = "_" + unit
+            canary["unit"] = unit
+        planted.insert(rng.randint(0, len(planted)), canary)
     return planted
 
 

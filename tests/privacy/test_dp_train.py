@@ -66,6 +66,15 @@ def test_loss_mask_covers_only_the_response(tiny_dir):
     assert "Patient" not in learned and "reports" not in learned
 
 
+def test_whole_record_loss_covers_the_prompt_too(tiny_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    (ids, labels), = examples_tokenize(RECORDS[:1], tokenizer, max_length=64, whole_record=True)
+    (same_ids, response_labels), = examples_tokenize(RECORDS[:1], tokenizer, max_length=64)
+    assert labels == ids and same_ids == ids
+    assert sum(label != IGNORE_INDEX for label in response_labels) < len(ids)
+    assert "Patient" in tokenizer.decode(labels)
+
+
 def test_long_examples_keep_part_of_their_response(tiny_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     record = {"instruction": " ".join(["headache"] * 200), "response": " ".join(["water"] * 200)}
