@@ -81,7 +81,8 @@ def test_mean_interval_uses_the_t_quantile_of_the_printed_table():
 
 def test_mean_interval_equals_scipys_t_interval():
     values = [2.31, 1.87, 2.05, 2.64, 1.92, 2.2, 2.48, 1.75]
-    expected = t.interval(0.9, len(values) - 1, loc=np.mean(values), scale=np.std(values, ddof=1) / math.sqrt(len(values)))
+    standard_error = np.std(values, ddof=1) / math.sqrt(len(values))
+    expected = t.interval(0.9, len(values) - 1, loc=np.mean(values), scale=standard_error)
     interval = mean_interval(values, confidence=0.9)
     assert (interval["low"], interval["high"]) == pytest.approx(expected, abs=1e-12)
 
