@@ -17,6 +17,7 @@ import random
 
 from privacy.canary import CANARY_MAX_LENGTH, SPACE_SIZE, secret_at, canary_record
 
+from .intervals import mean_interval
 from .scoring import response_logprobs
 
 
@@ -44,14 +45,22 @@ def exposure(model, tokenizer, canary: dict, *, reference_sample: int = 1000, se
     }
 
 
+# the values exposure() can take: the rank estimate lies between 1 and 1 + |R| (h = m)
+EXPOSURE_RANGE = (math.log2(SPACE_SIZE) - math.log2(1 + SPACE_SIZE), math.log2(SPACE_SIZE))
+
+
 def exposure_report(model, tokenizer, canaries: list[dict], *, reference_sample: int = 1000, seed: int = 0) -> dict:
-    """Per-canary exposure (bits), their mean and max, and the largest possible, log2 |R|."""
+    """Per-canary exposure (bits), their mean with its 95% t interval over the canaries (None
+    bounds below two canaries; clipped to EXPOSURE_RANGE), their max, how many canaries, and the
+    largest possible exposure, log2 |R|."""
     rows = [exposure(model, tokenizer, canary, reference_sample=reference_sample, seed=seed + index)
             for index, canary in enumerate(canaries)]
     values = [row["exposure"] for row in rows]
     return {
         "canaries": rows,
+        "n_canaries": len(rows),
         "mean_exposure": sum(values) / len(values) if values else None,
+        "mean_exposure_interval": mean_interval(values, bounds=EXPOSURE_RANGE),
         "max_exposure": max(values) if values else None,
         "max_possible_exposure": math.log2(SPACE_SIZE),
         "space_size": SPACE_SIZE,

@@ -5,17 +5,21 @@ Two scores per record, both "higher = more likely a member":
   - min_k: Min-K% Prob (Shi et al. 2024), the mean of the lowest k fraction of token log-probs,
            which ignores the easy tokens every model predicts well.
 The attack quality is the ROC AUC (0.5 = chance) and the TPR at a low FPR (Carlini et al. 2022
-argue the low-FPR regime is what matters for privacy).
+argue the low-FPR regime is what matters for privacy). Both come with their 95% interval and
+sample size (evaluation.intervals).
 """
 import math
 
 import numpy as np
 from scipy.stats import rankdata
 
+from .intervals import auc_interval, wilson_interval
 from .scoring import token_logprobs
 
 HISTOGRAM_BINS = 20
 REPORT_FPR = 0.01
+# below this many non-members, floor(REPORT_FPR * n) = 0: the TPR is the TPR at zero false positives
+REPORT_FPR_MIN_NONMEMBERS = math.ceil(1 / REPORT_FPR)
 
 
 def loss_scores(token_logprobs: list[list[float]]) -> list[float]:
@@ -49,21 +53,27 @@ def roc_auc(member_scores: list[float], nonmember_scores: list[float]) -> float:
 
 
 def tpr_at_fpr(member_scores: list[float], nonmember_scores: list[float], fpr: float = 0.01) -> float:
-    """The fraction of members flagged at the strictest threshold that keeps the FPR <= fpr.
+    """The fraction of members flagged at the strictest threshold that keeps the FPR <= fpr
+    (flagged_members / the number of members)."""
+    return flagged_members(member_scores, nonmember_scores, fpr) / len(member_scores)
+
+
+def flagged_members(member_scores: list[float], nonmember_scores: list[float], fpr: float = 0.01) -> int:
+    """How many members are flagged at the strictest threshold that keeps the FPR <= fpr.
 
     With the n non-member scores sorted from highest, a = floor(fpr * n) of them may be
     flagged; the threshold is the (a+1)-th highest non-member score and a record is flagged
     when its score is STRICTLY above it. So at most a non-members (fewer when scores tie at
     the threshold) are flagged, and the result is conservative. When a >= n every record is
-    flagged (TPR 1.0)."""
+    flagged."""
     if not 0 <= fpr <= 1:
         raise ValueError("fpr must be in [0, 1]")
     ordered = sorted(nonmember_scores, reverse=True)
     allowed = math.floor(fpr * len(ordered))
     if allowed >= len(ordered):
-        return 1.0
+        return len(member_scores)
     threshold = ordered[allowed]
-    return sum(score > threshold for score in member_scores) / len(member_scores)
+    return sum(score > threshold for score in member_scores)
 
 
 def roc_curve(member_scores: list[float], nonmember_scores: list[float]) -> list[tuple[float, float]]:
@@ -95,12 +105,27 @@ def score_histogram(member_scores: list[float], nonmember_scores: list[float], *
 
 
 def attack_summary(member_scores: list[float], nonmember_scores: list[float]) -> dict:
-    """AUC, TPR at 1% FPR, counts, the shared-edge histogram and the ROC points of one score."""
+    """AUC, TPR at 1% FPR, counts, the shared-edge histogram and the ROC points of one score,
+    with the 95% intervals of both figures (AUC: Hanley-McNeil; TPR: Wilson over the flagged
+    members) and the FPR resolution 1 / n_nonmembers, the smallest non-zero FPR the sample can
+    measure. With fewer than REPORT_FPR_MIN_NONMEMBERS non-members "note" says that the TPR at 1%
+    FPR is in fact the TPR at zero false positives (else "note" is None)."""
+    auc = roc_auc(member_scores, nonmember_scores)
+    n_members, n_nonmembers = len(member_scores), len(nonmember_scores)
+    flagged = flagged_members(member_scores, nonmember_scores, REPORT_FPR)
+    note = None
+    if n_nonmembers < REPORT_FPR_MIN_NONMEMBERS:
+        note = (f"with {n_nonmembers} non-members no false positive is allowed at {REPORT_FPR:.0%} FPR: "
+                "this is the TPR at zero false positives")
     return {
-        "auc": roc_auc(member_scores, nonmember_scores),
-        "tpr_at_1pct_fpr": tpr_at_fpr(member_scores, nonmember_scores, REPORT_FPR),
-        "n_members": len(member_scores),
-        "n_nonmembers": len(nonmember_scores),
+        "auc": auc,
+        "auc_interval": auc_interval(auc, n_members, n_nonmembers),
+        "tpr_at_1pct_fpr": flagged / n_members,
+        "tpr_at_1pct_fpr_interval": wilson_interval(flagged, n_members),
+        "fpr_resolution": 1 / n_nonmembers,
+        "note": note,
+        "n_members": n_members,
+        "n_nonmembers": n_nonmembers,
         "histogram": score_histogram(member_scores, nonmember_scores),
         "roc": roc_curve(member_scores, nonmember_scores),
     }

@@ -13,7 +13,9 @@ dicts, the format privacy.dp.train trains on):
    Performance with Self-Guided Data Selection for Instruction Tuning"): how much the instruction
    helps the model predict the response. Low IFD: the instruction makes the response easy.
 
-No Django here: the evaluation app's services call these functions with loaded models.
+Every mean and rate comes with its sample size and 95% interval (evaluation.intervals), beside it
+in the returned dict. No Django here: the evaluation app's services call these functions with
+loaded models.
 """
 import math
 import random
@@ -25,6 +27,8 @@ import torch
 from privacy.dp.train import IGNORE_INDEX, collate, examples_tokenize, per_example_loss
 from synthesis.filtering import rouge_l, tokenize_for_similarity
 from synthesis.lm.generation import SamplingParams
+
+from .intervals import mean_interval, wilson_interval
 
 ROUGE_EXAMPLES = 5               # examples kept in the ROUGE-L report, the first records in input order
 JUDGE_CANDIDATES = ["A", "B"]
@@ -85,12 +89,15 @@ def response_losses(model, tokenizer, records: list[dict], *, max_length: int, b
 
 
 def heldout_loss_report(model, tokenizer, records: list[dict], *, max_length: int) -> dict:
-    """{"loss": mean response loss (nats per token), "perplexity": exp(loss), "n": records}.
-    The mean is over records (each record counts once, whatever its length), as in training."""
+    """{"loss": mean response loss (nats per token), "loss_interval": its 95% t interval over the
+    records, "perplexity": exp(loss), "n": records}. The mean is over records (each record counts
+    once, whatever its length), as in training."""
     if not records:
         raise ValueError("heldout_loss_report needs at least one held-out record")
-    loss = statistics.fmean(response_losses(model, tokenizer, records, max_length=max_length))
-    return {"loss": loss, "perplexity": math.exp(loss), "n": len(records)}
+    losses = response_losses(model, tokenizer, records, max_length=max_length)
+    loss = statistics.fmean(losses)
+    return {"loss": loss, "loss_interval": mean_interval(losses, bounds=(0.0, None)), "perplexity": math.exp(loss),
+            "n": len(records)}
 
 
 # --- 2. ROUGE-L against reference answers ----------------------------------------------------
@@ -106,8 +113,9 @@ def greedy_answers(backend, records: list[dict], *, max_new_tokens: int = 96, se
 
 def rouge_l_report(records: list[dict], answers: list[str]) -> dict:
     """ROUGE-L F1 (word tokens, in [0, 1]) of each answer against its record's reference
-    response. Returns {"mean", "n", "scores" (per record, input order), "examples" (the first
-    ROUGE_EXAMPLES records: instruction, reference, generated, score)}."""
+    response. Returns {"mean", "mean_interval" (its 95% t interval over the records), "n", "scores"
+    (per record, input order), "examples" (the first ROUGE_EXAMPLES records: instruction,
+    reference, generated, score)}."""
     if not records:
         raise ValueError("ROUGE-L needs at least one record")
     if len(answers) != len(records):
@@ -120,7 +128,8 @@ def rouge_l_report(records: list[dict], answers: list[str]) -> dict:
         {"instruction": record["instruction"], "reference": record["response"], "generated": text, "score": score}
         for record, text, score in list(zip(records, answers, scores))[:ROUGE_EXAMPLES]
     ]
-    return {"mean": statistics.fmean(scores), "n": len(scores), "scores": scores, "examples": examples}
+    return {"mean": statistics.fmean(scores), "mean_interval": mean_interval(scores, bounds=(0.0, 1.0)),
+            "n": len(scores), "scores": scores, "examples": examples}
 
 
 def rouge_l_against_references(backend, records: list[dict], *, max_new_tokens: int = 96, seed: int = 0) -> dict:
@@ -162,8 +171,9 @@ def pairwise_win_rate(judge_backend, instructions: list[str], answers_target: li
 
     The judge's reply is read from `judge_backend.next_token_probs` for ["A", "B"] (see
     judge_choice for ties). Returns {"wins", "losses", "ties", "n", "win_rate" = (wins + 0.5 *
-    ties) / n, "verdicts": per item {index, target_position, p_a, p_b, choice, outcome}}, with
-    outcome "win", "loss" or "tie" from the target model's side.
+    ties) / n, "win_rate_interval" (its 95% Wilson interval), "verdicts": per item {index,
+    target_position, p_a, p_b, choice, outcome}}, with outcome "win", "loss" or "tie" from the
+    target model's side.
     """
     if not len(instructions) == len(answers_target) == len(answers_base):
         raise ValueError("instructions, answers_target and answers_base must have the same length")
@@ -186,9 +196,12 @@ def pairwise_win_rate(judge_backend, instructions: list[str], answers_target: li
         verdicts.append({"index": index, "target_position": position, "p_a": p_a, "p_b": p_b,
                          "choice": choice, "outcome": outcome})
     counts = {outcome: sum(v["outcome"] == outcome for v in verdicts) for outcome in ("win", "loss", "tie")}
-    n = len(verdicts)
+    n, score = len(verdicts), counts["win"] + 0.5 * counts["tie"]
+    # The interval is of the same figure: ties count half a win among all n items. An outcome of
+    # 0, 1/2 or 1 varies less than a 0/1 one of the same mean, so Wilson's binomial width is, if
+    # anything, conservative.
     return {"wins": counts["win"], "losses": counts["loss"], "ties": counts["tie"], "n": n,
-            "win_rate": (counts["win"] + 0.5 * counts["tie"]) / n, "verdicts": verdicts}
+            "win_rate": score / n, "win_rate_interval": wilson_interval(score, n), "verdicts": verdicts}
 
 
 # --- 4. IFD, Instruction-Following Difficulty ------------------------------------------------
@@ -231,16 +244,19 @@ def ifd_scores(model, tokenizer, records: list[dict], *, max_length: int, batch_
 
 
 def ifd_report(model, tokenizer, records: list[dict], *, max_length: int) -> dict:
-    """{"mean", "median", "n", "share_at_least_1" (fraction of records whose instruction does not
-    help), "histogram": {"edges": 21 bin edges over IFD_HISTOGRAM_RANGE, "counts": 20 counts,
-    scores above the range in the last bin}}."""
+    """{"mean", "mean_interval" (its 95% t interval over the records), "median", "n",
+    "share_at_least_1" (fraction of records whose instruction does not help),
+    "share_at_least_1_interval" (its 95% Wilson interval), "histogram": {"edges": 21 bin edges over
+    IFD_HISTOGRAM_RANGE, "counts": 20 counts, scores above the range in the last bin}}."""
     if not records:
         raise ValueError("ifd_report needs at least one record")
     scores = ifd_scores(model, tokenizer, records, max_length=max_length)
     low, high = IFD_HISTOGRAM_RANGE
     counts, edges = np.histogram(np.clip(scores, low, high), bins=IFD_HISTOGRAM_BINS, range=IFD_HISTOGRAM_RANGE)
+    at_least_1 = sum(score >= 1.0 for score in scores)
     return {
-        "mean": statistics.fmean(scores), "median": statistics.median(scores), "n": len(scores),
-        "share_at_least_1": sum(score >= 1.0 for score in scores) / len(scores),
+        "mean": statistics.fmean(scores), "mean_interval": mean_interval(scores, bounds=(0.0, None)),
+        "median": statistics.median(scores), "n": len(scores), "share_at_least_1": at_least_1 / len(scores),
+        "share_at_least_1_interval": wilson_interval(at_least_1, len(scores)),
         "histogram": {"edges": edges.tolist(), "counts": counts.astype(int).tolist()},
     }

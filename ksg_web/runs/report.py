@@ -3,7 +3,8 @@ JSON-ready data. No views here: the report page, its JSON and its CSV are all bu
 `run_report` and `report_comparison`.
 
 Missing pieces never raise. A run from before the evaluation existed has no `evaluate` child,
-an older evaluation.json lacks later figures (canaries): those values are None, shown as "—".
+an older evaluation.json lacks later figures (canaries) or the intervals beside them: those
+values are None, shown as "—" (an interval: "no interval (older evaluation)", report_figures).
 Non-finite floats become None (JSON has no NaN or infinity). A non-private release is flagged
 `unbounded` with epsilon None and shown as "∞", never as 0.
 """
@@ -22,6 +23,7 @@ from privacy.models import LedgerEntry
 
 from .kinds import RUN
 from .pipeline import run_pipeline
+from .report_figures import headline_intervals
 
 BASELINE_LABELS = {
     "knowledgesg": "KnowledgeSG",
@@ -40,7 +42,8 @@ INFINITY, MISSING = "∞", "—"
 FILTER_LABELS = {"kept": "kept", "empty_or_malformed": "empty or malformed", "pii": "personal data (PII)",
                  "duplicate": "near-duplicate", "not_relevant": "judged off-domain"}
 
-# headline figures of an evaluation.json: name -> the keys leading to it
+# headline figures of an evaluation.json: name -> the keys leading to it (their intervals:
+# report_figures.INTERVAL_PATHS; a row carries <name>_low, <name>_high, <name>_n beside them)
 HEADLINE_PATHS = {
     "membership_auc_loss": ("privacy", "membership", "loss", "auc"),
     "membership_auc_min_k": ("privacy", "membership", "min_k", "auc"),
@@ -279,9 +282,11 @@ def _evaluation(children: list[Job], *, records_readable: bool = False) -> tuple
 
 
 def _headline(evaluation: dict | None) -> dict[str, Any]:
-    """The HEADLINE_PATHS figures of an evaluation.json (None where absent), and the random-guess
-    top-1 rate of the reconstruction attack (uniform ranking of the candidates it used)."""
+    """The HEADLINE_PATHS figures of an evaluation.json (None where absent) with their intervals
+    (report_figures.headline_intervals), and the random-guess top-1 rate of the reconstruction
+    attack (uniform ranking of the candidates it used)."""
     figures = {name: _dig(evaluation, path) for name, path in HEADLINE_PATHS.items()}
+    figures |= headline_intervals(evaluation)
     expected = _dig(evaluation, ("privacy", "reconstruction", "expected_random_top1_rate"))
     figures["reconstruction_random_guess_rate"] = (
         expected if expected is not None else _dig(evaluation, ("privacy", "reconstruction", "random_guess_rate")))

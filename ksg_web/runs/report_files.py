@@ -13,6 +13,7 @@ from privacy.compliance import csv_cell
 from privacy.dp.accountant import library_versions
 
 from .report import COMPARISON_COLUMNS, report_comparison, run_report
+from .report_figures import interval_columns
 
 
 def report_json(run: Job, *, viewer=None, records_readable: bool = True) -> dict[str, Any]:
@@ -22,17 +23,20 @@ def report_json(run: Job, *, viewer=None, records_readable: bool = True) -> dict
 
 
 def report_csv(run: Job, *, viewer=None) -> str:
-    """The comparison table, then the privacy accounting, every stage parameter and the library
-    versions, as sections of one CSV (a title row, a header row, rows; a blank row between)."""
+    """The comparison table (each figure followed by its 95% interval's low and high and its
+    sample size, report_figures.interval_columns), then the privacy accounting, every stage
+    parameter and the library versions, as sections of one CSV (a title row, a header row, rows;
+    a blank row between)."""
     report = run_report(run)
+    columns = interval_columns(COMPARISON_COLUMNS)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["KnowledgeSG run report", f"run {run.pk}", f"generated {timezone.now().isoformat()}"])
     writer.writerow([])
     writer.writerow(["comparison"])
-    writer.writerow([label for _, label in COMPARISON_COLUMNS])
+    writer.writerow([label for _, label in columns])
     for row in report_comparison(run, viewer=viewer):
-        writer.writerow([csv_cell(row.get(key), sort_keys=False) for key, _ in COMPARISON_COLUMNS])
+        writer.writerow([csv_cell(row.get(key), sort_keys=False) for key, _ in columns])
     privacy = report["privacy"]
     mechanism = privacy["mechanism"]
     writer.writerows([[], ["privacy"], ["quantity", "value"]])

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
 from ksg_web.runs.report import BASELINE_LABELS, COMPARISON_COLUMNS, report_comparison_row
+from ksg_web.runs.report_figures import INTERVAL_PATHS, figure_text
 from privacy.access import dataset_records_readable, datasets_usable_by, datasets_visible_to
 from privacy.selectors import dataset_balance
 from privacy.services import BudgetExceeded, NonPrivateRefused
@@ -228,7 +229,7 @@ def run_compare(request):
     for run in chosen:
         row = report_comparison_row(run)  # as the report page computes it
         columns.append(row)
-    table = [{"key": key, "label": label, "values": [_cell(key, row.get(key)) for row in columns]}
+    table = [{"key": key, "label": label, "values": [_cell(key, row) for row in columns]}
              for key, label in COMPARISON_COLUMNS if key != "run"]
     return render(request, "jobs/run_compare.html", {
         "datasets": visible_datasets, "dataset": dataset, "candidates": candidates, "chosen": chosen,
@@ -237,8 +238,12 @@ def run_compare(request):
     })
 
 
-def _cell(key: str, value) -> str:
-    """A comparison figure as text: 3 decimals (rates, AUCs, losses), deltas as they are."""
+def _cell(key: str, row: dict) -> str:
+    """A comparison figure as text: 3 decimals (rates, AUCs, losses) with the 95% interval and
+    sample size where the evaluation gives one (report_figures), deltas as they are."""
+    if key in INTERVAL_PATHS:
+        return figure_text(row, key)
+    value = row.get(key)
     if value is None or value == "":
         return "—"
     if isinstance(value, bool):

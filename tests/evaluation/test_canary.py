@@ -46,6 +46,13 @@ def test_exposure_report_summarises_every_canary():
     values = [row["exposure"] for row in report["canaries"]]
     assert report["max_exposure"] == max(values) and report["mean_exposure"] == pytest.approx(sum(values) / 2)
     assert report["max_possible_exposure"] == pytest.approx(math.log2(10**6))
+    assert report["n_canaries"] == 2 and report["mean_exposure_interval"]["n"] == 2
+    # t(0.975, 1 df) = 12.706: two canaries give a wide interval, clipped to the possible exposures
+    half_width = 12.706 * abs(values[0] - values[1]) / math.sqrt(2) / math.sqrt(2)
+    assert report["mean_exposure_interval"]["low"] == pytest.approx(
+        max(report["mean_exposure"] - half_width, math.log2(10**6) - math.log2(10**6 + 1)), abs=1e-2)
+    assert report["mean_exposure_interval"]["high"] == pytest.approx(
+        min(report["mean_exposure"] + half_width, math.log2(10**6)), abs=1e-2)
 
 
 @pytest.mark.slow

@@ -2,7 +2,10 @@
 memorised its training records (AUC well above chance) versus the untrained model (chance)."""
 import pytest
 
+from evaluation.intervals import auc_interval, wilson_interval
 from evaluation.membership import (
+    attack_summary,
+    flagged_members,
     loss_scores,
     membership_report,
     min_k_scores,
@@ -46,6 +49,29 @@ def test_tpr_at_fpr_is_conservative_when_non_members_tie_at_the_threshold():
     # 10% of 10 = 1 may be flagged; the top two tie at 5, so the threshold is 5 and none is flagged
     nonmembers = [5.0, 5.0] + [0.0] * 8
     assert tpr_at_fpr([5.0, 6.0], nonmembers, fpr=0.1) == 0.5
+
+
+def test_attack_summary_gives_each_figure_its_interval_and_sample_size():
+    members = [float(i) for i in range(40)]                  # 0..39
+    nonmembers = [float(i) - 0.5 for i in range(30, 60)]     # 29.5..59.5: 10 members above none
+    summary = attack_summary(members, nonmembers)
+    # 0 false positives allowed with 30 non-members: threshold 59.5, no member above it
+    assert summary["tpr_at_1pct_fpr"] == 0.0
+    assert summary["tpr_at_1pct_fpr_interval"] == wilson_interval(0, 40)
+    assert summary["tpr_at_1pct_fpr_interval"]["high"] == pytest.approx(0.0876, abs=1e-4)  # 0 of 40 is not 0
+    assert summary["auc_interval"] == auc_interval(summary["auc"], 40, 30)
+    assert summary["auc_interval"]["low"] < summary["auc"] < summary["auc_interval"]["high"]
+    assert summary["fpr_resolution"] == pytest.approx(1 / 30)
+    assert "30 non-members" in summary["note"] and "zero false positives" in summary["note"]
+
+
+def test_tpr_interval_counts_the_flagged_members_and_the_note_goes_with_enough_non_members():
+    nonmembers = [float(i) for i in range(100)]  # 1 of 100 may be flagged: threshold 98
+    members = [98.5, 99.5, 50.0, 120.0]
+    summary = attack_summary(members, nonmembers)
+    assert flagged_members(members, nonmembers, 0.01) == 3
+    assert summary["tpr_at_1pct_fpr_interval"] == wilson_interval(3, 4)
+    assert summary["fpr_resolution"] == 0.01 and summary["note"] is None
 
 
 def test_roc_curve_runs_monotonically_from_origin_to_one_one():

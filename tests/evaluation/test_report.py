@@ -14,8 +14,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from evaluation.canary import EXPOSURE_RANGE
+from evaluation.intervals import mean_interval, wilson_interval
 from evaluation.membership import attack_summary
-from ksg_web.runs.report import report_comparison, run_report
+from ksg_web.runs.report import HEADLINE_PATHS, report_comparison, run_report
+from ksg_web.runs.report_figures import INTERVAL_PATHS
 from ksg_web.runs.report_files import report_csv, report_json
 from jobs.models import Job
 from jobs.services import artifact_record, job_event_record
@@ -61,8 +64,10 @@ def dataset(ada):
     return make_dataset(ada, name="clinic", epsilon_limit="100")
 
 
-def evaluation_json(*, shift: float = 0.0, canaries: bool = True, heldout_loss: float = 1.8) -> dict:
-    """An evaluation.json as evaluation.stage writes it; membership from the real attack_summary."""
+def evaluation_json(*, shift: float = 0.0, canaries: bool = True, heldout_loss: float = 1.8,
+                    intervals: bool = True) -> dict:
+    """An evaluation.json as evaluation.stage writes it; membership from the real attack_summary,
+    intervals from evaluation.intervals. intervals=False: as written before the intervals existed."""
     members = [score + shift for score in MEMBERS]
     report = {
         "dataset": {"name": "clinic", "sha256": "a" * 64, "canaries": 2 if canaries else 0},
@@ -97,6 +102,35 @@ def evaluation_json(*, shift: float = 0.0, canaries: bool = True, heldout_loss: 
         report["privacy"]["canaries"] = {"canaries": rows, "mean_exposure": sum(r["exposure"] for r in rows) / 2,
                                          "max_exposure": rows[0]["exposure"], "max_possible_exposure": math.log2(10**6),
                                          "space_size": 10**6}
+    return _with_intervals(report, heldout_loss) if intervals else _without_intervals(report)
+
+
+def _with_intervals(report: dict, heldout_loss: float) -> dict:
+    """The intervals evaluation.stage writes beside the figures (membership's come with it)."""
+    reconstruction, utility = report["privacy"]["reconstruction"], report["utility"]
+    reconstruction |= {"likelihood_top1_interval": wilson_interval(3, 10),
+                       "likelihood_top5_interval": wilson_interval(6, 10),
+                       "generation_exact_interval": wilson_interval(1, 10)}
+    for side, loss in (("target", heldout_loss), ("base", 2.4)):
+        losses = [loss + step for step in (-0.3, -0.2, -0.1, 0.1, 0.2, 0.3)]  # 6 records around the mean
+        utility["heldout_loss"][side]["loss_interval"] = mean_interval(losses, bounds=(0.0, None))
+        rouge_l = utility["rouge_l"][side]
+        rouge_l["mean_interval"] = mean_interval(rouge_l["scores"], bounds=(0.0, 1.0))
+    utility["win_rate"]["win_rate_interval"] = wilson_interval(2, 3)
+    for side in ("private", "synthetic"):
+        ifd = utility["ifd"][side]
+        ifd["mean_interval"] = mean_interval([ifd["mean"] + step for step in (-0.1, 0.0, 0.1)])
+    canaries = report["privacy"].get("canaries")
+    if canaries:
+        exposures = [row["exposure"] for row in canaries["canaries"]]
+        canaries |= {"n_canaries": 2, "mean_exposure_interval": mean_interval(exposures, bounds=EXPOSURE_RANGE)}
+    return report
+
+
+def _without_intervals(report: dict) -> dict:
+    for summary in report["privacy"]["membership"].values():
+        for key in ("auc_interval", "tpr_at_1pct_fpr_interval", "fpr_resolution", "note"):
+            summary.pop(key)
     return report
 
 
@@ -264,6 +298,14 @@ def test_csv_holds_the_comparison_the_parameters_and_the_versions(ada, dataset):
     assert table[1]["epsilon"] == "∞" and table[1]["DP guarantee"] == "no"
     assert float(table[0]["membership AUC (loss)"]) == pytest.approx(attack_summary(MEMBERS, NONMEMBERS)["auc"])
     assert table[0]["reconstruction random-guess top-1"] == "0.02" and table[0]["held-out loss (base)"] == "2.4"
+    auc_interval = attack_summary(MEMBERS, NONMEMBERS)["auc_interval"]
+    assert float(table[0]["membership AUC (loss) 95% low"]) == pytest.approx(auc_interval["low"])
+    assert float(table[0]["membership AUC (loss) 95% high"]) == pytest.approx(auc_interval["high"])
+    assert table[0]["membership AUC (loss) n"] == "6+6" and table[0]["win-rate vs base n"] == "3"
+    assert float(table[0]["win-rate vs base 95% low"]) == pytest.approx(wilson_interval(2, 3)["low"])
+    header = list(table[0])
+    assert header.index("held-out loss (target)") + 1 == header.index("held-out loss (target) 95% low")
+    assert "DP guarantee 95% low" not in header  # only figures with an interval get the columns
     parameters = {(row["stage"], row["parameter"]): row["value"] for row in csv_section(report_csv(run), "parameters")}
     assert parameters[("dp_finetune", "target_epsilon")] == "3.0" and parameters[("generate", "domain")] == "medical"
     assert parameters[("distill", "professional_model")].startswith("'=")  # no formula runs in a spreadsheet
@@ -322,7 +364,8 @@ def test_report_page_shows_the_figures_charts_data_and_exports_without_inline_co
     html = response.content.decode()
     auc = attack_summary(MEMBERS, NONMEMBERS)["auc"]
     assert f"{auc:.3f}" in html and "ε = 2.41" in html and "noise multiplier" in html.lower()
-    assert "0.300 <small>(0.020)</small>" in html  # reconstruction rate beside its random-guess rate
+    assert re.search(r"0\.300 <small class=\"interval\">\[0\.11, 0\.60\], n 10</small> <small>\(random 0\.020\)</small>",
+                     html)  # reconstruction rate, its Wilson interval (3 of 10), its random-guess rate
     assert "Maria Lopez" in html and "Dr. [NAME] saw the patient" in html  # reconstruction example
     assert "19.93" in html  # canary exposure
     assert "How is condition 0 treated?" in html and "near-duplicate" in html
@@ -339,6 +382,74 @@ def test_report_page_shows_the_figures_charts_data_and_exports_without_inline_co
     histogram = attack_summary(MEMBERS, NONMEMBERS)["histogram"]
     assert data["membership"]["loss"]["histogram"]["members"] == histogram["members"]
     assert data["membership"]["min_k"]["roc"][-1] == [1.0, 1.0]
+
+
+def test_headline_and_comparison_carry_each_figures_interval_and_sample_size(ada, dataset):
+    run = make_run(ada, dataset, evaluation=evaluation_json())
+    auc = attack_summary(MEMBERS, NONMEMBERS)["auc_interval"]
+
+    headline, row = run_report(run)["headline"], report_comparison(run)[0]
+
+    for figures in (headline, row):
+        assert (figures["membership_auc_loss_low"], figures["membership_auc_loss_high"]) == (auc["low"], auc["high"])
+        assert figures["membership_auc_loss_n"] == "6+6" and figures["tpr_at_1pct_fpr_loss_n"] == "6"
+        assert figures["win_rate_low"] == pytest.approx(wilson_interval(2, 3)["low"])
+        assert figures["reconstruction_top1_rate_high"] == pytest.approx(wilson_interval(3, 10)["high"])
+        assert figures["heldout_loss_target_low"] < figures["heldout_loss_target"] < figures["heldout_loss_target_high"]
+        assert figures["canary_mean_exposure_n"] == "2" and figures["rouge_l_base_n"] == "3"
+
+
+def test_report_page_shows_each_figure_with_its_interval_and_n(ada, dataset, client):
+    run = make_run(ada, dataset, evaluation=evaluation_json())
+    client.force_login(ada)
+
+    html = client.get(reverse("jobs:report", args=[run.pk])).content.decode()
+
+    interval = '<small class="interval">{}</small>'.format
+    assert "0.861 " + interval("[0.64, 1.00], n 6+6") in html  # membership AUC (loss), Hanley-McNeil
+    assert "0.500 " + interval("[0.19, 0.81], n 6") in html  # TPR at 1% FPR (loss), Wilson 3 of 6
+    assert "1.800 " + interval("[1.55, 2.05], n 6") in html  # held-out loss, t over 6 records
+    assert "0.667 " + interval("[0.21, 0.94], n 3") in html  # win-rate, Wilson 2 of 3
+    assert "0.310 " + interval("[0.29, 0.33], n 3") in html  # ROUGE-L (target)
+    assert "10.63 " + interval("[0.0, 19.9], n 2") in html  # canary mean exposure, clipped to what it can be
+    assert "0.100 " + interval("[0.02, 0.40], n 10") in html  # reconstruction, generation exact
+    assert "no interval" not in html
+    note = html.split('id="tpr-at-low-fpr"')[1].split("</p>")[0]
+    assert "With 6 non-members the smallest non-zero false-positive rate is 0.167" in note
+    assert "this is the TPR at zero false positives" in note
+
+
+def test_an_older_evaluation_without_intervals_shows_its_figures_and_says_so(ada, dataset, client):
+    evaluation = evaluation_json(intervals=False)
+    assert "auc_interval" not in json.dumps(evaluation) and "loss_interval" not in json.dumps(evaluation)
+    run = make_run(ada, dataset, evaluation=evaluation)
+    client.force_login(ada)
+
+    response = client.get(reverse("jobs:report", args=[run.pk]))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    auc = attack_summary(MEMBERS, NONMEMBERS)["auc"]
+    assert f'{auc:.3f} <small class="interval">no interval (older evaluation)</small>' in html
+    assert '1.800 <small class="interval">no interval (older evaluation)</small>' in html
+    assert 'id="tpr-at-low-fpr"' in html and "zero false positives" not in html
+    headline = run_report(run)["headline"]
+    assert headline["membership_auc_loss"] == pytest.approx(auc) and headline["membership_auc_loss_low"] is None
+    assert headline["win_rate_n"] is None
+    table = csv_section(report_csv(run), "comparison")
+    assert table[0]["membership AUC (loss) 95% low"] == "" and float(table[0]["membership AUC (loss)"]) == auc
+
+
+def test_a_sample_too_small_for_an_interval_is_said_so_not_hidden(ada, dataset, client):
+    evaluation = evaluation_json()
+    canaries = evaluation["privacy"]["canaries"]
+    canaries["canaries"] = canaries["canaries"][:1]
+    canaries |= {"n_canaries": 1, "mean_exposure": canaries["canaries"][0]["exposure"],
+                 "mean_exposure_interval": mean_interval([canaries["canaries"][0]["exposure"]])}
+    run = make_run(ada, dataset, evaluation=evaluation)
+    client.force_login(ada)
+    html = client.get(reverse("jobs:report", args=[run.pk])).content.decode()
+    assert '19.93 <small class="interval">n 1: too few for an interval</small>' in html
 
 
 def test_nonprivate_report_page_says_non_private_not_epsilon_zero(ada, dataset, client):
@@ -475,8 +586,16 @@ def test_report_reads_every_headline_figure_of_a_real_evaluation(tmp_path, setti
         Job.objects.get(pk=evaluate.pk).error
 
     report = run_report(run)
-    missing = {name for name, value in report["headline"].items() if value is None}
-    assert missing == {"ifd_synthetic"}, missing
+    figures = {name: report["headline"][name] for name in HEADLINE_PATHS}
+    assert {name for name, value in figures.items() if value is None} == {"ifd_synthetic"}, figures
+    # every figure has its interval and n, but IFD of synthetic data (none here) and, until
+    # evaluation.reconstruction writes them, the reconstruction rates
+    written = report["evaluation"]["privacy"]["reconstruction"]
+    expected = {"ifd_synthetic"} | {name for name, path in INTERVAL_PATHS.items()
+                                    if name.startswith("reconstruction_") and path[-1] not in written}
+    assert {name for name in INTERVAL_PATHS if report["headline"][f"{name}_n"] is None} == expected
+    one_canary = {"canary_mean_exposure"}  # n 1: too few for an interval
+    assert {name for name in INTERVAL_PATHS if report["headline"][f"{name}_low"] is None} == expected | one_canary
     assert report["dataset"]["canaries"] == 1 and report["evaluation_job"]["id"] == evaluate.pk
     client.force_login(owner)
     response = client.get(reverse("jobs:report", args=[run.pk]))

@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from evaluation.intervals import mean_interval, wilson_interval
 from evaluation.utility import (
     JUDGE_QUESTION,
     heldout_loss_report,
@@ -97,6 +98,16 @@ def test_heldout_perplexity_is_exp_of_the_mean_loss(tiny_dir, tokenizer):
     assert report["perplexity"] == pytest.approx(math.exp(report["loss"]))
 
 
+def test_heldout_loss_has_the_t_interval_over_the_per_record_losses(tiny_dir, tokenizer):
+    model = base_model(tiny_dir)
+    report = heldout_loss_report(model, tokenizer, RECORDS, max_length=MAX_LENGTH)
+    losses = response_losses(model, tokenizer, RECORDS, max_length=MAX_LENGTH)
+    half_width = 2.3646 * statistics.stdev(losses) / math.sqrt(8)  # t(0.975, 7 df) = 2.3646, 8 records
+    assert report["loss_interval"]["n"] == report["n"] == 8 and report["loss_interval"]["method"] == "t"
+    assert report["loss_interval"]["low"] == pytest.approx(report["loss"] - half_width, abs=1e-3)
+    assert report["loss_interval"]["high"] == pytest.approx(report["loss"] + half_width, abs=1e-3)
+
+
 def test_heldout_loss_is_lower_after_training_on_the_records(tiny_dir, tokenizer, trained_model):
     before = heldout_loss_report(base_model(tiny_dir), tokenizer, RECORDS, max_length=MAX_LENGTH)
     after = heldout_loss_report(trained_model, tokenizer, RECORDS, max_length=MAX_LENGTH)
@@ -129,6 +140,16 @@ def test_rouge_l_equals_rouge_l_of_independently_generated_greedy_answers(tiny_d
     assert report["mean"] == pytest.approx(sum(expected) / len(expected))
     assert [example["generated"] for example in report["examples"]] == texts[:5]
     assert report["mean"] < 1.0  # the untrained model does not reproduce the references
+
+
+def test_rouge_l_mean_has_its_t_interval_within_zero_and_one():
+    records = [{"instruction": "q", "response": "rest and drink water"}] * 3
+    report = rouge_l_report(records, ["rest and drink water", "rest", "nothing at all"])
+    assert report["mean_interval"] == mean_interval(report["scores"], bounds=(0.0, 1.0))
+    assert report["mean_interval"]["low"] == 0.0 and report["mean_interval"]["n"] == 3  # clipped: scores are >= 0
+    assert report["mean_interval"]["high"] == 1.0 and report["mean"] < 1.0
+    one = rouge_l_report(records[:1], ["rest"])
+    assert one["mean_interval"]["low"] is None and one["mean_interval"]["n"] == 1  # one record: no interval
 
 
 def test_rouge_l_report_refuses_answers_that_do_not_match_the_records():
@@ -196,6 +217,15 @@ def test_ties_count_half():
     assert [verdict["outcome"] for verdict in result["verdicts"]] == ["win", "win", "tie", "tie"]
 
 
+def test_win_rate_interval_counts_ties_half_like_the_win_rate():
+    instructions, target, base = items(10)
+    instructions[6:] = [f"TIE question {i}" for i in range(6, 10)]
+    result = pairwise_win_rate(ReadingJudge(), instructions, target, base)
+    assert (result["wins"], result["ties"], result["win_rate"]) == (6, 4, 0.8)
+    assert result["win_rate_interval"] == wilson_interval(8, 10)  # 6 wins + 4 half wins of 10
+    assert result["win_rate_interval"]["low"] < result["win_rate"] < result["win_rate_interval"]["high"]
+
+
 def test_close_or_absent_probabilities_are_ties_within_the_margin():
     close = pairwise_win_rate(FixedJudge({"A": 0.5, "B": 0.52}), *items(10), tie_margin=0.1)
     absent = pairwise_win_rate(FixedJudge({"A": 0.0, "B": 0.0}), *items(10))
@@ -253,7 +283,7 @@ def test_ifd_falls_after_training_on_responses_predictable_from_their_instructio
     assert max(after) < 0.5  # the instruction now makes the response easy
 
 
-def test_ifd_report_has_mean_median_count_and_a_20_bin_histogram(tokenizer, trained_model):
+def test_ifd_report_has_mean_median_count_intervals_and_a_20_bin_histogram(tokenizer, trained_model):
     report = ifd_report(trained_model, tokenizer, RECORDS, max_length=MAX_LENGTH)
     scores = ifd_scores(trained_model, tokenizer, RECORDS, max_length=MAX_LENGTH)
     assert report["n"] == len(RECORDS)
@@ -262,3 +292,6 @@ def test_ifd_report_has_mean_median_count_and_a_20_bin_histogram(tokenizer, trai
     assert len(report["histogram"]["counts"]) == 20 and len(report["histogram"]["edges"]) == 21
     assert sum(report["histogram"]["counts"]) == len(RECORDS)
     assert report["share_at_least_1"] == 0.0
+    assert report["share_at_least_1_interval"] == wilson_interval(0, len(RECORDS))
+    assert report["mean_interval"]["n"] == len(RECORDS)
+    assert report["mean_interval"]["low"] < report["mean"] < report["mean_interval"]["high"]

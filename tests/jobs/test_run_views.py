@@ -303,7 +303,8 @@ def test_the_comparison_puts_the_chosen_runs_side_by_side(client, world):
     assert header.index(f">#{nonprivate.pk}<") < header.index(f">#{knowledgesg.pk}<")  # in the order asked
     row = lambda key: re.findall(r"<td>([^<]*)</td>",  # noqa: E731
                                  page.split(f'data-measure="{key}"')[1].split("</tr>")[0])
-    assert row("heldout_loss_target") == ["1.200", "1.800"]
+    assert row("heldout_loss_target") == ["1.200 [0.95, 1.45], n 6", "1.800 [1.55, 2.05], n 6"]  # t over 6 records
+    assert row("win_rate") == ["0.667 [0.21, 0.94], n 3"] * 2  # Wilson, 2 of 3
     assert row("epsilon_display") == ["∞", "2.41"]
     assert row("baseline") == ["nonprivate", "knowledgesg"]
     assert row("membership_auc_loss")[0] == row("membership_auc_loss")[1] != "—"
@@ -314,6 +315,15 @@ def test_the_comparison_puts_the_chosen_runs_side_by_side(client, world):
     # checkboxes submit runs=1&runs=2; an unevaluated run shows dashes
     page = client.get(reverse("jobs:run-compare"), {"dataset": dataset.pk, "runs": [unevaluated.pk]}).content.decode()
     assert re.findall(r"<td>([^<]*)</td>", page.split('data-measure="win_rate"')[1].split("</tr>")[0]) == ["—"]
+
+
+def test_the_comparison_of_an_older_evaluation_shows_its_figures_without_intervals(client, world):
+    dataset = make_dataset(world["owner"], name="wards", epsilon_limit="100")
+    older = make_run(world["owner"], dataset, evaluation=evaluation_json(intervals=False))
+    page = as_user(client, world["owner"]).get(reverse("jobs:run-compare"),
+                                               {"dataset": dataset.pk, "runs": older.pk}).content.decode()
+    cells = re.findall(r"<td>([^<]*)</td>", page.split('data-measure="heldout_loss_target"')[1].split("</tr>")[0])
+    assert cells == ["1.800 no interval (older evaluation)"]
 
 
 def test_the_comparison_is_only_for_visible_datasets_and_runs(client, world):

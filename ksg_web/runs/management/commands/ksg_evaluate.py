@@ -6,6 +6,7 @@ import json as json_module
 from django.core.management.base import BaseCommand, CommandError
 
 from ksg_web.runs.report import COMPARISON_COLUMNS, report_comparison
+from ksg_web.runs.report_figures import figure_parts
 from ksg_web.runs.report_files import report_json
 from ksg_web.runs.evaluate import evaluate_submit
 from jobs.embedded import embedded_worker_if_needed
@@ -57,10 +58,16 @@ class Command(BaseCommand):
 
 
 def comparison_table(rows: list[dict]) -> str:
-    """Metrics as lines, runs as columns (the first column is the run asked for)."""
-    cells = [[label] + [_cell(row.get(key)) for row in rows] for key, label in COMPARISON_COLUMNS]
+    """Metrics as lines, runs as columns (the first column is the run asked for); a figure with
+    its 95% interval and sample size beside it."""
+    cells = [[label] + [_figure_cell(row, key) for row in rows] for key, label in COMPARISON_COLUMNS]
     widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells)
+
+
+def _figure_cell(row: dict, key: str) -> str:
+    interval = figure_parts(row, key)[1]
+    return _cell(row.get(key)) if interval is None else f"{_cell(row.get(key))} {interval}"
 
 
 def _cell(value) -> str:

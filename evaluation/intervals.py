@@ -1,0 +1,89 @@
+"""Error bars for the evaluation's figures: every rate and mean comes with its sample size and an
+interval, as plain data beside the figure.
+
+Each function returns {"low", "high", "n", "method", "confidence"} (an AUC's also "n_pos",
+"n_neg" and "standard_error"). A sample too small for an interval (no item for a rate, fewer
+than two values for a mean, no member or no non-member for an AUC) gives low = high = None and
+never raises: the caller states "no sample", the figure itself may still be shown.
+
+- wilson_interval: the Wilson score interval of a binomial proportion (Wilson 1927). Unlike the
+  normal ("Wald") interval it stays inside [0, 1] and does not collapse to a point at 0 or n
+  successes, which matters here: attack rates on a private model are often 0 of 40.
+- auc_interval: AUC +- z * SE with the standard error of Hanley & McNeil (1982, Radiology 143:29),
+  clipped to [0, 1]. Their Q1 = A / (2 - A) and Q2 = 2A^2 / (1 + A) are exact for exponential
+  score distributions and a fair approximation otherwise; at A = 0.5 they give the exact
+  Mann-Whitney null variance (n_pos + n_neg + 1) / (12 n_pos n_neg). At AUC 0 or 1 the standard
+  error is 0 and the interval a point: a known limit of the method, so read it with its n.
+- mean_interval: the Student t interval of a mean, mean +- t(n-1) * s / sqrt(n), optionally
+  clipped to the range the values can take.
+
+No Django here: plain numbers in, plain data out.
+"""
+import math
+import statistics
+
+from scipy.stats import norm, t
+
+WILSON, HANLEY_MCNEIL, STUDENT_T = "Wilson score", "Hanley-McNeil", "t"
+
+
+def wilson_interval(successes: float, n: int, *, confidence: float = 0.95) -> dict:
+    """The Wilson score interval of the proportion successes / n (both counts; a fractional
+    count is taken as it is, e.g. a tie counted as half a win). n = 0 gives None bounds."""
+    z = _z(confidence)
+    if n < 0 or not 0 <= successes <= max(n, 0):
+        raise ValueError(f"need 0 <= successes <= n, got {successes!r} of {n!r}")
+    if n == 0:
+        return _interval(None, None, n, WILSON, confidence)
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half_width = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return _interval(max(0.0, centre - half_width), min(1.0, centre + half_width), n, WILSON, confidence)
+
+
+def auc_interval(auc: float, n_pos: int, n_neg: int, *, confidence: float = 0.95) -> dict:
+    """AUC +- z * SE (Hanley & McNeil 1982), clipped to [0, 1]; n_pos positives (members), n_neg
+    negatives (non-members). Without a positive or a negative the bounds are None."""
+    z = _z(confidence)
+    if n_pos < 0 or n_neg < 0 or not 0 <= auc <= 1:
+        raise ValueError(f"need an AUC in [0, 1] and counts >= 0, got {auc!r}, {n_pos!r}, {n_neg!r}")
+    result = {"n_pos": n_pos, "n_neg": n_neg, "standard_error": None}
+    if not n_pos or not n_neg:
+        return _interval(None, None, n_pos + n_neg, HANLEY_MCNEIL, confidence) | result
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    variance = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    standard_error = math.sqrt(max(variance, 0.0))  # at AUC 0 or 1 the terms cancel to 0, rounding may go below
+    return _interval(max(0.0, auc - z * standard_error), min(1.0, auc + z * standard_error), n_pos + n_neg,
+                     HANLEY_MCNEIL, confidence) | result | {"standard_error": standard_error}
+
+
+def mean_interval(values: list[float], *, confidence: float = 0.95,
+                  bounds: tuple[float | None, float | None] = (None, None)) -> dict:
+    """The Student t interval of the mean of `values` (same unit as the values), clipped to
+    `bounds` (the range the values can take; None: unbounded on that side). Fewer than two
+    values give None bounds."""
+    _z(confidence)  # refuses a confidence outside (0, 1), as the other intervals do
+    n = len(values)
+    if n < 2:
+        return _interval(None, None, n, STUDENT_T, confidence)
+    mean = statistics.fmean(values)
+    half_width = t.ppf(0.5 + confidence / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
+    low, high = mean - half_width, mean + half_width
+    if bounds[0] is not None:
+        low = max(low, bounds[0])
+    if bounds[1] is not None:
+        high = min(high, bounds[1])
+    return _interval(float(low), float(high), n, STUDENT_T, confidence)
+
+
+def _z(confidence: float) -> float:
+    """The two-sided standard normal quantile of `confidence` (1.96 for 0.95)."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    return float(norm.ppf(0.5 + confidence / 2))
+
+
+def _interval(low: float | None, high: float | None, n: int, method: str, confidence: float) -> dict:
+    return {"low": None if low is None else float(low), "high": None if high is None else float(high), "n": n,
+            "method": method, "confidence": confidence}
