@@ -69,7 +69,7 @@ class PrivateDatasetAdmin(admin.ModelAdmin):
     list_filter = ("allow_nonprivate_baselines",)
     readonly_fields = ("path", "source_format", "field_mapping", "sha256", "size_bytes", "record_count",
                        "train_count", "heldout_count", "split_seed", "pii_summary", "canary_count", "canary_repeats",
-                       "allow_nonprivate_baselines", "approval_epsilon_threshold", "created_at")
+                       "allow_nonprivate_baselines", "identifying_fields", "approval_epsilon_threshold", "created_at")
     inlines = [PrivacyBudgetInline]
 
     def has_add_permission(self, request):

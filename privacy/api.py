@@ -49,6 +49,8 @@ class DatasetOut(Schema):
     privacy_unit: str = Field(description="the field naming each record's person; empty: each record is its own unit")
     epsilon_unit: str = Field(description="what one epsilon protects: 'per record' or 'per <privacy unit field>'")
     train_units: int = Field(description="privacy units (persons, or records) in the training split")
+    identifying_fields: list[str] = Field(description="the fields naming the person a record is about (their values "
+                                                      "stay with the records, client side); empty: none named")
     duplicate_records: int
     duplicates_dropped: bool
     sha256: str
@@ -92,6 +94,10 @@ class DatasetIn(Schema):
     allow_nonprivate_baselines: bool = False
     privacy_unit: str = Field("", description="the field naming the person each record belongs to, e.g. patient_id")
     drop_duplicates: bool = Field(False, description="leave out exact duplicates (kept and counted by default)")
+    identifying_fields: list[str] = Field(
+        default_factory=list, description="the fields naming the person a record is about, e.g. ['patient_name']: "
+                                          "their values stay with each record, client side, as the targets of "
+                                          "the name-reconstruction attack")
 
 
 @router.get("/datasets", response={200: list[DatasetOut], codes_4xx: ErrorOut}, summary="Datasets you may see")
@@ -124,6 +130,7 @@ def dataset_create(request, file: File[UploadedFile], payload: Form[DatasetIn]):
             split_seed=payload.split_seed, canaries=payload.canaries, canary_repeats=payload.canary_repeats,
             allow_nonprivate_baselines=payload.allow_nonprivate_baselines,
             privacy_unit=payload.privacy_unit, drop_duplicates=payload.drop_duplicates,
+            identifying_fields=payload.identifying_fields,
         )
     return Status(201, dataset_out(dataset, request.user, usable=True))
 
@@ -174,6 +181,7 @@ def dataset_out(dataset: PrivateDataset, user, *, usable: bool) -> dict:
         "canary_count": dataset.canary_count, "canary_repeats": dataset.canary_repeats,
         "allow_nonprivate_baselines": dataset.allow_nonprivate_baselines, "sha256": dataset.sha256,
         "privacy_unit": dataset.privacy_unit, "epsilon_unit": dataset.epsilon_unit, "train_units": dataset.train_units,
+        "identifying_fields": list(dataset.identifying_fields),
         "duplicate_records": dataset.duplicate_records, "duplicates_dropped": dataset.duplicates_dropped,
         "size_bytes": dataset.size_bytes, "pii_summary": dataset.pii_summary, "created_at": dataset.created_at,
         "usable": usable, "records_readable": dataset_records_readable(user, dataset),

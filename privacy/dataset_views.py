@@ -19,7 +19,7 @@ from jobs.selectors import jobs_visible_to
 from .access import dataset_manageable_by, datasets_usable_by, datasets_visible_to, is_compliance_officer
 from .dataset_forms import DatasetSizeLimitHandler, DatasetUploadForm, GrantForm
 from .datasets import DatasetError
-from .selectors import BudgetBalance, dataset_balance, dataset_unit_summary, ledger_for
+from .selectors import BudgetBalance, dataset_balance, dataset_identity_summary, dataset_unit_summary, ledger_for
 from .services import AccessRefused, BudgetConfigError, dataset_grant, dataset_register, dataset_revoke
 
 LEDGER_ROWS = 50
@@ -81,7 +81,7 @@ def _dataset_new(request):
         else:
             messages.success(request, f"Dataset {dataset.name} registered: {dataset.record_count} records "
                                       f"({dataset.train_count} for training, {dataset.heldout_count} held out); "
-                                      f"{dataset_unit_summary(dataset)}.")
+                                      f"{dataset_unit_summary(dataset)}; {dataset_identity_summary(dataset)}.")
             return redirect("datasets:detail", dataset_id=dataset.pk)
     status = 400 if request.method == "POST" else 200
     return render(request, "privacy/dataset_new.html", {"form": form}, status=status)
@@ -106,6 +106,7 @@ def _register_upload(data: dict, *, owner):
             canaries=data["canaries"], canary_repeats=data["canary_repeats"],
             allow_nonprivate_baselines=data["allow_nonprivate_baselines"],
             privacy_unit=data["privacy_unit"], drop_duplicates=data["drop_duplicates"],
+            identifying_fields=data["identifying_fields"],
         )
 
 

@@ -9,6 +9,10 @@ The privacy unit: a dataset may name the field that identifies the person a reco
 wholly on one side, and DP training protects units, not records. Without one, each record is
 its own unit. Exact duplicates (same unit, instruction and response) are reported and kept, or
 dropped when asked; never a reason to refuse the file.
+
+Identifying fields: the dataset may also name the fields that identify the person (`patient_name`,
+`email`); their values are kept as the record's "identity" (privacy.dataset_identity). Every other
+field of the file is dropped.
 """
 import csv
 import io
@@ -18,6 +22,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .dataset_identity import identifying_fields_named, identity_field_problems, identity_of, is_field_name
 
 # In order of preference: a record with both instruction/response and question/answer uses the former.
 FIELD_PAIRS: tuple[tuple[str, str], ...] = (("instruction", "response"), ("input", "output"), ("question", "answer"))
@@ -40,12 +46,15 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class ParsedDataset:
-    records: list[dict]  # each {"instruction": str, "response": str} (+ "unit": str), values stripped
+    # each {"instruction": str, "response": str} (+ "unit": str) (+ "identity": {field: str}), values stripped
+    records: list[dict]
     source_format: str  # "jsonl" or "csv"
     field_mapping: dict = field(default_factory=dict)  # e.g. {"instruction": "question", "response": "answer"}
     privacy_unit: str = ""  # the field naming the person; "" = each record is its own unit
     duplicates: list[tuple[int, int]] = field(default_factory=list)  # (line, the earlier line it repeats)
     duplicates_dropped: bool = False
+    identifying_fields: tuple[str, ...] = ()  # the fields whose values each record keeps as its "identity"
+    identity_missing: int = 0  # records with none of them (no "identity" key); 0 without identifying fields
 
     @property
     def unit_count(self) -> int:
@@ -84,17 +93,21 @@ def _line_number(message: str) -> int:
 
 
 def dataset_parse(path: Path, *, max_file_bytes: int, max_record_chars: int, privacy_unit: str = "",
-                  drop_duplicates: bool = False) -> ParsedDataset:
+                  drop_duplicates: bool = False, identifying_fields: Sequence[str] = ()) -> ParsedDataset:
     """Read a .jsonl/.json (JSON Lines) or .csv file of instruction/response records.
 
     max_file_bytes bounds the file size in bytes; max_record_chars bounds each record's
     instruction plus response, in characters (after stripping). A UTF-8 byte order mark is
     accepted. privacy_unit names the field (column) identifying each record's person: every record
     must have it (text or a whole number), kept as the record's "unit". Exact duplicates are
-    listed in `duplicates` and kept, or left out with drop_duplicates. Raises DatasetError listing
-    up to MAX_REPORTED_ERRORS problems with line numbers.
+    listed in `duplicates` and kept, or left out with drop_duplicates. identifying_fields names the
+    fields (columns) whose non-empty values (text or numbers) each record keeps as its "identity"
+    {field: value}; a record may lack some or all of them (counted in `identity_missing`), but
+    each must be in the CSV header, or in some JSONL record. Raises DatasetError listing up to
+    MAX_REPORTED_ERRORS problems with line numbers.
     """
     privacy_unit = privacy_unit_check(privacy_unit)
+    identifying_fields = identifying_fields_check(identifying_fields)
     path = Path(path)
     source_format = FORMAT_BY_EXTENSION.get(path.suffix.lower())
     if source_format is None:
@@ -115,26 +128,41 @@ def dataset_parse(path: Path, *, max_file_bytes: int, max_record_chars: int, pri
     if privacy_unit and source_format == "csv" and rows and all(privacy_unit not in row for _, row in rows):
         problems.add(f"line 1: the header has no {privacy_unit!r} column, the privacy unit you named; add it "
                      "(the person each record belongs to) or register the dataset without a privacy unit")
+    for problem in identity_field_problems(rows, identifying_fields, source_format=source_format,
+                                           field_mapping=field_mapping):
+        problems.add(problem)
     records, duplicates = _validated_records(rows, field_mapping, max_record_chars, problems, privacy_unit,
-                                             drop_duplicates)
+                                             drop_duplicates, identifying_fields)
     problems.raise_if_any()
     if not records:
         raise DatasetError(f"{path.name} has no records: expected records with fields {_ACCEPTED_PAIRS}")
+    identity_missing = sum("identity" not in record for record in records) if identifying_fields else 0
     return ParsedDataset(records=records, source_format=source_format, field_mapping=field_mapping,
-                         privacy_unit=privacy_unit, duplicates=duplicates, duplicates_dropped=bool(drop_duplicates))
+                         privacy_unit=privacy_unit, duplicates=duplicates, duplicates_dropped=bool(drop_duplicates),
+                         identifying_fields=identifying_fields, identity_missing=identity_missing)
 
 
 def privacy_unit_check(name) -> str:
     """A privacy unit field name as given ("" for none), or a DatasetError saying what to fix."""
     if name is None or name == "":
         return ""
-    if not isinstance(name, str) or not name.strip() or len(name.strip()) > 100 or not name.strip().isprintable():
+    if not is_field_name(name):
         raise DatasetError(f"privacy unit {name!r} must be the name of a field (printable text, up to 100 characters)")
     name = name.strip()
     if any(name in pair for pair in FIELD_PAIRS):
         raise DatasetError(f"privacy unit {name!r} is a text field; name the field that identifies the person "
                            "(e.g. patient_id)")
     return name
+
+
+def identifying_fields_check(names) -> tuple[str, ...]:
+    """Identifying field names as given, stripped, in order (() for none), or a DatasetError
+    saying what to fix. Whether a name clashes with the file's text fields, or is in the file at
+    all, is known once the file is read (privacy.dataset_identity.identity_field_problems)."""
+    fields, problems = identifying_fields_named(names)
+    if problems:
+        raise DatasetError(problems)
+    return fields
 
 
 def _decode_utf8(data: bytes) -> str:
@@ -250,7 +278,8 @@ def _csv_rows(text: str, problems: _Problems) -> tuple[list[tuple[int, dict]], d
 
 
 def _validated_records(rows, field_mapping: dict, max_record_chars: int, problems: _Problems, privacy_unit: str,
-                       drop_duplicates: bool) -> tuple[list[dict], list[tuple[int, int]]]:
+                       drop_duplicates: bool, identifying_fields: tuple[str, ...] = (),
+                       ) -> tuple[list[dict], list[tuple[int, int]]]:
     records: list[dict] = []
     duplicates: list[tuple[int, int]] = []
     first_line_of: dict[tuple[str, str, str], int] = {}
@@ -274,6 +303,12 @@ def _validated_records(rows, field_mapping: dict, max_record_chars: int, problem
                 ok = False
             else:
                 record["unit"] = unit
+        identity, identity_problems = identity_of(row, identifying_fields)
+        for problem in identity_problems:
+            problems.add(f"line {line_number}: {problem}")
+            ok = False
+        if identity:
+            record["identity"] = identity
         if not ok:
             continue
         length = len(record["instruction"]) + len(record["response"])
@@ -281,6 +316,8 @@ def _validated_records(rows, field_mapping: dict, max_record_chars: int, problem
             problems.add(f"line {line_number}: the record is {length:,} characters (instruction + response); "
                          f"the limit is {max_record_chars:,}: shorten or split it")
             continue
+        # The identity is left out of the key: a duplicate is the same text trained on twice, and training
+        # never reads the identity. A dropped duplicate's identity goes with it; the first record's stays.
         key = (record.get("unit", ""), " ".join(record["instruction"].split()), " ".join(record["response"].split()))
         if key in first_line_of:
             duplicates.append((line_number, first_line_of[key]))

@@ -1,5 +1,6 @@
 """Synthetic datasets with people in them: several records per patient (customer), each with
-the person's id as a field ("patient_id", "customer_id"), a stable age and record (account)
+the person's id and full name as fields ("patient_id" and "patient_name", "customer_id" and
+"customer_name": an identifying field of the dataset), a stable age and record (account)
 number, and a history of earlier visits (messages) that the response states: a model that
 memorises a person can be caught repeating what the prompt did not say. The templates and names
 are privacy.demo_data's; one seed gives the same records on every run.
@@ -19,6 +20,7 @@ from .demo_data import (DEMO_DOMAINS, DOCTOR_BODIES, DOCTOR_CLOSINGS, DURATIONS,
 # grows with every visit; the response states what the prompt does not (record number, age,
 # earlier conditions), so a model that memorises a person can be caught repeating it.
 UNIT_FIELDS = {"medical": "patient_id", "finance": "customer_id"}
+NAME_FIELDS = {"medical": "patient_name", "finance": "customer_name"}  # the person's full name: an identifying field
 UNIT_PREFIXES = {"medical": "P", "finance": "C"}
 RECORDS_PER_PERSON = (2, 8)  # the fewest and most records a person has, drawn uniformly
 DUPLICATE_RATE = 0.03  # the chance that a record after a person's first repeats the one before it exactly
@@ -139,8 +141,10 @@ def demo_people_planted(
 ) -> list[tuple[dict, dict[str, list[str]]]]:
     """Records of `people` persons, each with a number of records drawn uniformly from
     records_per_person (fewest, most), grouped by person in visit order, with the planted details
-    as in demo_records_planted. A record is {"instruction", "response", unit field} where the unit
-    field (UNIT_FIELDS: "patient_id" "P-00001", or "customer_id" "C-00001") names the person.
+    as in demo_records_planted. A record is {"instruction", "response", unit field, name field}
+    where the unit field (UNIT_FIELDS: "patient_id" "P-00001", or "customer_id" "C-00001") names
+    the person and the name field (NAME_FIELDS: "patient_name", "customer_name") is their full
+    name, as the text writes it.
 
     Each record after a person's first repeats the one before it exactly with probability
     duplicate_rate (the person sent the same message twice); every other record is distinct."""
@@ -159,7 +163,7 @@ def demo_people_planted(
     rng = random.Random(seed)
     make_person, make_record = ((_medical_patient, _medical_visit) if domain == "medical"
                                 else (_finance_customer, _finance_message))
-    unit_field, prefix = UNIT_FIELDS[domain], UNIT_PREFIXES[domain]
+    unit_field, name_field, prefix = UNIT_FIELDS[domain], NAME_FIELDS[domain], UNIT_PREFIXES[domain]
     records, names = [], set()
     for number in range(1, people + 1):
         person = make_person(fake, rng)
@@ -174,7 +178,7 @@ def demo_people_planted(
                 records.append((dict(record), planted))
                 continue
             record, planted = make_record(rng, person, row, history)
-            records.append(({**record, unit_field: f"{prefix}-{number:05d}"}, planted))
+            records.append(({**record, unit_field: f"{prefix}-{number:05d}", name_field: person["name"]}, planted))
             history.append(row[0])
     return records
 

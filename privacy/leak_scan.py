@@ -60,11 +60,15 @@ def is_identifying(value: str) -> bool:
 
 
 def record_identifiers(record: dict) -> list[str]:
-    """The identifying values of one record: what the PII detector finds in its text fields and
-    every other string field (a `patient_id`, a canary's secret), when identifying on its own."""
+    """The identifying values of one record: what the PII detector finds in its text fields,
+    every other string field (a `patient_id`, a canary's secret) and every value of its
+    "identity" (the dataset's identifying fields: a `patient_name`, an `email`; privacy.datasets),
+    each when identifying on its own."""
     values = [span.text for field in TEXT_FIELDS if isinstance(record.get(field), str)
               for span in pii_find(record[field])]
     values += [value for key, value in record.items() if key not in TEXT_FIELDS and isinstance(value, str)]
+    identity = record.get("identity")
+    values += [value for value in identity.values() if isinstance(value, str)] if isinstance(identity, dict) else []
     return [value for value in dict.fromkeys(v.strip() for v in values) if value and is_identifying(value)]
 
 

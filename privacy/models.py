@@ -16,8 +16,9 @@ class PrivateDataset(models.Model):
     """Private records under KSG_PRIVATE_DIR; they never leave the client side.
 
     The directory `path` holds `original.<jsonl|csv>` as uploaded, and the normalised splits
-    `train.jsonl` and `heldout.jsonl` (records {"instruction", "response"}); held-out records are
-    never used for training.
+    `train.jsonl` and `heldout.jsonl` (records {"instruction", "response"}, with "unit" where the
+    dataset names a privacy unit and "identity" {field: value} where it names identifying fields);
+    held-out records are never used for training.
     """
 
     class SourceFormat(models.TextChoices):
@@ -42,6 +43,12 @@ class PrivateDataset(models.Model):
         max_length=100, blank=True, editable=False,
         help_text="The field naming the person each record belongs to (e.g. patient_id): DP protects each "
                   "person's records together. Empty: each record is its own unit. Fixed at registration.")
+    identifying_fields = models.JSONField(
+        default=list, blank=True, editable=False,
+        help_text="The fields (columns) naming the person a record is about, e.g. [\"patient_name\", \"email\"]: "
+                  "their values stay with each record, client side, as the targets and candidates of the "
+                  "evaluation's name-reconstruction attack. Empty: that attack relies on the PII detector alone. "
+                  "Fixed at registration.")
     train_units = models.PositiveIntegerField(
         default=0, help_text="Privacy units in the training split (canaries are one each; records, with no unit field).")
     duplicate_records = models.PositiveIntegerField(

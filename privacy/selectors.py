@@ -149,3 +149,10 @@ def dataset_unit_summary(dataset) -> str:
     fate = "left out" if dataset.duplicates_dropped else "kept, each counted under its unit"
     return unit + f"; {dataset.duplicate_records} exact duplicate(s) {fate}"
 
+
+
+def dataset_identity_summary(dataset) -> str:
+    """One line on the fields naming the person a record is about, for the pages and CLI."""
+    if dataset.identifying_fields:
+        return f"identifying fields: {', '.join(dataset.identifying_fields)}"
+    return "identifying fields: none: the name-reconstruction attack relies on the PII detector alone"

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('privacy', '0009_dataset_privacy_unit'),
+        ('privacy', '0010_dataset_identifying_fields'),
     ]
 
     operations = [

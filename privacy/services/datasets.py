@@ -5,6 +5,7 @@ import random
 import secrets
 import shutil
 import unicodedata
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def dataset_register(
     allow_nonprivate_baselines: bool = False,
     privacy_unit: str = "",
     drop_duplicates: bool = False,
+    identifying_fields: Sequence[str] = (),
     audit_canaries: int = 0,
 ) -> PrivateDataset:
     """Register the file at source_path as a private dataset with its privacy budget.
@@ -69,6 +71,11 @@ def dataset_register(
     keeps each person on one side, DP jobs protect persons, each canary is a person of its own,
     and the default delta is below 1/(training persons). Exact duplicates are counted (kept, or
     left out with drop_duplicates) and never refuse the file.
+
+    identifying_fields names the fields naming the person a record is about (`patient_name`,
+    `email`): each record of train.jsonl / heldout.jsonl keeps their values as its "identity"
+    {field: value} (client side, like the records), for the evaluation's name-reconstruction
+    attack; canaries have none.
     """
     name = _validated_name(name)
     limit = _validated_epsilon_limit(epsilon_limit)
@@ -83,7 +90,7 @@ def dataset_register(
         raise DatasetError(f"{source_path}: no such file")
     parsed = dataset_parse(
         source_path, max_file_bytes=settings.KSG_MAX_DATASET_BYTES, max_record_chars=settings.KSG_MAX_RECORD_CHARS,
-        privacy_unit=privacy_unit, drop_duplicates=drop_duplicates,
+        privacy_unit=privacy_unit, drop_duplicates=drop_duplicates, identifying_fields=identifying_fields,
     )
     train, heldout = dataset_split(parsed.records, heldout_fraction=heldout_fraction, seed=split_seed)
     canary_rows = _canaries(canaries, canary_repeats)
@@ -119,7 +126,8 @@ def dataset_register(
                 canary_count=len(canary_rows), canary_repeats=canary_repeats if canary_rows else 0,
                 allow_nonprivate_baselines=bool(allow_nonprivate_baselines), privacy_unit=parsed.privacy_unit,
                 train_units=train_units, duplicate_records=len(parsed.duplicates),
-                duplicates_dropped=parsed.duplicates_dropped, audit_canary_count=len(audit_rows),
+                duplicates_dropped=parsed.duplicates_dropped, identifying_fields=list(parsed.identifying_fields),
+                audit_canary_count=len(audit_rows),
             )
             PrivacyBudget.objects.create(dataset=dataset, epsilon_limit=limit, delta=delta, accountant=accountant)
             AuditEntry.objects.create(
@@ -130,7 +138,9 @@ def dataset_register(
                          "audit_canaries_included": sum(row["included"] for row in audit_rows),
                          "allow_nonprivate_baselines": bool(allow_nonprivate_baselines),
                          "privacy_unit": parsed.privacy_unit or "record", "train_units": train_units,
-                         "duplicates": len(parsed.duplicates), "duplicates_dropped": parsed.duplicates_dropped},
+                         "duplicates": len(parsed.duplicates), "duplicates_dropped": parsed.duplicates_dropped,
+                         "identifying_fields": list(parsed.identifying_fields),
+                         "identity_missing": parsed.identity_missing},
             )
     except IntegrityError as error:
         shutil.rmtree(directory, ignore_errors=True)

@@ -454,3 +454,19 @@ def test_a_dataset_registered_per_patient_through_the_api_states_its_unit(world)
     assert ledger["ledger"] == []
     refused(as_user(world, "gus").post("/datasets", data=upload(name="x", privacy_unit="patient_id")), 400,
             "missing privacy unit field")
+
+
+def test_a_dataset_registered_with_identifying_fields_through_the_api_lists_them(world):
+    content = "patient_id,patient_name,email,instruction,response\n" + "".join(
+        f"P{i % 3},Ada Lovelace{i % 3},ada{i % 3}@example.org,question {i},answer {i}\n" for i in range(12))
+    response = as_user(world, "gus").post("/datasets", data=upload(
+        content=content, privacy_unit="patient_id", identifying_fields=["patient_name", "email"], delta="0.1"))
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["identifying_fields"] == ["patient_name", "email"]
+    detail = as_user(world, "gus").get(f"/datasets/{body['id']}").json()
+    assert detail["identifying_fields"] == ["patient_name", "email"]
+    assert as_user(world, "olive").get(f"/datasets/{world['clinic'].pk}").json()["identifying_fields"] == []
+    refused(as_user(world, "gus").post("/datasets", data=upload(name="x", identifying_fields=["phone"])), 400,
+            "the header has no 'phone' column")

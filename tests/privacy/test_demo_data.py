@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from privacy.datasets import dataset_parse
 from privacy.demo_data import MEDICAL_CONDITIONS, demo_records, demo_records_planted
-from privacy.demo_people import CUSTOMER_MESSAGES, demo_people, demo_people_planted
+from privacy.demo_people import CUSTOMER_MESSAGES, NAME_FIELDS, demo_people, demo_people_planted
 from privacy.pii import pii_find, pii_recall
 
 LIMITS = {"max_file_bytes": 50_000_000, "max_record_chars": 20_000}
@@ -235,15 +235,24 @@ def test_records_per_person_takes_a_range_or_one_number(tmp_path):
     assert {len(messages) for messages in by_person(records, "customer_id").values()} == {4, 5}
 
 
-@pytest.mark.parametrize("domain, unit_field", [("medical", "patient_id"), ("finance", "customer_id")])
-def test_people_records_carry_the_unit_field_and_parse_as_a_dataset(tmp_path, domain, unit_field):
+@pytest.mark.parametrize("domain, unit_field, name_field", [("medical", "patient_id", "patient_name"),
+                                                            ("finance", "customer_id", "customer_name")])
+def test_people_records_carry_the_unit_and_name_fields_and_parse_as_a_dataset(tmp_path, domain, unit_field,
+                                                                              name_field):
     out, report = generate_people(tmp_path, domain, 100, 2, duplicate_rate=0)
     lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert all(list(record) == ["instruction", "response", unit_field] for record in lines)
+    assert NAME_FIELDS[domain] == name_field
+    assert all(list(record) == ["instruction", "response", unit_field, name_field] for record in lines)
+    assert all(record[name_field] in record["instruction"] for record in lines)  # the name the text writes
+    names_by_person = {unit: {r[name_field] for r in records} for unit, records in by_person(lines, unit_field).items()}
+    assert all(len(names) == 1 for names in names_by_person.values())
+    assert len(set.union(*names_by_person.values())) == 100
     assert f"wrote {len(lines)} {domain} records of 100 persons ({unit_field})" in report
     assert f"the dataset upload accepts this file: {len(lines)} records of 100 persons" in report
-    assert f"--privacy-unit {unit_field}" in report
+    assert f"--privacy-unit {unit_field} --identifying-field {name_field}" in report
     assert len(dataset_parse(out, **LIMITS).records) == len(lines)
+    parsed = dataset_parse(out, **LIMITS, identifying_fields=[name_field])
+    assert [r["identity"] for r in parsed.records] == [{name_field: r[name_field]} for r in lines]
 
 
 def test_people_files_with_duplicates_are_accepted_and_counted_per_person(tmp_path):

@@ -8,7 +8,7 @@ from django.db import DatabaseError
 
 from privacy.datasets import DatasetError
 from privacy.models import PrivacyBudget
-from privacy.selectors import dataset_unit_summary
+from privacy.selectors import dataset_identity_summary, dataset_unit_summary
 from privacy.services import BudgetConfigError, dataset_register
 
 
@@ -35,6 +35,12 @@ class Command(BaseCommand):
                             help="the field (column) naming the person each record belongs to, e.g. patient_id: "
                                  "DP then protects each person's records together (epsilon per FIELD). Without "
                                  "it each record is its own unit (epsilon per record)")
+        parser.add_argument("--identifying-field", action="append", metavar="FIELD",
+                            dest="identifying_fields",
+                            help="a field (column) naming the person a record is about, e.g. patient_name or email; "
+                                 "repeat for several. Its values stay with each record, client side, as the targets "
+                                 "of the evaluation's name-reconstruction attack (without one, the attack relies on "
+                                 "the PII detector alone)")
         parser.add_argument("--drop-duplicates", action="store_true",
                             help="leave out exact duplicates (same person, instruction and response); by default "
                                  "they are kept and counted")
@@ -53,6 +59,7 @@ class Command(BaseCommand):
                 canaries=options["canaries"], canary_repeats=options["canary_repeats"],
                 allow_nonprivate_baselines=options["allow_nonprivate_baselines"],
                 privacy_unit=options["privacy_unit"], drop_duplicates=options["drop_duplicates"],
+                identifying_fields=options["identifying_fields"] or (),
             )
         except (DatasetError, BudgetConfigError) as error:
             raise CommandError(str(error)) from error
@@ -70,6 +77,7 @@ class Command(BaseCommand):
             f"  sha256: {dataset.sha256}\n"
             f"  budget: epsilon limit {budget.epsilon_limit}, delta {budget.delta:g}, accountant {budget.accountant}\n"
             f"  {dataset_unit_summary(dataset)}\n"
+            f"  {dataset_identity_summary(dataset)}\n"
             f"  PII found: {pii}"
             + (f"\n  canaries: {dataset.canary_count} planted x {dataset.canary_repeats} in the training split"
                if dataset.canary_count else "")

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from privacy.datasets import DatasetError, dataset_parse, dataset_write_jsonl
 from privacy.demo_data import DEMO_DOMAINS, demo_records_planted
-from privacy.demo_people import DUPLICATE_RATE, RECORDS_PER_PERSON, UNIT_FIELDS, demo_people_planted
+from privacy.demo_people import DUPLICATE_RATE, NAME_FIELDS, RECORDS_PER_PERSON, UNIT_FIELDS, demo_people_planted
 from privacy.pii import pii_recall
 
 
@@ -25,8 +25,10 @@ class Command(BaseCommand):
         "Write synthetic records full of personal details (names, phones, dates, ids) as JSON Lines "
         "{instruction, response}; the same seed gives the same bytes. --n N: N records, one person each. "
         f"--people N: N persons with several records each ({RECORDS_PER_PERSON[0]}-{RECORDS_PER_PERSON[1]} by "
-        "default), each record carrying the person's id as a field (patient_id for medical, customer_id for "
-        "finance) and, in its text, their stable age, record or account number and growing history; now and "
+        "default), each record carrying the person's id and full name as fields (patient_id and patient_name for "
+        "medical, customer_id and customer_name for finance; register with --privacy-unit patient_id "
+        "--identifying-field patient_name) and, in its text, their stable age, record or account number and "
+        "growing history; now and "
         f"then a person sends the same message twice (an exact duplicate, {DUPLICATE_RATE:.0%} by default)."
     )
 
@@ -97,15 +99,16 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from error
 
     def _report_people(self, out: Path, records: list[dict], domain: str, seed: int) -> None:
-        unit_field = UNIT_FIELDS[domain]
+        unit_field, name_field = UNIT_FIELDS[domain], NAME_FIELDS[domain]
         persons = len({record[unit_field] for record in records})
         duplicates = sum(a == b for a, b in zip(records, records[1:]))
         self.stdout.write(f"wrote {len(records)} {domain} records of {persons} persons ({unit_field}) to {out} "
                           f"(seed {seed}; {duplicates} exact duplicates)")
-        # Check the file the way the upload reads it, with its privacy unit.
+        # Check the file the way the upload reads it, with its privacy unit and identifying field.
         try:
             parsed = dataset_parse(out, max_file_bytes=settings.KSG_MAX_DATASET_BYTES,
-                                   max_record_chars=settings.KSG_MAX_RECORD_CHARS, privacy_unit=unit_field)
+                                   max_record_chars=settings.KSG_MAX_RECORD_CHARS, privacy_unit=unit_field,
+                                   identifying_fields=[name_field])
         except DatasetError as error:
             self.stdout.write(f"the dataset upload would refuse this file: {error.errors[0]} (the first of "
                               f"{len(error.errors)} problems listed)")
@@ -113,4 +116,5 @@ class Command(BaseCommand):
             self.stdout.write(f"the dataset upload accepts this file: {len(parsed.records)} records of "
                               f"{parsed.unit_count} persons, {len(parsed.duplicates)} exact duplicate(s) (kept unless "
                               f"--drop-duplicates); register it per person with: manage.py ksg_dataset_add {out} "
-                              f"--name NAME --epsilon-limit EPS --privacy-unit {unit_field}")
+                              f"--name NAME --epsilon-limit EPS --privacy-unit {unit_field} "
+                              f"--identifying-field {name_field}")
