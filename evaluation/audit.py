@@ -23,6 +23,7 @@ from scipy.special import expit
 from scipy.stats import binom
 from scipy.optimize import brentq
 
+from .intervals import auc_interval, wilson_interval
 from .membership import REPORT_FPR, roc_auc, tpr_at_fpr
 
 SIGNIFICANCE = 0.05  # the bound holds with 95% confidence
@@ -111,7 +112,10 @@ def audit_report(in_scores: list[float], out_scores: list[float], *, delta: floa
     found = audit_epsilon(in_scores, out_scores, delta=delta, significance=significance)
     report.update(found)
     report["auc"] = roc_auc(in_scores, out_scores)
+    report["auc_interval"] = auc_interval(report["auc"], len(in_scores), len(out_scores))
     report["tpr_at_1pct_fpr"] = tpr_at_fpr(in_scores, out_scores, REPORT_FPR)
+    report["tpr_at_1pct_fpr_interval"] = wilson_interval(round(report["tpr_at_1pct_fpr"] * len(in_scores)),
+                                                         len(in_scores))
     report["max_possible_bound"] = epsilon_lower_bound(
         report["m"], min(found["grid"][-1], len(in_scores)), min(found["grid"][-1], len(in_scores)),
         delta=delta, significance=significance / len(found["grid"]))

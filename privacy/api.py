@@ -45,6 +45,7 @@ class DatasetOut(Schema):
     heldout_count: int
     canary_count: int
     canary_repeats: int
+    audit_canary_count: int = Field(description="audit canaries drawn for the one-run privacy audit (0: not audited)")
     allow_nonprivate_baselines: bool
     privacy_unit: str = Field(description="the field naming each record's person; empty: each record is its own unit")
     epsilon_unit: str = Field(description="what one epsilon protects: 'per record' or 'per <privacy unit field>'")
@@ -91,6 +92,8 @@ class DatasetIn(Schema):
     split_seed: DbInt = 0
     canaries: int = 0
     canary_repeats: int = 1
+    audit_canaries: int = Field(0, description="audit canaries for the one-run privacy audit, each trained on by a "
+                                               "coin flip (0: runs are not audited; 128 or more recommended)")
     allow_nonprivate_baselines: bool = False
     privacy_unit: str = Field("", description="the field naming the person each record belongs to, e.g. patient_id")
     drop_duplicates: bool = Field(False, description="leave out exact duplicates (kept and counted by default)")
@@ -130,7 +133,7 @@ def dataset_create(request, file: File[UploadedFile], payload: Form[DatasetIn]):
             split_seed=payload.split_seed, canaries=payload.canaries, canary_repeats=payload.canary_repeats,
             allow_nonprivate_baselines=payload.allow_nonprivate_baselines,
             privacy_unit=payload.privacy_unit, drop_duplicates=payload.drop_duplicates,
-            identifying_fields=payload.identifying_fields,
+            identifying_fields=payload.identifying_fields, audit_canaries=payload.audit_canaries,
         )
     return Status(201, dataset_out(dataset, request.user, usable=True))
 
@@ -179,6 +182,7 @@ def dataset_out(dataset: PrivateDataset, user, *, usable: bool) -> dict:
         "source_format": dataset.source_format, "record_count": dataset.record_count,
         "train_count": dataset.train_count, "heldout_count": dataset.heldout_count,
         "canary_count": dataset.canary_count, "canary_repeats": dataset.canary_repeats,
+        "audit_canary_count": dataset.audit_canary_count,
         "allow_nonprivate_baselines": dataset.allow_nonprivate_baselines, "sha256": dataset.sha256,
         "privacy_unit": dataset.privacy_unit, "epsilon_unit": dataset.epsilon_unit, "train_units": dataset.train_units,
         "identifying_fields": list(dataset.identifying_fields),

@@ -14,12 +14,12 @@ from django.template.defaultfilters import filesizeformat
 from .datasets import DatasetError, FIELD_PAIRS, FORMAT_BY_EXTENSION
 from .models import PrivacyBudget
 from .services import BudgetConfigError
-from .services.datasets import MAX_CANARIES, MAX_CANARY_REPEATS, NAME_MAX_LENGTH
+from .services.datasets import MAX_AUDIT_CANARIES, MAX_CANARIES, MAX_CANARY_REPEATS, NAME_MAX_LENGTH
 
 # A service error's first words -> the form field it is about (the rest go under the file).
 ERROR_FIELDS = (
     ("epsilon limit", "epsilon_limit"), ("delta", "delta"), ("unknown accountant", "accountant"),
-    ("the dataset name", "name"), ("a dataset named", "name"), ("canary", "canaries"),
+    ("the dataset name", "name"), ("a dataset named", "name"), ("audit canar", "audit_canaries"), ("canary", "canaries"),
     ("held-out fraction", "heldout_fraction"), ("privacy unit", "privacy_unit"),
     ("identifying field", "identifying_fields"),
 )
@@ -93,6 +93,12 @@ class DatasetUploadForm(forms.Form):
     canary_repeats = forms.IntegerField(label="Copies of each canary", initial=1, min_value=1,
                                         max_value=MAX_CANARY_REPEATS, required=False,
                                         help_text="More copies make memorisation, and so the test, stronger.")
+    audit_canaries = forms.IntegerField(
+        label="Audit canaries", initial=0, min_value=0, max_value=MAX_AUDIT_CANARIES, required=False,
+        help_text="Random records for the one-run privacy audit: each goes into the training split by a coin flip, "
+                  "and every run's evaluation turns how well its model tells them apart into a lower bound on "
+                  "epsilon. 0: runs on this dataset are not audited; 128 or more recommended.",
+    )
     privacy_unit = forms.CharField(
         label="Privacy unit", required=False, max_length=100,
         help_text="The field (column) naming the person each record belongs to, e.g. patient_id: DP then protects "
@@ -139,6 +145,7 @@ class DatasetUploadForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
+        cleaned["audit_canaries"] = cleaned.get("audit_canaries") or 0
         if not cleaned.get("plant_canaries"):
             cleaned["canaries"], cleaned["canary_repeats"] = 0, 1
         else:

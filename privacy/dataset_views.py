@@ -106,7 +106,7 @@ def _register_upload(data: dict, *, owner):
             canaries=data["canaries"], canary_repeats=data["canary_repeats"],
             allow_nonprivate_baselines=data["allow_nonprivate_baselines"],
             privacy_unit=data["privacy_unit"], drop_duplicates=data["drop_duplicates"],
-            identifying_fields=data["identifying_fields"],
+            identifying_fields=data["identifying_fields"], audit_canaries=data["audit_canaries"],
         )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.private_parts import evaluation_aggregates
+from evaluation.verdict import verdict
 from jobs.json_safe import json_safe
 from jobs.kinds import job_kind_label, job_kinds
 from jobs.models import Job, JobEvent
@@ -63,6 +64,8 @@ HEADLINE_PATHS = {
     "win_rate": ("utility", "win_rate", "win_rate"),
     "ifd_synthetic": ("utility", "ifd", "synthetic", "mean"),
     "ifd_private": ("utility", "ifd", "private", "mean"),
+    "audit_epsilon_lower_bound": ("privacy", "audit", "model", "epsilon_lower_bound"),
+    "audit_dp_adapter_epsilon_lower_bound": ("privacy", "audit", "dp_adapter", "epsilon_lower_bound"),
 }
 # the comparison table's columns, in order: (row key, header); the CSV uses them as they are
 COMPARISON_COLUMNS = (
@@ -76,6 +79,8 @@ COMPARISON_COLUMNS = (
     ("reconstruction_random_top5_rate", "reconstruction random-guess top-5"),
     ("reconstruction_generation_exact_rate", "reconstruction generation exact"),
     ("canary_mean_exposure", "canary mean exposure (bits)"), ("canary_max_exposure", "canary max exposure (bits)"),
+    ("audit_epsilon_lower_bound", "audited epsilon lower bound (95%)"),
+    ("audit_dp_adapter_epsilon_lower_bound", "audited epsilon lower bound of the stage-1 adapter (95%)"),
     ("heldout_loss_target", "held-out loss (target)"), ("heldout_loss_base", "held-out loss (base)"),
     ("rouge_l_target", "ROUGE-L (target)"), ("rouge_l_base", "ROUGE-L (base)"), ("win_rate", "win-rate vs base"),
     ("ifd_synthetic", "IFD (synthetic data)"), ("ifd_private", "IFD (private data)"),
@@ -120,6 +125,8 @@ def run_report(run: Job, *, records_readable: bool = True, example_pairs: int = 
         "synthesis": _synthesis(latest, limit=example_pairs),
         "evaluation_job": evaluation_job and {"id": evaluation_job.pk, "status": evaluation_job.status},
         "headline": _headline(evaluation),
+        # an evaluation from before the verdict gets one from its figures (its missing parts said so)
+        "verdict": None if evaluation is None else (evaluation.get("verdict") or verdict(evaluation)),
         "evaluation": evaluation,
         "records_redacted": not records_readable,
     })

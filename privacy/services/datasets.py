@@ -190,7 +190,8 @@ def _audit_canaries(count) -> list[dict]:
     if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_AUDIT_CANARIES:
         raise DatasetError(f"audit canaries must be a whole number from 0 to {MAX_AUDIT_CANARIES}, not {count!r}")
     if count == 1:
-        raise DatasetError("one audit canary cannot be audited (it needs some in and some out); plant 0, or 2 or more")
+        raise DatasetError("audit canaries: 1 cannot be audited (the audit compares some trained on with some left "
+                           "out); draw 0, or 2 or more (128 or more recommended)")
     return audit_canary_records(count, seed=secrets.randbits(64)) if count else []
 
 

@@ -600,3 +600,32 @@ def test_report_reads_every_headline_figure_of_a_real_evaluation(tmp_path, setti
     client.force_login(owner)
     response = client.get(reverse("jobs:report", args=[run.pk]))
     assert response.status_code == 200 and 'id="canaries"' in response.content.decode()
+
+
+def test_report_opens_with_the_verdict_and_shows_the_audit(ada, dataset, client):
+    from evaluation.audit import audit_report
+    from evaluation.verdict import verdict
+
+    evaluation = evaluation_json()
+    audit = audit_report([5.0 + i for i in range(40)], [float(-i) for i in range(40)], delta=1e-5)
+    evaluation["privacy"]["audit"] = {"canaries": 80, "delta": 1e-5, "model": audit}
+    evaluation["privacy"]["claim"] = {"dp": True, "epsilon": 2.41, "delta": 1e-5, "accountant": "prv",
+                                      "epsilon_unit": "per record", "epsilon_at_delta": {"delta": 1e-5, "epsilon": 0.5}}
+    evaluation["verdict"] = verdict(evaluation)
+    assert audit["epsilon_lower_bound"] > 0.5
+    run = make_run(ada, dataset, evaluation=evaluation)
+    client.force_login(ada)
+
+    html = client.get(reverse("jobs:report", args=[run.pk])).content.decode()
+
+    assert html.index('id="verdict"') < html.index('id="privacy-spent"')  # the verdict comes first
+    assert "BUG" in html and "ABOVE the claimed" in html  # a perfect audit beats a claimed 0.5 at its delta
+    assert f"{audit['epsilon_lower_bound']:.3f}" in html and 'id="audit"' in html
+    assert "40 / 40" in html  # trained on / left out
+
+
+def test_an_evaluation_from_before_the_audit_gets_a_verdict_that_says_so(ada, dataset, client):
+    run = make_run(ada, dataset, evaluation=evaluation_json())
+    client.force_login(ada)
+    html = client.get(reverse("jobs:report", args=[run.pk])).content.decode()
+    assert 'id="verdict"' in html and "predates the one-run audit" in html

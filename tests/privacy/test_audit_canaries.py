@@ -69,7 +69,7 @@ def test_no_audit_canaries_by_default(tmp_path, private_dir, make_user):
 
 
 @pytest.mark.parametrize("count, message", [(-1, "audit canaries must be a whole number from 0 to 10000"),
-                                            (10_001, "audit canaries must be"), (1, "one audit canary cannot"),
+                                            (10_001, "audit canaries must be"), (1, "audit canaries: 1 cannot be audited"),
                                             (True, "audit canaries must be")])
 def test_bad_audit_canary_counts_are_refused_and_leave_nothing(tmp_path, private_dir, make_user, count, message):
     with pytest.raises(DatasetError, match=message):

@@ -31,6 +31,11 @@ class Command(BaseCommand):
                                  "measure memorisation by their exposure (default 0: none)")
         parser.add_argument("--canary-repeats", type=int, default=1, metavar="R",
                             help="copies of each canary in the training split (default 1)")
+        parser.add_argument("--audit-canaries", type=int, default=0, metavar="M",
+                            help="draw M audit canaries for the one-run privacy audit: each goes into the training "
+                                 "split by a coin flip, and every run's evaluation turns how well its model tells "
+                                 "them apart into a lower bound on epsilon (default 0: runs are not audited; 128 or "
+                                 "more recommended)")
         parser.add_argument("--privacy-unit", default="", metavar="FIELD",
                             help="the field (column) naming the person each record belongs to, e.g. patient_id: "
                                  "DP then protects each person's records together (epsilon per FIELD). Without "
@@ -59,7 +64,7 @@ class Command(BaseCommand):
                 canaries=options["canaries"], canary_repeats=options["canary_repeats"],
                 allow_nonprivate_baselines=options["allow_nonprivate_baselines"],
                 privacy_unit=options["privacy_unit"], drop_duplicates=options["drop_duplicates"],
-                identifying_fields=options["identifying_fields"] or (),
+                identifying_fields=options["identifying_fields"] or (), audit_canaries=options["audit_canaries"],
             )
         except (DatasetError, BudgetConfigError) as error:
             raise CommandError(str(error)) from error
@@ -81,6 +86,8 @@ class Command(BaseCommand):
             f"  PII found: {pii}"
             + (f"\n  canaries: {dataset.canary_count} planted x {dataset.canary_repeats} in the training split"
                if dataset.canary_count else "")
+            + (f"\n  audit canaries: {dataset.audit_canary_count} drawn, each in the training split by a coin flip"
+               if dataset.audit_canary_count else "\n  audit canaries: none (runs on this dataset are not audited)")
             + ("\n  non-private baselines: allowed" if dataset.allow_nonprivate_baselines else "")
         )
 
