@@ -92,15 +92,30 @@ def _record_truth(record: dict, identifying_fields: tuple[str, ...]) -> tuple[st
     return (" ".join(full_names[0].split()), DETECTOR_SOURCE) if full_names else (None, None)
 
 
+def _spread_over_units(records: list[dict]) -> list[int]:
+    """Record positions in the order the attack takes them: each person's first record (records
+    with a "unit"), then each one's second, and so on, so that `limit` targets are as many
+    different people as there are: the rate's interval counts targets as independent."""
+    seen: dict[str, int] = {}
+    keyed = []
+    for index, record in enumerate(records):
+        unit = record.get("unit", f"record-{index}")
+        keyed.append((seen.get(unit, 0), index))
+        seen[unit] = seen.get(unit, 0) + 1
+    return [index for _, index in sorted(keyed)]
+
+
 def reconstruction_targets(records: list[dict], *, limit: int, identifying_fields: tuple[str, ...] = ()) -> list[dict]:
     """Up to `limit` records that mention their person, each with EVERY mention of that person
     masked in both fields. The person comes from the record's identifying fields (the uploader
     marked them: privacy.datasets) where the text mentions the value, else from the PII detector
     (a full name). {"instruction", "response", "truth", "source", "index", "field", "first_mask"}
+    Each person's first record comes before anyone's second (_spread_over_units).
     ("source" is the identifying field or DETECTOR_SOURCE, "field" holds the first placeholder in
     chat order, "first_mask" is that placeholder, "index" the record's position in `records`)."""
     targets = []
-    for index, record in enumerate(records):
+    for index in _spread_over_units(records):
+        record = records[index]
         if len(targets) >= limit:
             break
         truth, source = _record_truth(record, tuple(identifying_fields))

@@ -102,7 +102,7 @@ def _reconstruction_finding(result: dict | None) -> dict:
                 "text": "Not run: " + (result.get("problem") or "no target was found.")}
     rate, chance = result.get("likelihood_top1_rate"), result.get("expected_random_top1_rate")
     interval = result.get("likelihood_top1_interval") or {}
-    text = (f"Top-1 {_fmt(rate)}{_interval(interval)} of {result['n_targets']} people (chance {_fmt(chance)}, "
+    text = (f"Top-1 {_fmt(rate)}{_interval(interval)} of {result['n_targets']} targets (chance {_fmt(chance)}, "
             f"{result.get('candidate_set_size')} candidates).")
     if interval.get("low") is not None and chance is not None and interval["low"] > chance:
         return {"subject": subject, "status": "leak",

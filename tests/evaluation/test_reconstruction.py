@@ -8,6 +8,7 @@ import pytest
 
 from evaluation.reconstruction import (
     MASK,
+    attack_power,
     RECONSTRUCTION_MAX_LENGTH,
     _filled,
     candidate_names,
@@ -114,3 +115,44 @@ def test_likelihood_ranking_follows_whole_record_logprobs_of_the_plain_definitio
                                        max_length=RECONSTRUCTION_MAX_LENGTH)
         assert sorted(ranked) == sorted(candidates)
         assert all(better >= worse - 1e-4 for better, worse in pairwise(scores))
+
+
+# --- targets from the dataset's identifying fields ------------------------------------------------
+UNSEEN = [  # names outside the PII detector's lists, marked identifying by the uploader
+    {"instruction": "Good morning, Ysolde Vandermeer here. My knee hurts.", "response": "Hi Ysolde, rest it.",
+     "unit": "P1", "identity": {"patient_name": "Ysolde Vandermeer"}},
+    {"instruction": "Ysolde Vandermeer again: the knee is better.", "response": "Good news, Ysolde.",
+     "unit": "P1", "identity": {"patient_name": "Ysolde Vandermeer"}},
+    {"instruction": "Tarquin Quarrington, I have a cough.", "response": "Hi Tarquin, drink water.",
+     "unit": "P2", "identity": {"patient_name": "Tarquin Quarrington"}},
+]
+
+
+def test_identifying_fields_give_targets_the_detector_misses():
+    targets = reconstruction_targets(UNSEEN, limit=10, identifying_fields=("patient_name",))
+    assert [t["truth"] for t in targets] == ["Ysolde Vandermeer", "Tarquin Quarrington", "Ysolde Vandermeer"]
+    assert all(t["source"] == "patient_name" for t in targets)
+    assert "Ysolde" not in targets[0]["instruction"] + targets[0]["response"]
+    assert targets[0]["response"] == "Hi [FIRST], rest it."
+
+
+def test_targets_take_each_persons_first_record_before_anyones_second():
+    assert [t["index"] for t in reconstruction_targets(UNSEEN, limit=2, identifying_fields=("patient_name",))] == [0, 2]
+
+
+def test_candidates_are_other_peoples_identifying_values_first():
+    names = candidate_names(UNSEEN, extra=["Ysolde Vandermeer"], size=2, identifying_fields=("patient_name",))
+    assert sorted(names) == ["Tarquin Quarrington", "Ysolde Vandermeer"]
+
+
+def test_an_attack_with_no_target_says_so_instead_of_a_rate():
+    records = [{"instruction": "my knee hurts", "response": "rest it"}]
+    report = reconstruction_report(None, None, records, limit=5, candidate_set_size=10)
+    assert report["n_targets"] == 0 and report["likelihood_top1_rate"] is None
+    assert "could not run" in report["problem"] and report["power"]["enough"] is False
+    assert report["likelihood_top1_interval"]["low"] is None
+
+
+def test_power_says_whether_a_five_fold_leak_would_be_told_from_chance():
+    assert attack_power(40, 1 / 25)["enough"] is True
+    assert attack_power(5, 1 / 25)["enough"] is False

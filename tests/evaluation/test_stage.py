@@ -26,7 +26,7 @@ def trained(tmp_path, settings, make_user):
 
     settings.KSG_PRIVATE_DIR = tmp_path / "private"
     owner = make_user("ada")
-    dataset, records = register_demo_dataset(tmp_path, owner, n=24, seed=9, heldout_fraction=0.25)
+    dataset, records = register_demo_dataset(tmp_path, owner, n=24, seed=9, heldout_fraction=0.25, audit_canaries=12)
     model_dir = tiny_model_dir(tmp_path / "tiny", [r["instruction"] + " " + r["response"] for r in records])
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     config = DPTrainConfig(target_epsilon=1.0, delta=0.5, dp=False, steps=20, epochs=None, learning_rate=0.01,
@@ -52,8 +52,11 @@ def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained, 
         return generate(self, prompts, sampling, **options)
 
     monkeypatch.setattr(TransformersBackend, "generate", counted)
+    dp_holder = Job.objects.create(kind="dp_finetune", owner=owner, params={}, celery_task_id="y")
+    dp_adapter = artifact_record(job_id=dp_holder.pk, kind="adapter", path=Path(django_settings.KSG_ARTIFACT_DIR) / adapter.path)
     params = params_as_dict(params_parse("evaluate", {
-        "adapter_artifact": adapter.pk, "base_model": str(model_dir), "professional_model": str(model_dir),
+        "adapter_artifact": adapter.pk, "dp_adapter_artifact": dp_adapter.pk,
+        "base_model": str(model_dir), "professional_model": str(model_dir),
         "max_length": 96, "reconstruction_targets": 5, "candidate_set_size": 20, "generation_records": 3,
         "max_new_tokens": 8}))
     job = Job.objects.create(kind="evaluate", owner=owner, dataset=dataset, params=params, celery_task_id="e")
@@ -63,7 +66,13 @@ def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained, 
     whole = job.artifacts.get(kind="report", area="client")
     report = json.loads((Path(django_settings.KSG_PRIVATE_DIR) / "artifacts" / whole.path).read_text())
     membership = report["privacy"]["membership"]
-    assert 0 <= membership["loss"]["auc"] <= 1 and membership["loss"]["n_members"] == dataset.train_count
+    audited = sum(record.get("audit", False) for record in dataset_records(dataset=dataset, split="train"))
+    assert 0 <= membership["loss"]["auc"] <= 1 and membership["loss"]["n_members"] == dataset.train_count - audited
+    # the one-run audit of the model and of the stage-1 adapter beside it, on all 12 audit canaries
+    audit = report["privacy"]["audit"]
+    assert audit["canaries"] == 12 and audit["model"]["m"] == 12 and audit["model"]["n_in"] == audited
+    assert audit["dp_adapter"]["m"] == 12 and audit["delta"] == pytest.approx(min(1e-5, dataset.budget.delta))
+    assert {finding["subject"] for finding in report["verdict"]} >= {"guarantee", "name reconstruction"}
     reconstruction = report["privacy"]["reconstruction"]
     assert reconstruction["random_guess_rate"] == pytest.approx(1 / 20) and reconstruction["n_targets"] >= 1
     utility = report["utility"]
@@ -72,7 +81,7 @@ def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained, 
     assert 0 <= utility["rouge_l"]["target"]["mean"] <= 1 and utility["win_rate"]["n"] == 3
     # each model answers the 3 questions once: ROUGE-L and the judge read the same answers
     assert generated == [3, 3]
-    assert utility["ifd"]["private"]["n"] == dataset.train_count
+    assert utility["ifd"]["private"]["n"] == dataset.train_count - audited
     metrics = [event.payload for event in job.events.filter(kind="metric").order_by("seq")]
     assert metrics[0]["membership_auc"] == membership["loss"]["auc"] and "win_rate" in metrics[1]
     # the excerpts stay on the private volume; the server-readable copy has every figure and no record

@@ -468,5 +468,10 @@ def test_a_dataset_registered_with_identifying_fields_through_the_api_lists_them
     detail = as_user(world, "gus").get(f"/datasets/{body['id']}").json()
     assert detail["identifying_fields"] == ["patient_name", "email"]
     assert as_user(world, "olive").get(f"/datasets/{world['clinic'].pk}").json()["identifying_fields"] == []
+    assert body["audit_canary_count"] == 0
+    audited = as_user(world, "gus").post("/datasets", data=upload(name="audited", content=content, audit_canaries="10",
+                                                                   delta="0.01"))
+    assert audited.status_code == 201, audited.content
+    assert audited.json()["audit_canary_count"] == 10
     refused(as_user(world, "gus").post("/datasets", data=upload(name="x", identifying_fields=["phone"])), 400,
             "the header has no 'phone' column")

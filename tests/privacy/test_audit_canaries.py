@@ -75,3 +75,27 @@ def test_bad_audit_canary_counts_are_refused_and_leave_nothing(tmp_path, private
     with pytest.raises(DatasetError, match=message):
         register_demo_dataset(tmp_path, make_user("ada"), n=20, seed=1, audit_canaries=count)
     assert not (private_dir / "datasets").exists() or not any((private_dir / "datasets").iterdir())
+
+
+def test_the_cli_draws_audit_canaries_and_says_so(tmp_path, private_dir, make_user):
+    import io
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from privacy.models import PrivateDataset
+
+    make_user("ada")
+    source = tmp_path / "people.jsonl"
+    dataset_write_jsonl(source, demo_people(domain="medical", people=12, seed=4))
+    out = io.StringIO()
+    call_command("ksg_dataset_add", str(source), "--name", "audited", "--epsilon-limit", "8", "--owner", "ada",
+                 "--privacy-unit", "patient_id", "--audit-canaries", "20", stdout=out)
+    assert "audit canaries: 20 drawn" in out.getvalue()
+    assert len(dataset_audit_canaries(dataset=PrivateDataset.objects.get(name="audited"))) == 20
+    out = io.StringIO()
+    call_command("ksg_dataset_add", str(source), "--name", "plain", "--epsilon-limit", "8", "--owner", "ada", stdout=out)
+    assert "audit canaries: none (runs on this dataset are not audited)" in out.getvalue()
+    with pytest.raises(CommandError, match="audit canaries: 1 cannot be audited"):
+        call_command("ksg_dataset_add", str(source), "--name", "one", "--epsilon-limit", "8", "--owner", "ada",
+                     "--audit-canaries", "1", stdout=io.StringIO())

@@ -117,4 +117,4 @@ class Command(BaseCommand):
                               f"{parsed.unit_count} persons, {len(parsed.duplicates)} exact duplicate(s) (kept unless "
                               f"--drop-duplicates); register it per person with: manage.py ksg_dataset_add {out} "
                               f"--name NAME --epsilon-limit EPS --privacy-unit {unit_field} "
-                              f"--identifying-field {name_field}")
+                              f"--identifying-field {name_field} --audit-canaries 128")
