@@ -5,6 +5,7 @@ from typing import Any
 
 from jobs.kinds import JobParamsError, job_kinds
 
+ALL_LINEAR = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Finishes on a 2-core CPU with the embedded model in minutes (sizes in docs/PERFORMANCE.md).
     "demo": {
@@ -15,10 +16,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "distill": {"temperature": 0.3, "top_p": 0.9, "max_new_tokens": 96},
         "finetune_target": {"epochs": 2.0, "logical_batch_size": 8, "physical_batch_size": 8, "max_length": 160,
                             "lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3},
-        # the nonprivate baseline: stage 1's model and data sizes, without DP
-        "finetune_private": {"epochs": 1.0, "logical_batch_size": 16, "physical_batch_size": 8, "max_length": 64,
-                             "lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3},
-        "evaluate": {"max_records": 60, "max_length": 128, "reconstruction_targets": 20, "candidate_set_size": 50,
+        # the nonprivate baseline as a practitioner who does not protect anyone trains: every token of
+        # the whole records, four epochs, LoRA on every linear layer (the leaky upper bound; its held-out
+        # loss is logged beside the training loss, so the over-fitting shows)
+        "finetune_private": {"epochs": 4.0, "logical_batch_size": 16, "physical_batch_size": 8, "max_length": 80,
+                             "lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-3, "loss_on": "record",
+                             "target_modules": ALL_LINEAR},
+        # 30 reconstruction targets against 20 candidates: a leak of 5x chance (0.25) is outside
+        # chance's interval (reconstruction.attack_power), with fewer scorings than 20 x 50
+        "evaluate": {"max_records": 60, "max_length": 128, "reconstruction_targets": 30, "candidate_set_size": 20,
                      "generation_records": 8, "max_new_tokens": 48, "canary_references": 1000},
     },
     # The paper's scale, for GPU machines: about 500 private records, 1000 raw instructions.
@@ -31,7 +37,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "finetune_target": {"epochs": 3.0, "logical_batch_size": 32, "physical_batch_size": 8, "max_length": 512,
                             "lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-4},
         "finetune_private": {"epochs": 3.0, "logical_batch_size": 64, "physical_batch_size": 8, "max_length": 512,
-                             "lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-4},
+                             "lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-4, "loss_on": "record",
+                             "target_modules": ALL_LINEAR},
         "evaluate": {"max_records": 500, "max_length": 512, "reconstruction_targets": 200, "candidate_set_size": 100,
                      "generation_records": 100, "max_new_tokens": 256, "canary_references": 10000},
     },

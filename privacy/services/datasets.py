@@ -24,6 +24,11 @@ EPSILON_LIMIT_BOUND = Decimal(10) ** 6  # the column holds 12 digits, 6 of them 
 MAX_CANARIES = 1000
 MAX_CANARY_REPEATS = 100
 MAX_AUDIT_CANARIES = 10_000
+# With a privacy unit an audit canary is a person of its own with this many copies of its record
+# (a patient with several visits): memorable enough for a model that does not protect persons to
+# give it away, and still one unit, so the audit tests the per-person epsilon. Without a unit each
+# canary is one record: copies would be a group of records, which epsilon per record does not cover.
+AUDIT_RECORDS_PER_UNIT = 4
 
 
 class BudgetConfigError(ValueError):
@@ -63,7 +68,8 @@ def dataset_register(
     allow_nonprivate_baselines lets the `nonprivate` baseline (no DP) train on the records.
 
     audit_canaries > 0 draws that many audit canaries for the one-run privacy audit
-    (evaluation.audit): each goes into the training split, once, by a fair coin flip from the
+    (evaluation.audit): each goes into the training split (once; with a privacy unit as a person
+    of its own with AUDIT_RECORDS_PER_UNIT records) by a fair coin flip from the
     operating system's CSPRNG; all of them with their flips are kept in audit_canaries.jsonl beside
     the splits (client side), marked {"canary": true, "audit": true} in the training split.
 
@@ -196,8 +202,9 @@ def _audit_canaries(count) -> list[dict]:
 
 
 def _audit_planted(train: list[dict], audit_rows: list[dict], *, units: bool) -> list[dict]:
-    """The training split with each included audit canary inserted once at a random position;
-    with privacy units, each is a unit of its own ("audit-<i>", never a real unit's name)."""
+    """The training split with each included audit canary inserted at random positions: once, or
+    with privacy units AUDIT_RECORDS_PER_UNIT times as a unit of its own ("audit-<i>", never a real
+    unit's name)."""
     if not audit_rows:
         return train
     rng = random.Random(secrets.randbits(64))
@@ -212,7 +219,8 @@ def _audit_planted(train: list[dict], audit_rows: list[dict], *, units: bool) ->
             while unit in taken:
                 unit = "_" + unit
             canary["unit"] = unit
-        planted.insert(rng.randint(0, len(planted)), canary)
+        for _ in range(AUDIT_RECORDS_PER_UNIT if units else 1):
+            planted.insert(rng.randint(0, len(planted)), dict(canary))
     return planted
 
 

@@ -10,7 +10,7 @@ from privacy.demo_people import demo_people
 from privacy.datasets import dataset_write_jsonl
 from privacy.models import AuditEntry
 from privacy.selectors import AUDIT_CANARIES_FILE, dataset_audit_canaries, dataset_dir, dataset_records
-from privacy.services.datasets import dataset_register
+from privacy.services.datasets import AUDIT_RECORDS_PER_UNIT, dataset_register
 from tests.support.datasets import register_demo_dataset
 
 pytestmark = pytest.mark.django_db
@@ -54,10 +54,13 @@ def test_with_a_privacy_unit_each_audit_canary_is_a_person_of_its_own(tmp_path, 
     dataset = dataset_register(owner=make_user("ada"), name="patients", source_path=source, epsilon_limit="10",
                                privacy_unit="patient_id", audit_canaries=30)
     planted = [record for record in dataset_records(dataset=dataset, split="train") if record.get("audit")]
-    assert len({record["unit"] for record in planted}) == len(planted) > 0
-    assert all(record["unit"].startswith("audit-") for record in planted)
+    units = {record["unit"] for record in planted}
+    assert len(planted) == AUDIT_RECORDS_PER_UNIT * len(units) > 0  # each a person with several records
+    assert all(unit.startswith("audit-") for unit in units)
+    included = [row for row in dataset_audit_canaries(dataset=dataset) if row["included"]]
+    assert len(units) == len(included)
     people = {record["unit"] for record in dataset_records(dataset=dataset, split="train") if not record.get("canary")}
-    assert dataset.train_units == len(people) + len(planted)
+    assert dataset.train_units == len(people) + len(units)
 
 
 def test_no_audit_canaries_by_default(tmp_path, private_dir, make_user):

@@ -60,10 +60,16 @@ def test_each_baseline_runs_its_stages_and_ends_with_an_evaluation(celery_sessio
     assert children["evaluate"].params["adapter_artifact"] == final.artifacts.get(kind="adapter").pk
     assert report["privacy"]["canaries"]["canaries"] and len(report["privacy"]["canaries"]["canaries"]) == 2
     assert report["records"]["train"] == 8  # canary records are measured by exposure, not as members
+    assert {f["subject"] for f in report["verdict"]} >= {"guarantee", "audit", "name reconstruction"}
+    assert "without audit canaries" in report["privacy"]["audit"]["problem"]  # said, not skipped
     ledger = list(LedgerEntry.objects.filter(budget__dataset=dataset).values_list("kind", flat=True))
     balance = dataset_balance(dataset=dataset)
     if baseline == "dp_direct":
         assert ledger == ["reserve", "commit", "release"] and 0 < balance.spent <= 4
+        # the stage-1 adapter IS the model: audited once
+        assert children["evaluate"].params["dp_adapter_artifact"] == children["evaluate"].params["adapter_artifact"]
+        claim = report["privacy"]["claim"]
+        assert claim["dp"] is True and claim["epsilon_at_delta"]["epsilon"] > claim["epsilon"] > 0
     elif baseline == "self_instruct":
         assert ledger == [] and balance.spent == 0
         assert children["generate"].params["adapter_artifact"] == 0
@@ -73,6 +79,9 @@ def test_each_baseline_runs_its_stages_and_ends_with_an_evaluation(celery_sessio
         entry = LedgerEntry.objects.get(kind="nonprivate")
         assert entry.job == children["finetune_private"] and entry.delta == 1.0 and "without DP" in entry.reason
         assert children["finetune_private"].params["records"] == ("raw" if baseline == "nonprivate" else "scrubbed")
+        assert report["privacy"]["claim"] == {"dp": False}
+        heldout = children["finetune_private"].events.filter(kind="metric", payload__has_key="heldout_loss")
+        assert heldout.exists() and all(event.payload["heldout_loss"] > 0 for event in heldout)
         scrub_metrics = children["finetune_private"].events.filter(kind="metric", payload__has_key="scrubbed_spans")
         if baseline == "scrubbed":  # the detector's masking is on record: demo records all name someone
             assert scrub_metrics.get().payload["scrubbed_name"] >= dataset.train_count - 2

@@ -73,6 +73,9 @@ def test_a_run_chains_the_five_stages_and_hands_back_a_target_adapter(celery_ses
     assert all(child.status == "succeeded" for child in children)
     queues = {child.kind: child for child in children}
     assert queues["generate"].params["adapter_artifact"] == queues["dp_finetune"].artifacts.get(kind="adapter").pk
+    # the evaluation audits the target model and, beside it, the stage-1 DP adapter
+    assert queues["evaluate"].params["dp_adapter_artifact"] == queues["dp_finetune"].artifacts.get(kind="adapter").pk
+    assert queues["evaluate"].params["adapter_artifact"] == queues["finetune_target"].artifacts.get(kind="adapter").pk
     assert list(LedgerEntry.objects.filter(job=queues["dp_finetune"]).values_list("kind", flat=True)) == ["reserve", "commit", "release"]
     assert summary["privacy"]["epsilon"] <= 4 and set(summary["stages"]) == set(RUN_STAGES)
 
