@@ -21,10 +21,11 @@ from collections import Counter
 import torch
 
 from privacy.pii import pii_find
-from synthesis.lm.chat import record_text
+from privacy.dp.train import IGNORE_INDEX
+from synthesis.lm.chat import record_prompt_response, record_text
 
 from .intervals import wilson_interval
-from .scoring import record_logprobs
+from .scoring import examples_logprobs, record_logprobs
 
 MASK = "[NAME]"
 DETECTOR_SOURCE = "pii_detector"      # a target whose person only the PII detector named
@@ -46,20 +47,23 @@ def name_parts(name: str) -> dict[str, str]:
     return {"name": " ".join(words), "first": words[0], "last": words[-1]}
 
 
+def _mention_pattern(parts: dict[str, str]) -> re.Pattern:
+    """Whole-word mentions of the person: the full name, its first or last word, any case."""
+    alternatives = sorted({parts["name"], parts["first"], parts["last"]}, key=len, reverse=True)
+    return re.compile(r"(?<![A-Za-z'\-])(" + "|".join(re.escape(a) for a in alternatives) + r")(?![A-Za-z'\-])",
+                      re.IGNORECASE)
+
+
 def _mask_person(text: str, parts: dict[str, str]) -> str:
     """text with every whole-word mention of the person (full name, first or last word, any
     case) replaced by its placeholder."""
-    alternatives = sorted({parts["name"], parts["first"], parts["last"]}, key=len, reverse=True)
-    pattern = re.compile(r"(?<![A-Za-z'\-])(" + "|".join(re.escape(a) for a in alternatives) + r")(?![A-Za-z'\-])",
-                         re.IGNORECASE)
-
     def placeholder(match: re.Match) -> str:
         found = match.group()
         part = next(key for key in ("name", "first", "last") if found.lower() == parts[key].lower())
         lower = found == found.lower() and found != parts[part]
         return f"[{part}]" if lower else f"[{part.upper()}]"
 
-    return pattern.sub(placeholder, text)
+    return _mention_pattern(parts).sub(placeholder, text)
 
 
 def fill(text: str, name: str) -> str:
@@ -170,13 +174,38 @@ def _filled(target: dict, name: str) -> dict:
     return {field: fill(target[field], name) for field in FIELDS}
 
 
+def _context_example(tokenizer, target: dict, name: str) -> tuple[list[int], list[int]] | None:
+    """The whole chat-formatted record with `name` in every placeholder, tokenized as training
+    tokenizes (prompt, then response), every token a label except those that spell the name; None
+    for a tokenizer without character offsets."""
+    pattern = _mention_pattern(name_parts(name))
+    ids, labels = [], []
+    for text in record_prompt_response(_filled(target, name), tokenizer, end_of_sequence=True):
+        try:
+            encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        except NotImplementedError:  # a slow (Python) tokenizer gives no offsets
+            return None
+        spans = [match.span() for match in pattern.finditer(text)]
+        for token, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
+            ids.append(token)
+            labels.append(IGNORE_INDEX if any(start < stop and end > begin for begin, stop in spans) else token)
+    return ids[:RECONSTRUCTION_MAX_LENGTH], labels[:RECONSTRUCTION_MAX_LENGTH]
+
+
 def candidate_logprobs(model, tokenizer, target: dict, candidates: list[str], *,
                        batch_size: int = 32) -> list[float]:
-    """Per candidate, the log-prob (nats) of the whole chat-formatted record with the candidate
-    in every placeholder. The tokens before the first placeholder are the same for every
-    candidate: scoring runs them once (evaluation.scoring), then each candidate's record on."""
-    return record_logprobs(model, tokenizer, [_filled(target, name) for name in candidates],
-                           max_length=RECONSTRUCTION_MAX_LENGTH, batch_size=batch_size)
+    """Per candidate, the log-prob (nats) of the rest of the chat-formatted record given the
+    candidate in every placeholder: every token except the name's own. How likely a name is in
+    itself (short, common, one the model was fine-tuned on) is the same whatever record it is put
+    in; what ties it to THIS record (the record number, age, doctor the model memorised with it) is
+    in the tokens around it. The tokens before the first placeholder are the same for every
+    candidate: scoring runs them once (evaluation.scoring). A tokenizer without offsets scores the
+    whole record, name included."""
+    examples = [_context_example(tokenizer, target, name) for name in candidates]
+    if any(example is None for example in examples):
+        return record_logprobs(model, tokenizer, [_filled(target, name) for name in candidates],
+                               max_length=RECONSTRUCTION_MAX_LENGTH, batch_size=batch_size)
+    return examples_logprobs(model, tokenizer, examples, batch_size=batch_size)
 
 
 def reconstruct_by_likelihood(model, tokenizer, target: dict, candidates: list[str], *,

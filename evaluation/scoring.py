@@ -166,6 +166,13 @@ def response_logprobs(model, tokenizer, records: list[dict], *, max_length: int,
                                                batch_size=batch_size)]
 
 
+def examples_logprobs(model, tokenizer, examples: list[tuple[list[int], list[int]]], *,
+                      batch_size: int = 8) -> list[float]:
+    """Per (input_ids, labels) example, the sum of the log-probs (nats) of its tokens whose label
+    is not IGNORE_INDEX, each given every token before it."""
+    return [sum(row) for row in _scored_logprobs(model, examples, _pad_id(tokenizer), batch_size)]
+
+
 def record_logprobs(model, tokenizer, records: list[dict], *, max_length: int,
                     batch_size: int = 8) -> list[float]:
     """Per record, the log-prob (nats) of the WHOLE chat-formatted text (prompt and response,

@@ -104,17 +104,33 @@ def test_untrained_model_ranks_the_truth_first_rarely():
 
 
 @pytest.mark.slow
-def test_likelihood_ranking_follows_whole_record_logprobs_of_the_plain_definition():
+def test_likelihood_ranking_follows_the_plain_definition_of_the_rest_of_the_record():
+    import torch
+
+    from evaluation.reconstruction import _context_example
+    from privacy.dp.train import IGNORE_INDEX
+
     setup = memorised()
     targets = reconstruction_targets(setup.train, limit=4)
     # the records' own names: in the tiny vocabulary, one to three tokens long
     candidates = candidate_names(setup.train, extra=[t["truth"] for t in targets], size=12)
+
+    def plain(ids, labels):  # one whole forward pass, every non-name token given all before it
+        with torch.no_grad():
+            logprobs = setup.model(input_ids=torch.tensor([ids])).logits[0, :-1].float().log_softmax(-1)
+        return sum(logprobs[t, ids[t + 1]].item() for t in range(len(ids) - 1) if labels[t + 1] != IGNORE_INDEX)
+
     for target in targets:
         ranked = reconstruct_by_likelihood(setup.model, setup.tokenizer, target, candidates, batch_size=5)
-        scores = plain_record_logprobs(setup.model, setup.tokenizer, [_filled(target, name) for name in ranked],
-                                       max_length=RECONSTRUCTION_MAX_LENGTH)
+        examples = [_context_example(setup.tokenizer, target, name) for name in ranked]
+        scores = [plain(ids, labels) for ids, labels in examples]
         assert sorted(ranked) == sorted(candidates)
         assert all(better >= worse - 1e-4 for better, worse in pairwise(scores))
+    # the name's own tokens are what is left out: nothing else
+    ids, labels = _context_example(setup.tokenizer, targets[0], targets[0]["truth"])
+    left_out = setup.tokenizer.decode([token for token, label in zip(ids, labels) if label == IGNORE_INDEX])
+    assert targets[0]["truth"].split()[0] in left_out
+    assert sum(label == IGNORE_INDEX for label in labels) < len(ids) / 4
 
 
 # --- targets from the dataset's identifying fields ------------------------------------------------
