@@ -44,7 +44,8 @@ def evaluate_run(params, ctx) -> None:
     if job.artifacts.filter(kind="report").exists():
         return  # idempotent: the report of this job is already there
     # Planted canaries are measured by their exposure, not mixed into the attacks on real records.
-    train = [r for r in dataset_records(dataset=job.dataset, split="train") if not r.get("canary")][: params.max_records]
+    train_all = [r for r in dataset_records(dataset=job.dataset, split="train") if not r.get("canary")]
+    train = train_all[: params.max_records]
     heldout_all = dataset_records(dataset=job.dataset, split="heldout")
     heldout = heldout_all[: params.max_records]
     if not heldout:
@@ -69,10 +70,12 @@ def evaluate_run(params, ctx) -> None:
         ctx.check()
         report["privacy"] = {
             "membership": membership_report(target.model, target.tokenizer, train, heldout, max_length=params.max_length),
-            "reconstruction": reconstruction_report(target.model, target.tokenizer, train, limit=params.reconstruction_targets,
+            # targets from every training record (one per person first), candidates from both splits
+            "reconstruction": reconstruction_report(target.model, target.tokenizer, train_all,
+                                                    limit=params.reconstruction_targets,
                                                     candidate_set_size=params.candidate_set_size, seed=params.seed,
                                                     identifying_fields=identifying_fields,
-                                                    candidate_records=train + heldout_all),
+                                                    candidate_records=train_all + heldout_all),
             "audit": _audit(params, job, target, base),
             "claim": _claim(job),
         }
