@@ -18,7 +18,9 @@ CHANCE_EXPOSURE_BITS = 1.4427
 
 
 def _fmt(value, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}g}"
+    if value is None:
+        return "—"
+    return "0" if abs(value) < 1e-4 else f"{value:.{digits}g}"  # an interval clipped at 0 reads 0, not -1e-06
 
 
 def _interval(interval: dict | None) -> str:
@@ -73,9 +75,11 @@ def _audit_findings(audit: dict, claim: dict) -> list[dict]:
             findings.append({"subject": subject, "status": "not_run", "text": f"Not audited: {result.get('problem')}."})
             continue
         bound = result["epsilon_lower_bound"]
+        guesses = (f"{result['correct']} of the {result['guesses']} best-scored guessed right" if bound > 0 else
+                   "no number of best-scored guesses was right often enough to reject ε = 0")
         text = (f"Audited lower bound: ε ≥ {_fmt(bound)} at δ = {_fmt(result['delta'])} with "
                 f"{result['confidence']:.0%} confidence ({result['m']} audit canaries, {result['n_in']} trained on; "
-                f"{result['correct']} of {result['guesses']} top guesses right; canary AUC {_fmt(result.get('auc'))}"
+                f"{guesses}; canary AUC {_fmt(result.get('auc'))}"
                 f"{_interval(result.get('auc_interval'))}). With a perfect attack these canaries could show at most "
                 f"ε ≥ {_fmt(result.get('max_possible_bound'))}.")
         if claimed is not None and bound > claimed:

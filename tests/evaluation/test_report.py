@@ -587,7 +587,10 @@ def test_report_reads_every_headline_figure_of_a_real_evaluation(tmp_path, setti
 
     report = run_report(run)
     figures = {name: report["headline"][name] for name in HEADLINE_PATHS}
-    assert {name for name, value in figures.items() if value is None} == {"ifd_synthetic"}, figures
+    # no synthetic data; no audit canaries in this dataset, and no stage-1 adapter apart from the model
+    assert {name for name, value in figures.items() if value is None} == {
+        "ifd_synthetic", "audit_epsilon_lower_bound", "audit_dp_adapter_epsilon_lower_bound"}, figures
+    assert any(f["subject"] == "audit" and f["status"] == "not_run" for f in report["verdict"])
     # every figure has its interval and n, but IFD of synthetic data (none here) and, until
     # evaluation.reconstruction writes them, the reconstruction rates
     written = report["evaluation"]["privacy"]["reconstruction"]

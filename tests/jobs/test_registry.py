@@ -96,6 +96,6 @@ def test_every_kind_the_apps_register_is_complete():
     assert job_kind_spec("run").function("child_finished").__name__ == "run_child_finished"
     # a run fills (and refuses from a user) exactly the artifact inputs a stage's spec declares
     assert run_set_fields("generate") == ("adapter_artifact",)
-    assert run_set_fields("evaluate") == ("adapter_artifact", "synthetic_artifact")
+    assert run_set_fields("evaluate") == ("adapter_artifact", "synthetic_artifact", "dp_adapter_artifact")
     assert job_kind_spec("evaluate").inputs[1] == ArtifactInput("synthetic_artifact", "synthetic_data",
                                                                 "synthetic_dataset.jsonl", required=False)
