@@ -22,8 +22,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "finetune_private": {"epochs": 4.0, "logical_batch_size": 16, "physical_batch_size": 8, "max_length": 80,
                              "lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-3, "loss_on": "record",
                              "target_modules": ALL_LINEAR},
-        # 30 reconstruction targets against 20 candidates: a leak of 5x chance (0.25) is outside
-        # chance's interval (reconstruction.attack_power), with fewer scorings than 20 x 50
+        # 30 reconstruction targets against at least 20 candidates (every target's true name is one, so
+        # 30 different people make 30): a leak of 5x chance is outside chance's interval
+        # (reconstruction.attack_power), with fewer scorings than the former 20 x 50
         "evaluate": {"max_records": 60, "max_length": 128, "reconstruction_targets": 30, "candidate_set_size": 20,
                      "generation_records": 8, "max_new_tokens": 48, "canary_references": 1000},
     },
