@@ -100,9 +100,12 @@ def dataset_register(
     )
     train, heldout = dataset_split(parsed.records, heldout_fraction=heldout_fraction, seed=split_seed)
     canary_rows = _canaries(canaries, canary_repeats)
-    train = _planted(train, canary_rows, canary_repeats, units=bool(parsed.privacy_unit))
+    units = bool(parsed.privacy_unit)
+    train = _planted(train, canary_rows, canary_repeats, units=units, unit_prefix="canary", marks={"canary": True})
     audit_rows = _audit_canaries(audit_canaries)
-    train = _audit_planted(train, audit_rows, units=bool(parsed.privacy_unit))
+    # each included audit canary once, or with a privacy unit as a person of AUDIT_RECORDS_PER_UNIT records
+    train = _planted(train, [row for row in audit_rows if row["included"]], AUDIT_RECORDS_PER_UNIT if units else 1,
+                     units=units, unit_prefix="audit", marks={"canary": True, "audit": True})
     train_units = len({record["unit"] for record in train}) if parsed.privacy_unit else len(train)
     delta = _validated_delta(delta, train_count=train_units, unit=parsed.privacy_unit or "record")
 
@@ -170,23 +173,25 @@ def _canaries(count, repeats) -> list[dict]:
     return canary_records(count, seed=secrets.randbits(64)) if count else []
 
 
-def _planted(train: list[dict], canary_rows: list[dict], repeats: int, *, units: bool) -> list[dict]:
-    """The training split with `repeats` copies of each canary inserted at random positions; with
-    privacy units, each canary (all its copies) is a unit of its own."""
-    if not canary_rows:
+def _planted(train: list[dict], rows: list[dict], copies: int, *, units: bool, unit_prefix: str,
+             marks: dict) -> list[dict]:
+    """The training split with `copies` copies of each row ({"instruction", "response"}, with
+    `marks` added) inserted at random positions; with privacy units, each row (all its copies) is
+    a unit of its own, "<unit_prefix>-<i>", never a real unit's name."""
+    if not rows:
         return train
     rng = random.Random(secrets.randbits(64))
     planted = list(train)
     taken = {record["unit"] for record in train} if units else set()
-    for index, row in enumerate(canary_rows, start=1):
-        canary = {"instruction": row["instruction"], "response": row["response"], "canary": True}
+    for index, row in enumerate(rows, start=1):
+        record = {"instruction": row["instruction"], "response": row["response"], **marks}
         if units:
-            unit = f"canary-{index}"
-            while unit in taken:  # a real unit with that name: the canary's must differ
+            unit = f"{unit_prefix}-{index}"
+            while unit in taken:  # a real unit with that name: the planted one's must differ
                 unit = "_" + unit
-            canary["unit"] = unit
-        for _ in range(repeats):
-            planted.insert(rng.randint(0, len(planted)), dict(canary))
+            record["unit"] = unit
+        for _ in range(copies):
+            planted.insert(rng.randint(0, len(planted)), dict(record))
     return planted
 
 
@@ -199,29 +204,6 @@ def _audit_canaries(count) -> list[dict]:
         raise DatasetError("audit canaries: 1 cannot be audited (the audit compares some trained on with some left "
                            "out); draw 0, or 2 or more (128 or more recommended)")
     return audit_canary_records(count, seed=secrets.randbits(64)) if count else []
-
-
-def _audit_planted(train: list[dict], audit_rows: list[dict], *, units: bool) -> list[dict]:
-    """The training split with each included audit canary inserted at random positions: once, or
-    with privacy units AUDIT_RECORDS_PER_UNIT times as a unit of its own ("audit-<i>", never a real
-    unit's name)."""
-    if not audit_rows:
-        return train
-    rng = random.Random(secrets.randbits(64))
-    planted = list(train)
-    taken = {record["unit"] for record in train} if units else set()
-    for index, row in enumerate(audit_rows, start=1):
-        if not row["included"]:
-            continue
-        canary = {"instruction": row["instruction"], "response": row["response"], "canary": True, "audit": True}
-        if units:
-            unit = f"audit-{index}"
-            while unit in taken:
-                unit = "_" + unit
-            canary["unit"] = unit
-        for _ in range(AUDIT_RECORDS_PER_UNIT if units else 1):
-            planted.insert(rng.randint(0, len(planted)), dict(canary))
-    return planted
 
 
 def _validated_name(name) -> str:
