@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest, t
 
-from evaluation.intervals import auc_interval, mean_interval, wilson_interval
+from evaluation.intervals import auc_interval, difference_interval, mean_interval, wilson_interval
 from evaluation.membership import roc_auc
 
 
@@ -93,3 +93,22 @@ def test_mean_interval_needs_two_values_and_is_clipped_to_the_bounds_given():
     clipped = mean_interval([0.0, 0.02, 0.9], bounds=(0.0, 1.0))
     assert clipped["low"] == 0.0 and clipped["high"] == 1.0
     assert mean_interval([0.0, 0.02, 0.9])["low"] < 0 < 1 < mean_interval([0.0, 0.02, 0.9])["high"]
+
+
+def test_difference_interval_from_wilson_intervals_is_newcombes_method_10():
+    # Newcombe (1998), Statistics in Medicine 17:873, Table II, example (a): 56/70 vs 48/80,
+    # and (b): 9/10 vs 3/10; method 10 (the score interval of each proportion, combined):
+    # 0.0524 to 0.3339 and 0.1705 to 0.8090
+    for (a, n_a, b, n_b), (low, high) in (((56, 70, 48, 80), (0.0524, 0.3339)), ((9, 10, 3, 10), (0.1705, 0.8090))):
+        first, second = wilson_interval(a, n_a), wilson_interval(b, n_b)
+        result = difference_interval(a / n_a, first["low"], first["high"], b / n_b, second["low"], second["high"])
+        assert result["difference"] == pytest.approx(a / n_a - b / n_b)
+        assert result["low"] == pytest.approx(low, abs=1e-4) and result["high"] == pytest.approx(high, abs=1e-4)
+
+
+def test_difference_interval_is_wider_than_either_interval_and_refuses_an_estimate_outside_its_interval():
+    result = difference_interval(3.0, 2.8, 3.2, 2.0, 1.9, 2.1)
+    assert result["low"] == pytest.approx(1.0 - math.sqrt(0.2 ** 2 + 0.1 ** 2))
+    assert result["high"] - result["low"] > 0.4
+    with pytest.raises(ValueError, match="must lie in its interval"):
+        difference_interval(3.5, 2.8, 3.2, 2.0, 1.9, 2.1)
