@@ -13,18 +13,22 @@ from privacy.compliance import csv_cell
 from privacy.dp.accountant import library_versions
 
 from .report import COMPARISON_COLUMNS, report_comparison, run_report
+from .report_differences import report_differences
 from .report_figures import interval_columns
 
 
 def report_json(run: Job, *, viewer=None, records_readable: bool = True) -> dict[str, Any]:
-    """run_report, the comparison rows and the library versions of the server writing it."""
-    return json_safe({**run_report(run, records_readable=records_readable),
-                    "comparison": report_comparison(run, viewer=viewer), "library_versions": report_library_versions()})
+    """run_report, the comparison rows, KnowledgeSG's differences from the baselines (with
+    intervals, report_differences) and the library versions of the server writing it."""
+    comparison = report_comparison(run, viewer=viewer)
+    return json_safe({**run_report(run, records_readable=records_readable), "comparison": comparison,
+                      "differences": report_differences(comparison), "library_versions": report_library_versions()})
 
 
 def report_csv(run: Job, *, viewer=None) -> str:
     """The comparison table (each figure followed by its 95% interval's low and high and its
-    sample size, report_figures.interval_columns), then the privacy accounting, every stage
+    sample size, report_figures.interval_columns), KnowledgeSG's differences from the baselines,
+    then the privacy accounting, every stage
     parameter and the library versions, as sections of one CSV (a title row, a header row, rows;
     a blank row between)."""
     report = run_report(run)
@@ -35,8 +39,16 @@ def report_csv(run: Job, *, viewer=None) -> str:
     writer.writerow([])
     writer.writerow(["comparison"])
     writer.writerow([label for _, label in columns])
-    for row in report_comparison(run, viewer=viewer):
+    comparison = report_comparison(run, viewer=viewer)
+    for row in comparison:
         writer.writerow([csv_cell(row.get(key), sort_keys=False) for key, _ in columns])
+    writer.writerows([[], ["differences (KnowledgeSG minus the baseline, 95% interval)"],
+                      ["against", "figure", "KnowledgeSG", "baseline", "difference", "low", "high", "reading"]])
+    for against in report_differences(comparison):
+        for figure in against["figures"]:
+            writer.writerow([against["against"], figure["label"]] + [
+                csv_cell(figure[key], sort_keys=False) for key in ("method", "other", "difference", "low", "high")
+            ] + [figure["reading"]])
     privacy = report["privacy"]
     mechanism = privacy["mechanism"]
     writer.writerows([[], ["privacy"], ["quantity", "value"]])

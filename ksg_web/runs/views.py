@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from ksg_web.runs.report import report_charts, report_comparison, run_report
+from ksg_web.runs.report_differences import report_differences
 from ksg_web.runs.report_files import report_csv, report_json
 from privacy.access import dataset_records_readable
 
@@ -163,8 +164,9 @@ def run_report_view(request, job_id: int):
     """The run report: privacy spent, the comparison with the baselines, charts, examples."""
     run = _visible_run(request, job_id)
     report = run_report(run, records_readable=_records_readable(request, run))
+    comparison = report_comparison(run, viewer=request.user)
     return render(request, "jobs/report.html", {
-        "run": run, "report": report, "comparison": report_comparison(run, viewer=request.user),
+        "run": run, "report": report, "comparison": comparison, "differences": report_differences(comparison),
         "charts": report_charts(report),
     })
 

@@ -632,3 +632,38 @@ def test_an_evaluation_from_before_the_audit_gets_a_verdict_that_says_so(ada, da
     client.force_login(ada)
     html = client.get(reverse("jobs:report", args=[run.pk])).content.decode()
     assert 'id="verdict"' in html and "predates the one-run audit" in html
+
+
+def test_differences_say_what_the_private_data_adds_and_what_privacy_costs_with_intervals(ada, dataset, client):
+    run = make_run(ada, dataset, evaluation=evaluation_json(heldout_loss=1.8))
+    self_instruct = make_run(ada, dataset, baseline="self_instruct", evaluation=evaluation_json(heldout_loss=3.0),
+                             age_minutes=5)
+    nonprivate = make_run(ada, dataset, baseline="nonprivate", evaluation=evaluation_json(heldout_loss=1.9),
+                          age_minutes=3)
+
+    differences = {row["against"]: row for row in report_json(run)["differences"]}
+
+    assert differences["self_instruct"]["other_run"] == self_instruct.pk
+    assert differences["nonprivate"]["other_run"] == nonprivate.pk
+    added = {figure["name"]: figure for figure in differences["self_instruct"]["figures"]}["heldout_loss_target"]
+    assert added["difference"] == pytest.approx(-1.2) and added["high"] < 0 < added["high"] + 1.2
+    assert added["reading"] == "KnowledgeSG lower: better"
+    cost = {figure["name"]: figure for figure in differences["nonprivate"]["figures"]}["heldout_loss_target"]
+    assert cost["low"] < 0 < cost["high"] and cost["reading"].startswith("no difference shown")
+    assert {figure["name"]: figure for figure in differences["nonprivate"]["figures"]}["reconstruction_top1_rate"][
+        "difference"] == pytest.approx(0.0)
+    table = csv_section(report_csv(run), "differences (KnowledgeSG minus the baseline, 95% interval)")
+    row = next(line for line in table if line["against"] == "self_instruct" and line["figure"].startswith("held-out"))
+    assert float(row["difference"]) == pytest.approx(-1.2) and row["reading"] == "KnowledgeSG lower: better"
+    client.force_login(ada)
+    page = client.get(reverse("jobs:report", args=[run.pk])).content.decode()
+    assert 'id="differences-self_instruct"' in page and "KnowledgeSG lower: better" in page
+
+
+def test_no_differences_without_an_evaluated_knowledgesg_run_and_none_from_a_figure_without_interval(ada, dataset):
+    nonprivate = make_run(ada, dataset, baseline="nonprivate", evaluation=evaluation_json())
+    assert report_json(nonprivate)["differences"] == []
+    run = make_run(ada, dataset, evaluation=evaluation_json(intervals=False), age_minutes=1)
+    figures = {figure["name"]: figure for figure in report_json(run)["differences"][0]["figures"]}
+    assert figures["membership_auc_loss"]["difference"] is None
+    assert "has no figure with an interval" in figures["membership_auc_loss"]["reading"]
