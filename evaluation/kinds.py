@@ -19,10 +19,11 @@ class EvaluateParams:
     max_length: int = field(default=128, metadata={"min": 16, "max": 8192, "help": "Tokens per scored record."})
     reconstruction_targets: int = field(default=30, metadata={"min": 1, "max": 10_000, "help": "Names to reconstruct."})
     candidate_set_size: int = field(default=100, metadata={"min": 2, "max": 10_000, "help": "Candidate names per target."})
-    generation_records: int = field(default=10, metadata={"min": 1, "max": 10_000, "help": "Held-out questions answered."})
+    generation_records: int = field(default=10, metadata={
+        "min": 1, "max": 10_000, "help": "Held-out questions answered and judged (drawn from the whole held-out split)."})
     max_new_tokens: int = field(default=64, metadata={"min": 4, "max": 4096, "help": "Tokens per generated answer."})
     canary_references: int = field(default=1000, metadata={"min": 10, "max": 1_000_000, "help": "Random secrets each planted canary is ranked against (exposure resolution: log2 of this, in bits)."})
-    seed: int = seed_field("Seed of the attacks' sampling and the judge's answer order.")
+    seed: int = seed_field("Seed of the attacks' sampling and of the held-out questions drawn.")
 
 
 KINDS = (

@@ -10,8 +10,8 @@ Left out of the aggregates, because each quotes or singles out private records:
 - ROUGE-L examples (held-out questions, the models' answers, the references) and the per-record
   ROUGE-L scores,
 - each canary's secret and its log-probability (the secret is a planted private value),
-- the win-rate's per-item verdicts (the judge's probabilities per held-out question and the coin
-  flips that placed the answers),
+- the win-rate's per-item verdicts (the judge's probabilities per held-out question, in both
+  answer orders),
 - the unmasked spans and record positions of the leak scan's findings (evaluation.stage).
 Every aggregate figure stays: means, rates, AUCs, histograms, ROC points, per-canary exposure.
 """

@@ -2,8 +2,8 @@
 
 It answers the two questions a compliance officer asks of a model, side by side with the base
 model: does it leak the private data (membership inference, name reconstruction), and is it
-useful (held-out loss, ROUGE-L against the held-out references, win-rate judged by W_Pro, IFD
-of the synthetic data vs the private data). The headline figures also stream as `metric` events.
+useful (held-out loss, ROUGE-L against the held-out references, win-rate judged by W_Pro in
+both answer orders, IFD of the synthetic data vs the private data). The headline figures also stream as `metric` events.
 
 The report is written twice, one file on each side of the privacy boundary (jobs.artifacts): the
 whole of it, excerpts of private records included, in the client-only area on the private volume
@@ -14,6 +14,7 @@ file of the run (the synthetic data among them) for the private records' text
 """
 import dataclasses
 import json
+import random
 
 import torch
 from django.conf import settings
@@ -88,7 +89,7 @@ def evaluate_run(params, ctx) -> None:
                    reconstruction_random=report["privacy"]["reconstruction"]["expected_random_top1_rate"],
                    **({"canary_exposure_mean": report["privacy"]["canaries"]["mean_exposure"]} if canaries else {}))
         ctx.check()
-        questions = heldout[: params.generation_records]
+        questions = judged_questions(heldout_all, count=params.generation_records, seed=params.seed)
         # greedy answers, once per model: ROUGE-L scores them and the judge compares them
         answers = {"target": greedy_answers(target, questions, max_new_tokens=params.max_new_tokens),
                    "base": greedy_answers(base, questions, max_new_tokens=params.max_new_tokens)}
@@ -97,6 +98,7 @@ def evaluate_run(params, ctx) -> None:
                              "base": heldout_loss_report(base.model, base.tokenizer, heldout, max_length=params.max_length)},
             "rouge_l": {side: rouge_l_report(questions, answers[side]) for side in ("target", "base")},
         }
+        report["utility"]["questions"] = _questions_note(params.generation_records, questions, heldout_all)
         ctx.check()
         report["utility"]["win_rate"] = _win_rate(params, questions, answers["target"], answers["base"])
         report["utility"]["ifd"] = _ifd(params, base, train)
@@ -106,7 +108,8 @@ def evaluate_run(params, ctx) -> None:
     utility = report["utility"]
     ctx.metric(step=2, heldout_loss_target=utility["heldout_loss"]["target"]["loss"],
                heldout_loss_base=utility["heldout_loss"]["base"]["loss"],
-               rouge_l_target=utility["rouge_l"]["target"]["mean"], win_rate=utility["win_rate"]["win_rate"])
+               rouge_l_target=utility["rouge_l"]["target"]["mean"], win_rate=utility["win_rate"]["win_rate"],
+               judge_consistency=utility["win_rate"]["consistency"])
     report["verdict"] = verdict(report)
     report["leak_scan"] = leak_scan_run(job, synthetic_artifact=params.synthetic_artifact)
     _leak_scan_report(ctx, job, report["leak_scan"])
@@ -217,17 +220,36 @@ def headline_metrics(report: dict) -> dict:
         "heldout_loss_target": utility["heldout_loss"]["target"]["loss"],
         "heldout_loss_base": utility["heldout_loss"]["base"]["loss"],
         "rouge_l_target": utility["rouge_l"]["target"]["mean"],
-        "win_rate": utility["win_rate"]["win_rate"],
+        "win_rate": utility["win_rate"]["win_rate"],  # None where the judge was uninformative
+        "judge_consistency": utility["win_rate"]["consistency"],
     }
 
 
+def judged_questions(heldout: list[dict], *, count: int, seed: int) -> list[dict]:
+    """The held-out records the models answer (ROUGE-L) and the judge compares: `count` of the
+    whole held-out split, drawn without replacement with `seed` (all of them, shuffled, where the
+    split holds fewer; _questions_note says so in the report)."""
+    return random.Random(seed).sample(heldout, min(count, len(heldout)))
+
+
+def _questions_note(requested: int, questions: list[dict], heldout: list[dict]) -> dict:
+    """How many held-out questions were asked for, held out and used, and a sentence when fewer
+    were used than asked for."""
+    note = None
+    if len(questions) < requested:
+        note = (f"{requested} questions were asked for but the dataset holds out only {len(heldout)} records: "
+                f"ROUGE-L and the win-rate use {len(questions)}; register the data with a larger held-out fraction "
+                f"for more")
+    return {"requested": requested, "held_out": len(heldout), "used": len(questions), "note": note}
+
+
 def _win_rate(params, questions: list[dict], answers_target: list[str], answers_base: list[str]) -> dict:
-    """Target vs base greedy answers to the same held-out questions, judged by W_Pro."""
+    """Target vs base greedy answers to the same held-out questions, judged by W_Pro in both
+    answer orders (utility.pairwise_win_rate: 2 judge prompts per question)."""
     judge = TransformersBackend.load(model_spec=params.professional_model, adapter_path=None,
                                      cache_dir=settings.KSG_MODEL_CACHE, dtype=torch.float32)
     try:
-        return pairwise_win_rate(judge, [r["instruction"] for r in questions], answers_target, answers_base,
-                                 seed=params.seed)
+        return pairwise_win_rate(judge, [r["instruction"] for r in questions], answers_target, answers_base)
     finally:
         judge.close()
 

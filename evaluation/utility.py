@@ -8,7 +8,9 @@ dicts, the format privacy.dp.train trains on):
 2. ROUGE-L against references: the model answers each instruction greedily through a generation
    backend; ROUGE-L F1 (synthesis.filtering.rouge_l) of its answer against the reference answer;
 3. pairwise win-rate: the professional model, as judge, reads one question and two answers (the
-   target model's and the base model's) and says which is better, "A" or "B";
+   target model's and the base model's) and says which is better, "A" or "B", once with each
+   answer first; only a preference that survives the swap counts, and a judge whose verdicts
+   follow the position gives no win-rate;
 4. IFD, Instruction-Following Difficulty (Li et al. 2024, "From Quantity to Quality: Boosting LLM
    Performance with Self-Guided Data Selection for Instruction Tuning"): how much the instruction
    helps the model predict the response. Low IFD: the instruction makes the response easy.
@@ -18,7 +20,6 @@ in the returned dict. No Django here: the evaluation app's services call these f
 loaded models.
 """
 import math
-import random
 import statistics
 
 import numpy as np
@@ -32,6 +33,9 @@ from .intervals import mean_interval, wilson_interval
 
 ROUGE_EXAMPLES = 5               # examples kept in the ROUGE-L report, the first records in input order
 JUDGE_CANDIDATES = ["A", "B"]
+# Below this share of items judged the same in both answer orders, the judge's verdicts follow the
+# position more than the answers: no win-rate is given (MT-Bench reports about 65% for GPT-4).
+JUDGE_MIN_CONSISTENCY = 0.6
 _NEGLIGIBLE_PROBABILITY = 1e-9   # p(A) + p(B) below this: the judge answered neither, a tie
 IFD_HISTOGRAM_BINS = 20
 # IFD histogram range. IFD is a ratio of losses, mostly in (0, 1.5); a fixed range keeps reports
@@ -160,20 +164,45 @@ def judge_choice(p_a: float, p_b: float, *, tie_margin: float) -> str:
     return "A" if p_a > p_b else "B"
 
 
+def _order_verdict(probs: dict, *, target_position: str, tie_margin: float) -> dict:
+    """One order's verdict: the judge's p(A), p(B), its choice, and which answer that names
+    ("target", "base" or "tie") given where the target answer was shown."""
+    p_a, p_b = float(probs.get("A", 0.0)), float(probs.get("B", 0.0))
+    choice = judge_choice(p_a, p_b, tie_margin=tie_margin)
+    prefers = "tie" if choice == "tie" else ("target" if choice == target_position else "base")
+    return {"target_position": target_position, "p_a": p_a, "p_b": p_b, "choice": choice, "prefers": prefers}
+
+
+def _judge_problem(*, consistent: int, n: int, interval: dict, same_letter: dict[str, int]) -> str:
+    """The sentence the report prints instead of the win-rate of an uninformative judge."""
+    picked = same_letter["A"] + same_letter["B"]
+    return (f"the judge picked by position in {picked} of {n} items (the same letter whichever answer was shown "
+            f"first: A {same_letter['A']} times, B {same_letter['B']} times); its two orders named the same answer in "
+            f"{consistent} of {n} (consistency {consistent / n:.2f} [{interval['low']:.2f}, {interval['high']:.2f}], "
+            f"below {JUDGE_MIN_CONSISTENCY}): its preferences say nothing about the answers, so no win-rate is given")
+
+
 def pairwise_win_rate(judge_backend, instructions: list[str], answers_target: list[str], answers_base: list[str],
-                      *, seed: int = 0, tie_margin: float = 0.1) -> dict:
-    """How often the judge prefers the target model's answer to the base model's.
+                      *, tie_margin: float = 0.1) -> dict:
+    """How often the judge prefers the target model's answer to the base model's, judged in both
+    orders (MT-Bench, Zheng et al. 2023; AlpacaEval).
 
-    LLM judges have a position bias: asked "A or B?", they favour one position (often the first)
-    whatever the answers say. So for each item a seeded coin decides whether the target answer is
-    shown as A or as B (recorded per item as "target_position"); a judge that only looks at the
-    position then wins about half the items for each model instead of deciding the result.
+    LLM judges have a position bias: asked "A or B?", small ones often answer the same letter
+    whatever the answers say. So every item is shown twice, the target answer as A and as B, in one
+    batched `judge_backend.next_token_probs` call for ["A", "B"] (see judge_choice for a tie within
+    one order). An item is a win only when both orders prefer the target, a loss only when both
+    prefer the base, otherwise a tie. The judge's consistency is the fraction of items whose two
+    orders name the same answer (target, base, or a tie both times); a judge answering "A" to
+    everything has consistency 0. Below JUDGE_MIN_CONSISTENCY the judge is uninformative: the
+    result has win_rate None and a `problem` sentence in its place.
 
-    The judge's reply is read from `judge_backend.next_token_probs` for ["A", "B"] (see
-    judge_choice for ties). Returns {"wins", "losses", "ties", "n", "win_rate" = (wins + 0.5 *
-    ties) / n, "win_rate_interval" (its 95% Wilson interval), "verdicts": per item {index,
-    target_position, p_a, p_b, choice, outcome}}, with outcome "win", "loss" or "tie" from the
-    target model's side.
+    Returns {"wins", "losses", "ties", "n", "consistent" (items), "consistency",
+    "consistency_interval" (95% Wilson), "informative", "min_consistency", "same_letter" ({"A",
+    "B"}: items where both orders chose that letter, i.e. followed the position), "win_rate" =
+    (wins + 0.5 * ties) / n or None, "win_rate_interval" (its 95% Wilson interval) or None,
+    "problem" (None when informative), "verdicts": per item {index, "orders": two order verdicts
+    {target_position, p_a, p_b, choice, prefers}, consistent, outcome}}, with outcome "win",
+    "loss" or "tie" from the target model's side.
     """
     if not len(instructions) == len(answers_target) == len(answers_base):
         raise ValueError("instructions, answers_target and answers_base must have the same length")
@@ -181,27 +210,35 @@ def pairwise_win_rate(judge_backend, instructions: list[str], answers_target: li
         raise ValueError("pairwise_win_rate needs at least one item")
     if not 0 <= tie_margin < 1:
         raise ValueError(f"tie_margin must be in [0, 1), got {tie_margin!r}")
-    coin = random.Random(seed)
-    target_positions = ["A" if coin.random() < 0.5 else "B" for _ in instructions]
-    prompts = [
-        judge_prompt(instruction, target, base) if position == "A" else judge_prompt(instruction, base, target)
-        for instruction, target, base, position in zip(instructions, answers_target, answers_base, target_positions)
-    ]
+    prompts = []  # item i shown with the target as A (prompt 2i), then as B (prompt 2i + 1)
+    for instruction, target, base in zip(instructions, answers_target, answers_base):
+        prompts += [judge_prompt(instruction, target, base), judge_prompt(instruction, base, target)]
     probabilities = judge_backend.next_token_probs(prompts, JUDGE_CANDIDATES)
     verdicts = []
-    for index, (position, probs) in enumerate(zip(target_positions, probabilities)):
-        p_a, p_b = float(probs.get("A", 0.0)), float(probs.get("B", 0.0))
-        choice = judge_choice(p_a, p_b, tie_margin=tie_margin)
-        outcome = "tie" if choice == "tie" else ("win" if choice == position else "loss")
-        verdicts.append({"index": index, "target_position": position, "p_a": p_a, "p_b": p_b,
-                         "choice": choice, "outcome": outcome})
+    for index in range(len(instructions)):
+        orders = [_order_verdict(probabilities[2 * index + offset], target_position=position, tie_margin=tie_margin)
+                  for offset, position in enumerate(JUDGE_CANDIDATES)]
+        first, second = (order["prefers"] for order in orders)
+        outcome = "win" if first == second == "target" else "loss" if first == second == "base" else "tie"
+        verdicts.append({"index": index, "orders": orders, "consistent": first == second, "outcome": outcome})
     counts = {outcome: sum(v["outcome"] == outcome for v in verdicts) for outcome in ("win", "loss", "tie")}
-    n, score = len(verdicts), counts["win"] + 0.5 * counts["tie"]
+    n, consistent = len(verdicts), sum(v["consistent"] for v in verdicts)
+    same_letter = {letter: sum(all(order["choice"] == letter for order in v["orders"]) for v in verdicts)
+                   for letter in JUDGE_CANDIDATES}
+    consistency_interval = wilson_interval(consistent, n)
+    informative = consistent / n >= JUDGE_MIN_CONSISTENCY
+    problem = None if informative else _judge_problem(consistent=consistent, n=n, interval=consistency_interval,
+                                                      same_letter=same_letter)
+    score = counts["win"] + 0.5 * counts["tie"]
     # The interval is of the same figure: ties count half a win among all n items. An outcome of
     # 0, 1/2 or 1 varies less than a 0/1 one of the same mean, so Wilson's binomial width is, if
     # anything, conservative.
     return {"wins": counts["win"], "losses": counts["loss"], "ties": counts["tie"], "n": n,
-            "win_rate": score / n, "win_rate_interval": wilson_interval(score, n), "verdicts": verdicts}
+            "consistent": consistent, "consistency": consistent / n, "consistency_interval": consistency_interval,
+            "informative": informative, "min_consistency": JUDGE_MIN_CONSISTENCY, "same_letter": same_letter,
+            "win_rate": score / n if informative else None,
+            "win_rate_interval": wilson_interval(score, n) if informative else None, "problem": problem,
+            "verdicts": verdicts}
 
 
 # --- 4. IFD, Instruction-Following Difficulty ------------------------------------------------

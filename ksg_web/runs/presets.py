@@ -25,8 +25,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # 30 reconstruction targets against at least 20 candidates (every target's true name is one, so
         # 30 different people make 30): a leak of 5x chance is outside chance's interval
         # (reconstruction.attack_power), with fewer scorings than the former 20 x 50
+        # 64 held-out questions, each judged in both answer orders (128 judge prompts): the win-rate's
+        # and the judge consistency's 95% intervals are then about +-0.12 wide. They are drawn from the
+        # whole held-out split, which must hold 64 records (ksg_dataset_add --heldout-fraction); with
+        # fewer, all of them are used and the report says how many.
         "evaluate": {"max_records": 60, "max_length": 128, "reconstruction_targets": 30, "candidate_set_size": 20,
-                     "generation_records": 8, "max_new_tokens": 48, "canary_references": 1000},
+                     "generation_records": 64, "max_new_tokens": 48, "canary_references": 1000},
     },
     # The paper's scale, for GPU machines: about 500 private records, 1000 raw instructions.
     "paper": {

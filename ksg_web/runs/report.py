@@ -24,7 +24,7 @@ from privacy.models import LedgerEntry
 
 from .kinds import RUN
 from .pipeline import run_pipeline
-from .report_figures import headline_intervals
+from .report_figures import PROBLEM_PATHS, headline_intervals, headline_problems
 
 BASELINE_LABELS = {
     "knowledgesg": "KnowledgeSG",
@@ -62,6 +62,7 @@ HEADLINE_PATHS = {
     "rouge_l_target": ("utility", "rouge_l", "target", "mean"),
     "rouge_l_base": ("utility", "rouge_l", "base", "mean"),
     "win_rate": ("utility", "win_rate", "win_rate"),
+    "judge_consistency": ("utility", "win_rate", "consistency"),
     "ifd_synthetic": ("utility", "ifd", "synthetic", "mean"),
     "ifd_private": ("utility", "ifd", "private", "mean"),
     "audit_epsilon_lower_bound": ("privacy", "audit", "model", "epsilon_lower_bound"),
@@ -83,6 +84,7 @@ COMPARISON_COLUMNS = (
     ("audit_dp_adapter_epsilon_lower_bound", "audited epsilon lower bound of the stage-1 adapter (95%)"),
     ("heldout_loss_target", "held-out loss (target)"), ("heldout_loss_base", "held-out loss (base)"),
     ("rouge_l_target", "ROUGE-L (target)"), ("rouge_l_base", "ROUGE-L (base)"), ("win_rate", "win-rate vs base"),
+    ("judge_consistency", "judge consistency (answer order swapped)"),
     ("ifd_synthetic", "IFD (synthetic data)"), ("ifd_private", "IFD (private data)"),
 )
 
@@ -290,10 +292,14 @@ def _evaluation(children: list[Job], *, records_readable: bool = False) -> tuple
 
 def _headline(evaluation: dict | None) -> dict[str, Any]:
     """The HEADLINE_PATHS figures of an evaluation.json (None where absent) with their intervals
-    (report_figures.headline_intervals), and the random-guess top-1 rate of the reconstruction
-    attack (uniform ranking of the candidates it used)."""
+    (report_figures.headline_intervals), why a declined figure is not given (headline_problems;
+    the figure and its bounds are then None), and the random-guess top-1 rate of the
+    reconstruction attack (uniform ranking of the candidates it used)."""
     figures = {name: _dig(evaluation, path) for name, path in HEADLINE_PATHS.items()}
-    figures |= headline_intervals(evaluation)
+    figures |= headline_intervals(evaluation) | headline_problems(evaluation)
+    for name in PROBLEM_PATHS:  # a declined figure is never printed, whatever an older file holds
+        if figures[f"{name}_problem"]:
+            figures |= {name: None, f"{name}_low": None, f"{name}_high": None}
     expected = _dig(evaluation, ("privacy", "reconstruction", "expected_random_top1_rate"))
     figures["reconstruction_random_guess_rate"] = (
         expected if expected is not None else _dig(evaluation, ("privacy", "reconstruction", "random_guess_rate")))

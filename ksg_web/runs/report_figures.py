@@ -31,9 +31,17 @@ INTERVAL_PATHS = {
     "rouge_l_target": ("utility", "rouge_l", "target", "mean_interval"),
     "rouge_l_base": ("utility", "rouge_l", "base", "mean_interval"),
     "win_rate": ("utility", "win_rate", "win_rate_interval"),
+    "judge_consistency": ("utility", "win_rate", "consistency_interval"),
     "ifd_synthetic": ("utility", "ifd", "synthetic", "mean_interval"),
     "ifd_private": ("utility", "ifd", "private", "mean_interval"),
 }
+# figures an evaluation may decline to give, and where it says why: the sentence is written in the
+# figure's place (a win-rate from a judge that picks by position measures the position, not the answers)
+PROBLEM_PATHS = {"win_rate": ("utility", "win_rate", "problem")}
+# a win-rate judged in one answer order only, before evaluation.utility judged both: its judge's
+# position bias was never measured, so it is not given either
+ONE_ORDER_JUDGE = ("the judge saw each pair in one answer order only (an evaluation from before the "
+                   "position-consistent judge), so the win-rate may measure the judge's position bias; evaluate again")
 INTERVAL_KEYS = ("low", "high", "n")
 FIGURE_DIGITS = {"canary_mean_exposure": 2}  # bits; every other figure with 3 decimals
 MISSING, OLDER_EVALUATION = "—", "no interval (older evaluation)"
@@ -52,22 +60,48 @@ def headline_intervals(evaluation: dict | None) -> dict[str, Any]:
     return row
 
 
+def headline_problems(evaluation: dict | None) -> dict[str, Any]:
+    """`<figure>_problem` for every PROBLEM_PATHS figure of an evaluation.json: the evaluation's
+    sentence, ONE_ORDER_JUDGE for a win-rate judged in one order only, else None."""
+    row: dict[str, Any] = {}
+    for name, path in PROBLEM_PATHS.items():
+        problem = _dig(evaluation, path)
+        result = _dig(evaluation, path[:-1])
+        if not problem and name == "win_rate" and isinstance(result, dict) and "consistency" not in result:
+            problem = ONE_ORDER_JUDGE
+        row[f"{name}_problem"] = problem if isinstance(problem, str) and problem else None
+    return row
+
+
 def interval_columns(columns: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
     """The comparison columns (row key, header) with, right after each figure that has an
-    interval, its `_low`, `_high` and `_n` columns ("<header> 95% low", "... 95% high", "... n")."""
+    interval, its `_low`, `_high` and `_n` columns ("<header> 95% low", "... 95% high", "... n"),
+    and after a figure that may be declined, its `_problem` column ("<header>: why not given")."""
     expanded = []
     for key, header in columns:
         expanded.append((key, header))
         if key in INTERVAL_PATHS:
             expanded += [(f"{key}_low", f"{header} 95% low"), (f"{key}_high", f"{header} 95% high"),
                          (f"{key}_n", f"{header} n")]
+        if key in PROBLEM_PATHS:
+            expanded.append((f"{key}_problem", f"{header}: why not given"))
     return tuple(expanded)
+
+
+def figure_problem(row: dict[str, Any], name: str) -> str | None:
+    """Why the figure `name` of a report row is not given (PROBLEM_PATHS), or None."""
+    problem = row.get(f"{name}_problem")
+    return problem if isinstance(problem, str) and problem else None
 
 
 def figure_parts(row: dict[str, Any], name: str) -> tuple[str, str | None]:
     """A figure of a report row and its interval as text: ("0.693", "[0.58, 0.80], n 60+30").
     ("—", None) where the figure is missing; the interval part says "no interval (older
-    evaluation)" where the row has none, "n 1: too few for an interval" where the sample was."""
+    evaluation)" where the row has none, "n 1: too few for an interval" where the sample was;
+    ("not given: <why>", None) where the evaluation declined the figure (figure_problem)."""
+    problem = figure_problem(row, name)
+    if problem:
+        return f"not given: {problem}", None
     value = row.get(name)
     if not _is_number(value) or not math.isfinite(value):
         return MISSING, None

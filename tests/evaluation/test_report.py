@@ -12,13 +12,16 @@ from pathlib import Path
 
 import pytest
 from django.urls import reverse
+from django.utils.html import escape
 from django.utils import timezone
 
 from evaluation.canary import EXPOSURE_RANGE
 from evaluation.intervals import mean_interval, wilson_interval
 from evaluation.membership import attack_summary
+from evaluation.utility import pairwise_win_rate
 from ksg_web.runs.report import HEADLINE_PATHS, report_comparison, run_report
-from ksg_web.runs.report_figures import INTERVAL_PATHS
+from ksg_web.runs.management.commands.ksg_evaluate import comparison_table
+from ksg_web.runs.report_figures import INTERVAL_PATHS, ONE_ORDER_JUDGE
 from ksg_web.runs.report_files import report_csv, report_json
 from jobs.models import Job
 from jobs.services import artifact_record, job_event_record
@@ -64,10 +67,33 @@ def dataset(ada):
     return make_dataset(ada, name="clinic", epsilon_limit="100")
 
 
+class _Judge:
+    """A stand-in judge model: prefers the answer marked GOOD wherever it is shown, or with
+    by_position answers "A" whatever it reads (evaluation.utility.pairwise_win_rate's view)."""
+
+    def __init__(self, *, by_position: bool):
+        self.by_position = by_position
+
+    def next_token_probs(self, prompts, candidates):
+        first = [p[-1]["content"].split("Answer A:\n")[1].split("\n\nAnswer B:")[0] for p in prompts]
+        return [{"A": 0.9, "B": 0.05} if self.by_position or "GOOD" in answer else {"A": 0.05, "B": 0.9}
+                for answer in first]
+
+
+def judged(*, by_position: bool = False) -> dict:
+    """The win-rate part of an evaluation.json, from the real pairwise_win_rate on 3 questions: the
+    target's answer better on 2 (win-rate 2/3, consistency 1), or a judge that picks by position
+    (consistency 0: no win-rate, a problem sentence)."""
+    return pairwise_win_rate(_Judge(by_position=by_position), ["q1", "q2", "q3"], ["GOOD t1", "GOOD t2", "t3"],
+                             ["b1", "b2", "GOOD b3"])
+
+
 def evaluation_json(*, shift: float = 0.0, canaries: bool = True, heldout_loss: float = 1.8,
-                    intervals: bool = True) -> dict:
+                    intervals: bool = True, judge_by_position: bool = False) -> dict:
     """An evaluation.json as evaluation.stage writes it; membership from the real attack_summary,
-    intervals from evaluation.intervals. intervals=False: as written before the intervals existed."""
+    the win-rate from the real pairwise_win_rate (judged), intervals from evaluation.intervals.
+    intervals=False: as written before the intervals existed (and before the judge saw both answer
+    orders: one order, no consistency)."""
     members = [score + shift for score in MEMBERS]
     report = {
         "dataset": {"name": "clinic", "sha256": "a" * 64, "canaries": 2 if canaries else 0},
@@ -89,7 +115,7 @@ def evaluation_json(*, shift: float = 0.0, canaries: bool = True, heldout_loss: 
                              "base": {"loss": 2.4, "perplexity": math.exp(2.4), "n": 6}},
             "rouge_l": {"target": {"mean": 0.31, "n": 3, "scores": [0.3, 0.31, 0.32], "examples": []},
                         "base": {"mean": 0.22, "n": 3, "scores": [0.2, 0.22, 0.24], "examples": []}},
-            "win_rate": {"wins": 2, "losses": 1, "ties": 0, "n": 3, "win_rate": 2 / 3, "verdicts": []},
+            "win_rate": judged(by_position=judge_by_position),
             "ifd": {"private": {"mean": 0.93, "median": 0.9, "n": 6, "share_at_least_1": 0.2},
                     "synthetic": {"mean": 0.71, "median": 0.7, "n": 12, "share_at_least_1": 0.1}},
         },
@@ -116,7 +142,6 @@ def _with_intervals(report: dict, heldout_loss: float) -> dict:
         utility["heldout_loss"][side]["loss_interval"] = mean_interval(losses, bounds=(0.0, None))
         rouge_l = utility["rouge_l"][side]
         rouge_l["mean_interval"] = mean_interval(rouge_l["scores"], bounds=(0.0, 1.0))
-    utility["win_rate"]["win_rate_interval"] = wilson_interval(2, 3)
     for side in ("private", "synthetic"):
         ifd = utility["ifd"][side]
         ifd["mean_interval"] = mean_interval([ifd["mean"] + step for step in (-0.1, 0.0, 0.1)])
@@ -131,6 +156,8 @@ def _without_intervals(report: dict) -> dict:
     for summary in report["privacy"]["membership"].values():
         for key in ("auc_interval", "tpr_at_1pct_fpr_interval", "fpr_resolution", "note"):
             summary.pop(key)
+    # the judge then saw each pair once, in a seeded order: counts and a rate, no consistency
+    report["utility"]["win_rate"] = {"wins": 2, "losses": 1, "ties": 0, "n": 3, "win_rate": 2 / 3, "verdicts": []}
     return report
 
 
@@ -303,6 +330,9 @@ def test_csv_holds_the_comparison_the_parameters_and_the_versions(ada, dataset):
     assert float(table[0]["membership AUC (loss) 95% high"]) == pytest.approx(auc_interval["high"])
     assert table[0]["membership AUC (loss) n"] == "6+6" and table[0]["win-rate vs base n"] == "3"
     assert float(table[0]["win-rate vs base 95% low"]) == pytest.approx(wilson_interval(2, 3)["low"])
+    assert table[0]["win-rate vs base: why not given"] == "" and float(table[0]["win-rate vs base"]) == pytest.approx(2 / 3)
+    assert table[0]["judge consistency (answer order swapped)"] == "1.0"
+    assert float(table[0]["judge consistency (answer order swapped) 95% low"]) == pytest.approx(wilson_interval(3, 3)["low"])
     header = list(table[0])
     assert header.index("held-out loss (target)") + 1 == header.index("held-out loss (target) 95% low")
     assert "DP guarantee 95% low" not in header  # only figures with an interval get the columns
@@ -410,6 +440,7 @@ def test_report_page_shows_each_figure_with_its_interval_and_n(ada, dataset, cli
     assert "0.500 " + interval("[0.19, 0.81], n 6") in html  # TPR at 1% FPR (loss), Wilson 3 of 6
     assert "1.800 " + interval("[1.55, 2.05], n 6") in html  # held-out loss, t over 6 records
     assert "0.667 " + interval("[0.21, 0.94], n 3") in html  # win-rate, Wilson 2 of 3
+    assert "1.000 " + interval("[0.44, 1.00], n 3") in html  # judge consistency, Wilson 3 of 3
     assert "0.310 " + interval("[0.29, 0.33], n 3") in html  # ROUGE-L (target)
     assert "10.63 " + interval("[0.0, 19.9], n 2") in html  # canary mean exposure, clipped to what it can be
     assert "0.100 " + interval("[0.02, 0.40], n 10") in html  # reconstruction, generation exact
@@ -438,6 +469,10 @@ def test_an_older_evaluation_without_intervals_shows_its_figures_and_says_so(ada
     assert headline["win_rate_n"] is None
     table = csv_section(report_csv(run), "comparison")
     assert table[0]["membership AUC (loss) 95% low"] == "" and float(table[0]["membership AUC (loss)"]) == auc
+    # its win-rate was judged in one order only: what it measured is unknown, so it is not printed
+    assert headline["win_rate"] is None and headline["win_rate_problem"] == ONE_ORDER_JUDGE
+    assert table[0]["win-rate vs base"] == "" and table[0]["win-rate vs base: why not given"] == ONE_ORDER_JUDGE
+    assert "0.667" not in html and f'<span class="figure-problem">not given: {escape(ONE_ORDER_JUDGE)}</span>' in html
 
 
 def test_a_sample_too_small_for_an_interval_is_said_so_not_hidden(ada, dataset, client):
@@ -587,18 +622,21 @@ def test_report_reads_every_headline_figure_of_a_real_evaluation(tmp_path, setti
 
     report = run_report(run)
     figures = {name: report["headline"][name] for name in HEADLINE_PATHS}
+    # the tiny random judge may pick by position: then its win-rate is declined, with the sentence
+    declined = {"win_rate"} if report["headline"]["win_rate_problem"] else set()
+    assert (report["headline"]["win_rate_problem"] is None) == report["evaluation"]["utility"]["win_rate"]["informative"]
     # no synthetic data; no audit canaries in this dataset, and no stage-1 adapter apart from the model
     assert {name for name, value in figures.items() if value is None} == {
-        "ifd_synthetic", "audit_epsilon_lower_bound", "audit_dp_adapter_epsilon_lower_bound"}, figures
+        "ifd_synthetic", "audit_epsilon_lower_bound", "audit_dp_adapter_epsilon_lower_bound"} | declined, figures
     assert any(f["subject"] == "audit" and f["status"] == "not_run" for f in report["verdict"])
     # every figure has its interval and n, but IFD of synthetic data (none here) and, until
     # evaluation.reconstruction writes them, the reconstruction rates
     written = report["evaluation"]["privacy"]["reconstruction"]
     expected = {"ifd_synthetic"} | {name for name, path in INTERVAL_PATHS.items()
                                     if name.startswith("reconstruction_") and path[-1] not in written}
-    assert {name for name in INTERVAL_PATHS if report["headline"][f"{name}_n"] is None} == expected
+    assert {name for name in INTERVAL_PATHS if report["headline"][f"{name}_n"] is None} == expected | declined
     one_canary = {"canary_mean_exposure"}  # n 1: too few for an interval
-    assert {name for name in INTERVAL_PATHS if report["headline"][f"{name}_low"] is None} == expected | one_canary
+    assert {name for name in INTERVAL_PATHS if report["headline"][f"{name}_low"] is None} == expected | one_canary | declined
     assert report["dataset"]["canaries"] == 1 and report["evaluation_job"]["id"] == evaluate.pk
     client.force_login(owner)
     response = client.get(reverse("jobs:report", args=[run.pk]))
@@ -667,3 +705,43 @@ def test_no_differences_without_an_evaluated_knowledgesg_run_and_none_from_a_fig
     figures = {figure["name"]: figure for figure in report_json(run)["differences"][0]["figures"]}
     assert figures["membership_auc_loss"]["difference"] is None
     assert "has no figure with an interval" in figures["membership_auc_loss"]["reading"]
+
+
+def test_a_judge_that_picks_by_position_gets_its_sentence_printed_and_no_win_rate(ada, dataset, client):
+    run = make_run(ada, dataset, evaluation=evaluation_json(judge_by_position=True))
+    problem = run_report(run)["evaluation"]["utility"]["win_rate"]["problem"]
+    assert problem.startswith("the judge picked by position in 3 of 3 items")
+    client.force_login(ada)
+
+    html = client.get(reverse("jobs:report", args=[run.pk])).content.decode()
+    headline, row = run_report(run)["headline"], report_comparison(run)[0]
+    table = csv_section(report_csv(run), "comparison")
+    text = comparison_table(report_comparison(run))
+
+    utility = html.split("<h2>Utility</h2>")[1].split("</table>")[0]
+    assert f'<span class="figure-problem">not given: {escape(problem)}</span>' in utility
+    assert "0.500" not in utility  # 3 ties would have read as "as good as the base"
+    assert "0.000 " + '<small class="interval">[0.00, 0.56], n 3</small>' in utility  # consistency, Wilson 0 of 3
+    for figures in (headline, row):
+        assert figures["win_rate"] is None and figures["win_rate_problem"] == problem
+        assert figures["win_rate_low"] is None and figures["win_rate_n"] is None
+        assert figures["judge_consistency"] == 0.0 and figures["judge_consistency_n"] == "3"
+    assert table[0]["win-rate vs base"] == "" and table[0]["win-rate vs base: why not given"] == problem
+    lines = text.splitlines()
+    assert next(line for line in lines if line.startswith("win-rate vs base")).endswith("not given (see below)")
+    assert f"run {run.pk}, win-rate vs base: not given: {problem}" in lines
+    evaluation = run_report(run)["evaluation"]["utility"]["win_rate"]
+    assert (evaluation["wins"], evaluation["losses"], evaluation["ties"], evaluation["n"]) == (0, 0, 3, 3)  # raw counts kept
+
+
+def test_the_report_says_when_fewer_questions_were_judged_than_asked_for(ada, dataset, client):
+    evaluation = evaluation_json()
+    note = "64 questions were asked for but the dataset holds out only 3 records: ROUGE-L and the win-rate use 3"
+    evaluation["utility"]["questions"] = {"requested": 64, "held_out": 3, "used": 3, "note": note}
+    run = make_run(ada, dataset, evaluation=evaluation)
+    client.force_login(ada)
+    html = client.get(reverse("jobs:report", args=[run.pk])).content.decode()
+    assert f'<p class="message warning" id="questions-note">{note}.</p>' in html
+    evaluation["utility"]["questions"]["note"] = None
+    quiet = make_run(ada, dataset, evaluation=evaluation)
+    assert 'id="questions-note"' not in client.get(reverse("jobs:report", args=[quiet.pk])).content.decode()

@@ -7,7 +7,8 @@ import pytest
 from django.conf import settings as django_settings
 
 from ksg_web.runs.evaluate import evaluate_submit
-from evaluation.stage import evaluate_run
+from evaluation.stage import evaluate_run, judged_questions
+from evaluation.utility import JUDGE_MIN_CONSISTENCY
 from jobs.kinds import JobParamsError, params_as_dict, params_parse
 from jobs.models import Job
 from jobs.runner import job_execute
@@ -57,7 +58,7 @@ def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained, 
     params = params_as_dict(params_parse("evaluate", {
         "adapter_artifact": adapter.pk, "dp_adapter_artifact": dp_adapter.pk,
         "base_model": str(model_dir), "professional_model": str(model_dir),
-        "max_length": 96, "reconstruction_targets": 5, "candidate_set_size": 20, "generation_records": 3,
+        "max_length": 96, "reconstruction_targets": 5, "candidate_set_size": 20, "generation_records": 8,
         "max_new_tokens": 8}))
     job = Job.objects.create(kind="evaluate", owner=owner, dataset=dataset, params=params, celery_task_id="e")
 
@@ -78,12 +79,19 @@ def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained, 
     utility = report["utility"]
     # The adapter was trained on the training split: it fits the private data better than the base.
     assert utility["heldout_loss"]["target"]["loss"] != utility["heldout_loss"]["base"]["loss"]
-    assert 0 <= utility["rouge_l"]["target"]["mean"] <= 1 and utility["win_rate"]["n"] == 3
-    # each model answers the 3 questions once: ROUGE-L and the judge read the same answers
-    assert generated == [3, 3]
+    # 8 questions asked for, 6 held out: all 6 are answered and judged, and the report says so
+    assert 0 <= utility["rouge_l"]["target"]["mean"] <= 1 and utility["win_rate"]["n"] == 6
+    assert utility["questions"] | {"note": None} == {"requested": 8, "held_out": 6, "used": 6, "note": None}
+    assert "holds out only 6 records" in utility["questions"]["note"]
+    # each model answers the 6 questions once: ROUGE-L and the judge read the same answers
+    assert generated == [6, 6]
+    # the judge saw each pair in both orders; its consistency is reported, a win-rate only if informative
+    assert all(len(verdict["orders"]) == 2 for verdict in utility["win_rate"]["verdicts"])
+    assert (utility["win_rate"]["win_rate"] is None) == (utility["win_rate"]["consistency"] < JUDGE_MIN_CONSISTENCY)
     assert utility["ifd"]["private"]["n"] == dataset.train_count - audited
     metrics = [event.payload for event in job.events.filter(kind="metric").order_by("seq")]
     assert metrics[0]["membership_auc"] == membership["loss"]["auc"] and "win_rate" in metrics[1]
+    assert metrics[1]["judge_consistency"] == utility["win_rate"]["consistency"]
     # the excerpts stay on the private volume; the server-readable copy has every figure and no record
     assert reconstruction["examples"] and utility["rouge_l"]["target"]["examples"] and utility["win_rate"]["verdicts"]
     server = job.artifacts.get(kind="report", area="server")
@@ -99,3 +107,13 @@ def test_an_evaluation_of_an_unfinished_run_is_refused(trained):
     run = Job.objects.create(kind="run", owner=owner, dataset=dataset, status="running", params={"stages": {}})
     with pytest.raises(JobParamsError, match="not a succeeded run"):
         evaluate_submit(owner=owner, run=run)
+
+
+def test_judged_questions_are_drawn_without_replacement_from_the_whole_held_out_split():
+    heldout = [{"instruction": f"question {i}", "response": f"answer {i}"} for i in range(100)]
+    drawn = judged_questions(heldout, count=64, seed=0)
+    assert len(drawn) == 64 and len({r["instruction"] for r in drawn}) == 64  # no question twice
+    assert drawn == judged_questions(heldout, count=64, seed=0) != judged_questions(heldout, count=64, seed=1)
+    assert drawn != heldout[:64]  # drawn from all 100, not the first 64
+    few = judged_questions(heldout[:30], count=64, seed=0)
+    assert sorted(r["instruction"] for r in few) == sorted(r["instruction"] for r in heldout[:30])

@@ -1,6 +1,7 @@
 """Utility metrics of the target model on a tiny model: held-out loss is the training loss,
-ROUGE-L scores the backend's greedy answers, the pairwise judge's answer order is randomised
-and mapped back, and IFD falls when the instruction becomes predictive of the response."""
+ROUGE-L scores the backend's greedy answers, the pairwise judge sees each pair in both orders and
+gives a win-rate only where its verdicts follow the answers rather than their position, and IFD
+falls when the instruction becomes predictive of the response."""
 import math
 import statistics
 import subprocess
@@ -12,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from evaluation.intervals import mean_interval, wilson_interval
 from evaluation.utility import (
+    JUDGE_MIN_CONSISTENCY,
     JUDGE_QUESTION,
     heldout_loss_report,
     ifd_report,
@@ -193,34 +195,109 @@ def items(n: int) -> tuple[list[str], list[str], list[str]]:
     return [f"question {i}" for i in range(n)], [f"GOOD answer {i}" for i in range(n)], [f"bad answer {i}" for i in range(n)]
 
 
-def test_judge_always_preferring_position_a_gives_about_half_wins():
-    result = pairwise_win_rate(FixedJudge({"A": 0.9, "B": 0.1}), *items(200), seed=3)
-    shown_first = sum(verdict["target_position"] == "A" for verdict in result["verdicts"])
-    assert result["wins"] == shown_first and result["losses"] == 200 - shown_first and result["ties"] == 0
-    assert 0.4 < result["win_rate"] < 0.6
+class LongerAnswerJudge:
+    """Stand-in judge that prefers the longer answer wherever it is shown: no position bias."""
+
+    def next_token_probs(self, prompts, candidates):
+        results = []
+        for messages in prompts:
+            answer_a, answer_b = messages[-1]["content"].split("Answer A:\n")[1].split("\n\nAnswer B:\n")
+            answer_b = answer_b.split("\n\nWhich answer")[0]
+            results.append({"A": 0.8, "B": 0.1} if len(answer_a) > len(answer_b) else {"A": 0.1, "B": 0.8})
+        return results
 
 
-def test_winner_is_mapped_back_through_the_randomised_order():
-    result = pairwise_win_rate(ReadingJudge(), *items(40), seed=1)
-    positions = {verdict["target_position"] for verdict in result["verdicts"]}
-    assert positions == {"A", "B"}  # both orders were used ...
-    assert result["wins"] == 40 and result["win_rate"] == 1.0  # ... and the better answer always won
-    assert all(verdict["choice"] == verdict["target_position"] for verdict in result["verdicts"])
+class MixedJudge:
+    """Reads the answers (ReadingJudge) on most questions; answers "A" whatever it sees on a
+    question marked POSITION, and ties when the target is shown first on one marked HALF."""
+
+    def next_token_probs(self, prompts, candidates):
+        results = []
+        for messages, read in zip(prompts, ReadingJudge().next_token_probs(prompts, candidates)):
+            question = messages[-1]["content"]
+            answer_a = question.split("Answer A:\n")[1].split("\n\nAnswer B:\n")[0]
+            if "POSITION" in question:
+                results.append({"A": 0.9, "B": 0.05})
+            elif "HALF" in question and "GOOD" in answer_a:
+                results.append({"A": 0.4, "B": 0.4})
+            else:
+                results.append(read)
+        return results
 
 
-def test_ties_count_half():
-    instructions, target, base = items(4)
-    instructions[2:] = ["TIE question 2", "TIE question 3"]
-    result = pairwise_win_rate(ReadingJudge(), instructions, target, base)
+def items(n: int) -> tuple[list[str], list[str], list[str]]:
+    return [f"question {i}" for i in range(n)], [f"GOOD answer {i}" for i in range(n)], [f"bad answer {i}" for i in range(n)]
+
+
+def marked(n: int, marks: dict[int, str]) -> tuple[list[str], list[str], list[str]]:
+    """items(n) with the questions at the given indices marked (POSITION, HALF, TIE)."""
+    instructions, target, base = items(n)
+    for index, mark in marks.items():
+        instructions[index] = f"{mark} {instructions[index]}"
+    return instructions, target, base
+
+
+def test_a_judge_that_always_answers_a_is_inconsistent_and_gives_no_win_rate():
+    judge = FixedJudge({"A": 0.9, "B": 0.1})
+    result = pairwise_win_rate(judge, *items(64))
+    assert len(judge.prompts) == 128  # every pair judged in both orders
+    assert (result["consistent"], result["consistency"], result["informative"]) == (0, 0.0, False)
+    assert result["consistency_interval"] == wilson_interval(0, 64)
+    assert result["win_rate"] is None and result["win_rate_interval"] is None
+    assert (result["wins"], result["losses"], result["ties"], result["n"]) == (0, 0, 64, 64)  # raw counts kept
+    assert result["same_letter"] == {"A": 64, "B": 0}
+    assert result["problem"].startswith("the judge picked by position in 64 of 64 items")
+    assert "consistency 0.00" in result["problem"] and "no win-rate is given" in result["problem"]
+
+
+def test_a_judge_preferring_the_longer_answer_is_consistent_and_counts_the_right_wins():
+    instructions, target, base = items(10)
+    base[7:] = [answer + " with many more words than the target" for answer in base[7:]]  # base longer in 3
+    result = pairwise_win_rate(LongerAnswerJudge(), instructions, target, base)
+    assert (result["consistency"], result["informative"], result["problem"]) == (1.0, True, None)
+    assert (result["wins"], result["losses"], result["ties"]) == (7, 3, 0)
+    assert [v["outcome"] for v in result["verdicts"]] == ["win"] * 7 + ["loss"] * 3
+    assert result["win_rate"] == pytest.approx(0.7) and result["win_rate_interval"] == wilson_interval(7, 10)
+    assert result["same_letter"] == {"A": 0, "B": 0}
+
+
+def test_each_item_records_both_orders_and_its_outcome():
+    result = pairwise_win_rate(MixedJudge(), *marked(2, {1: "POSITION"}))
+    read, position = result["verdicts"]
+    assert [order["target_position"] for order in read["orders"]] == ["A", "B"]
+    assert [(o["choice"], o["prefers"]) for o in read["orders"]] == [("A", "target"), ("B", "target")]
+    assert (read["consistent"], read["outcome"]) == (True, "win")
+    assert [(o["choice"], o["prefers"]) for o in position["orders"]] == [("A", "target"), ("A", "base")]
+    assert (position["consistent"], position["outcome"]) == (False, "tie")
+    assert position["orders"][1]["p_a"] == 0.9 and position["orders"][1]["p_b"] == 0.05
+
+
+def test_inconsistent_items_are_ties_and_the_win_rate_is_given_from_a_consistent_enough_judge():
+    result = pairwise_win_rate(MixedJudge(), *marked(10, {7: "POSITION", 8: "POSITION", 9: "HALF"}))
+    assert (result["consistent"], result["informative"]) == (7, True)
+    assert (result["wins"], result["losses"], result["ties"]) == (7, 0, 3)
+    assert result["same_letter"] == {"A": 2, "B": 0}  # the HALF item tied in one order: inconsistent, not by position
+    assert result["win_rate"] == pytest.approx(0.85) and result["win_rate_interval"] == wilson_interval(8.5, 10)
+
+
+def test_the_win_rate_is_given_at_the_minimum_consistency_and_not_below_it():
+    at = pairwise_win_rate(MixedJudge(), *marked(10, {i: "POSITION" for i in range(6, 10)}))
+    below = pairwise_win_rate(MixedJudge(), *marked(10, {i: "POSITION" for i in range(5, 10)}))
+    assert at["consistency"] == JUDGE_MIN_CONSISTENCY and at["win_rate"] == pytest.approx(0.8)
+    assert below["consistency"] == 0.5 and below["informative"] is False and below["win_rate"] is None
+    assert (below["wins"], below["ties"]) == (5, 5)
+    assert "picked by position in 5 of 10 items" in below["problem"] and "below 0.6" in below["problem"]
+
+
+def test_ties_in_both_orders_are_consistent_and_count_half():
+    result = pairwise_win_rate(ReadingJudge(), *marked(4, {2: "TIE", 3: "TIE"}))
     assert (result["wins"], result["losses"], result["ties"], result["n"]) == (2, 0, 2, 4)
-    assert result["win_rate"] == pytest.approx(0.75)
+    assert result["consistency"] == 1.0 and result["win_rate"] == pytest.approx(0.75)
     assert [verdict["outcome"] for verdict in result["verdicts"]] == ["win", "win", "tie", "tie"]
 
 
 def test_win_rate_interval_counts_ties_half_like_the_win_rate():
-    instructions, target, base = items(10)
-    instructions[6:] = [f"TIE question {i}" for i in range(6, 10)]
-    result = pairwise_win_rate(ReadingJudge(), instructions, target, base)
+    result = pairwise_win_rate(ReadingJudge(), *marked(10, {i: "TIE" for i in range(6, 10)}))
     assert (result["wins"], result["ties"], result["win_rate"]) == (6, 4, 0.8)
     assert result["win_rate_interval"] == wilson_interval(8, 10)  # 6 wins + 4 half wins of 10
     assert result["win_rate_interval"]["low"] < result["win_rate"] < result["win_rate_interval"]["high"]
@@ -231,32 +308,35 @@ def test_close_or_absent_probabilities_are_ties_within_the_margin():
     absent = pairwise_win_rate(FixedJudge({"A": 0.0, "B": 0.0}), *items(10))
     decided = pairwise_win_rate(FixedJudge({"A": 0.5, "B": 0.52}), *items(10), tie_margin=0.01)
     assert close["ties"] == absent["ties"] == 10 and close["win_rate"] == absent["win_rate"] == 0.5
-    assert decided["ties"] == 0
+    assert decided["consistency"] == 0.0 and decided["win_rate"] is None  # "B" in both orders: by position
 
 
-def test_answer_order_is_repeatable_for_a_seed_and_changes_with_it():
-    def positions(seed):
-        return [v["target_position"] for v in pairwise_win_rate(FixedJudge({"A": 1.0}), *items(50), seed=seed)["verdicts"]]
+def test_both_orders_go_to_the_judge_in_one_batch_with_the_answers_swapped():
+    class CountingJudge(FixedJudge):
+        calls = 0
 
-    assert positions(7) == positions(7)
-    assert positions(7) != positions(8)
+        def next_token_probs(self, prompts, candidates):
+            self.calls += 1
+            return super().next_token_probs(prompts, candidates)
 
-
-def test_judge_prompt_shows_the_question_and_both_answers_in_their_positions():
-    judge = FixedJudge({"A": 1.0, "B": 0.0})
-    result = pairwise_win_rate(judge, ["What helps a fever ?"], ["target says rest"], ["base says run"], seed=0)
+    judge = CountingJudge({"A": 1.0, "B": 0.0})
+    pairwise_win_rate(judge, ["What helps a fever ?", "And a cough ?"], ["target says rest", "target: honey"],
+                      ["base says run", "base: nothing"])
+    assert judge.calls == 1 and len(judge.prompts) == 4
+    assert judge.prompts[0] == judge_prompt("What helps a fever ?", "target says rest", "base says run")
+    assert judge.prompts[1] == judge_prompt("What helps a fever ?", "base says run", "target says rest")
+    assert judge.prompts[3] == judge_prompt("And a cough ?", "base: nothing", "target: honey")
     shown = judge.prompts[0][-1]["content"]
-    first, second = ("target says rest", "base says run") if result["verdicts"][0]["target_position"] == "A" \
-        else ("base says run", "target says rest")
-    assert shown == JUDGE_QUESTION.format(instruction="What helps a fever ?", answer_a=first, answer_b=second)
-    assert judge.prompts[0] == judge_prompt("What helps a fever ?", first, second)
+    assert shown == JUDGE_QUESTION.format(instruction="What helps a fever ?", answer_a="target says rest",
+                                          answer_b="base says run")
     assert "A or B only" in shown
 
 
 def test_pairwise_win_rate_runs_with_a_real_judge_model(tiny_dir, tokenizer):
     result = pairwise_win_rate(TransformersBackend(base_model(tiny_dir), tokenizer), *items(6))
     assert result["n"] == 6 and result["wins"] + result["losses"] + result["ties"] == 6
-    assert all(0.0 <= v["p_a"] <= 1.0 and 0.0 <= v["p_b"] <= 1.0 for v in result["verdicts"])
+    assert 0.0 <= result["consistency"] <= 1.0 and (result["win_rate"] is None) == (not result["informative"])
+    assert all(0.0 <= o["p_a"] <= 1.0 and 0.0 <= o["p_b"] <= 1.0 for v in result["verdicts"] for o in v["orders"])
 
 
 def test_pairwise_win_rate_refuses_lists_of_different_lengths():

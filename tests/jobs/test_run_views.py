@@ -317,6 +317,20 @@ def test_the_comparison_puts_the_chosen_runs_side_by_side(client, world):
     assert re.findall(r"<td>([^<]*)</td>", page.split('data-measure="win_rate"')[1].split("</tr>")[0]) == ["—"]
 
 
+def test_the_comparison_prints_why_a_judge_that_picks_by_position_gives_no_win_rate(client, world):
+    dataset = make_dataset(world["owner"], name="wards", epsilon_limit="100")
+    consistent = make_run(world["owner"], dataset, evaluation=evaluation_json())
+    by_position = make_run(world["owner"], dataset, baseline="nonprivate", evaluation=evaluation_json(judge_by_position=True))
+    page = as_user(client, world["owner"]).get(
+        reverse("jobs:run-compare"), {"dataset": dataset.pk, "runs": f"{consistent.pk},{by_position.pk}"}).content.decode()
+    row = lambda key: re.findall(r"<td>([^<]*)</td>",  # noqa: E731
+                                 page.split(f'data-measure="{key}"')[1].split("</tr>")[0])
+    win_rate = row("win_rate")
+    assert win_rate[0] == "0.667 [0.21, 0.94], n 3"
+    assert win_rate[1].startswith("not given: the judge picked by position in 3 of 3 items") and "0.500" not in win_rate[1]
+    assert row("judge_consistency") == ["1.000 [0.44, 1.00], n 3", "0.000 [0.00, 0.56], n 3"]
+
+
 def test_the_comparison_of_an_older_evaluation_shows_its_figures_without_intervals(client, world):
     dataset = make_dataset(world["owner"], name="wards", epsilon_limit="100")
     older = make_run(world["owner"], dataset, evaluation=evaluation_json(intervals=False))

@@ -47,3 +47,9 @@ def test_unknown_preset_and_input_overrides_are_refused():
     stages = preset_stages("demo", overrides=["generate.adapter_artifact=3"])
     with pytest.raises(JobParamsError, match="generate.adapter_artifact is set by the run"):
         run_stage_params(stages)
+
+
+def test_demo_preset_judges_at_least_64_questions():
+    # each judged in both answer orders, so the win-rate and the judge's consistency have intervals
+    # about +-0.12 wide rather than the +-0.3 of 8 questions
+    assert PRESETS["demo"]["evaluate"]["generation_records"] >= 64

@@ -6,7 +6,7 @@ import json as json_module
 from django.core.management.base import BaseCommand, CommandError
 
 from ksg_web.runs.report import COMPARISON_COLUMNS, report_comparison
-from ksg_web.runs.report_figures import figure_parts
+from ksg_web.runs.report_figures import figure_parts, figure_problem
 from ksg_web.runs.report_files import report_json
 from ksg_web.runs.evaluate import evaluate_submit
 from jobs.embedded import embedded_worker_if_needed
@@ -19,8 +19,8 @@ from ksg_web.runs.kinds import RUN
 
 class Command(BaseCommand):
     help = ("Print a run's evaluation (membership inference, name reconstruction, canary exposure, held-out "
-            "loss, ROUGE-L, win-rate, IFD) beside the newest evaluated run of each baseline on the same dataset. "
-            "A run without an evaluation (or with --again) is evaluated first.")
+            "loss, ROUGE-L, win-rate and judge consistency, IFD) beside the newest evaluated run of each baseline "
+            "on the same dataset. A run without an evaluation (or with --again) is evaluated first.")
 
     def add_arguments(self, parser):
         parser.add_argument("--run", type=int, required=True, help="id of a run")
@@ -59,13 +59,19 @@ class Command(BaseCommand):
 
 def comparison_table(rows: list[dict]) -> str:
     """Metrics as lines, runs as columns (the first column is the run asked for); a figure with
-    its 95% interval and sample size beside it."""
+    its 95% interval and sample size beside it. A figure the evaluation declined (a win-rate from
+    a judge that picks by position) reads "not given (see below)", and why follows the table."""
     cells = [[label] + [_figure_cell(row, key) for row in rows] for key, label in COMPARISON_COLUMNS]
     widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells)
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells]
+    lines += [f"run {row.get('run')}, {label}: not given: {figure_problem(row, key)}"
+              for row in rows for key, label in COMPARISON_COLUMNS if figure_problem(row, key)]
+    return "\n".join(lines)
 
 
 def _figure_cell(row: dict, key: str) -> str:
+    if figure_problem(row, key):
+        return "not given (see below)"
     interval = figure_parts(row, key)[1]
     return _cell(row.get(key)) if interval is None else f"{_cell(row.get(key))} {interval}"
 
