@@ -309,9 +309,15 @@ def _train_plain(model, optimizer, loader, config, steps, sample_rate, on_step, 
             report = StepReport(result.steps + 1, steps, None, None, sample_rate)
             on_step(report)
             started, step_losses = time.monotonic(), []
+            # shortest examples first, each chunk cut to its own longest: a short record (an audit
+            # canary) padded to the batch's longest would cost as much as that one; same gradient
+            lengths = attention_mask.sum(dim=1)
+            order = torch.argsort(lengths, stable=True)
             for chunk in range(0, input_ids.shape[0], config.physical_batch_size):
-                part = slice(chunk, chunk + config.physical_batch_size)
-                losses = per_example_loss(model, input_ids[part], attention_mask[part], labels[part])
+                rows = order[chunk: chunk + config.physical_batch_size]
+                width = max(int(lengths[rows].max()), 1)
+                losses = per_example_loss(model, input_ids[rows, :width], attention_mask[rows, :width],
+                                          labels[rows, :width])
                 (losses.sum() / input_ids.shape[0]).backward()
                 step_losses.extend(losses.detach().tolist())
             optimizer.step()

@@ -234,3 +234,31 @@ def test_the_fast_dp_step_clips_each_example_and_adds_the_calibrated_noise(tiny_
     assert noise.numel() > 500
     assert noise.std().item() == pytest.approx(sigma * clip / batch_size, rel=0.1)
     assert abs(noise.mean().item()) < 4 * sigma * clip / batch_size / noise.numel() ** 0.5
+
+
+def test_a_plain_step_over_length_sorted_trimmed_chunks_equals_one_step_over_the_padded_batch(tiny_dir):
+    """The non-DP step runs its physical chunks shortest first, each cut to its own longest
+    example: the gradient (and so the update) is that of the whole padded batch."""
+    records = [dict(record, response=record["response"] * (1 + 3 * (index % 2))) for index, record in enumerate(RECORDS[:8])]
+    config = DPTrainConfig(target_epsilon=1.0, delta=0.5, dp=False, learning_rate=0.01, steps=1, epochs=None,
+                           logical_batch_size=8, physical_batch_size=3, max_length=96, lora_rank=4, lora_dropout=0.0,
+                           target_modules=("q_proj", "v_proj"))
+    torch.manual_seed(0)
+    model, tokenizer = load(tiny_dir, config)
+    torch.manual_seed(0)
+    reference, _ = load(tiny_dir, config)
+    examples = examples_tokenize(records, tokenizer, max_length=config.max_length)
+    assert len({len(ids) for ids, _ in examples}) > 1  # short and long examples in one batch
+
+    dp_lora_train(model, examples, config, pad_id=tokenizer.pad_token_id)
+    trainable = [p for p in reference.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
+    reference.train()
+    input_ids, attention, labels = collate(tokenizer.pad_token_id)(examples)
+    (per_example_loss(reference, input_ids, attention, labels).sum() / len(examples)).backward()
+    optimizer.step()
+
+    trained, expected = lora_state(model), lora_state(reference)
+    assert max((trained[name] - expected[name]).abs().max().item() for name in trained) < 1e-5
+    assert max((expected[name] - value).abs().max().item() for name, value in lora_state(load(tiny_dir, config)[0]).items()
+               if "lora_B" in name) > 1e-4  # the step moved the weights (B starts at zero)
