@@ -33,7 +33,8 @@ from .private_parts import evaluation_aggregates
 from .reconstruction import reconstruction_report
 from .scoring import response_logprobs
 from .verdict import verdict
-from .utility import greedy_answers, heldout_loss_report, ifd_report, pairwise_win_rate, rouge_l_report
+from .utility import (greedy_answers, heldout_loss_finding, heldout_loss_report, ifd_report, pairwise_win_rate,
+                      rouge_l_report)
 
 REPORT_FILE, RECORDS_FILE = "evaluation.json", "evaluation_records.json"
 
@@ -98,6 +99,10 @@ def evaluate_run(params, ctx) -> None:
                              "base": heldout_loss_report(base.model, base.tokenizer, heldout, max_length=params.max_length)},
             "rouge_l": {side: rouge_l_report(questions, answers[side]) for side in ("target", "base")},
         }
+        loss = report["utility"]["heldout_loss"]
+        loss["finding"] = heldout_loss_finding(
+            loss["target"], loss["base"], base_model=params.base_model,
+            distilled_by=params.professional_model if params.synthetic_artifact else None)
         report["utility"]["questions"] = _questions_note(params.generation_records, questions, heldout_all)
         ctx.check()
         report["utility"]["win_rate"] = _win_rate(params, questions, answers["target"], answers["base"])

@@ -104,6 +104,34 @@ def heldout_loss_report(model, tokenizer, records: list[dict], *, max_length: in
             "n": len(records)}
 
 
+def heldout_loss_finding(target: dict, base: dict, *, distilled_by: str | None = None,
+                         base_model: str | None = None) -> dict:
+    """How the evaluated model's held-out loss compares with the untouched base model's, from the
+    two heldout_loss_report results: {"comparison": "worse" | "better" | "no_difference" |
+    "no_interval", "sentence"}. "worse" (the model's interval entirely above the base's) is never
+    left as a bare number: the sentence says so and, for a model fine-tuned on distilled pairs
+    (distilled_by: the professional model's spec), why it can be."""
+    low, high = target["loss_interval"]["low"], target["loss_interval"]["high"]
+    base_low, base_high = base["loss_interval"]["low"], base["loss_interval"]["high"]
+    figures = (f"{target['loss']:.3f} [{low:.3f}, {high:.3f}] against the base model's {base['loss']:.3f} "
+               f"[{base_low:.3f}, {base_high:.3f}] nats per token, {target['n']} held-out records"
+               if None not in (low, high, base_low, base_high) else "")
+    if not figures:
+        return {"comparison": "no_interval", "sentence": "too few held-out records for an interval: no comparison"}
+    if low > base_high:
+        sentence = f"Worse than the untouched base model on the real held-out records: {figures}."
+        if distilled_by:
+            sentence += (" It was fine-tuned on synthetic pairs whose responses the professional model wrote, so it "
+                         "learned their style, not the private replies'")
+            sentence += (f"; here the professional model is the base model itself ({distilled_by}), so distillation "
+                         "brings no knowledge the base lacks: use a stronger professional model."
+                         if distilled_by == base_model else ".")
+        return {"comparison": "worse", "sentence": sentence}
+    if high < base_low:
+        return {"comparison": "better", "sentence": f"Better than the untouched base model: {figures}."}
+    return {"comparison": "no_difference", "sentence": f"No difference from the base model shown: {figures}."}
+
+
 # --- 2. ROUGE-L against reference answers ----------------------------------------------------
 
 def greedy_answers(backend, records: list[dict], *, max_new_tokens: int = 96, seed: int = 0) -> list[str]:

@@ -745,3 +745,17 @@ def test_the_report_says_when_fewer_questions_were_judged_than_asked_for(ada, da
     evaluation["utility"]["questions"]["note"] = None
     quiet = make_run(ada, dataset, evaluation=evaluation)
     assert 'id="questions-note"' not in client.get(reverse("jobs:report", args=[quiet.pk])).content.decode()
+
+
+def test_report_page_says_when_the_model_is_worse_than_the_base_on_held_out_loss(ada, dataset, client):
+    from evaluation.utility import heldout_loss_finding
+
+    evaluation = evaluation_json(heldout_loss=3.4)
+    loss = evaluation["utility"]["heldout_loss"]
+    loss["finding"] = heldout_loss_finding(loss["target"], loss["base"], distilled_by="smollm2-135m-instruct",
+                                           base_model="smollm2-135m-instruct")
+    run = make_run(ada, dataset, evaluation=evaluation)
+    client.force_login(ada)
+    page = client.get(reverse("jobs:report", args=[run.pk])).content.decode()
+    assert 'id="heldout-loss-finding"' in page and "Worse than the untouched base model" in page
+    assert "the professional model is the base model itself" in page

@@ -15,6 +15,7 @@ from evaluation.intervals import mean_interval, wilson_interval
 from evaluation.utility import (
     JUDGE_MIN_CONSISTENCY,
     JUDGE_QUESTION,
+    heldout_loss_finding,
     heldout_loss_report,
     ifd_report,
     ifd_scores,
@@ -375,3 +376,21 @@ def test_ifd_report_has_mean_median_count_intervals_and_a_20_bin_histogram(token
     assert report["share_at_least_1_interval"] == wilson_interval(0, len(RECORDS))
     assert report["mean_interval"]["n"] == len(RECORDS)
     assert report["mean_interval"]["low"] < report["mean"] < report["mean_interval"]["high"]
+
+
+def _loss(mean: float, spread: float = 0.1, n: int = 20) -> dict:
+    losses = [mean + spread * (i - (n - 1) / 2) / n for i in range(n)]
+    return {"loss": statistics.fmean(losses), "loss_interval": mean_interval(losses, bounds=(0.0, None)), "n": n}
+
+
+def test_a_model_worse_than_the_base_on_held_out_loss_is_said_so_with_the_reason_for_distilled_models():
+    finding = heldout_loss_finding(_loss(4.4), _loss(3.9), distilled_by="smollm2-135m-instruct",
+                                   base_model="smollm2-135m-instruct")
+    assert finding["comparison"] == "worse"
+    assert finding["sentence"].startswith("Worse than the untouched base model on the real held-out records: 4.400 [")
+    assert "the professional model is the base model itself" in finding["sentence"]
+    other = heldout_loss_finding(_loss(4.4), _loss(3.9), distilled_by="/models/llama-70b", base_model="smollm2")
+    assert "synthetic pairs" in other["sentence"] and "itself" not in other["sentence"]
+    assert heldout_loss_finding(_loss(2.6), _loss(3.9))["comparison"] == "better"
+    assert heldout_loss_finding(_loss(3.9, spread=2.0), _loss(3.95, spread=2.0))["comparison"] == "no_difference"
+    assert heldout_loss_finding(_loss(3.0, n=1), _loss(3.9))["comparison"] == "no_interval"
