@@ -82,6 +82,8 @@ def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained, 
     # each model answers the 3 questions once: ROUGE-L and the judge read the same answers
     assert generated == [3, 3]
     assert utility["ifd"]["private"]["n"] == dataset.train_count - audited
+    # no synthetic data given: fidelity says so instead of a figure (tests/evaluation/test_fidelity.py measures it)
+    assert utility["fidelity"]["mauve"] is None and utility["fidelity"]["problem"].startswith("not applicable")
     metrics = [event.payload for event in job.events.filter(kind="metric").order_by("seq")]
     assert metrics[0]["membership_auc"] == membership["loss"]["auc"] and "win_rate" in metrics[1]
     # the excerpts stay on the private volume; the server-readable copy has every figure and no record
