@@ -3,7 +3,8 @@
 It answers the two questions a compliance officer asks of a model, side by side with the base
 model: does it leak the private data (membership inference, name reconstruction), and is it
 useful (held-out loss, ROUGE-L against the held-out references, win-rate judged by W_Pro in
-both answer orders, IFD of the synthetic data vs the private data). The headline figures also stream as `metric` events.
+both answer orders, IFD of the synthetic data vs the private data, fidelity of the synthetic
+instructions to the held-out private ones). The headline figures also stream as `metric` events.
 
 The report is written twice, one file on each side of the privacy boundary (jobs.artifacts): the
 whole of it, excerpts of private records included, in the client-only area on the private volume
@@ -28,6 +29,7 @@ from synthesis.lm.generation import TransformersBackend
 
 from .audit import AUDIT_DELTA, audit_report, scores_calibrated
 from .canary import exposure_report
+from .fidelity import fidelity_of_texts, fidelity_unmeasured
 from .membership import membership_report
 from .private_parts import evaluation_aggregates
 from .reconstruction import reconstruction_report
@@ -107,6 +109,7 @@ def evaluate_run(params, ctx) -> None:
         ctx.check()
         report["utility"]["win_rate"] = _win_rate(params, questions, answers["target"], answers["base"])
         report["utility"]["ifd"] = _ifd(params, base, train)
+        report["utility"]["fidelity"] = _fidelity(params, base, heldout)
     finally:
         target.close()
         base.close()
@@ -263,8 +266,25 @@ def _ifd(params, base, train: list[dict]) -> dict:
     """IFD, scored with the base model, of the private data and (if given) the synthetic data."""
     result = {"private": ifd_report(base.model, base.tokenizer, train, max_length=params.max_length)}
     if params.synthetic_artifact:
-        path = artifact_input(artifact_id=params.synthetic_artifact, kind="synthetic_data")
-        synthetic = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        result["synthetic"] = ifd_report(base.model, base.tokenizer, synthetic[: params.max_records],
+        result["synthetic"] = ifd_report(base.model, base.tokenizer, _synthetic_records(params),
                                          max_length=params.max_length)
     return result
+
+
+def _fidelity(params, base, heldout: list[dict]) -> dict:
+    """Fidelity (evaluation.fidelity) of the synthetic instructions to the held-out private
+    ones, both embedded by the base model; "not applicable" for a model trained without synthetic
+    data (nonprivate, dp_direct)."""
+    if not params.synthetic_artifact:
+        return fidelity_unmeasured("not applicable: no synthetic data (this model was not trained on any)",
+                                   n_private=len(heldout))
+    return fidelity_of_texts(base.model, base.tokenizer, [record.get("instruction") for record in heldout],
+                             [record.get("instruction") for record in _synthetic_records(params)],
+                             encoder=params.base_model, max_length=params.max_length, seed=params.seed)
+
+
+def _synthetic_records(params) -> list[dict]:
+    """The first max_records (instruction, response) pairs of the evaluation's synthetic data."""
+    path = artifact_input(artifact_id=params.synthetic_artifact, kind="synthetic_data")
+    synthetic = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return synthetic[: params.max_records]

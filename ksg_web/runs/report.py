@@ -24,7 +24,7 @@ from privacy.models import LedgerEntry
 
 from .kinds import RUN
 from .pipeline import run_pipeline
-from .report_figures import PROBLEM_PATHS, headline_intervals, headline_problems
+from .report_figures import FIDELITY_FIGURES, PROBLEM_PATHS, headline_intervals, headline_problems
 
 BASELINE_LABELS = {
     "knowledgesg": "KnowledgeSG",
@@ -65,6 +65,8 @@ HEADLINE_PATHS = {
     "judge_consistency": ("utility", "win_rate", "consistency"),
     "ifd_synthetic": ("utility", "ifd", "synthetic", "mean"),
     "ifd_private": ("utility", "ifd", "private", "mean"),
+    # fidelity of the synthetic instructions to the held-out private ones (evaluation.fidelity)
+    **{f"fidelity_{name}": ("utility", "fidelity", name) for name in FIDELITY_FIGURES},
     "audit_epsilon_lower_bound": ("privacy", "audit", "model", "epsilon_lower_bound"),
     "audit_dp_adapter_epsilon_lower_bound": ("privacy", "audit", "dp_adapter", "epsilon_lower_bound"),
 }
@@ -86,6 +88,10 @@ COMPARISON_COLUMNS = (
     ("rouge_l_target", "ROUGE-L (target)"), ("rouge_l_base", "ROUGE-L (base)"), ("win_rate", "win-rate vs base"),
     ("judge_consistency", "judge consistency (answer order swapped)"),
     ("ifd_synthetic", "IFD (synthetic data)"), ("ifd_private", "IFD (private data)"),
+    ("fidelity_mauve", "fidelity: MAUVE (synthetic vs held-out private instructions)"),
+    ("fidelity_precision", "fidelity: precision"), ("fidelity_recall", "fidelity: recall"),
+    ("fidelity_density", "fidelity: density"), ("fidelity_coverage", "fidelity: coverage"),
+    ("fidelity_problem", "fidelity: why no figure"),
 )
 
 
@@ -293,8 +299,8 @@ def _evaluation(children: list[Job], *, records_readable: bool = False) -> tuple
 def _headline(evaluation: dict | None) -> dict[str, Any]:
     """The HEADLINE_PATHS figures of an evaluation.json (None where absent) with their intervals
     (report_figures.headline_intervals), why a declined figure is not given (headline_problems;
-    the figure and its bounds are then None), and the random-guess top-1 rate of the
-    reconstruction attack (uniform ranking of the candidates it used)."""
+    the figure and its bounds are then None), the random-guess top-1 rate of the reconstruction
+    attack (uniform ranking of the candidates it used), and why fidelity has no figure, if so."""
     figures = {name: _dig(evaluation, path) for name, path in HEADLINE_PATHS.items()}
     figures |= headline_intervals(evaluation) | headline_problems(evaluation)
     for name in PROBLEM_PATHS:  # a declined figure is never printed, whatever an older file holds
@@ -303,6 +309,11 @@ def _headline(evaluation: dict | None) -> dict[str, Any]:
     expected = _dig(evaluation, ("privacy", "reconstruction", "expected_random_top1_rate"))
     figures["reconstruction_random_guess_rate"] = (
         expected if expected is not None else _dig(evaluation, ("privacy", "reconstruction", "random_guess_rate")))
+    # why fidelity has no figure, in words ("not applicable: no synthetic data", too few texts)
+    utility = evaluation.get("utility") if isinstance(evaluation, dict) else None
+    fidelity = utility.get("fidelity") if isinstance(utility, dict) else None
+    problem = fidelity.get("problem") if isinstance(fidelity, dict) else None
+    figures["fidelity_problem"] = problem if isinstance(problem, str) else None
     return figures
 
 

@@ -27,6 +27,8 @@ DIFFERENCE_FIGURES = (
     ("heldout_loss_target", "held-out loss (nats per token)", "lower"),
     ("rouge_l_target", "ROUGE-L against the held-out answers", "higher"),
     ("win_rate", "win-rate against the base model", "higher"),
+    ("fidelity_mauve", "MAUVE of the synthetic instructions to the held-out private ones", "higher"),
+    ("fidelity_coverage", "coverage of the held-out private instructions by the synthetic ones", "higher"),
     ("membership_auc_loss", "membership AUC (loss)", "lower"),
     ("reconstruction_top1_rate", "name reconstruction top-1", "lower"),
     ("canary_mean_exposure", "canary mean exposure (bits)", "lower"),

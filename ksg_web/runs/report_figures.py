@@ -5,7 +5,8 @@ An evaluation gives each rate and mean its interval (evaluation.intervals): {"lo
 "method", "confidence"}, an AUC's also "n_pos" and "n_neg". INTERVAL_PATHS says where the
 interval of a report.HEADLINE_PATHS figure is. Beside such a figure `name` a report row carries
 `name_low`, `name_high` and `name_n` (the sample size as text: "40", or members+non-members for
-an AUC, "60+30": with "/" a spreadsheet opening the CSV would read "6/6" as a date). An
+an AUC, "60+30", or held-out private+synthetic texts for a fidelity figure: with "/" a
+spreadsheet opening the CSV would read "6/6" as a date). An
 evaluation from before the intervals has none: the three are None and the figure is written with
 "no interval (older evaluation)". A sample too small for an interval (one canary, one record)
 has an n and no bounds. Missing pieces never raise.
@@ -16,6 +17,8 @@ Kept apart from report.py (which gathers the report and would pass 400 lines) so
 import math
 from typing import Any
 
+# evaluation.fidelity's figures (repeated here so that the web process does not import the model code)
+FIDELITY_FIGURES = ("mauve", "precision", "recall", "density", "coverage")
 # where each headline figure's interval is in an evaluation.json (parallel to report.HEADLINE_PATHS)
 INTERVAL_PATHS = {
     "membership_auc_loss": ("privacy", "membership", "loss", "auc_interval"),
@@ -34,6 +37,7 @@ INTERVAL_PATHS = {
     "judge_consistency": ("utility", "win_rate", "consistency_interval"),
     "ifd_synthetic": ("utility", "ifd", "synthetic", "mean_interval"),
     "ifd_private": ("utility", "ifd", "private", "mean_interval"),
+    **{f"fidelity_{name}": ("utility", "fidelity", f"{name}_interval") for name in FIDELITY_FIGURES},
 }
 # figures an evaluation may decline to give, and where it says why: the sentence is written in the
 # figure's place (a win-rate from a judge that picks by position measures the position, not the answers)
@@ -131,10 +135,14 @@ def _fixed(value: float, digits: int) -> str:
 
 
 def _sample_size(interval: dict) -> str | None:
-    """The interval's n as text: "members+non-members" for an AUC, else the count."""
+    """The interval's n as text: "members+non-members" for an AUC, "private+synthetic" for a
+    fidelity figure, else the count."""
     n_pos, n_neg, n = interval.get("n_pos"), interval.get("n_neg"), interval.get("n")
     if _is_count(n_pos) and _is_count(n_neg):
         return f"{n_pos}+{n_neg}"
+    n_private, n_synthetic = interval.get("n_private"), interval.get("n_synthetic")
+    if _is_count(n_private) and _is_count(n_synthetic):
+        return f"{n_private}+{n_synthetic}"
     return str(n) if _is_count(n) else None
 
 

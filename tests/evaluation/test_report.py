@@ -45,6 +45,10 @@ STAGES = {
     "finetune_private": {"epochs": 1.0},
     "evaluate": {"max_records": 100},
 }
+# utility.fidelity as evaluation.fidelity writes it: MAUVE and the k-NN figures of 25 held-out
+# private against 40 synthetic instructions, each with its bootstrap interval
+FIDELITY_FIGURES = {"mauve": (0.812, 0.61, 0.95), "precision": (0.7, 0.5, 0.85), "recall": (0.64, 0.44, 0.8),
+                    "density": (0.9, 0.6, 1.3), "coverage": (0.76, 0.56, 0.92)}
 PIPELINES = {"knowledgesg": ("dp_finetune", "generate", "filter", "distill", "finetune_target", "evaluate"),
              "dp_direct": ("dp_finetune", "evaluate"), "nonprivate": ("finetune_private", "evaluate"),
              "self_instruct": ("generate", "filter", "distill", "finetune_target", "evaluate")}
@@ -95,6 +99,9 @@ def evaluation_json(*, shift: float = 0.0, canaries: bool = True, heldout_loss: 
     intervals=False: as written before the intervals existed (and before the judge saw both answer
     orders: one order, no consistency)."""
     members = [score + shift for score in MEMBERS]
+    fidelity = {"encoder": "smollm2-135m-instruct: mean-pooled last hidden state (fp32)", "n_private": 25,
+                "n_synthetic": 40, "problem": None, "mauve_buckets": 5, "nearest_k": 3,
+                **{name: value for name, (value, _, _) in FIDELITY_FIGURES.items()}}
     report = {
         "dataset": {"name": "clinic", "sha256": "a" * 64, "canaries": 2 if canaries else 0},
         "records": {"train": len(members), "heldout": len(NONMEMBERS)},
@@ -118,6 +125,7 @@ def evaluation_json(*, shift: float = 0.0, canaries: bool = True, heldout_loss: 
             "win_rate": judged(by_position=judge_by_position),
             "ifd": {"private": {"mean": 0.93, "median": 0.9, "n": 6, "share_at_least_1": 0.2},
                     "synthetic": {"mean": 0.71, "median": 0.7, "n": 12, "share_at_least_1": 0.1}},
+            "fidelity": fidelity,
         },
     }
     if canaries:
@@ -145,6 +153,10 @@ def _with_intervals(report: dict, heldout_loss: float) -> dict:
     for side in ("private", "synthetic"):
         ifd = utility["ifd"][side]
         ifd["mean_interval"] = mean_interval([ifd["mean"] + step for step in (-0.1, 0.0, 0.1)])
+    for name, (_, low, high) in FIDELITY_FIGURES.items():
+        utility["fidelity"][f"{name}_interval"] = {"low": low, "high": high, "n": 65, "n_private": 25,
+                                                   "n_synthetic": 40, "method": "percentile bootstrap",
+                                                   "resamples": 200, "confidence": 0.95}
     canaries = report["privacy"].get("canaries")
     if canaries:
         exposures = [row["exposure"] for row in canaries["canaries"]]
@@ -153,6 +165,7 @@ def _with_intervals(report: dict, heldout_loss: float) -> dict:
 
 
 def _without_intervals(report: dict) -> dict:
+    report["utility"].pop("fidelity")  # an evaluation from before the intervals predates fidelity too
     for summary in report["privacy"]["membership"].values():
         for key in ("auc_interval", "tpr_at_1pct_fpr_interval", "fpr_resolution", "note"):
             summary.pop(key)
@@ -487,6 +500,37 @@ def test_a_sample_too_small_for_an_interval_is_said_so_not_hidden(ada, dataset, 
     assert '19.93 <small class="interval">n 1: too few for an interval</small>' in html
 
 
+def test_fidelity_shows_with_its_interval_and_n_and_says_in_words_where_there_is_none(ada, dataset, client):
+    """The synthetic instructions against the held-out private ones, with bootstrap intervals and
+    n (private+synthetic); a run without synthetic data says why instead of a figure: on the
+    page, in the comparison rows and in the CSV."""
+    from evaluation.fidelity import fidelity_unmeasured
+
+    run = make_run(ada, dataset, evaluation=evaluation_json())
+    evaluation = evaluation_json(shift=0.6)
+    evaluation["utility"]["fidelity"] = fidelity_unmeasured("not applicable: no synthetic data", n_private=25)
+    nonprivate = make_run(ada, dataset, baseline="nonprivate", evaluation=evaluation, age_minutes=5)
+    client.force_login(ada)
+
+    html = client.get(reverse("jobs:report", args=[run.pk])).content.decode()
+
+    table = html.split('id="fidelity-table"')[1].split("</table>")[0]
+    interval = '<small class="interval">{}</small>'.format
+    assert "0.812 " + interval("[0.61, 0.95], n 25+40") in table  # MAUVE
+    assert "0.760 " + interval("[0.56, 0.92], n 25+40") in table  # coverage
+    assert table.index(f"#{run.pk} ") < table.index("Not applicable: no synthetic data")
+    assert "smollm2-135m-instruct: mean-pooled last hidden state" in html
+    rows = report_comparison(run)
+    assert rows[0]["fidelity_mauve"] == 0.812 and rows[0]["fidelity_problem"] is None
+    assert rows[1]["fidelity_mauve"] is None and rows[1]["fidelity_problem"] == "not applicable: no synthetic data"
+    table = csv_section(report_csv(run), "comparison")
+    mauve = "fidelity: MAUVE (synthetic vs held-out private instructions)"
+    assert [line["run"] for line in table] == [str(run.pk), str(nonprivate.pk)]
+    assert (table[0][mauve], table[0][f"{mauve} 95% low"], table[0][f"{mauve} 95% high"]) == ("0.812", "0.61", "0.95")
+    assert table[0][f"{mauve} n"] == table[0]["fidelity: coverage n"] == "25+40"
+    assert table[1][mauve] == "" and table[1]["fidelity: why no figure"] == "not applicable: no synthetic data"
+
+
 def test_nonprivate_report_page_says_non_private_not_epsilon_zero(ada, dataset, client):
     run = make_run(ada, dataset, baseline="nonprivate", evaluation=evaluation_json(shift=0.6))
     client.force_login(ada)
@@ -625,15 +669,18 @@ def test_report_reads_every_headline_figure_of_a_real_evaluation(tmp_path, setti
     # the tiny random judge may pick by position: then its win-rate is declined, with the sentence
     declined = {"win_rate"} if report["headline"]["win_rate_problem"] else set()
     assert (report["headline"]["win_rate_problem"] is None) == report["evaluation"]["utility"]["win_rate"]["informative"]
-    # no synthetic data; no audit canaries in this dataset, and no stage-1 adapter apart from the model
+    # no synthetic data (so no fidelity either); no audit canaries in this dataset, and no stage-1
+    # adapter apart from the model
+    fidelity = {name for name in HEADLINE_PATHS if name.startswith("fidelity_")}
     assert {name for name, value in figures.items() if value is None} == {
-        "ifd_synthetic", "audit_epsilon_lower_bound", "audit_dp_adapter_epsilon_lower_bound"} | declined, figures
+        "ifd_synthetic", "audit_epsilon_lower_bound", "audit_dp_adapter_epsilon_lower_bound"} | fidelity | declined, figures
+    assert report["headline"]["fidelity_problem"].startswith("not applicable: no synthetic data")
     assert any(f["subject"] == "audit" and f["status"] == "not_run" for f in report["verdict"])
-    # every figure has its interval and n, but IFD of synthetic data (none here) and, until
+    # every figure has its interval and n, but IFD and fidelity of synthetic data (none here) and, until
     # evaluation.reconstruction writes them, the reconstruction rates
     written = report["evaluation"]["privacy"]["reconstruction"]
-    expected = {"ifd_synthetic"} | {name for name, path in INTERVAL_PATHS.items()
-                                    if name.startswith("reconstruction_") and path[-1] not in written}
+    expected = {"ifd_synthetic"} | fidelity | {name for name, path in INTERVAL_PATHS.items()
+                                               if name.startswith("reconstruction_") and path[-1] not in written}
     assert {name for name in INTERVAL_PATHS if report["headline"][f"{name}_n"] is None} == expected | declined
     one_canary = {"canary_mean_exposure"}  # n 1: too few for an interval
     assert {name for name in INTERVAL_PATHS if report["headline"][f"{name}_low"] is None} == expected | one_canary | declined

@@ -89,6 +89,8 @@ def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained, 
     assert all(len(verdict["orders"]) == 2 for verdict in utility["win_rate"]["verdicts"])
     assert (utility["win_rate"]["win_rate"] is None) == (utility["win_rate"]["consistency"] < JUDGE_MIN_CONSISTENCY)
     assert utility["ifd"]["private"]["n"] == dataset.train_count - audited
+    # no synthetic data given: fidelity says so instead of a figure (tests/evaluation/test_fidelity.py measures it)
+    assert utility["fidelity"]["mauve"] is None and utility["fidelity"]["problem"].startswith("not applicable")
     metrics = [event.payload for event in job.events.filter(kind="metric").order_by("seq")]
     assert metrics[0]["membership_auc"] == membership["loss"]["auc"] and "win_rate" in metrics[1]
     assert metrics[1]["judge_consistency"] == utility["win_rate"]["consistency"]

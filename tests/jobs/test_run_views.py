@@ -305,6 +305,7 @@ def test_the_comparison_puts_the_chosen_runs_side_by_side(client, world):
                                  page.split(f'data-measure="{key}"')[1].split("</tr>")[0])
     assert row("heldout_loss_target") == ["1.200 [0.95, 1.45], n 6", "1.800 [1.55, 2.05], n 6"]  # t over 6 records
     assert row("win_rate") == ["0.667 [0.21, 0.94], n 3"] * 2  # Wilson, 2 of 3
+    assert row("fidelity_mauve") == ["0.812 [0.61, 0.95], n 25+40"] * 2  # bootstrap, held-out private+synthetic
     assert row("epsilon_display") == ["∞", "2.41"]
     assert row("baseline") == ["nonprivate", "knowledgesg"]
     assert row("membership_auc_loss")[0] == row("membership_auc_loss")[1] != "—"
