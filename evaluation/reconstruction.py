@@ -141,12 +141,25 @@ def _faker_names() -> tuple[list[str], list[str]]:
     return sorted(Provider.first_names), sorted(Provider.last_names)
 
 
+def _recombination_parts(names: list[str]) -> tuple[list[str], list[str]]:
+    """The first and last words of the data's own full names, to build decoys from: a decoy made of
+    them is of the same languages and spelling as the true names (en_US Faker names beside
+    patients named Saoirse Ní Bhraonáin would give the truths away). Faker's en_US lists only when
+    the data has fewer than two names to recombine."""
+    full = [name.split() for name in names if len(name.split()) >= 2]
+    firsts, lasts = sorted({words[0] for words in full}), sorted({words[-1] for words in full})
+    if len(firsts) < 2 or len(lasts) < 2:
+        return _faker_names()
+    return firsts, lasts
+
+
 def candidate_names(records: list[dict], *, extra: list[str] = (), size: int = 100, seed: int = 0,
                     identifying_fields: tuple[str, ...] = ()) -> list[str]:
     """A shuffled set of distinct candidate names: every name in `extra` (the targets' true
     names), then other people's values of the identifying fields (the same kind of value as the
     truths: the strongest decoys), then random full names the detector finds in the records, then
-    random Faker "First Last" names, up to `size` in all (more only if `extra` alone is larger).
+    "First Last" names recombined from those names' own first and last words
+    (_recombination_parts), up to `size` in all (more only if `extra` alone is larger).
     Found names are full names (two words or more), like the targets' truths: a lone "Jones"
     would be a give-away wrong candidate."""
     rng = random.Random(seed)
@@ -158,7 +171,7 @@ def candidate_names(records: list[dict], *, extra: list[str] = (), size: int = 1
                     for span in pii_find(record[field]) if span.kind == "name" and len(span.text.split()) >= 2})
     rng.shuffle(identities)
     rng.shuffle(found)
-    first_names, last_names = _faker_names()
+    first_names, last_names = _recombination_parts([*chosen, *identities, *found])
     fakes = (f"{rng.choice(first_names)} {rng.choice(last_names)}" for _ in range(100 * size))
     for name in [*identities, *found, *fakes]:
         if len(chosen) >= size:

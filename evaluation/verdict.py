@@ -23,6 +23,11 @@ def _fmt(value, digits: int = 3) -> str:
     return "0" if abs(value) < 1e-4 else f"{value:.{digits}g}"  # an interval clipped at 0 reads 0, not -1e-06
 
 
+def _delta(value) -> str:
+    """A delta as it is (1e-05), never rounded to 0 as a figure near 0 is."""
+    return "—" if value is None else f"{value:.3g}"
+
+
 def _interval(interval: dict | None) -> str:
     if not interval or interval.get("low") is None:
         return ""
@@ -52,10 +57,10 @@ def _claim_finding(claim: dict | None) -> dict:
                 "text": "Non-private release: trained on the raw records without differential privacy, "
                         "so no epsilon describes it (ε = ∞)."}
     text = (f"Claimed: ε = {_fmt(claim['epsilon'], 4)} {claim.get('epsilon_unit', 'per record')} at δ = "
-            f"{_fmt(claim['delta'])} ({claim.get('accountant') or 'accountant'}).")
+            f"{_delta(claim['delta'])} ({claim.get('accountant') or 'accountant'}).")
     at_delta = claim.get("epsilon_at_delta")
     if at_delta:
-        text += (f" The same training at the audit's δ = {_fmt(at_delta['delta'])} is "
+        text += (f" The same training at the audit's δ = {_delta(at_delta['delta'])} is "
                  f"ε = {_fmt(at_delta['epsilon'], 4)} by the same accountant.")
     return {"subject": "guarantee", "status": "consistent", "text": text}
 
@@ -77,7 +82,7 @@ def _audit_findings(audit: dict, claim: dict) -> list[dict]:
         bound = result["epsilon_lower_bound"]
         guesses = (f"{result['correct']} of the {result['guesses']} best-scored guessed right" if bound > 0 else
                    "no number of best-scored guesses was right often enough to reject ε = 0")
-        text = (f"Audited lower bound: ε ≥ {_fmt(bound)} at δ = {_fmt(result['delta'])} with "
+        text = (f"Audited lower bound: ε ≥ {_fmt(bound)} at δ = {_delta(result['delta'])} with "
                 f"{result['confidence']:.0%} confidence ({result['m']} audit canaries, {result['n_in']} trained on; "
                 f"{guesses}; canary AUC {_fmt(result.get('auc'))}"
                 f"{_interval(result.get('auc_interval'))}). With a perfect attack these canaries could show at most "

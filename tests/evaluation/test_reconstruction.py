@@ -172,3 +172,15 @@ def test_an_attack_with_no_target_says_so_instead_of_a_rate():
 def test_power_says_whether_a_five_fold_leak_would_be_told_from_chance():
     assert attack_power(40, 1 / 25)["enough"] is True
     assert attack_power(5, 1 / 25)["enough"] is False
+
+
+def test_decoys_beyond_the_real_names_are_recombined_from_their_own_first_and_last_words():
+    """Patients named in other languages get decoys made of the same words, never en_US Faker
+    names beside them (a decoy of another language would give the truths away)."""
+    names = ["Saoirse Bhraonáin", "Tarquin Quarrington", "Nguyễn Lan", "Björn Ångström"]
+    records = [{"instruction": f"Hello, I am {name}.", "response": "Rest.", "identity": {"patient_name": name}}
+               for name in names]
+    candidates = candidate_names(records, extra=names[:1], size=12, identifying_fields=("patient_name",))
+    firsts, lasts = {name.split()[0] for name in names}, {name.split()[-1] for name in names}
+    assert len(candidates) == 12 and set(names) <= set(candidates)
+    assert all(name.split()[0] in firsts and name.split()[-1] in lasts for name in candidates)

@@ -40,6 +40,7 @@ def test_a_private_model_is_consistent_everywhere():
 def test_an_audit_above_the_claim_is_a_bug_not_a_result():
     findings = _by_subject(verdict(_report(claim=DP_CLAIM, audit_bound=6.0)))
     assert findings["audit of the model"]["status"] == "bug"
+    assert "δ = 0.001 (prv)" in findings["guarantee"]["text"] and "audit's δ = 1e-05 is" in findings["guarantee"]["text"]
     assert "release nothing" in findings["audit of the model"]["text"]
 
 
@@ -48,6 +49,7 @@ def test_a_leaky_model_is_called_a_leak_with_its_numbers():
     findings = _by_subject(verdict(report))
     assert findings["guarantee"]["status"] == "leak" and "ε = ∞" in findings["guarantee"]["text"]
     assert findings["audit of the model"]["status"] == "leak"
+    assert "ε ≥ 1.7 at δ = 1e-05 " in findings["audit of the model"]["text"]  # a delta is never rounded to 0
     assert findings["name reconstruction"]["status"] == "leak" and "0.3 [0.18, 0.45]" in findings["name reconstruction"]["text"]
     assert findings["membership inference"]["status"] == "leak"
 
