@@ -231,7 +231,7 @@ def test_the_detector_reads_no_name_list_and_the_demo_names_come_from_elsewhere(
 
 
 # --- recall and precision on the hand-written messages -----------------------------------------
-HANDWRITTEN = Path(__file__).parent / "data"
+HANDWRITTEN = Path(__file__).parent / "pii_sets"
 
 
 def _marked(name: str) -> list[tuple[str, dict]]:

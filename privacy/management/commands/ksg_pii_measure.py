@@ -13,7 +13,7 @@ class Command(BaseCommand):
     help = (
         "Print the PII detector's recall and precision per kind, with 95% Wilson intervals, on a JSON Lines file "
         "of {\"text\": ..., \"pii\": {kind: [values]}} (every whole-word occurrence of a value is a true span; "
-        f"kinds: {', '.join(KINDS)}). The hand-written set: tests/privacy/data/pii_handwritten.jsonl."
+        f"kinds: {', '.join(KINDS)}). The hand-written set: tests/privacy/pii_sets/pii_handwritten.jsonl."
     )
 
     def add_arguments(self, parser):
