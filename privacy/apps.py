@@ -23,5 +23,10 @@ class PrivacyConfig(AppConfig):
         from .access import jobs_visible_policy
         from .kinds import KINDS
 
+        from django.conf import settings
+
+        from .pii import pii_configure
+
+        pii_configure(model=settings.KSG_PII_MODEL)  # the detector's NER model is a setting
         job_kinds_register(*KINDS)
         job_visibility_register(jobs_visible_policy)  # who sees which job is a dataset's access rule

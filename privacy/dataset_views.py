@@ -19,6 +19,7 @@ from jobs.selectors import jobs_visible_to
 from .access import dataset_manageable_by, datasets_usable_by, datasets_visible_to, is_compliance_officer
 from .dataset_forms import DatasetSizeLimitHandler, DatasetUploadForm, GrantForm
 from .datasets import DatasetError
+from .pii import pii_detector_description
 from .selectors import BudgetBalance, dataset_balance, dataset_identity_summary, dataset_unit_summary, ledger_for
 from .services import AccessRefused, BudgetConfigError, dataset_grant, dataset_register, dataset_revoke
 
@@ -126,7 +127,7 @@ def _detail_context(request, dataset, grant_form: GrantForm) -> dict:
     return {
         "dataset": dataset, "budget": budget_summary(dataset_balance(dataset=dataset)), "ledger": ledger,
         "ledger_total": ledger_for(dataset=dataset).count(), "runs": runs[:100],
-        "pii_records": pii.pop("records_with_pii", None), "pii": pii,
+        "pii_records": pii.pop("records_with_pii", None), "pii": pii, "pii_detector": pii_detector_description(),
         "usable": datasets_usable_by(user).filter(pk=dataset.pk).exists(),
         "may_manage": may_manage, "show_grants": may_manage or is_compliance_officer(user),
         "grants": dataset.grants.select_related("user", "group", "granted_by").order_by("created_at"),

@@ -12,7 +12,7 @@ from faker import Faker
 
 from .demo_data import (DEMO_DOMAINS, DOCTOR_BODIES, DOCTOR_CLOSINGS, DURATIONS, MEDICAL_CONDITIONS, PATIENT_DETAILS,
                         PATIENT_GREETINGS, PATIENT_QUESTIONS, PATIENT_SIGNATURES, SENTIMENT_QUESTIONS, SYMPTOM_SENTENCES,
-                        date_text, person_draw, phone_draw)
+                        date_text, email_local_part, person_draw, phone_draw)
 
 
 # --- people: several records per person ------------------------------------------------------
@@ -68,14 +68,14 @@ def _history(items: list[str], *, none: str) -> str:
 
 def _medical_patient(fake: Faker, rng: random.Random) -> dict:
     """What stays the same across a patient's visits: name, family doctor, age, record number, contacts."""
-    patient = person_draw(fake, rng)
+    patient = person_draw(rng)
     age = rng.randint(18, 89)
     birthday = date(2024 - age, 1, 1) + timedelta(days=rng.randrange(365))
     return {
-        **patient, "doctor": person_draw(fake, rng), "age": age, "dob": date_text(rng, birthday),
+        **patient, "doctor": person_draw(rng), "age": age, "dob": date_text(rng, birthday),
         "mrn": f"{rng.randint(10_000_000, 99_999_999)}", "phone": phone_draw(rng),
         "address": fake.address().replace("\n", ", "),
-        "email": f"{patient['first'].lower()}.{patient['last'].lower()}@{fake.free_email_domain()}",
+        "email": f"{email_local_part(patient['first'])}.{email_local_part(patient['last'])}@{fake.free_email_domain()}",
     }
 
 
@@ -104,12 +104,12 @@ def _medical_visit(rng: random.Random, patient: dict, condition_row: tuple, hist
 
 def _finance_customer(fake: Faker, rng: random.Random) -> dict:
     """What stays the same across a customer's messages: name, advisor, age, account, contacts."""
-    client = person_draw(fake, rng)
+    client = person_draw(rng)
     return {
-        **client, "advisor": person_draw(fake, rng), "age": rng.randint(21, 84),
+        **client, "advisor": person_draw(rng), "age": rng.randint(21, 84),
         "account": f"{rng.randint(10**9, 10**11 - 1)}", "phone": phone_draw(rng), "city": fake.city(),
         "address": fake.address().replace("\n", ", "),
-        "email": f"{client['first'].lower()}{rng.randint(1, 99)}@{fake.free_email_domain()}",
+        "email": f"{email_local_part(client['first'])}{rng.randint(1, 99)}@{fake.free_email_domain()}",
         "first_day": date(2023, 1, 1) + timedelta(days=rng.randrange(365)),
     }
 

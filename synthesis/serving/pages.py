@@ -3,6 +3,7 @@ audit for compliance officers (page and CSV). Thin views over synthesis.serving.
 import csv
 import io
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
@@ -14,6 +15,7 @@ from jobs.ids import query_int
 from jobs.selectors import jobs_visible_to
 from jobs.services import JobStateError
 from privacy.access import is_compliance_officer
+from privacy.pii import pii_detector_description
 from privacy.services import AccessRefused
 
 from .deployments import (deployment_create, deployment_stop, deployments_manageable_by, deployments_visible_to,
@@ -53,7 +55,8 @@ def deployment_detail(request, deployment_id: int):
     deployment = get_object_or_404(deployments_visible_to(request.user), pk=deployment_id)
     manageable = deployments_manageable_by(request.user).filter(pk=deployment.pk).exists()
     context = {"deployment": deployment, "manageable": manageable, "new_key": None, "error": None,
-               "endpoint": request.build_absolute_uri("/v1")}
+               "endpoint": request.build_absolute_uri("/v1"), "pii_detector": pii_detector_description(),
+               "low_confidence": settings.KSG_SERVE_PII_LOW_CONFIDENCE}
     status = 200
     if request.method == "POST":
         try:

@@ -18,6 +18,7 @@ import uuid
 
 from asgiref.sync import sync_to_async
 
+from django.conf import settings
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
@@ -25,7 +26,7 @@ from django.views.decorators.http import require_GET, require_POST
 from .deployments import completion_audit_record, serving_key_authenticate, serving_key_over_limit
 from synthesis.lm.generation import Completion, GenerationError, SamplingParams
 from ..models import Deployment
-from .output_filter import REFUSAL, StreamFilter, output_filter
+from .output_filter import StreamFilter, output_filter
 from .registry import DeploymentStopped, engine_for
 from .servers import EngineClosed
 
@@ -171,7 +172,8 @@ async def chat_completions(request):
         error = _model_not_found(deployment.name)
         await sync_to_async(_audit)(audit, started, status_code=error.status, error=error.message)
         return error.response()
-    filtered = output_filter(completion.text, mode=deployment.output_filter)
+    filtered = output_filter(completion.text, mode=deployment.output_filter,
+                             low_confidence=settings.KSG_SERVE_PII_LOW_CONFIDENCE)
     finish = "content_filter" if filtered.refused else completion.finish_reason
     await sync_to_async(_audit)(audit, started, completion=completion, filtered=filtered.filtered,
                                 filtered_spans=filtered.spans, output=filtered.text if deployment.store_texts else "")
@@ -220,7 +222,7 @@ def _streamed(engine, deployment: Deployment, messages, sampling, audit: dict, s
         return f"data: {json.dumps(body)}\n\n"
 
     async def events():
-        gate = StreamFilter(mode=deployment.output_filter)
+        gate = StreamFilter(mode=deployment.output_filter, low_confidence=settings.KSG_SERVE_PII_LOW_CONFIDENCE)
         sent, completion, error = [], None, ""
         try:
             yield chunk({"role": "assistant", "content": ""})
@@ -240,8 +242,8 @@ def _streamed(engine, deployment: Deployment, messages, sampling, audit: dict, s
                     sent.append(rest)
                     yield chunk({"content": rest})
             if gate.refused:
-                sent.append(REFUSAL)
-                yield chunk({"content": REFUSAL}, "content_filter")
+                sent.append(gate.refusal)
+                yield chunk({"content": gate.refusal}, "content_filter")
             else:
                 yield chunk({}, completion.finish_reason if completion else "stop",
                             _usage(completion) if completion else None)

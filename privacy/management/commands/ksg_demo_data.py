@@ -8,7 +8,8 @@ from django.core.management.base import BaseCommand, CommandError
 from privacy.datasets import DatasetError, dataset_parse, dataset_write_jsonl
 from privacy.demo_data import DEMO_DOMAINS, demo_records_planted
 from privacy.demo_people import DUPLICATE_RATE, NAME_FIELDS, RECORDS_PER_PERSON, UNIT_FIELDS, demo_people_planted
-from privacy.pii import pii_recall
+from privacy.pii import pii_detector_description
+from privacy.pii_measure import pii_measure, pii_measure_lines
 
 
 def _records_per_person(text: str) -> tuple[int, int]:
@@ -48,8 +49,9 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         parser.add_argument("--out", type=Path, required=True, help="the .jsonl file to write")
         parser.add_argument("--pii-recall", action="store_true",
-                            help="also print the PII detector's recall on these records, per kind, against the "
-                                 "details the generator planted (what the scrubbed baseline can mask)")
+                            help="also print the PII detector's recall and precision on these records, per kind "
+                                 "with 95%% Wilson intervals, against the details the generator planted (what the "
+                                 "scrubbed baseline can mask)")
 
     def handle(self, *args, domain: str, seed: int, out, **options):
         out = Path(out)  # call_command(out="...") skips the parser's type
@@ -72,11 +74,11 @@ class Command(BaseCommand):
         else:
             self._report_people(out, records, domain, seed)
         if options.get("pii_recall"):
-            recall = pii_recall((record["instruction"] + "\n" + record["response"], truth) for record, truth in planted)
-            self.stdout.write("PII detector recall against the planted details:")
-            for kind, row in recall.items():
-                if row["planted"]:
-                    self.stdout.write(f"  {kind:<6} {row['found']:>6} of {row['planted']:<6} {row['recall']:.4f}")
+            measured = pii_measure((record["instruction"] + "\n" + record["response"], truth) for record, truth in planted)
+            self.stdout.write(f"PII detector: {pii_detector_description()['text']}")
+            self.stdout.write("its recall and precision against the details the generator planted:")
+            for line in pii_measure_lines(measured):
+                self.stdout.write(line)
 
     def _generate(self, domain: str, seed: int, options: dict) -> list:
         n, people = options.get("n"), options.get("people")

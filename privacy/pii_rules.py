@@ -1,0 +1,249 @@
+"""The platform's own PII recognisers: regular expressions, no model and no list of names.
+
+Structured kinds (email, id, phone, date): patterns for the shapes these values take, and for
+identifiers the label before the value ("MRN 12345678", "account no. 1234 5678 90").
+
+Names: the context that introduces a person, never a list of names (a list finds only the names
+it holds; the NER model in privacy.pii finds the others, and these rules the ones it misses):
+"my name is X", "this is X", "X here", a title ("Dr. X"), a greeting ("Dear X,", "Hi X,"), a
+sign-off ("Thanks,\\nX", "Regards, X"), a lone name on a message's last line, a role ("my
+husband X", "chief executive X"). Each rule has a score (how often that context is a name), so
+a caller can tell a span introduced by "my name is" from one guessed from a last line.
+The words below are words that are not names (function words, days, months, titles, greetings):
+a list of what to skip, never of what to find.
+"""
+import re
+from collections.abc import Iterator
+
+# --- structured kinds ------------------------------------------------------------------------
+_EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+
+_ID_LABEL = (
+    r"(?i:\b(?:MRN|medical\s+record(?:\s+(?:number|no\.?|\#))?|(?:patient|member|customer|client|NHS|passport"
+    r"|national\s+insurance|social\s+security|insurance|licen[cs]e|case|claim)\s+"
+    r"(?:id|number|no\.?|\#)|(?:account|acct\.?)(?:\s+(?:number|no\.?|\#))?|(?:policy|card|routing)\s+"
+    r"(?:number|no\.?|\#)))|\bID\b"
+)
+_ID_PATTERNS = (
+    # the value after a label: "MRN 12345678", "account no. 1234 5678 90", "member ID: AB-123456"
+    re.compile(
+        rf"(?:{_ID_LABEL})[\s:#.]*(?:(?i:is|ending\s+in)\s+)?(?P<value>(?:[A-Z]{{1,4}}-?)?\d+(?:[ -]\d{{3,}})*)"
+    ),
+    re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])"),  # US social security number
+    re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"),  # IBAN
+    re.compile(r"(?<![\w$€£.,])(?![2-9]\d{9}(?!\d))\d{9,}(?!\d|[.,]\d)"),  # long bare numbers
+)
+_ID_MIN_DIGITS = 4
+
+_PHONE_EXTENSION = r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?"
+_PHONE_PATTERNS = (
+    # (555) 123-4567, 555-123-4567, 555.123.4567, +1-555-123-4567x89, 001-555-123-4567
+    re.compile(
+        r"(?<![\w+])(?:(?:\+?1|001)[\s.-]?)?(?:\(\d{3}\)[\s.-]?|\d{3}[\s.-])\d{3}[\s.-]\d{4}" + _PHONE_EXTENSION + r"\b"
+    ),
+    # +44 20 7946 0958, +33 (0)1 23 45 67 89
+    re.compile(rf"(?<![\w+])\+\d{{1,3}}(?:[\s.-]?\(?\d{{1,5}}\)?){{1,6}}{_PHONE_EXTENSION}(?!\d)"),
+    # 07700 900461, 020 7946 0958, 0161 496 0000: a national number with its leading 0 (UK and others)
+    re.compile(r"(?<![\w+.,])0\d{2,4}[ ]\d{3,4}[ ]?\d{3,4}(?!\d|[.,]\d)"),
+    # 5551234567: ten bare digits shaped like a North American number
+    re.compile(r"(?<![\w$€£.,])[2-9]\d{9}(?!\d|[.,]\d)"),
+)
+_PHONE_DIGITS = range(7, 16)  # E.164 numbers have at most 15 digits
+
+_MONTH = (
+    r"(?:January|February|March|April|May|June|July|August|September|October|November|December"
+    r"|(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec)\.?)"
+)
+_DAY = r"(?:0?[1-9]|[12]\d|3[01])(?:st|nd|rd|th)?"
+_DATE_PATTERNS = (
+    re.compile(r"\b\d{4}([-/])(?:0?[1-9]|1[0-2])\1(?:0?[1-9]|[12]\d|3[01])\b"),  # 2024-03-01
+    re.compile(r"\b(\d{1,2})([/.-])(\d{1,2})\2(?:\d{4}|\d{2})\b(?![.-]\d)"),  # 03/01/2024, 1.3.24
+    re.compile(rf"\b{_MONTH}\s+{_DAY}(?:,?\s+\d{{4}})?\b(?!:)"),  # March 1, 2024; Mar. 1st
+    re.compile(rf"\b{_DAY}\s+(?:of\s+)?{_MONTH}(?:,?\s+\d{{4}})?(?![\w])"),  # 1 March 2024
+)
+
+
+def structured_candidates(text: str) -> Iterator[tuple[str, int, int]]:
+    """(kind, start, end) of every structured match, in the order email, id, phone, date."""
+    for match in _EMAIL.finditer(text):
+        yield "email", match.start(), match.end()
+    for pattern in _ID_PATTERNS:
+        for match in pattern.finditer(text):
+            group = "value" if "value" in pattern.groupindex else 0
+            if sum(c.isdigit() for c in match.group(group)) >= _ID_MIN_DIGITS:
+                yield "id", match.start(group), match.end(group)
+    for pattern in _PHONE_PATTERNS:
+        for match in pattern.finditer(text):
+            if sum(c.isdigit() for c in match.group()) in _PHONE_DIGITS:
+                yield "phone", match.start(), match.end()
+    for index, pattern in enumerate(_DATE_PATTERNS):
+        for match in pattern.finditer(text):
+            if index == 1 and min(int(match.group(1)), int(match.group(3))) > 12:
+                continue  # neither 03/01 nor 01/03 reading is a month
+            yield "date", match.start(), match.end()
+
+
+# --- names from context ----------------------------------------------------------------------
+def _letters(predicate) -> str:
+    """The Latin letters (ASCII, Latin-1, Extended-A/B, Vietnamese) for which predicate holds."""
+    codes = (*range(0x41, 0x5B), *range(0x61, 0x7B), *range(0xC0, 0x250), *range(0x1E00, 0x1F00))
+    return "".join(chr(code) for code in codes if predicate(chr(code)))
+
+
+_UPPER, _LOWER = _letters(str.isupper), _letters(str.islower)
+# A capitalised word: Sarah, McDonald, O'Brien, Smith-Jones, Ní, Ångström, Wiśniewska, Thị
+# (never ALL CAPS, nor a single letter but the Irish "Ó").
+_TOKEN = re.compile(
+    rf"(?<![\w'’])Ó(?=[ \t][{_UPPER}])|"  # the Irish "Ó" of Ó Lónáin: a name's one-letter word
+    rf"(?<![\w'’])[{_UPPER}](?:[{_LOWER}]+|['’](?=[{_UPPER}]))"
+    rf"(?:[{_UPPER}][{_LOWER}]+)*(?:-[{_UPPER}][{_LOWER}]+)?(?![\w])"
+)
+# between the words of one name: spaces, a middle initial ("John Q. Smith"), a particle ("van der")
+_PARTICLES = r"(?:van|von|der|den|de|del|della|di|da|du|dos|das|le|la|bin|binti|ibn|al|el|ter|ten|zu|y)"
+_NAME_GAP = re.compile(rf"[ \t]{{1,3}}(?:[{_UPPER}]\.[ \t]{{1,3}}|(?:{_PARTICLES}[ \t]{{1,3}}){{1,2}})?")
+_LEADING_PARTICLES = re.compile(rf"(?:{_PARTICLES}[ \t]{{1,3}}){{0,2}}")
+_TITLES = frozenset({"Dr", "Doctor", "Mr", "Mrs", "Ms", "Mx", "Miss", "Prof", "Professor", "Nurse", "Sister"})
+_BEFORE_NAMES = frozenset("""
+    Hi Hello Hey Hiya Dear Thanks Thank Regards Best Cheers Good Morning Afternoon Evening Sincerely Yours Love Take
+    Care Many Warmly Kind Warm Signed
+""".split()) | _TITLES
+NOT_NAMES = frozenset("""
+    The An And But Or So Nor Yet My Our Your His Her Their Its We He She They It This That These Those
+    Is Are Was Were Be Been Has Have Had Do Does Did Can Could Would Should Will May Might Must Shall
+    If When What Why How Where Who Whom Which Whose In On At For From To With By Of As About After
+    Before Since Until Then Than Also Just Not Here There Today Tomorrow Yesterday Tonight Now Please
+    Thanks Thank Regards Best Sincerely Cheers Kind Warm Hi Hello Hey Dear Yes No Okay Ok Sorry Good
+    Morning Afternoon Evening Night Love Yours Take Care Many Warmly Greetings Welcome
+    Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April June July
+    August September October November December Christmas Easter
+    Street Avenue Road Lane Drive Boulevard Court Place Square Park Suite Apt Way Close
+    Hospital Clinic Center Centre Surgery Pharmacy Bank Inc Ltd Group Company Corp University College School
+    Doctor Nurse Sister Patient Sir Madam Team Office Department Account Customer Client Support Service Services
+    All Everyone Everybody Colleagues Friends Folks Guys Mum Mom Dad Mother Father
+    Manager Practice Reception Receptionist Pharmacist Partner Partners Sirs Staff Head Chief Officer Member
+    Email Call Text Phone Ring Contact Send Write Ask Tell Mobile Tel Fax Address Note Notes Subject Re
+    English British American Canadian Irish Scottish Welsh French German Spanish Italian Polish Dutch
+    I Im A
+""".split()) | _TITLES
+
+# (what comes before the name, what must follow it or None, score: how often the context is a name)
+_SCORE_INTRO, _SCORE_TITLE, _SCORE_GREETING, _SCORE_SIGNOFF, _SCORE_ROLE, _SCORE_NAME_LINE = 0.95, 0.95, 0.9, 0.85, 0.85, 0.7
+_END = r"(?=[ \t]*(?:[,.!?;:)(\n]|$))"  # the name ends a phrase
+_SELF_END = rf"(?=[ \t]*(?:[,.!?;:)(\n]|$)|[ \t]+(?:here|speaking|from|again|and|calling|writing)\b)"
+_RULES = tuple((re.compile(before, re.MULTILINE), re.compile(after, re.MULTILINE) if after else None, score)
+               for before, after, score in (
+    (r"\b(?i:my\s+name\s+is|my\s+name['’]s|name\s+is|call\s+me|named)[ \t]+", None, _SCORE_INTRO),
+    (r"(?:\bI\s+am|\bI['’]m|\b[Tt]his\s+is|\b[Ii]t['’]s|\b[Ii]t\s+is)[ \t]+", _SELF_END, _SCORE_INTRO),
+    (r"\b(?:Dr|Doctor|Mr|Mrs|Ms|Mx|Miss|Prof|Professor|Nurse|Sister)\.?[ \t]+", None, _SCORE_TITLE),
+    (r"\b(?:Dear|Hi|Hello|Hey|Hiya|Morning|Good\s+(?:morning|afternoon|evening))[ \t]+", _END, _SCORE_GREETING),
+    (r"\b(?i:thanks|thank\s+you|many\s+thanks|regards|best\s+regards|kind\s+regards|warm\s+regards|best\s+wishes"
+     r"|best|cheers|sincerely|yours\s+sincerely|yours\s+truly|yours|warmly|take\s+care|love|all\s+the\s+best"
+     r"|respectfully|signed)[,!.]?(?:[ \t]*\n[ \t]*|[ \t]+)", _END, _SCORE_SIGNOFF),
+    (r"\b(?i:thanks|thank\s+you|sorry|hello|hi|okay|ok|yes|no|of\s+course)\b[^.!?\n]{0,60},[ \t]*",
+     r"(?=[ \t]*(?:[.!?]|$))", _SCORE_SIGNOFF),
+    (r"\b(?i:my|your|his|her|our|their|the)\s+(?i:husband|wife|partner|son|daughter|mother|father|mum|mom|dad"
+     r"|brother|sister|friend|colleague|neighbour|neighbor|carer|caregiver|GP|boss|manager|grandson|granddaughter"
+     r"|grandmother|grandfather|grandma|grandpa|aunt|uncle|cousin|fiancée?|boyfriend|girlfriend|nephew|niece"
+     r"|flatmate|roommate|landlord|landlady),?[ \t]+", None, _SCORE_ROLE),
+    (r"\b(?i:patient|client|customer|chief\s+executive|finance\s+chief|chief\s+(?:financial|operating)\s+officer"
+     r"|spokes(?:person|woman|man)|chair(?:man|woman|person)?|CEO|CFO|COO|founder|president|director|advis[eo]r"
+     r"|appointed|according\s+to)[ \t]+", None, _SCORE_ROLE),
+    (r"(?:^|(?<=[.!?,;:][ \t]))[ \t]*", r"(?=[ \t]+(?:here|speaking)\b)", _SCORE_INTRO),  # "Robert White here, 54"
+    (r"\b(?i:first\s+name|surname|last\s+name|family\s+name|given\s+name|forename)(?:\s+is)?[ \t]+", None, _SCORE_INTRO),
+    (r"(?:^|(?<=[.!?,;:][ \t]))[ \t]*",
+     r"(?=[ \t]+is[ \t]+my[ \t]+(?i:sur|first[ \t]+|last[ \t]+|family[ \t]+|given[ \t]+)?name\b)", _SCORE_INTRO),
+))
+# a line that is only a name, as a signature: the last line, or one after a line that ends a sentence
+_NAME_LINE = re.compile(r"(?:(?<=[.!?]\n)|(?<=[.!?][ \t]\n)|\n(?=[^\n]*\n?\Z))[ \t]*([^\n]+?)[ \t]*(?=\n|\Z)")
+# What a lone capitalised word that the NER calls a person is more likely to be: a medicine (a
+# stem from the USAN naming scheme, or after "take", "prescribed", "on") or a street.
+_DRUG_STEM = re.compile(r"(?:pril|olol|sartan|statin|prazole|azole|mycin|cillin|cycline|floxacin|formin|gliptin|dipine"
+                        r"|oxetine|triptan|profen|fenac|sone|olone|mab|vir|azepam|zolam|tidine|setron|lukast|dronate"
+                        r"|parin|thyroxine|amol)\Z")
+_MEDICINE_BEFORE = re.compile(r"\b(?i:take|takes|taking|took|tried|prescribed|started|stopped|dose\s+of|mg\s+of|on)"
+                              r"[ \t]+\Z")
+_STREET_AFTER = re.compile(r"[ \t]+(?:Street|St|Road|Rd|Lane|Ln|Avenue|Ave|Drive|Close|Way|Crescent|Terrace|Place"
+                           r"|Square|Gardens|Grove|Row|Walk|Court|Boulevard|Parade|Mews)\b")
+_DETERMINER_AFTER = re.compile(r"[ \t]+(?:the|a|an|your|my|this|these|those|our|their|it)\b")
+_DETERMINER_BEFORE = re.compile(r"\b(?i:the|a|an|this|these|those|some|any)[ \t]+\Z")
+_HOUSE_NUMBER = re.compile(r"\d+[A-Za-z]?,?[ \t]+\Z")  # "12 London Road", "8234 Finley Vista": a street
+
+
+def _tokens(text: str) -> list[tuple[int, int, str]]:
+    return [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(text)]
+
+
+def _name_run(text: str, tokens: list, index: int, *, max_words: int = 4) -> int:
+    """Index of the last token of the name that starts at tokens[index]."""
+    last = index
+    while (
+        last + 1 < len(tokens) and last - index + 1 < max_words
+        and _NAME_GAP.fullmatch(text, tokens[last][1], tokens[last + 1][0])
+        and tokens[last + 1][2] not in NOT_NAMES
+    ):
+        last += 1
+    return last
+
+
+def name_context_candidates(text: str) -> Iterator[tuple[int, int, float]]:
+    """(start, end, score) of every name a context rule introduces."""
+    tokens = _tokens(text)
+    starts = {start: i for i, (start, _, _) in enumerate(tokens)}
+    for before, after, score in _RULES:
+        for match in before.finditer(text):
+            particles = _LEADING_PARTICLES.match(text, match.end())  # "Dr. van der Merwe"
+            index = starts.get(particles.end())
+            if index is None or tokens[index][2] in NOT_NAMES:
+                continue
+            last = _name_run(text, tokens, index)
+            # the longest run whose end the rule accepts ("Thanks, Erica Hernandez" and "Thanks, Erica")
+            while last >= index and after is not None and not after.match(text, tokens[last][1]):
+                last -= 1
+            if last >= index:
+                yield particles.start(), tokens[last][1], score
+    for line in _NAME_LINE.finditer(text):
+        words = _tokens(line.group(1))
+        if (words and words[0][0] == 0 and words[-1][1] == len(line.group(1)) and len(words) <= 4
+                and not any(word in NOT_NAMES for _, _, word in words)
+                and all(_NAME_GAP.fullmatch(line.group(1), a[1], b[0]) for a, b in zip(words, words[1:]))):
+            yield line.start(1), line.end(1), _SCORE_NAME_LINE
+
+
+def name_mentions(text: str, names: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Every other mention, in the same text, of a word of the names found: "Ysolde Crumpton"
+    introduced once makes a later lone "Ysolde" a name too. Adjacent name words form one span."""
+    words = {word for start, end in names for _, _, word in _tokens(text[start:end]) if word not in NOT_NAMES}
+    tokens = [token for token in _tokens(text) if token[2] in words]
+    spans: list[list[int]] = []
+    for start, end, _ in tokens:
+        if spans and _NAME_GAP.fullmatch(text, spans[-1][1], start):
+            spans[-1][1] = end
+        else:
+            spans.append([start, end])
+    return [(start, end) for start, end in spans]
+
+
+def name_span_clean(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """An NER span cut to its name words (no title or greeting before, no "'s" after), or None
+    when what is left is not name-shaped (digits, lowercase, only words that are not names)."""
+    words = _tokens(text[start:end])
+    while words and words[0][2] in _BEFORE_NAMES:  # "Hi Erica", "Dr Jones": the model's span takes the greeting
+        words = words[1:]
+    while words and words[-1][2] in NOT_NAMES:
+        words = words[:-1]
+    if not words or all(word in NOT_NAMES for _, _, word in words) or any(c.isdigit() or c == "@" for c in text[start:end]) or is_street(text, start + words[0][0]):
+        return None
+    if _DETERMINER_BEFORE.search(text, max(0, start - 8), start):  # "the Metformin": a thing, not a person
+        return None
+    if _STREET_AFTER.match(text, start + words[-1][1]):  # "Mill Lane": a street
+        return None
+    if len(words) == 1 and (_DRUG_STEM.search(words[0][2]) or _MEDICINE_BEFORE.search(text, max(0, start - 16), start)):
+        return None  # "Lisinopril", "take Gaviscon": a medicine
+    if len(words) == 1 and _DETERMINER_AFTER.match(text, start + words[0][1]):
+        return None  # "Mark the box": a verb with its object
+    return start + words[0][0], start + words[-1][1]
+
+
+def is_street(text: str, start: int) -> bool:
+    """Whether the capitalised words at `start` follow a house number: "12 London Road"."""
+    return bool(_HOUSE_NUMBER.search(text, max(0, start - 12), start))
