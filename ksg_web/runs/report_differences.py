@@ -58,7 +58,8 @@ def _figure(method: dict, other: dict, name: str, label: str, better: str) -> di
     missing = [side for side, row in (("KnowledgeSG", method), ("the other run", other))
                if any(row.get(key) is None for key in (name, f"{name}_low", f"{name}_high"))]
     if missing:
-        return result | {"reading": f"no difference computed: {' and '.join(missing)} has no figure with an interval"}
+        verb = "have" if len(missing) > 1 else "has"
+        return result | {"reading": f"no difference computed: {' and '.join(missing)} {verb} no figure with an interval"}
     interval = difference_interval(method[name], method[f"{name}_low"], method[f"{name}_high"],
                                    other[name], other[f"{name}_low"], other[f"{name}_high"])
     result |= {"difference": interval["difference"], "low": interval["low"], "high": interval["high"]}
