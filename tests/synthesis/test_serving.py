@@ -98,22 +98,29 @@ def test_keys_see_only_their_models_can_be_revoked_and_are_rate_limited(served, 
     assert statuses == [404, 400, 200, 429]  # refusals are audited too
 
 
+class Canned:
+    """An engine that answers every request with one fixed text, whole or streamed in pieces of 3."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def submit(self, messages, sampling):
+        answer = Future()
+        answer.set_result(Completion(text=self.text, prompt_tokens=5, completion_tokens=20, finish_reason="stop"))
+        return answer
+
+    def stream(self, messages, sampling):
+        for start in range(0, len(self.text), 3):
+            yield self.text[start:start + 3]
+        yield Completion(text=self.text, prompt_tokens=5, completion_tokens=20, finish_reason="stop")
+
+
 @pytest.mark.slow
 def test_a_planted_name_in_an_output_is_masked_or_refused_and_the_event_audited(served, monkeypatch):
     owner, run, deployment, key, secret = served
 
-    class Leaky:  # a model that reproduces a private record (what the nonprivate baseline can do)
-        def submit(self, messages, sampling):
-            answer = Future()
-            answer.set_result(Completion(text=LEAKY, prompt_tokens=5, completion_tokens=20, finish_reason="stop"))
-            return answer
-
-        def stream(self, messages, sampling):
-            for start in range(0, len(LEAKY), 3):
-                yield LEAKY[start:start + 3]
-            yield Completion(text=LEAKY, prompt_tokens=5, completion_tokens=20, finish_reason="stop")
-
-    monkeypatch.setattr("synthesis.serving.views.engine_for", lambda deployment: Leaky())
+    # a model that reproduces a private record (what the nonprivate baseline can do)
+    monkeypatch.setattr("synthesis.serving.views.engine_for", lambda deployment: Canned(LEAKY))
     question = [{"role": "user", "content": "Who was my last patient?"}]
     masked = client(secret).chat.completions.create(model=deployment.name, messages=question).choices[0].message.content
     assert "Robert" not in masked and "998-3999" not in masked and "[NAME]" in masked and "[PHONE]" in masked
@@ -165,18 +172,7 @@ def test_withhold_mode_withholds_an_output_with_a_name_the_detector_is_unsure_of
 def test_the_endpoint_withholds_unsure_names_when_the_deployment_setting_says_so(served, monkeypatch, settings):
     owner, run, deployment, key, secret = served
 
-    class Unsure:
-        def submit(self, messages, sampling):
-            answer = Future()
-            answer.set_result(Completion(text=UNSURE, prompt_tokens=5, completion_tokens=20, finish_reason="stop"))
-            return answer
-
-        def stream(self, messages, sampling):
-            for start in range(0, len(UNSURE), 3):
-                yield UNSURE[start:start + 3]
-            yield Completion(text=UNSURE, prompt_tokens=5, completion_tokens=20, finish_reason="stop")
-
-    monkeypatch.setattr("synthesis.serving.views.engine_for", lambda deployment: Unsure())
+    monkeypatch.setattr("synthesis.serving.views.engine_for", lambda deployment: Canned(UNSURE))
     question = [{"role": "user", "content": "Who called?"}]
     assert settings.KSG_SERVE_PII_LOW_CONFIDENCE == "mask"  # the default masks
     masked = client(secret).chat.completions.create(model=deployment.name, messages=question).choices[0]
