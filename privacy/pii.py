@@ -55,7 +55,7 @@ class PiiSpan:
     end: int
     text: str
     score: float = 1.0  # how sure the detector is, in [0, 1]
-    source: str = "rules"  # "rules", "ner" or "ner+rules"
+    source: str = "rules"  # its sources joined by "+": "rules", "ner", "syntax" (privacy.pii_syntax)
 
 
 _configured_model = os.environ.get("KSG_PII_MODEL", DEFAULT_MODEL)
@@ -256,7 +256,9 @@ def _spans(text: str, results: list, doc=None) -> list[PiiSpan]:
             if cleaned and not is_organisation_or_place(text, *cleaned, doc=doc):  # "Williams, Lam and Jones"
                 name_candidates.append((*cleaned, result.score, "ner"))
         elif result.entity_type == _SYNTAX_ENTITY:
-            name_candidates.append((result.start, result.end, result.score, "syntax"))
+            cleaned = name_span_clean(text, result.start, result.end)
+            if cleaned:
+                name_candidates.append((*cleaned, result.score, "syntax"))
         elif _KIND_OF[result.entity_type] == "name":
             name_candidates.append((result.start, result.end, result.score, "rules"))
         else:

@@ -230,33 +230,6 @@ def test_the_detector_reads_no_name_list_and_the_demo_names_come_from_elsewhere(
     assert "en_US" not in demo_data.NAME_LOCALES
 
 
-# --- recall and precision on the hand-written messages -----------------------------------------
-HANDWRITTEN = Path(__file__).parent / "pii_sets"
-
-
-def _marked(name: str) -> list[tuple[str, dict]]:
-    rows = [json.loads(line) for line in (HANDWRITTEN / name).read_text(encoding="utf-8").splitlines() if line]
-    return [(row["text"], row["pii"]) for row in rows]
-
-
-def test_on_the_hand_written_messages_name_recall_is_at_least_095_and_precision_090():
-    from privacy.pii_measure import pii_measure
-
-    measured = pii_measure(_marked("pii_handwritten.jsonl"))["name"]
-    assert measured["planted"] >= 60
-    assert measured["recall"] >= 0.95 and measured["precision"] >= 0.9, measured
-
-
-def test_on_the_held_out_messages_name_recall_and_precision_do_not_fall():
-    """Written after the rules were tuned on pii_handwritten.jsonl and measured once (recall
-    0.91, 29 of 32; docs/RESULTS.md): below the 0.95 bar, so this guards against falling further,
-    not the bar."""
-    from privacy.pii_measure import pii_measure
-
-    measured = pii_measure(_marked("pii_handwritten_heldout.jsonl"))["name"]
-    assert measured["recall"] >= 0.9 and measured["precision"] >= 0.9, measured
-
-
 def test_precision_counts_found_spans_that_hit_no_true_value():
     from privacy.pii_measure import pii_measure
 

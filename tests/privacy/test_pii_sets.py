@@ -1,0 +1,52 @@
+"""The PII detector's name recall and precision on sets it was not built from: the hand-written
+messages (tests/privacy/pii_sets/) and the demo data, whose names come from other locales than
+anything the detector reads. The lower bounds are the figures measured (docs/RESULTS.md), so a
+change that loses names, or masks more words that are not names, fails here."""
+import json
+from pathlib import Path
+
+import pytest
+
+from privacy.demo_data import demo_records_planted
+from privacy.pii_measure import pii_measure
+
+SETS = Path(__file__).parent / "pii_sets"
+
+
+def _marked(name: str) -> list[tuple[str, dict]]:
+    rows = [json.loads(line) for line in (SETS / name).read_text(encoding="utf-8").splitlines() if line]
+    return [(row["text"], row["pii"]) for row in rows]
+
+
+def test_on_the_hand_written_messages_name_recall_is_at_least_095_and_precision_090():
+    measured = pii_measure(_marked("pii_handwritten.jsonl"))["name"]
+    assert measured["planted"] >= 60
+    assert measured["recall"] >= 0.95 and measured["precision"] >= 0.9, measured
+
+
+def test_on_the_first_held_out_set_the_misses_it_showed_are_found():
+    """Written after the rules were tuned on pii_handwritten.jsonl and measured once at recall
+    29 of 32; its four misses ("Aoife and I", "whether Yusuf can", "Lorcan's asthma", "Amadou
+    Diallo missed") led to the parse-based recogniser, so it is no longer held out: 32 of 32 now."""
+    measured = pii_measure(_marked("pii_handwritten_heldout.jsonl"))["name"]
+    assert measured["found"] == measured["planted"] == 32 and measured["precision"] >= 0.95, measured
+
+
+def test_on_the_second_held_out_set_recall_and_precision_stay_at_what_was_measured_once():
+    """Written after the parse-based recogniser, before any measurement on it, and measured once:
+    recall 33 of 35 (0.943), precision 34 of 40 (0.850): below the issue's bar (0.95 and 0.9)
+    on both, see docs/RESULTS.md. This guards those figures; it is not the bar."""
+    measured = pii_measure(_marked("pii_handwritten_heldout2.jsonl"))["name"]
+    assert measured["planted"] == 35
+    assert measured["found"] >= 33 and measured["precision"] >= 0.85, measured
+
+
+@pytest.mark.parametrize("domain, n, recall, precision", [
+    ("finance", 150, 0.97, 0.95),  # company names of surnames ("Williams, Lam and Jones") and towns are not names
+    ("medical", 100, 0.99, 0.99),
+])
+def test_on_the_demo_data_names_are_found_and_companies_and_towns_are_not(domain, n, recall, precision):
+    planted = demo_records_planted(domain=domain, n=n, seed=7)
+    measured = pii_measure((r["instruction"] + "\n" + r["response"], truth) for r, truth in planted)["name"]
+    assert measured["planted"] >= n
+    assert measured["recall"] >= recall and measured["precision"] >= precision, measured
