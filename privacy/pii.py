@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .pii_rules import name_context_candidates, name_mentions, name_span_clean, structured_candidates
+from .pii_rules import has_name_word, name_context_candidates, name_mentions, name_span_clean, structured_candidates
 from .pii_syntax import is_organisation_or_place, syntax_name_candidates
 
 KINDS = ("email", "id", "phone", "date", "name")
@@ -272,13 +272,18 @@ def _spans(text: str, results: list, doc=None) -> list[PiiSpan]:
 
 
 def pii_find_many(texts: Iterable[str], *, batch_size: int = BATCH_SIZE) -> list[list[PiiSpan]]:
-    """pii_find for each text, the NER run over them in batches (spaCy's nlp.pipe)."""
+    """pii_find for each text, the NER run over them in batches (spaCy's nlp.pipe). A text with no
+    capitalised word that could be a name skips the model: every name source needs such a word
+    (the NER's spans are cut to them), so its spans are the rules' alone, found the same."""
     detector = _detector()
     texts = [str(text) for text in texts]
-    found = []
-    for text, artifacts in detector.nlp_engine.process_batch(texts, "en", batch_size=batch_size):
-        found.append(_spans(text, detector.analyzer.analyze(text, language="en", nlp_artifacts=artifacts),
-                            artifacts.tokens))
+    found: list[list[PiiSpan] | None] = [None if has_name_word(text) else _spans(text, _platform_results(text))
+                                         for text in texts]
+    modelled = [i for i, spans in enumerate(found) if spans is None]
+    batches = detector.nlp_engine.process_batch([texts[i] for i in modelled], "en", batch_size=batch_size)
+    for i, (text, artifacts) in zip(modelled, batches):
+        found[i] = _spans(text, detector.analyzer.analyze(text, language="en", nlp_artifacts=artifacts),
+                          artifacts.tokens)
     return found
 
 

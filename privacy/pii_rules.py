@@ -271,3 +271,8 @@ def name_extent(text: str, start: int, end: int) -> tuple[int, int]:
         if match.start() < end <= match.end():
             end = max(end, match.end())
     return start, end
+
+
+def has_name_word(text: str) -> bool:
+    """Whether text has a capitalised word that could be part of a name (one not in NOT_NAMES)."""
+    return any(match.group() not in NOT_NAMES for match in _TOKEN.finditer(text))

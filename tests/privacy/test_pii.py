@@ -237,3 +237,25 @@ def test_precision_counts_found_spans_that_hit_no_true_value():
     assert (measured["found"], measured["planted"]) == (1, 1)
     assert (measured["correct"], measured["spans"]) == (1, 2)  # "Bob" is a name the truth did not mark
     assert measured["precision_interval"]["method"] == "Wilson score" and measured["precision_interval"]["n"] == 2
+
+
+@pytest.mark.parametrize("text", [
+    "call me on 555-123-4567 or mail ann.lee@example.com before 2024-03-01, account 1234567890",
+    "What should I do about my cough? It is worse at night.",
+    "",
+])
+def test_a_text_without_a_capitalised_name_word_skips_the_model_and_finds_the_same(text, monkeypatch):
+    from privacy import pii
+
+    detector = pii._detector()
+    text_artifacts = next(iter(detector.nlp_engine.process_batch([text], "en")))[1]
+    full = pii._spans(text, detector.analyzer.analyze(text, language="en", nlp_artifacts=text_artifacts),
+                      text_artifacts.tokens)
+    calls = []
+    real = detector.nlp_engine.process_batch
+    monkeypatch.setattr(detector.nlp_engine, "process_batch", lambda texts, *a, **k: calls.append(list(texts))
+                        or real(texts, *a, **k))
+    assert pii.pii_find(text) == full
+    assert calls == [[]]  # the model saw nothing
+    assert pii.pii_find_many([text, "Amadou Diallo missed it."])[1][0].text == "Amadou Diallo" and calls[-1] == [
+        "Amadou Diallo missed it."]

@@ -1,0 +1,196 @@
+"""The PII detector's cost where it runs, old detector against new in the same run (issue 24 asks
+the filter stage and streamed serving to stay within 10% of the old detector's time):
+
+- the filter stage's work (synthesis.filtering.filter_instructions: the PII scan, near-duplicate
+  removal and the relevance judge, the embedded model asked yes or no) on a fixed set of
+  instructions (the medical seed instructions and demo patient messages, some with names);
+- streamed serving of answers through the output filter (synthesis.serving.output_filter's
+  StreamFilter, fed each decoded piece as the serving view does). The answers are generated once
+  by the embedded model, streamed, and their generation time recorded; each detector's filter
+  then replays the same pieces, and its serving time is the generation time plus its filter's
+  time (the view runs the filter in the same loop, after each piece).
+
+"Old" is privacy/pii.py at OLD_DETECTOR_COMMIT (Faker's US name lists and rules, before Presidio),
+read from git; "new" is privacy.pii as checked out. Each measurement is the median of --repeats,
+old and new alternating.
+
+    nice .venv/bin/python benchmarks/pii_speed.py
+    nice .venv/bin/python benchmarks/pii_speed.py --instructions 64 --answers 8 --max-new-tokens 96 --repeats 3
+"""
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ksg_web.settings")
+OLD_DETECTOR_COMMIT = "ca79a2b"  # the last privacy/pii.py before the Presidio detector (5b814cb)
+QUESTIONS = (
+    "I have had a dull headache across my forehead for three days. What should I do?",
+    "My knee is stiff in the morning and swells in the evening. Is this serious?",
+    "Good morning doctor, Robert White here, 54 years old. I have a dry cough.",
+    "It burns when I pee and I need to go all the time. Do I need to come in?",
+    "Hello, my name is Ysolde Crumpton and my inhaler ran out. Can you write to me?",
+    "The room spins when I turn over in bed. What is happening?",
+    "I have itchy, dry red patches on my elbows and hands. What cream should I use?",
+    "My blood pressure at the pharmacy was 160 over 100. Should I worry?",
+)
+
+
+def cpu_line() -> str:
+    """lscpu's model name, family and model (the CPU the figures belong to)."""
+    fields = {}
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown CPU"
+    return f"{fields.get('Model name', '?')} (family {fields.get('CPU family', '?')}, model {fields.get('Model', '?')})"
+
+
+def old_detector() -> types.ModuleType:
+    """privacy/pii.py as it was at OLD_DETECTOR_COMMIT, as a module."""
+    try:
+        source = subprocess.run(["git", "show", f"{OLD_DETECTOR_COMMIT}:privacy/pii.py"], cwd=ROOT, check=True,
+                                capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise SystemExit(f"cannot read the old detector from git ({OLD_DETECTOR_COMMIT}): {error}") from error
+    module = types.ModuleType("pii_before_presidio")
+    exec(compile(source, f"{OLD_DETECTOR_COMMIT}:privacy/pii.py", "exec"), module.__dict__)  # noqa: S102 - our own history
+    return module
+
+
+def instructions_fixed(count: int) -> list[str]:
+    from privacy.demo_data import demo_records
+    from synthesis.prompts import seed_instructions
+
+    seeds = list(seed_instructions("medical"))
+    messages = [record["instruction"] for record in demo_records(domain="medical", n=count, seed=11)]
+    return [seeds[i % len(seeds)] if i % 2 else messages[i] for i in range(count)]
+
+
+def median_seconds(work, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def filter_stage(detectors: dict, instructions: list[str], judge, repeats: int) -> dict:
+    """{name: (stage seconds, PII scan seconds)}, the stage run with each detector's pii_find_many."""
+    from synthesis import filtering
+
+    results = {name: ([], []) for name in detectors}
+    for _ in range(repeats):
+        for name, find_many in detectors.items():
+            filtering.pii_find_many = find_many
+            started = time.perf_counter()
+            find_many(filtering.normalise_instruction(text) for text in instructions)
+            results[name][1].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            filtering.filter_instructions(instructions, config=filtering.FilterConfig(), domain="medical",
+                                          next_token_probs=judge.next_token_probs)
+            results[name][0].append(time.perf_counter() - started)
+    return {name: (statistics.median(stage), statistics.median(scan)) for name, (stage, scan) in results.items()}
+
+
+def answers_streamed(backend, count: int, max_new_tokens: int) -> tuple[list[list[str]], float]:
+    """count answers streamed by the serving engine: their pieces and the seconds they took."""
+    from synthesis.lm.generation import Completion, SamplingParams
+    from synthesis.serving.servers import serving_engine_create
+
+    engine = serving_engine_create(backend)
+    sampling = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
+    answers, started = [], time.perf_counter()
+    try:
+        for question in (QUESTIONS * count)[:count]:
+            pieces = [piece for piece in engine.stream([{"role": "user", "content": question}], sampling)
+                      if not isinstance(piece, Completion)]
+            answers.append(pieces)
+    finally:
+        engine.close()
+    return answers, time.perf_counter() - started
+
+
+def stream_filter_seconds(detectors: dict, answers: list[list[str]], repeats: int) -> dict:
+    """{name: seconds} to pass every answer's pieces through the StreamFilter with its pii_find."""
+    from synthesis.serving import output_filter
+
+    def replay() -> None:
+        for pieces in answers:
+            gate = output_filter.StreamFilter(mode="mask")
+            for piece in pieces:
+                gate.feed(piece)
+            gate.finish()
+
+    results = {name: [] for name in detectors}
+    for _ in range(repeats):
+        for name, find in detectors.items():
+            output_filter.pii_find = find
+            results[name].append(median_seconds(replay, 1))
+    return {name: statistics.median(times) for name, times in results.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--instructions", type=int, default=64, help="instructions through the filter stage")
+    parser.add_argument("--answers", type=int, default=8, help="answers streamed through the output filter")
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    import torch
+    from django.conf import settings
+
+    from privacy import pii
+    from synthesis.lm.generation import TransformersBackend
+    from synthesis.lm.loader import EMBEDDED_MODEL, causal_lm_load
+
+    old = old_detector()
+    finders = {"old": lambda texts: [old.pii_find(text) for text in texts], "new": pii.pii_find_many}
+    single = {"old": old.pii_find, "new": pii.pii_find}
+    for find in single.values():  # loads: the old lists, the new NER pipeline
+        find("warm up, Ysolde Crumpton here")
+    model, tokenizer = causal_lm_load(EMBEDDED_MODEL, cache_dir=settings.KSG_MODEL_CACHE)
+    judge = TransformersBackend(model, tokenizer)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    print(f"commit {commit.strip()}, {cpu_line()}, {os.cpu_count()} CPUs, torch {torch.get_num_threads()} threads; "
+          f"old detector {OLD_DETECTOR_COMMIT}, new: {pii.pii_detector_description()['text'][:80]}...; "
+          f"median of {args.repeats}; load average {os.getloadavg()[0]:.2f} at start")
+
+    instructions = instructions_fixed(args.instructions)
+    judge.next_token_probs(__import__("synthesis.filtering", fromlist=["x"]).relevance_prompts(
+        instructions[:4], domain="medical"), ["yes", "no"])  # warm-up
+    stage = filter_stage(finders, instructions, judge, args.repeats)
+    print(f"filter stage, {len(instructions)} instructions (judge: {EMBEDDED_MODEL}):")
+    for name, (seconds, scan) in stage.items():
+        print(f"  {name}: stage {seconds:7.2f} s (PII scan {scan:6.3f} s, {1000 * scan / len(instructions):.2f} ms "
+              f"an instruction)")
+    print(f"  new / old: stage {stage['new'][0] / stage['old'][0]:.3f}, PII scan {stage['new'][1] / stage['old'][1]:.1f}x")
+
+    answers, generation = answers_streamed(judge, args.answers, args.max_new_tokens)
+    filtering = stream_filter_seconds(single, answers, args.repeats)
+    pieces = sum(len(a) for a in answers)
+    print(f"streamed serving, {len(answers)} answers, {pieces} pieces, generation {generation:.2f} s:")
+    for name, seconds in filtering.items():
+        print(f"  {name}: filter {seconds:6.3f} s ({1000 * seconds / len(answers):.1f} ms an answer), "
+              f"serving {generation + seconds:7.2f} s")
+    print(f"  new / old: serving {(generation + filtering['new']) / (generation + filtering['old']):.3f}, "
+          f"filter {filtering['new'] / filtering['old']:.1f}x")
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    main()
