@@ -149,13 +149,14 @@ def test_the_stream_filter_never_lets_a_detected_span_out_however_the_text_is_cu
     assert output_filter("The weather is fine.", mode="refuse").text == "The weather is fine."
 
 
-UNSURE = "Yesterday Robert White called about his results. Take two tablets a day and rest."  # the model alone
+# one weak source: a subject's place in the sentence (the NER does not tag him)
+UNSURE = "Yesterday the nurse said Yusuf can go back to school. Take two tablets a day and rest."
 SURE = "Dear Robert White, your results are fine. Take two tablets a day and rest."  # model and greeting
 
 
 def test_withhold_mode_withholds_an_output_with_a_name_the_detector_is_unsure_of_and_masks_a_sure_one():
     for gate_text in (UNSURE, SURE):
-        assert output_filter(gate_text, mode="mask").text.startswith(("Yesterday [NAME]", "Dear [NAME]"))
+        assert output_filter(gate_text, mode="mask").text.startswith(("Yesterday the nurse said [NAME]", "Dear [NAME]"))
     withheld = output_filter(UNSURE, mode="mask", low_confidence="withhold")
     assert withheld.refused and withheld.text == UNSURE_REFUSAL and withheld.spans == {"name": 1}
     sure = output_filter(SURE, mode="mask", low_confidence="withhold")
@@ -163,7 +164,7 @@ def test_withhold_mode_withholds_an_output_with_a_name_the_detector_is_unsure_of
     for size in (1, 4, 9):
         gate = StreamFilter(mode="mask", low_confidence="withhold")
         sent = "".join(gate.feed(UNSURE[i:i + size]) for i in range(0, len(UNSURE), size))
-        assert gate.refused and gate.refusal == UNSURE_REFUSAL and "Robert" not in sent
+        assert gate.refused and gate.refusal == UNSURE_REFUSAL and "Yusuf" not in sent
         gate = StreamFilter(mode="mask", low_confidence="withhold")
         sent = "".join(gate.feed(SURE[i:i + size]) for i in range(0, len(SURE), size)) + gate.finish()
         assert not gate.refused and sent == output_filter(SURE, mode="mask").text
@@ -176,7 +177,7 @@ def test_the_endpoint_withholds_unsure_names_when_the_deployment_setting_says_so
     question = [{"role": "user", "content": "Who called?"}]
     assert settings.KSG_SERVE_PII_LOW_CONFIDENCE == "mask"  # the default masks
     masked = client(secret).chat.completions.create(model=deployment.name, messages=question).choices[0]
-    assert masked.message.content.startswith("Yesterday [NAME] called")
+    assert masked.message.content.startswith("Yesterday the nurse said [NAME] can")
     settings.KSG_SERVE_PII_LOW_CONFIDENCE = "withhold"
     withheld = client(secret).chat.completions.create(model=deployment.name, messages=question).choices[0]
     assert withheld.message.content == UNSURE_REFUSAL and withheld.finish_reason == "content_filter"
