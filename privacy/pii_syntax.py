@@ -58,11 +58,18 @@ def _name_shaped(token) -> bool:
 
 
 def _run(doc, head) -> tuple[int, int]:
-    """Token indices [first, last] of the proper-noun run that ends at `head` ("Amadou Diallo")."""
+    """Token indices [first, last] of the proper-noun run that ends at `head` ("Amadou Diallo",
+    "Rhiannon Pryce-Llewellyn": spaCy splits a hyphenated word into three tokens)."""
     first = head.i
-    while first > 0 and head.i - first < 3 and _name_shaped(doc[first - 1]) and doc[first - 1].head.i in range(
-            first - 1, head.i + 1):
-        first -= 1
+    while first > 0 and head.i - first < 5:
+        before = doc[first - 1]
+        if (before.text == "-" and first > 1 and not before.whitespace_ and not doc[first - 2].whitespace_
+                and is_name_word(doc[first - 2].text)):
+            first -= 2
+        elif _name_shaped(before) and before.head.i in range(first - 1, head.i + 1):
+            first -= 1
+        else:
+            break
     return first, head.i
 
 
@@ -114,17 +121,20 @@ def _subject_of_its(doc, start: int, end: int) -> bool:
                if token.i > subject.i)
 
 
-def _list_extent(text: str, start: int, end: int) -> tuple[int, list[str]]:
+def _list_extent(text: str, start: int, end: int) -> tuple[int, list[str], bool]:
     """The list of capitalised words that text[start:end] stands in ("Garcia, Cook and Mccarthy"
-    from "Cook"): its end and its members, text[start:end] among them."""
-    members = [text[start:end]]
+    from "Cook"): its end, its members (text[start:end] among them) and whether "&" joins any
+    (a firm's sign: "Procter & Gamble"; persons are joined by "and")."""
+    members, ampersand = [text[start:end]], False
     while (joint := _LIST_NEXT.match(text, end)) and (word := _CAPITALISED.match(text, joint.end())):
         members.append(word.group())
+        ampersand |= "&" in joint.group()
         end = word.end()
     while (joint := _LIST_BEFORE.search(text, max(0, start - 60), start)) and joint.group("word") not in NOT_NAMES:
         members.insert(0, joint.group("word"))
+        ampersand |= "&" in joint.group()
         start = joint.start()
-    return end, members
+    return end, members, ampersand
 
 
 def is_organisation_or_place(text: str, start: int, end: int, *, doc=None) -> bool:
@@ -137,8 +147,8 @@ def is_organisation_or_place(text: str, start: int, end: int, *, doc=None) -> bo
         return True
     if len(words) == 1 and _DOUBLE_BARRELLED.match(words[0]) and not re.search(r"[A-Za-z][ \t]+\Z", text[:start]):
         return True
-    end, members = _list_extent(text, start, end)
-    if any(member in _ORG_WORDS for member in members[1:]):  # "Austin and Sons"
+    end, members, ampersand = _list_extent(text, start, end)
+    if ampersand or any(member in _ORG_WORDS for member in members[1:]):  # "Procter & Gamble", "Austin and Sons"
         return True
     if len(members) >= FIRM_LIST_MEMBERS and all(len(member.split()) == 1 for member in members):
         return True
@@ -153,4 +163,19 @@ def is_organisation_or_place(text: str, start: int, end: int, *, doc=None) -> bo
         return True
     if is_street(text, start) or (len(words) == 1 and looks_like_medicine(text, start, end)):
         return True
+    if _eponym(text, end, doc):
+        return True
     return doc is not None and doc.has_annotation("DEP") and _subject_of_its(doc, start, end)
+
+
+def _eponym(text: str, end: int, doc) -> bool:
+    """The name before `end` is a thing named after a person: "Parkinson's disease", or a
+    possessive with no noun after it ("Raynaud's makes my fingers white", "Hashimoto's to ...")."""
+    after = re.match(r"['’]s[ \t]+(\w+)", text[end:])
+    if not after:
+        return False
+    if after.group(1).lower() in _EPONYM_NOUNS:
+        return True
+    following = [token for token in doc if token.idx == end + after.start(1)] if doc is not None else []
+    return bool(following) and doc.has_annotation("TAG") and (following[0].tag_[:2] in ("VB", "MD")
+                                                               or following[0].tag_ == "TO")
