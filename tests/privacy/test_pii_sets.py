@@ -32,13 +32,24 @@ def test_on_the_first_held_out_set_the_misses_it_showed_are_found():
     assert measured["found"] == measured["planted"] == 32 and measured["precision"] >= 0.95, measured
 
 
-def test_on_the_second_held_out_set_recall_and_precision_stay_at_what_was_measured_once():
-    """Written after the parse-based recogniser, before any measurement on it, and measured once:
-    recall 33 of 35 (0.943), precision 34 of 40 (0.850): below the issue's bar (0.95 and 0.9)
-    on both, see docs/RESULTS.md. This guards those figures; it is not the bar."""
+def test_on_the_second_held_out_set_recall_and_precision_stay_at_what_was_reached_after_it():
+    """Written after the parse-based recogniser and measured once: recall 33 of 35 (0.943),
+    precision 34 of 40 (0.850), below the issue's bar on both (docs/RESULTS.md). Two of its
+    errors led to general rules (a hyphenated surname in the parse's run, '&' names a firm, a
+    possessive before a verb is an eponym), so it is no longer held out: 34 of 35 and 34 of 37."""
     measured = pii_measure(_marked("pii_handwritten_heldout2.jsonl"))["name"]
     assert measured["planted"] == 35
-    assert measured["found"] >= 33 and measured["precision"] >= 0.85, measured
+    assert measured["found"] >= 34 and measured["precision"] >= 0.9, measured
+
+
+def test_on_the_third_held_out_set_recall_and_precision_stay_at_what_was_measured_once():
+    """Written after those rules, before any measurement on it, and measured once: recall 26 of
+    30 (0.867 [0.70, 0.95]: below the 0.95 bar; names as the object of "to" or "for" and a
+    Korean name with a lower-case second part are missed), precision 27 of 30 (0.900). This
+    guards those figures; it is not the bar."""
+    measured = pii_measure(_marked("pii_handwritten_heldout3.jsonl"))["name"]
+    assert measured["planted"] == 30
+    assert measured["found"] >= 26 and measured["precision"] >= 0.9, measured
 
 
 @pytest.mark.parametrize("domain, n, recall, precision", [

@@ -14,6 +14,7 @@ def names(text: str) -> list[str]:
     ("Please ask the nurse whether Yusuf can go back to school.", ["Yusuf"]),  # the subject of "can go"
     ("Lorcan's asthma is much better since he started the inhaler.", ["Lorcan"]),  # the owner of "asthma"
     ("Amadou Diallo missed the diabetic eye screening twice.", ["Amadou Diallo"]),  # the subject, two words
+    ("Rhiannon Pryce-Llewellyn had her booster on Monday.", ["Rhiannon Pryce-Llewellyn"]),  # hyphenated
     ("The branch will close, spokesperson Robin Ó hEarchú said.", ["Robin Ó hEarchú"]),  # Irish h- form
     ("Dear Sir, the fee was charged twice. I am very unhappy. Bärbel Dobes\nPlease reply.", ["Bärbel Dobes"]),
 ])
@@ -36,6 +37,8 @@ def test_a_name_found_only_from_its_place_is_not_confident():
     "My mother has Parkinson's disease and my aunt has Crohn's disease.",  # eponyms
     "The Sainsbury's pharmacy gave me the wrong strength.",  # a determiner: a thing
     "Negative: a profit warning sent the shares down.",  # a label, not the subject
+    "Procter & Gamble raised prices again.",  # "&" joins a firm's names
+    "Raynaud's makes my fingers go white in the cold.",  # a possessive before a verb: an eponym
 ])
 def test_organisations_places_and_eponyms_are_not_names(text):
     assert names(text) == []
