@@ -34,7 +34,13 @@ _ORG_WORDS = frozenset("""
 """.split())
 _ORG_AFTER = re.compile(r"[ \t]*(?:,[ \t]*)?(?:&|and)?[ \t]*(?P<word>[A-Z][A-Za-z]*)\b\.?")
 _SHARES_AFTER = re.compile(r"(?:['’]s)?[ \t]+(?:shares|stock|share\s+price|shareholders|board)\b")
-_PLACE_BEFORE = re.compile(r"\b(?:in|near|outside|across|around|throughout|via|to|towards)[ \t]+\Z")
+# where a place stands: "demand in Colemouth", and the goal of a verb of motion ("flying to Kraków",
+# "move my savings to Monzo"); a plain "to", "for" or "with" is where persons stand too
+_PLACE_BEFORE = re.compile(
+    r"(?:\b(?:in|near|outside|across|around|throughout)|\b(?i:go|goes|going|went|gone|move[sd]?|moving|fly|flies"
+    r"|flying|flew|flown|travel(?:s|led|ling|ed|ing)?|drive|drives|drove|driving|driven|return(?:s|ed|ing)?|head(?:s|ed"
+    r"|ing)?|switch(?:es|ed|ing)?|emigrat\w+|relocat\w+)(?:[ \t]+[\w'’]+){0,3}?[ \t]+"
+    r"(?:to|into|towards))[ \t]+\Z")
 _POSSESSIVE_AFTER = re.compile(r"['’]s?\b")
 # a town's affixes: "Lake Jacquelineshire", "Port Scottborough", "New Carolynville", "Kimberlymouth"
 _PLACE_FIRST_WORDS = frozenset("Lake Port East West North South New Mount Fort Saint San Santa Upper Lower".split())
@@ -159,7 +165,7 @@ def is_organisation_or_place(text: str, start: int, end: int, *, doc=None) -> bo
         return True
     if len(words) > 1 and words[0] in _PLACE_FIRST_WORDS or _PLACE_SUFFIX.search(words[-1]):
         return True
-    if _PLACE_BEFORE.search(text, max(0, start - 12), start) and not _POSSESSIVE_AFTER.match(text, end):
+    if _PLACE_BEFORE.search(text, max(0, start - 60), start) and not _POSSESSIVE_AFTER.match(text, end):
         return True
     if is_street(text, start) or (len(words) == 1 and looks_like_medicine(text, start, end)):
         return True

@@ -38,10 +38,15 @@ def test_a_name_found_only_from_its_place_is_not_confident():
     "The Sainsbury's pharmacy gave me the wrong strength.",  # a determiner: a thing
     "Negative: a profit warning sent the shares down.",  # a label, not the subject
     "Procter & Gamble raised prices again.",  # "&" joins a firm's names
+    "I'm flying to Kraków for my sister's wedding.",  # the goal of a verb of motion: a place
     "Raynaud's makes my fingers go white in the cold.",  # a possessive before a verb: an eponym
 ])
 def test_organisations_places_and_eponyms_are_not_names(text):
     assert names(text) == []
+
+
+def test_a_person_after_to_is_still_a_person():
+    assert names("I sent the forms to Maria Gonzalez last week.") == ["Maria Gonzalez"]
 
 
 def test_a_person_named_in_full_elsewhere_is_found_in_a_list_too():
