@@ -45,11 +45,19 @@ def test_on_the_second_held_out_set_recall_and_precision_stay_at_what_was_reache
 def test_on_the_third_held_out_set_recall_and_precision_stay_at_what_was_measured_once():
     """Written after those rules, before any measurement on it, and measured once: recall 26 of
     30 (0.867 [0.70, 0.95]: below the 0.95 bar; names as the object of "to" or "for" and a
-    Korean name with a lower-case second part are missed), precision 27 of 30 (0.900). This
-    guards those figures; it is not the bar."""
+    Korean name with a lower-case second part are missed), precision 27 of 30 (0.900). A bug
+    it did not show was fixed after it (a plain "to" marked a place); the figures stayed."""
     measured = pii_measure(_marked("pii_handwritten_heldout3.jsonl"))["name"]
     assert measured["planted"] == 30
     assert measured["found"] >= 26 and measured["precision"] >= 0.9, measured
+
+
+def test_on_the_fourth_held_out_set_recall_and_precision_stay_at_what_was_measured_once():
+    """Written after the "to" fix, before any measurement on it, and measured once: recall 27 of
+    30 (0.900 [0.74, 0.97]: below the 0.95 bar), precision 27 of 30 (0.900). A guard, not the bar."""
+    measured = pii_measure(_marked("pii_handwritten_heldout4.jsonl"))["name"]
+    assert measured["planted"] == 30
+    assert measured["found"] >= 27 and measured["precision"] >= 0.9, measured
 
 
 @pytest.mark.parametrize("domain, n, recall, precision", [
