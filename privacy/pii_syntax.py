@@ -9,10 +9,14 @@ spans score SYNTAX_SCORE, below privacy.pii's CONFIDENT_SCORE.
 
 The same parse tells a surname inside a company name or a town from a person, for the NER's
 PERSON spans and for the spans above: a subject whose verb's object is "its" ("Williams, Lam and
-Jones raised its guidance"), a word an organisation name ends in ("Miller Inc", "Hale & Co"),
-"X shares rose", a town's affixes ("Port Scottborough", "Colemouth"), a place preposition ("in
-X"). The words here are words of organisations and places: lists of what to skip, never of what
-to find.
+Jones raised its guidance"), a word an organisation name ends in ("Miller Inc", "Austin and
+Sons"), "X shares rose", a list of three or more lone capitalised words or one joined by "&" (a
+firm's name: "Garcia, Cook and Mccarthy", "Procter & Gamble"), a lone double-barrelled surname,
+a town's affixes ("Port Scottborough", "Colemouth"), "in X" or the goal of a verb of motion
+("flying to Kraków"), an eponym ("Parkinson's disease", "Raynaud's makes ..."). The words here
+are words of organisations, places and things: lists of what to skip, never of what to find.
+A firm-shaped list of first names ("Anna, Ben and Carl") is lost with the firms, unless a name
+in it is found elsewhere in the text (its other mentions are marked then).
 """
 import re
 
@@ -46,9 +50,10 @@ _POSSESSIVE_AFTER = re.compile(r"['’]s?\b")
 _PLACE_FIRST_WORDS = frozenset("Lake Port East West North South New Mount Fort Saint San Santa Upper Lower".split())
 _PLACE_SUFFIX = re.compile(r"(?:mouth|ville|burgh|borough|shire|furt|stad|chester|haven|town|view)\Z")
 _ITS = frozenset({"its"})
-# "Parkinson's disease", "Crohn's disease": a person's name in a thing's name
-_EPONYM_NOUNS = frozenset("""disease syndrome palsy sign test law phenomenon ulcer lymphoma sarcoma tumour tumor reflex
-    procedure manoeuvre maneuver fracture cyst contracture principle rule theorem effect method""".split())
+# "Parkinson's disease", "Crohn's disease": a person's name in a thing's name (only nouns a person's
+# own "X's <noun>" hardly takes: "Maria's test", "Maria's fracture" stay a person's)
+_EPONYM_NOUNS = frozenset("disease syndrome palsy phenomenon lymphoma sarcoma reflex manoeuvre maneuver contracture "
+                          "theorem".split())
 # the names of a list "Garcia, Cook and Mccarthy", "Hale & Lam": what follows the list speaks for all
 _JOINT = r"(?:,[ \t]*(?:and[ \t]+|&[ \t]*)?|[ \t]+and[ \t]+|[ \t]*&[ \t]*)"
 _LIST_NEXT = re.compile(_JOINT + r"(?=[A-Z])")
