@@ -287,6 +287,13 @@ def pii_find_many(texts: Iterable[str], *, batch_size: int = BATCH_SIZE) -> list
     return found
 
 
+def pii_possible(text: str) -> bool:
+    """Whether a span could start in text: it has a digit or an "@" (the structured kinds) or a
+    capitalised word that could be part of a name. False means pii_find finds nothing starting
+    there, without running anything."""
+    return any(c.isdigit() or c == "@" for c in text) or has_name_word(text)
+
+
 def pii_find(text: str) -> list[PiiSpan]:
     """Spans of personal information in text, sorted by start; spans never overlap."""
     return pii_find_many([text])[0]

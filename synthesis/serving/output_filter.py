@@ -6,14 +6,16 @@ where the detector doubts, part of the name may have gone unnoticed.
 
 A stream is filtered as it goes, a sentence at a time: text is sent once its sentence has ended
 and at least HOLD_BACK_WORDS words follow (a name is only recognisable once its last word is
-there), and the detector (its NER model included) runs once per sentence, not per token. A span
-is masked wherever it overlaps what is sent, so no detected character leaves unmasked.
+there), and the detector (its NER model included) runs once per sentence, not per token, and not
+at all for sentences with no digit, "@" or capitalised word that could be a name (no span can
+start there). A span is masked wherever it overlaps what is sent, so no detected character leaves
+unmasked.
 """
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from privacy.pii import CONFIDENT_SCORE, PiiSpan, pii_find
+from privacy.pii import CONFIDENT_SCORE, PiiSpan, pii_find, pii_possible
 
 HOLD_BACK_WORDS = 4  # a title and up to three name words
 LOW_CONFIDENCE_MODES = ("mask", "withhold")
@@ -99,7 +101,10 @@ class StreamFilter:
     def _send_until(self, boundary: int) -> str:
         if self.refused or boundary <= self.sent_until:
             return ""
-        found = [span for span in pii_find(self.raw) if span.start < boundary]
+        # a span needs a capitalised word that could be a name, a digit or an "@" where it starts:
+        # text to send without any holds no new span, and the detector need not run again
+        pending = self.raw[self.sent_until:boundary]
+        found = [span for span in pii_find(self.raw) if span.start < boundary] if pii_possible(pending) else []
         for span in found:
             self.spans[(span.start, span.end)] = span.kind
         if self.spans and self.mode == "refuse":

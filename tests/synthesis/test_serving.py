@@ -371,3 +371,23 @@ def test_the_stop_button_takes_a_served_model_offline_and_out_of_memory(served):
     assert not engine_loaded(deployment.pk) and engine.closed and engine.backend.model is None
     with pytest.raises(openai.NotFoundError):
         client(secret).chat.completions.create(model=deployment.name, messages=question, max_tokens=2)
+
+
+def test_the_stream_filter_runs_the_detector_only_for_sentences_that_could_hold_pii(monkeypatch):
+    from synthesis.serving import output_filter as module
+
+    text = ("Drink plenty of water and rest. It should pass in a few days. If it does not, Ysolde Crumpton "
+            "should call 555-201-3344. Take care and sleep well. It is nothing serious. You will be fine.")
+    real_find, scans = module.pii_find, []
+    monkeypatch.setattr(module, "pii_find", lambda raw: scans.append(raw) or real_find(raw))
+
+    def streamed() -> str:
+        scans.clear()
+        gate = StreamFilter(mode="mask")
+        return "".join(gate.feed(text[i:i + 3]) for i in range(0, len(text), 3)) + gate.finish()
+
+    sent, skipping = streamed(), len(scans)
+    monkeypatch.setattr(module, "pii_possible", lambda pending: True)  # scan at every sentence end
+    assert streamed() == sent == output_filter(text, mode="mask").text
+    assert "Ysolde" not in sent and "[PHONE]" in sent
+    assert 1 <= skipping < len(scans)  # the sentences with no name word, digit or "@" were not scanned
