@@ -89,6 +89,18 @@ def test_dp_job_reserves_trains_commits_releases_and_leaves_a_loadable_adapter(c
     assert Job.objects.filter(kind="dp_finetune").count() == 1
 
 
+def test_a_dp_job_with_the_loss_on_the_record_trains_on_every_token(celery_session_worker, clinic):
+    owner, dataset, model_dir = clinic
+    job = finished(dp_finetune_submit(owner=owner, dataset=dataset,
+                                      params=small_params(model_dir, steps=2, loss_on="record")).pk)
+
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    logged = job.events.filter(kind="log", payload__loss_on__isnull=False).get().payload
+    assert logged["loss_on"] == "record" and "the loss on every token of the record" in logged["message"]
+    with pytest.raises(Exception, match="loss_on"):
+        dp_finetune_submit(owner=owner, dataset=dataset, params=small_params(model_dir, loss_on="instruction"))
+
+
 def test_cancelled_dp_job_commits_only_the_steps_it_took(celery_session_worker, clinic):
     owner, dataset, model_dir = clinic
     job = dp_finetune_submit(owner=owner, dataset=dataset, params=small_params(model_dir, steps=400))
