@@ -157,6 +157,37 @@ def budget_balance(*, budget: PrivacyBudget) -> BudgetBalance:
     )
 
 
+def budget_figures(*, balance: BudgetBalance) -> dict:
+    """Both figures of a balance side by side, JSON-ready, for every place the budget is shown
+    (pages, dashboard, API, ksg_epsilon): the sum at the sum of the deltas, the composed figure
+    at the budget's delta with its accountant and library versions, the policy charging one of
+    them, and one line of text saying all of it."""
+    composed = balance.composed
+    sequential = {"epsilon": _text(balance.sequential_spent), "delta": balance.delta_spent,
+                  "reserved": _text(balance.sequential_reserved)}
+    figures = {"policy": balance.composition, "sequential": sequential, "composed": None,
+               "composed_error": balance.composed_error or None,
+               "versions": composed.versions if composed else composition_versions()}
+    line = f"sequential {sequential['epsilon']} (δ {balance.delta_spent:g})"
+    if composed is not None:
+        figures["composed"] = {"epsilon": _text(composed.spent), "with_reserved": _text(composed.with_reserved),
+                               "delta": composed.delta, "accountant": composed.accountant,
+                               "mechanisms": composed.mechanisms, "sequential_terms": composed.sequential_terms}
+        line += f", composed {_text(composed.spent)} ({composed.accountant.upper()}, δ {composed.delta:g}"
+        line += f"; {composed.sequential_terms} row(s) without a mechanism added on top)" if composed.sequential_terms else ")"
+    else:
+        line += f", composed: not computed ({balance.composed_error})"
+    versions = ", ".join(f"{name} {version}" for name, version in figures["versions"].items())
+    charged = "composed figure" if balance.composition == PrivacyBudget.Composition.TIGHT and composed else "sum"
+    figures["text"] = f"{line}; the {balance.composition} policy charges the {charged}"
+    figures["versions_text"] = versions
+    return figures
+
+
+def _text(value: Decimal) -> str:
+    return f"{value.normalize():f}"
+
+
 def dataset_balance(*, dataset: PrivateDataset) -> BudgetBalance:
     return budget_balance(budget=dataset.budget)
 
