@@ -153,9 +153,14 @@ def epsilon_independent(*, mechanisms: Iterable[Mechanism], delta: float) -> flo
 
 def composition_versions() -> dict[str, str]:
     """Versions of what computed a composed figure and its independent check."""
+    return dict(_versions())
+
+
+@functools.cache
+def _versions() -> tuple[tuple[str, str], ...]:  # installed packages do not change under a process
     versions = library_versions()
     try:
         versions["dp-accounting"] = metadata.version("dp-accounting")
     except metadata.PackageNotFoundError:
         pass
-    return versions
+    return tuple(versions.items())

@@ -90,7 +90,7 @@ def budget_fit_check(*, budget: PrivacyBudget, amount: Decimal, asker: str,
     Under a tight budget the check composes `plan` with the history (or, without a plan, adds
     `amount` on top) and returns the composed figures before and after (for the reserve row);
     under sequential it returns None."""
-    balance = budget_balance(budget=budget)
+    balance = budget_balance(budget=budget, with_composed=False)  # tight budgets compose regardless
     if budget.composition != PrivacyBudget.Composition.TIGHT or balance.composed is None:
         if not balance.fits(amount):
             raise BudgetExceeded(
