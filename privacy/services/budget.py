@@ -108,6 +108,9 @@ def budget_fit_check(*, budget: PrivacyBudget, amount: Decimal, asker: str,
                              f"'{budget.dataset.name}': {exc}") from None
     if plan is None:
         after += amount  # no mechanism to compose: counted sequentially, on top
+    # Both are certified bounds; PRV's discretisation may bound a longer history a hair lower
+    # than a shorter one: keep the larger, so the recorded increase is never negative.
+    after = max(after, before)
     if after > budget.epsilon_limit:
         raise BudgetExceeded(
             f"Refused: {asker} asks for epsilon {amount} on dataset '{budget.dataset.name}', whose limit is "
