@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from privacy.compliance import burndown, budget_rows
-from privacy.dp.composition import Mechanism, epsilon_composed
+from privacy.dp.composition import Mechanism, epsilon_composed, epsilon_independent
 from privacy.models import AuditEntry, PrivacyBudget
 from privacy.selectors import epsilon_ceiling
 from privacy.services import budget_commit, budget_reserve, budget_settle
@@ -83,6 +83,8 @@ def test_ksg_epsilon_prints_a_dataset_s_sequential_and_composed_spend(world):
     assert report["sequential"] == {"epsilon": "4.632428", "delta": pytest.approx(2e-4), "reserved": "0"}
     assert report["composed"]["epsilon"] == composed(RUN, RUN) and report["composed"]["mechanisms"] == 2
     assert report["charged"]["spent"] == "4.632428" and "opacus" in report["versions"]
+    independent = epsilon_ceiling(epsilon_independent(mechanisms=[RUN, RUN], delta=DELTA))
+    assert report["independent_check"]["epsilon"] == str(independent) and report["independent_check"]["commits"] == 2
 
     with pytest.raises(CommandError, match="either --dataset or"):
         call_command("ksg_epsilon", "--dataset", "clinic", "--steps", "3")
@@ -90,3 +92,15 @@ def test_ksg_epsilon_prints_a_dataset_s_sequential_and_composed_spend(world):
         call_command("ksg_epsilon", "--dataset", "nope")
     with pytest.raises(CommandError, match="missing --noise-multiplier, --steps"):
         call_command("ksg_epsilon", "--sample-rate", "0.1", "--delta", "1e-5")
+
+
+def test_ksg_composition_sets_the_policy_for_an_officer_only(world):
+    out = StringIO()
+    with pytest.raises(CommandError, match="only a compliance officer"):
+        call_command("ksg_composition", "--dataset", "clinic", "--policy", "tight", "--actor", "olive",
+                     "--comment", "cheaper")
+    call_command("ksg_composition", "--dataset", "clinic", "--policy", "tight", "--actor", "cleo",
+                 "--comment", "all mechanisms kept", stdout=out)
+    assert "the tight policy charges the composed figure" in out.getvalue()
+    assert PrivacyBudget.objects.get(dataset=world["dataset"]).composition == "tight"
+    assert AuditEntry.objects.get(action="composition_changed").actor == world["officer"]

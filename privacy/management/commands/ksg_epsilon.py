@@ -5,8 +5,9 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from privacy.dp.accountant import ACCOUNTANTS, PRV_EPS_ERROR, AccountingError, epsilon_compute
-from privacy.models import PrivateDataset
-from privacy.selectors import budget_figures, dataset_balance
+from privacy.dp.composition import Mechanism, epsilon_independent
+from privacy.models import LedgerEntry, PrivateDataset
+from privacy.selectors import budget_figures, dataset_balance, epsilon_ceiling
 
 
 class Command(BaseCommand):
@@ -56,10 +57,20 @@ def dataset_spend(name: str) -> dict:
     except PrivateDataset.DoesNotExist:
         raise CommandError(f"no dataset named {name!r}; register one with ksg_dataset_add") from None
     balance = dataset_balance(dataset=dataset)
+    commits = LedgerEntry.objects.filter(budget__dataset=dataset, kind=LedgerEntry.Kind.COMMIT)
+    mechanisms = [Mechanism.from_record(row) for row in commits.values_list("mechanism", flat=True)]
+    named = [mechanism for mechanism in mechanisms if mechanism is not None]
+    try:
+        check = str(epsilon_ceiling(epsilon_independent(mechanisms=named, delta=dataset.budget.delta)))
+    except AccountingError as error:
+        check = f"not computed: {error}"
     return {"dataset": dataset.name, "epsilon_unit": dataset.epsilon_unit, "limit": str(balance.limit),
             "delta": dataset.budget.delta, "accountant": dataset.budget.accountant,
             "charged": {"spent": str(balance.spent), "reserved": str(balance.reserved), "left": str(balance.left)},
-            **budget_figures(balance=balance)}
+            **budget_figures(balance=balance),
+            # the same commits through Google dp-accounting's PLD accountant (rows naming no mechanism left out)
+            "independent_check": {"library": "dp-accounting PLDAccountant", "epsilon": check, "commits": len(named),
+                                  "commits_without_mechanism": len(mechanisms) - len(named)}}
 
 
 def option_number(text: str, option: str) -> float:
