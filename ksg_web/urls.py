@@ -8,6 +8,7 @@ from synthesis.serving import views as serving_views
 
 from .api import api
 from .runs import urls as runs_urls
+from .runs.statement_views import dataset_statement_view
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="jobs:list", permanent=False)),
@@ -16,6 +17,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("jobs/", include("ksg_web.runs.urls")),
     path("datasets/", include("privacy.dataset_urls")),
+    # the statement names each run's attack results, so it is served from the runs' layer
+    path("datasets/<id:dataset_id>/statement/", dataset_statement_view, name="dataset-statement"),
     path("api/", api.urls),  # namespace "api"
     path("compliance/", include((privacy_urls.urlpatterns + runs_urls.approval_urlpatterns, "compliance"))),
     path("serving/", include("synthesis.serving.urls")),

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from privacy.access import dataset_records_readable, datasets_usable_by, datasets_visible_to
 from privacy.models import PrivacyBudget, PrivateDataset
-from privacy.selectors import budget_balance, ledger_for
+from privacy.selectors import budget_balance, budget_figures, ledger_for
 from privacy.services import dataset_register
 
 from jobs.ids import DbId, DbInt
@@ -23,16 +23,44 @@ from jobs.api.auth import ErrorOut
 router = Router(tags=["datasets"])
 
 
+class SequentialOut(Schema):
+    epsilon: str = Field(description="sum of the committed epsilons (decimal string)")
+    delta: float = Field(description="sum of the committed deltas")
+    reserved: str = Field(description="sum of the open reservations (decimal string)")
+
+
+class ComposedOut(Schema):
+    epsilon: str = Field(description="every commit's mechanism composed at the budget's delta, plus rows naming no "
+                                     "mechanism added on top (decimal string, rounded up)")
+    with_reserved: str = Field(description="also the open reservations' planned mechanisms")
+    delta: float = Field(description="the budget's delta plus the deltas of rows added on top")
+    accountant: str
+    mechanisms: int = Field(description="commits composed")
+    sequential_terms: int = Field(description="rows naming no mechanism, added sequentially on top")
+
+
+class CompositionOut(Schema):
+    policy: str = Field(description="sequential (the sum is charged) or tight (the composed figure is charged)")
+    sequential: SequentialOut
+    composed: ComposedOut | None = Field(description="None when the accountant could not compose the history")
+    composed_error: str | None
+    versions: dict[str, str] = Field(description="versions of the libraries that computed the figures")
+    versions_text: str
+    text: str = Field(description="both figures in one line, as the pages show them")
+
+
 class BudgetOut(Schema):
     epsilon_limit: float
     delta: float = Field(description="delta of each DP job on the dataset (a probability)")
     accountant: str
-    spent: float = Field(description="sum of the committed epsilons (sequential composition)")
-    reserved: float = Field(description="set aside by jobs that have not settled yet")
+    spent: float = Field(description="what the composition policy charges: the sum of the committed epsilons "
+                                     "(sequential) or their composition (tight)")
+    reserved: float = Field(description="set aside by jobs that have not settled yet, as the policy charges it")
     left: float = Field(description="limit - spent - reserved")
     delta_spent: float
     commits: int
     nonprivate_releases: int = Field(description="non-private baselines trained on the raw records (no DP at all)")
+    composition: CompositionOut = Field(description="the sequential and the composed figure side by side")
 
 
 class DatasetOut(Schema):
@@ -173,7 +201,9 @@ def budget_out(budget: PrivacyBudget) -> dict:
     return {"epsilon_limit": float(balance.limit), "delta": budget.delta, "accountant": budget.accountant,
             "spent": float(balance.spent), "reserved": float(balance.reserved), "left": float(balance.left),
             "delta_spent": balance.delta_spent, "commits": balance.commits,
-            "nonprivate_releases": balance.nonprivate_releases}
+            "nonprivate_releases": balance.nonprivate_releases,
+            # both figures side by side; "spent"/"reserved"/"left" above are what the policy charges
+            "composition": budget_figures(balance=balance)}
 
 
 def dataset_out(dataset: PrivateDataset, user, *, usable: bool) -> dict:

@@ -18,7 +18,9 @@ from jobs.kinds import job_kind_spec
 from jobs.models import Job, JobEvent
 
 from .models import EPSILON_DECIMAL_PLACES, AuditEntry, LedgerEntry, PrivacyBudget, PrivateDataset
-from .selectors import budget_balance
+from .dp.accountant import AccountingError
+from .dp.composition import Mechanism, epsilon_composed
+from .selectors import budget_balance, budget_figures, epsilon_ceiling
 
 QUANTUM = Decimal(1).scaleb(-EPSILON_DECIMAL_PLACES)
 WARN_FRACTION = Decimal("0.8")  # a budget used beyond this share of its limit is shown as nearly exhausted
@@ -63,6 +65,7 @@ def budget_rows() -> list[dict[str, Any]]:
             "warn_at": _epsilon(balance.limit * WARN_FRACTION), "commits": balance.commits, "delta": budget.delta,
             "delta_spent": balance.delta_spent, "nonprivate_releases": balance.nonprivate_releases,
             "accountant": budget.accountant, "epsilon_unit": dataset.epsilon_unit,
+            "composition": budget.composition, "figures": budget_figures(balance=balance)["text"],
             "approval_threshold": None if dataset.approval_epsilon_threshold is None
             else _epsilon(dataset.approval_epsilon_threshold),
         })
@@ -70,24 +73,44 @@ def budget_rows() -> list[dict[str, Any]]:
 
 
 def burndown(*, dataset: PrivateDataset | None = None) -> list[dict[str, Any]]:
-    """Per dataset: the cumulative committed epsilon after each commit, from 0 at the budget's
-    creation ({"time": ISO 8601, "spent": decimal string}), and the current limit."""
+    """Per dataset: after each commit, from 0 at the budget's creation, the cumulative committed
+    epsilon (the sum) and the commits so far composed at the budget's delta by its accountant
+    (rows naming no mechanism added on top; None if the accountant cannot compose them):
+    {"time": ISO 8601, "spent": decimal string, "composed": decimal string or None}; the limit
+    and the policy that charges one of the two."""
     budgets = PrivacyBudget.objects.select_related("dataset").order_by("dataset__name")
     if dataset is not None:
         budgets = budgets.filter(dataset=dataset)
     commits: dict[int, list[tuple]] = {}
     entries = LedgerEntry.objects.filter(kind=LedgerEntry.Kind.COMMIT, budget__in=budgets).order_by("created_at", "id")
-    for budget_id, created_at, epsilon in entries.values_list("budget_id", "created_at", "epsilon"):
-        commits.setdefault(budget_id, []).append((created_at, epsilon))
+    for row in entries.values_list("budget_id", "created_at", "epsilon", "mechanism"):
+        commits.setdefault(row[0], []).append(row[1:])
     series = []
     for budget in budgets:
-        spent, points = Decimal(0), [{"time": budget.created_at.isoformat(), "spent": _epsilon(Decimal(0))}]
-        for created_at, epsilon in commits.get(budget.pk, []):
+        zero = _epsilon(Decimal(0))
+        spent, points = Decimal(0), [{"time": budget.created_at.isoformat(), "spent": zero, "composed": zero}]
+        mechanisms, unnamed = [], Decimal(0)
+        for created_at, epsilon, mechanism in commits.get(budget.pk, []):
             spent += epsilon
-            points.append({"time": created_at.isoformat(), "spent": _epsilon(spent)})
-        series.append({"dataset": budget.dataset_id, "name": budget.dataset.name,
+            named = Mechanism.from_record(mechanism)
+            if named is None:
+                unnamed += epsilon  # a commit naming no mechanism: on top, as budget_balance counts it
+            else:
+                mechanisms.append(named)
+            points.append({"time": created_at.isoformat(), "spent": _epsilon(spent),
+                           "composed": _composed_text(budget, mechanisms, unnamed)})
+        series.append({"dataset": budget.dataset_id, "name": budget.dataset.name, "composition": budget.composition,
+                       "accountant": budget.accountant, "delta": budget.delta,
                        "limit": _epsilon(budget.epsilon_limit), "points": points})
     return series
+
+
+def _composed_text(budget: PrivacyBudget, mechanisms: list, unnamed: Decimal) -> str | None:
+    try:
+        composed = epsilon_composed(mechanisms=mechanisms, delta=budget.delta, accountant=budget.accountant)
+    except AccountingError:
+        return None
+    return _epsilon(epsilon_ceiling(composed) + unnamed)
 
 
 def runs_in_flight() -> QuerySet[Job]:

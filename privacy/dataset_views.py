@@ -19,9 +19,12 @@ from jobs.selectors import jobs_visible_to
 from .access import dataset_manageable_by, datasets_usable_by, datasets_visible_to, is_compliance_officer
 from .dataset_forms import DatasetSizeLimitHandler, DatasetUploadForm, GrantForm
 from .datasets import DatasetError
+from .models import PrivacyBudget
 from .pii import pii_detector_description
-from .selectors import BudgetBalance, dataset_balance, dataset_identity_summary, dataset_unit_summary, ledger_for
-from .services import AccessRefused, BudgetConfigError, dataset_grant, dataset_register, dataset_revoke
+from .selectors import (BudgetBalance, budget_figures, dataset_balance, dataset_identity_summary, dataset_unit_summary,
+                        ledger_for)
+from .services import (AccessRefused, BudgetConfigError, budget_composition_change, dataset_grant, dataset_register,
+                       dataset_revoke)
 
 LEDGER_ROWS = 50
 UPLOAD_STAGING = "uploads"  # under KSG_PRIVATE_DIR: an upload never lands outside the private volume
@@ -40,7 +43,7 @@ def budget_summary(balance: BudgetBalance) -> dict:
         "limit": _epsilon_text(limit), "spent": _epsilon_text(balance.spent),
         "reserved": _epsilon_text(balance.reserved), "left": _epsilon_text(max(balance.left, Decimal(0))),
         "overspent": balance.left < 0, "commits": balance.commits, "delta_spent": balance.delta_spent,
-        "nonprivate_releases": balance.nonprivate_releases,
+        "nonprivate_releases": balance.nonprivate_releases, "figures": budget_figures(balance=balance),
         # SVG attributes (not inline styles, which a strict Content-Security-Policy refuses)
         "spent_pct": f"{spent:.2f}", "reserved_pct": f"{reserved:.2f}", "reserved_x": f"{spent:.2f}",
         "left_pct": f"{Decimal(100) - spent - reserved:.2f}",
@@ -131,7 +134,8 @@ def _detail_context(request, dataset, grant_form: GrantForm) -> dict:
         "usable": datasets_usable_by(user).filter(pk=dataset.pk).exists(),
         "may_manage": may_manage, "show_grants": may_manage or is_compliance_officer(user),
         "grants": dataset.grants.select_related("user", "group", "granted_by").order_by("created_at"),
-        "grant_form": grant_form,
+        "grant_form": grant_form, "may_set_composition": is_compliance_officer(user),
+        "composition_choices": PrivacyBudget.Composition.choices,
     }
 
 
@@ -171,4 +175,22 @@ def dataset_revoke_view(request, dataset_id: int, grant_id: int):
     except AccessRefused as error:
         raise PermissionDenied(str(error)) from error
     messages.success(request, f"{whom} may no longer use {dataset.name}.")
+    return redirect("datasets:detail", dataset_id=dataset.pk)
+
+
+@login_required
+@require_POST
+def dataset_composition_view(request, dataset_id: int):
+    """A compliance officer sets how the dataset's DP jobs compose (budget_composition_change)."""
+    dataset = _visible_dataset(request, dataset_id)
+    try:
+        budget_composition_change(dataset=dataset, composition=request.POST.get("composition", ""),
+                                  actor=request.user, comment=request.POST.get("comment", ""))
+    except AccessRefused as error:
+        raise PermissionDenied(str(error)) from error
+    except BudgetConfigError as error:
+        messages.error(request, f"The composition policy was not changed: {error}.")
+    else:
+        messages.success(request, f"{dataset.name} now composes its DP jobs {request.POST['composition']}ly; "
+                                  "the change is in the audit trail.")
     return redirect("datasets:detail", dataset_id=dataset.pk)

@@ -48,12 +48,14 @@ def dp_finetune_run(params, ctx) -> None:
     model, tokenizer = training_model_load(params.base_model, cache_dir=settings.KSG_MODEL_CACHE)
     model = lora_wrap(model, config)
     records = dataset_records(dataset=dataset, split="train")
-    examples = examples_tokenize(records, tokenizer, max_length=config.max_length)
+    examples = examples_tokenize(records, tokenizer, max_length=config.max_length,
+                                whole_record=params.loss_on == "record")
     # With a privacy unit, DP-SGD samples and clips persons (each canary is one); else records.
     units = [record["unit"] for record in records] if dataset.privacy_unit else None
     people = f" ({len(set(units))} {dataset.privacy_unit} units)" if units else ""
-    ctx.log(f"training on {len(examples)} records{people} of {dataset.name}; epsilon is {dataset.epsilon_unit}",
-            base_model=params.base_model)
+    loss = "every token of the record" if params.loss_on == "record" else "the response tokens"
+    ctx.log(f"training on {len(examples)} records{people} of {dataset.name}, the loss on {loss}; epsilon is "
+            f"{dataset.epsilon_unit}", base_model=params.base_model, loss_on=params.loss_on)
     last_step: dict = {}
 
     def before_noise(report: StepReport) -> None:

@@ -56,6 +56,11 @@ class DPFinetuneParams:
         "min": 1, "max": 1024,
         "help": "Records a sampled person (privacy unit) contributes to one step at most (a fresh random sample "
                 "each step); with no unit field each record is its own unit."})
+    loss_on: str = field(default="response", metadata={
+        "choices": ("response", "record"),
+        "help": "response: the loss on the response tokens only; record: on every token, the instruction included, "
+                "so the adapter learns how the private instructions read and stage 2 can sample them "
+                "(generate.prompting=user_turn). The epsilon is the same: DP-SGD bounds the whole example."})
     seed: int = seed_field()
 
 

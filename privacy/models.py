@@ -87,8 +87,13 @@ class PrivateDataset(models.Model):
 
 
 class PrivacyBudget(models.Model):
-    """The epsilon a dataset may spend in total across its DP jobs (sequential composition),
-    and the delta each DP job on it is run at."""
+    """The epsilon a dataset may spend in total across its DP jobs, and the delta each DP job on
+    it is run at. `composition` says how the jobs' spends add up against the limit: their sum
+    (sequential), or the whole DP history accounted at once at `delta` (tight)."""
+
+    class Composition(models.TextChoices):
+        SEQUENTIAL = "sequential", "Sequential (the sum of the jobs' epsilons)"
+        TIGHT = "tight", "Tight (every job's mechanism composed by the accountant)"
 
     class Accountant(models.TextChoices):
         # Only accountants whose epsilon is an upper bound. GDP (the CLT approximation) is left
@@ -105,6 +110,9 @@ class PrivacyBudget(models.Model):
         help_text="A probability; below 1/n for n records.",
     )
     accountant = models.CharField(max_length=8, choices=Accountant.choices, default=Accountant.PRV)
+    composition = models.CharField(
+        max_length=16, choices=Composition.choices, default=Composition.SEQUENTIAL,
+        help_text="Chosen by a compliance officer through privacy.services.budget_composition_change (audited).")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -123,8 +131,11 @@ class LedgerEntry(models.Model):
     """One append-only row of a budget's history. A trigger refuses UPDATE (and DELETE on
     PostgreSQL) of these rows; at most one row of each kind per job.
 
-    reserve: before a DP job starts, its target epsilon is set aside;
+    reserve: before a DP job starts, its target epsilon is set aside (under a tight budget,
+             with the job's planned mechanism in mechanism["plan"] and the composed increase);
     commit:  the epsilon the accountant says the job spent (rounded up), with the mechanism;
+    The epsilon column is always the job's own epsilon (the sequential accounting); the composed
+    figure is recomputed from the mechanisms (privacy.selectors.budget_balance).
     release: what was reserved and not spent goes back.
     nonprivate: a non-private release (a baseline trained on the raw records with no DP at all);
                 its epsilon column is 0 because no finite epsilon describes it, and it is
@@ -149,7 +160,7 @@ class LedgerEntry(models.Model):
     reason = models.TextField()
     mechanism = models.JSONField(
         default=dict, blank=True,
-        help_text="For commits: sample_rate, noise_multiplier, steps, accountant, library versions.",
+        help_text="For commits: sample_rate, noise_multiplier, steps, accountant, library versions; for tight reserves: the plan.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -210,6 +221,7 @@ class AuditEntry(models.Model):
         MODEL_UNDEPLOYED = "model_undeployed", "Model deployment stopped"
         SERVING_KEY_CREATED = "serving_key_created", "Serving API key created"
         SERVING_KEY_REVOKED = "serving_key_revoked", "Serving API key revoked"
+        COMPOSITION_CHANGED = "composition_changed", "Composition policy changed"
 
     action = models.CharField(max_length=32, choices=Action.choices)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="audit_entries")

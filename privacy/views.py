@@ -19,7 +19,7 @@ from .compliance import (AUDIT_COLUMNS, LEDGER_COLUMNS, audit_filtered, audit_ro
                          dataset_runs, ledger_filtered, ledger_row, rows_csv, runs_awaiting_approval)
 from .forms import ApproveForm, AuditFilterForm, LedgerFilterForm, RejectForm
 from .models import AuditEntry
-from .selectors import budget_balance, ledger_for
+from .selectors import budget_balance, budget_figures, ledger_for
 
 ENTRIES_PER_PAGE = 200
 
@@ -132,8 +132,9 @@ def audit_export(request, fmt: str):
 def dataset_audit_report(request, dataset_id: int):
     """Everything about one dataset's privacy on one printable page."""
     dataset = get_object_or_404(datasets_visible_to(request.user).select_related("owner", "budget"), pk=dataset_id)
+    balance = budget_balance(budget=dataset.budget)
     return render(request, "privacy/dataset_audit.html", {
-        "dataset": dataset, "budget": dataset.budget, "balance": budget_balance(budget=dataset.budget),
+        "dataset": dataset, "budget": dataset.budget, "balance": balance, "figures": budget_figures(balance=balance),
         "ledger": ledger_for(dataset=dataset), "audit": dataset.audit_entries.select_related("actor", "job"),
         "runs": dataset_runs(dataset=dataset), "burndown": burndown(dataset=dataset),
         "printed_at": timezone.now(),

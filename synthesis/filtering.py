@@ -7,7 +7,10 @@ instruction gets one Verdict, decided by the first check it fails, in this order
 1. normalise (strip, collapse whitespace, drop surrounding quotes and list markers);
 2. "empty_or_malformed": too few or too many words, or no letters at all;
 3. "pii": personal information of a dropped kind (privacy.pii). Checked before anything is sent
-   to the professional model, so PII never travels onward;
+   to the professional model, so PII never travels onward. With pii_action "mask" the spans are
+   replaced by their kind ("[NAME]") and the instruction goes on: an adapter that learned how
+   patients write greets with a name in nearly every message, and dropping them all would leave
+   nothing (the detail names the masked kinds);
 4. "duplicate": ROUGE-L F1 above a threshold against an instruction kept earlier (greedy, in
    input order, as in Self-Instruct);
 5. "not_relevant": the professional model, asked yes or no, judges it outside the domain.
@@ -23,11 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from privacy.pii import KINDS as PII_KINDS
-from privacy.pii import pii_find_many
+from privacy.pii import pii_find_many, pii_redact
 
 NextTokenProbs = Callable[[list[list[dict]], list[str]], list[dict[str, float]]]
 
 REASONS = ("empty_or_malformed", "pii", "duplicate", "not_relevant")
+PII_ACTIONS = ("drop", "mask")
 RELEVANCE_ANSWERS = ["yes", "no"]
 UNDECIDED_RELEVANCE = 0.5  # the score when the model puts (almost) no mass on either answer
 _NEGLIGIBLE_PROBABILITY = 1e-9
@@ -215,10 +219,12 @@ def relevance_scores(instructions: list[str], *, domain: str, next_token_probs: 
 class FilterConfig:
     """Thresholds of the filter stage. ROUGE-L F1 above `dedup_threshold` is a duplicate; a
     relevance score below `relevance_threshold` is off-domain; PII of `drop_pii_kinds` drops an
-    instruction (dates are kept by default: "after March 2020" is rarely personal)."""
+    instruction, or with pii_action "mask" is replaced by its kind in brackets (dates are kept by
+    default: "after March 2020" is rarely personal)."""
     dedup_threshold: float = 0.7
     relevance_threshold: float = 0.5
     drop_pii_kinds: tuple[str, ...] = ("name", "email", "phone", "id")
+    pii_action: str = "drop"
     min_words: int = 3
     max_words: int = 200
 
@@ -227,6 +233,8 @@ class FilterConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+        if self.pii_action not in PII_ACTIONS:
+            raise ValueError(f"pii_action must be one of {', '.join(PII_ACTIONS)}, got {self.pii_action!r}")
         if isinstance(self.drop_pii_kinds, str):
             raise ValueError(f"drop_pii_kinds must be a sequence of kinds, not the string {self.drop_pii_kinds!r}")
         object.__setattr__(self, "drop_pii_kinds", tuple(self.drop_pii_kinds))
@@ -303,9 +311,12 @@ def filter_instructions(
         if _is_malformed(text, config):
             reject(i, "empty_or_malformed", {})
     well_formed = [i for i in range(len(texts)) if i not in verdicts]
+    masked: dict[int, list[str]] = {}
     for i, found in zip(well_formed, pii_find_many(texts[i] for i in well_formed)):  # one batched NER pass
         spans = [span for span in found if span.kind in config.drop_pii_kinds]
-        if spans:
+        if spans and config.pii_action == "mask":
+            texts[i], masked[i] = pii_redact(texts[i], spans=spans), sorted({span.kind for span in spans})
+        elif spans:
             reject(i, "pii", {"kinds": sorted({span.kind for span in spans}), "spans": [span.text for span in spans]})
 
     survivors = [i for i in range(len(texts)) if i not in verdicts]
@@ -320,7 +331,8 @@ def filter_instructions(
     scores = relevance_scores([texts[i] for i in judged], domain=domain, next_token_probs=next_token_probs)
     for i, score in zip(judged, scores):
         if score >= config.relevance_threshold:
-            verdicts[i] = Verdict(index=i, text=texts[i], kept=True, reason=None, detail={"relevance": score})
+            detail = {"relevance": score, **({"masked": masked[i]} if i in masked else {})}
+            verdicts[i] = Verdict(index=i, text=texts[i], kept=True, reason=None, detail=detail)
         else:
             reject(i, "not_relevant", {"relevance": score})
 
@@ -332,8 +344,10 @@ def filter_instructions(
 
 
 def verdict_counts(verdicts: list[Verdict]) -> dict[str, int]:
-    """How many verdicts were kept and how many failed each check; every key always present."""
-    counts = dict.fromkeys(("kept", *REASONS), 0)
+    """How many verdicts were kept and how many failed each check, and how many kept ones had
+    PII masked ("pii_masked"); every key always present."""
+    counts = dict.fromkeys(("kept", *REASONS, "pii_masked"), 0)
     for verdict in verdicts:
         counts["kept" if verdict.kept else verdict.reason] += 1
+        counts["pii_masked"] += bool(verdict.detail.get("masked"))
     return counts

@@ -5,6 +5,9 @@ from dataclasses import dataclass, field
 from jobs.kinds import SERVER_QUEUE, ArtifactInput, ArtifactOutput, JobKindSpec, seed_field
 from privacy.kinds import learning_rate_field, lora_alpha_field, lora_rank_field, target_modules_field
 
+from .filtering import PII_ACTIONS
+from .prompts import PROMPTING
+
 # the files the stages record, which the next stage of a run reads
 RAW_FILE, KEPT_FILE, PAIRS_FILE = "raw_instructions.jsonl", "kept_instructions.jsonl", "synthetic_pairs.jsonl"
 SYNTHETIC_FILE = "synthetic_dataset.jsonl"  # stage 5's copy of the pairs it trained on, beside its adapter
@@ -27,7 +30,12 @@ class GenerateParams:
     base_model: str = field(default="smollm2-135m-instruct", metadata={"help": "W_Loc: the model the adapter was trained on."})
     domain: str = domain_field()
     num_instructions: int = field(default=60, metadata={"min": 1, "max": 100_000, "help": "Raw instructions to sample."})
-    few_shot: int = field(default=3, metadata={"min": 1, "max": 10, "help": "Public seed examples per prompt."})
+    prompting: str = field(default="few_shot", metadata={
+        "choices": PROMPTING,
+        "help": "few_shot: ask for a new message like public seed examples; user_turn: open the user's turn of an "
+                "empty chat and let the adapter write it (needs a stage-1 adapter trained with "
+                "dp_finetune.loss_on=record: it has learned how the private instructions read)."})
+    few_shot: int = field(default=3, metadata={"min": 1, "max": 10, "help": "Public seed examples per prompt (few_shot)."})
     temperature: float = field(default=0.9, metadata={"min": 0.0, "max": 2.0, "help": "Sampling temperature."})
     top_p: float = field(default=0.95, metadata={"min": 0.01, "max": 1.0, "help": "Nucleus sampling mass."})
     max_new_tokens: int = field(default=48, metadata={"min": 4, "max": 1024, "help": "Tokens per instruction."})
@@ -44,6 +52,10 @@ class FilterParams:
     domain: str = domain_field()
     dedup_threshold: float = field(default=0.7, metadata={"min": 0.0, "max": 1.0, "help": "ROUGE-L F1 above which an instruction is a near-duplicate."})
     relevance_threshold: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0, "help": "Minimum p(yes) of W_Pro's relevance verdict."})
+    pii_action: str = field(default="drop", metadata={
+        "choices": PII_ACTIONS,
+        "help": "drop: an instruction with a name, email, phone or id is dropped; mask: those spans are replaced by "
+                "their kind ([NAME]) and it goes on. Nothing personal travels onward either way."})
     backend: str = backend_field()
 
 

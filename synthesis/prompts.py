@@ -9,7 +9,12 @@ from pathlib import Path
 SEED_DIR = Path(__file__).resolve().parent / "seeds"
 DOMAINS = ("medical", "finance")
 
-# Stage 2: sampling raw instructions from W_Loc + the DP adapter.
+# Stage 2: sampling raw instructions from W_Loc + the DP adapter, one of two ways:
+#   few_shot   asks the model, in a chat, to write a new message like public seed examples;
+#   user_turn  opens the user's turn of an empty chat and lets the model write it: an adapter trained
+#              with the instruction in its loss (dp_finetune.loss_on=record) writes what the private
+#              instructions read like, which few_shot's request never asks of it.
+PROMPTING = ("few_shot", "user_turn")
 GENERATION_SYSTEM = {
     "medical": "You write realistic messages that patients send to their doctor.",
     "finance": "You write realistic questions and requests that clients and analysts send to a financial expert.",
@@ -65,6 +70,12 @@ def generation_prompts(*, domain: str, count: int, few_shot: int, seed: int) -> 
     return prompts
 
 
+def user_turn_prompts(count: int) -> list[list[dict]]:
+    """`count` identical prompts, each an empty chat with the user's turn opened
+    (synthesis.lm.chat.user_turn_text); the sampler's per-prompt seeds make the samples differ."""
+    return [[{"role": "user", "content": "", "open": True}] for _ in range(count)]
+
+
 def distill_prompts(instructions: list[str], *, domain: str) -> list[list[dict]]:
     if domain not in DOMAINS:
         raise PromptError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
@@ -93,3 +104,15 @@ def instruction_extract(generated: str, *, min_words: int = 3) -> str:
         if len(line.split()) >= min_words:
             return line
     return ""
+
+
+# Without a chat template a sampled user turn runs on into the plain format's response header.
+_PLAIN_TURN_END = re.compile(r"\n*###\s*(?:Response|Instruction)\s*:")
+
+
+def user_turn_instruction(generated: str, *, min_words: int = 3) -> str:
+    """The instruction in a sampled user turn: the whole text up to a plain-format header, its
+    ends stripped (a patient's message keeps its lines and sign-off); "" when it has fewer than
+    `min_words` words."""
+    text = _PLAIN_TURN_END.split(generated, maxsplit=1)[0].strip()
+    return text if len(text.split()) >= min_words else ""

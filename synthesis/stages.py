@@ -13,7 +13,8 @@ from .kinds import KEPT_FILE, PAIRS_FILE, RAW_FILE, SYNTHETIC_FILE
 from .filtering import FilterConfig, filter_instructions, verdict_counts
 from synthesis.lm.backends import backend_load
 from synthesis.lm.generation import SamplingParams
-from .prompts import distill_prompts, generation_prompts, instruction_extract
+from .prompts import (distill_prompts, generation_prompts, instruction_extract, user_turn_instruction,
+                      user_turn_prompts)
 from privacy.dp.train import plain_lora_train
 from synthesis.lm.loader import training_model_load
 
@@ -22,13 +23,18 @@ VERDICTS_FILE = "verdicts.jsonl"
 
 
 def generate_run(params, ctx) -> None:
-    """Stage 2: sample raw instructions from W_Loc + the DP adapter, prompted with public seeds.
+    """Stage 2: sample raw instructions from W_Loc + the DP adapter, prompted with public seeds
+    (prompting few_shot) or by opening the user's turn for the adapter to write (user_turn).
     adapter_artifact 0 samples from W_Loc alone (the `self_instruct` baseline)."""
     if _already_done(ctx, "synthetic_data", RAW_FILE):
         return
     adapter = artifact_input(artifact_id=params.adapter_artifact, kind="adapter") if params.adapter_artifact else None
-    prompts = generation_prompts(domain=params.domain, count=params.num_instructions, few_shot=params.few_shot,
-                                 seed=params.seed)
+    if params.prompting == "user_turn":
+        prompts, extract = user_turn_prompts(params.num_instructions), user_turn_instruction
+    else:
+        prompts = generation_prompts(domain=params.domain, count=params.num_instructions, few_shot=params.few_shot,
+                                     seed=params.seed)
+        extract = instruction_extract
     sampling = SamplingParams(temperature=params.temperature, top_p=params.top_p,
                               max_new_tokens=params.max_new_tokens, seed=params.seed)
     backend = backend_load(backend=params.backend, model_spec=params.base_model, adapter_path=adapter,
@@ -39,7 +45,7 @@ def generate_run(params, ctx) -> None:
         nonlocal done
         done += 1
         ctx.check()
-        ctx.sample(stage="generate", index=index, instruction=instruction_extract(completion.text))
+        ctx.sample(stage="generate", index=index, instruction=extract(completion.text))
         if done % 10 == 0 or done == len(prompts):
             ctx.metric(step=done, generated=done, completion_tokens=completion.completion_tokens)
 
@@ -47,7 +53,7 @@ def generate_run(params, ctx) -> None:
         completions = backend.generate(prompts, sampling, on_completion=on_completion)
     finally:
         backend.close()
-    rows = [{"index": i, "instruction": instruction_extract(c.text), "generated": c.text,
+    rows = [{"index": i, "instruction": extract(c.text), "generated": c.text,
              "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason}
             for i, c in enumerate(completions)]
     _write_output(ctx, RAW_FILE, rows)
@@ -60,7 +66,8 @@ def filter_run(params, ctx) -> None:
         return
     raw = _read_jsonl(artifact_input(artifact_id=params.raw_artifact, kind="synthetic_data"))
     instructions = [row["instruction"] for row in raw]
-    config = FilterConfig(dedup_threshold=params.dedup_threshold, relevance_threshold=params.relevance_threshold)
+    config = FilterConfig(dedup_threshold=params.dedup_threshold, relevance_threshold=params.relevance_threshold,
+                          pii_action=params.pii_action)
     judge = backend_load(backend=params.backend, model_spec=params.professional_model, adapter_path=None,
                          cache_dir=settings.KSG_MODEL_CACHE)
 

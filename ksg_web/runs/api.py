@@ -115,7 +115,7 @@ def run_create(request, payload: RunIn):
                              "ask its owner or an administrator for a grant")
     stages = preset_stages(payload.preset, domain=payload.domain, target_epsilon=payload.target_epsilon,
                            base_model=payload.base_model, professional_model=payload.professional_model,
-                           overrides=payload.overrides)
+                           overrides=payload.overrides, baseline=payload.baseline)
     run = run_submit(owner=request.user, dataset=dataset, stages=stages, preset=payload.preset,
                      baseline=payload.baseline)
     return Status(201, job_detail_out(Job.objects.select_related("owner", "dataset").get(pk=run.pk)))

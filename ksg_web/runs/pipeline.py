@@ -46,7 +46,9 @@ BASELINES: dict[str, tuple[str, ...]] = {
 }
 # stage parameters a baseline fixes (what makes it that baseline); a user who sets another value is told so
 BASELINE_FIXED = {"nonprivate": {"finetune_private": {"records": "raw"}},
-                  "scrubbed": {"finetune_private": {"records": "scrubbed"}}}
+                  "scrubbed": {"finetune_private": {"records": "scrubbed"}},
+                  # the base model alone has learned no private user turn to sample (presets.BASELINE_PRESET)
+                  "self_instruct": {"generate": {"prompting": "few_shot"}}}
 RUN_STAGES = BASELINES["knowledgesg"]
 # every kind a run may have as a stage, in pipeline order (each pipeline ends with its evaluation)
 RUN_KINDS = tuple(dict.fromkeys(kind for stages in BASELINES.values() for kind in stages[:-1])) + ("evaluate",)

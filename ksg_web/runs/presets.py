@@ -9,10 +9,16 @@ ALL_LINEAR = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Finishes on a 2-core CPU with the embedded model in minutes (sizes in docs/PERFORMANCE.md).
     "demo": {
+        # stage 1 learns the whole record, the instruction included (160 tokens hold the longest demo
+        # instruction, 150, with the chat template's), so that stage 2 can sample the user's turn:
+        # with the loss on the responses only, the adapter carried nothing of how the private
+        # instructions read (docs/RESULTS.md, issue 23)
         "dp_finetune": {"target_epsilon": 4.0, "epochs": 1.0, "logical_batch_size": 16, "physical_batch_size": 8,
-                        "max_length": 64, "lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3},
-        "generate": {"num_instructions": 40, "few_shot": 3, "temperature": 0.9, "top_p": 0.95, "max_new_tokens": 48},
-        "filter": {"dedup_threshold": 0.7, "relevance_threshold": 0.5},
+                        "max_length": 160, "lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3,
+                        "loss_on": "record"},
+        "generate": {"num_instructions": 40, "prompting": "user_turn", "few_shot": 3, "temperature": 0.9,
+                     "top_p": 0.95, "max_new_tokens": 128},
+        "filter": {"dedup_threshold": 0.7, "relevance_threshold": 0.5, "pii_action": "mask"},
         "distill": {"temperature": 0.3, "top_p": 0.9, "max_new_tokens": 96},
         "finetune_target": {"epochs": 2.0, "logical_batch_size": 8, "physical_batch_size": 8, "max_length": 160,
                             "lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3},
@@ -36,9 +42,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # The paper's scale, for GPU machines: about 500 private records, 1000 raw instructions.
     "paper": {
         "dp_finetune": {"target_epsilon": 4.0, "epochs": 3.0, "logical_batch_size": 64, "physical_batch_size": 8,
-                        "max_length": 512, "lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-4},
-        "generate": {"num_instructions": 1000, "few_shot": 3, "temperature": 0.9, "top_p": 0.95, "max_new_tokens": 128},
-        "filter": {"dedup_threshold": 0.7, "relevance_threshold": 0.5},
+                        "max_length": 512, "lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-4,
+                        "loss_on": "record"},
+        "generate": {"num_instructions": 1000, "prompting": "user_turn", "few_shot": 3, "temperature": 0.9,
+                     "top_p": 0.95, "max_new_tokens": 256},
+        "filter": {"dedup_threshold": 0.7, "relevance_threshold": 0.5, "pii_action": "mask"},
         "distill": {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 512},
         "finetune_target": {"epochs": 3.0, "logical_batch_size": 32, "physical_batch_size": 8, "max_length": 512,
                             "lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-4},
@@ -49,18 +57,23 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                      "generation_records": 100, "max_new_tokens": 256, "canary_references": 10000},
     },
 }
+# What a baseline changes in every preset: self_instruct has no adapter whose user turn could be
+# sampled, so it asks with the public seeds, as the paper's Self-Instruct baseline does.
+BASELINE_PRESET = {"self_instruct": {"generate": {"prompting": "few_shot"}}}
 MODEL_FIELDS = {"base_model": ("dp_finetune", "generate", "finetune_target", "finetune_private", "evaluate"),
                 "professional_model": ("filter", "distill", "evaluate")}
 
 
 def preset_stages(preset: str, *, domain: str = "medical", target_epsilon: float | None = None,
                   base_model: str | None = None, professional_model: str | None = None,
-                  overrides: list[str] = ()) -> dict[str, dict[str, Any]]:
-    """Stage parameters of a preset, with the run-wide choices applied, then `overrides`
-    ("stage.field=value", typed by the field) on top."""
+                  overrides: list[str] = (), baseline: str = "knowledgesg") -> dict[str, dict[str, Any]]:
+    """Stage parameters of a preset for a run of `baseline` (BASELINE_PRESET), with the run-wide
+    choices applied, then `overrides` ("stage.field=value", typed by the field) on top."""
     if preset not in PRESETS:
         raise JobParamsError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     stages = copy.deepcopy(PRESETS[preset])
+    for kind, values in BASELINE_PRESET.get(baseline, {}).items():
+        stages[kind].update(values)
     for kind in ("generate", "filter", "distill"):
         stages[kind]["domain"] = domain
     if target_epsilon is not None:

@@ -113,7 +113,8 @@ def _run_submit_from(form: RunForm, request) -> Job | None:
     try:
         stages = preset_stages(data["preset"], domain=data["domain"],
                                target_epsilon=None if target is None else float(target),
-                               base_model=data["base_model"], professional_model=data["professional_model"])
+                               base_model=data["base_model"], professional_model=data["professional_model"],
+                               baseline=data["baseline"])
         for kind, values in form.knob_values().items():
             stages[kind].update(values)
         return run_submit(owner=request.user, dataset=data["dataset"], stages=stages, preset=data["preset"],

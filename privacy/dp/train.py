@@ -68,19 +68,23 @@ def examples_tokenize(records: list[dict], tokenizer, *, max_length: int,
                       whole_record: bool = False) -> list[tuple[list[int], list[int]]]:
     """(input_ids, labels) per record: the chat-formatted prompt is masked out of the labels,
     so the loss is on the response tokens only (whole_record=True: on every token, the prompt's
-    too, as a practitioner training a plain language model on the records would). Long prompts
-    lose their beginning, long responses their end; every example keeps at least a quarter of
-    max_length for its response."""
+    too, as a practitioner training a plain language model on the records would). Response
+    loss: long prompts lose their beginning, long responses their end, and every example keeps at
+    least a quarter of max_length for its response. Whole record: a long record loses its end, as
+    a language model's training text does (the instruction's beginning is what stage 2 samples)."""
     examples = []
     for record in records:
         prompt_text, response_text = record_prompt_response(record, tokenizer, end_of_sequence=True)
         prompt = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
         response = tokenizer(response_text, add_special_tokens=False)["input_ids"]
+        if whole_record:
+            ids = (prompt + response)[:max_length]
+            examples.append((ids, list(ids)))
+            continue
         keep_prompt = max_length - min(len(response), max(max_length // 4, max_length - len(prompt)))
         prompt = prompt[-keep_prompt:] if keep_prompt > 0 else []
         response = response[: max_length - len(prompt)]
-        labels = prompt + response if whole_record else [IGNORE_INDEX] * len(prompt) + response
-        examples.append((prompt + response, labels))
+        examples.append((prompt + response, [IGNORE_INDEX] * len(prompt) + response))
     return examples
 
 

@@ -18,8 +18,9 @@ from .budget import (
     epsilon_to_decimal,
     nonprivate_baseline_check,
 )
+from .composition import budget_composition_change
 from .datasets import BudgetConfigError, dataset_register
-from .dp_jobs import dp_finetune_params_check, dp_finetune_submit, finetune_private_submit
+from .dp_jobs import dp_finetune_params_check, dp_finetune_plan, dp_finetune_submit, finetune_private_submit
 
 __all__ = [
     "approval_needed",
@@ -37,6 +38,7 @@ __all__ = [
     "LedgerError",
     "NonPrivateRefused",
     "budget_commit",
+    "budget_composition_change",
     "budget_fit_check",
     "budget_nonprivate_release",
     "budget_release",
@@ -44,6 +46,7 @@ __all__ = [
     "budget_settle",
     "dataset_register",
     "dp_finetune_params_check",
+    "dp_finetune_plan",
     "dp_finetune_submit",
     "finetune_private_submit",
     "epsilon_to_decimal",

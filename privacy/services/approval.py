@@ -16,7 +16,7 @@ from ..models import AuditEntry, PrivateDataset
 from .access import AccessRefused, audit_record
 from .budget import LedgerError, budget_fit_check, epsilon_to_decimal, nonprivate_baseline_check
 from .datasets import BudgetConfigError
-from .dp_jobs import dp_finetune_params_check
+from .dp_jobs import dp_finetune_params_check, dp_finetune_plan
 
 NONPRIVATE = "unbounded"  # the target epsilon shown for a non-private baseline
 THRESHOLD_BOUND = Decimal(10) ** 6  # what the column holds (12 digits, 6 after the point)
@@ -71,7 +71,8 @@ def run_first_stage_check(*, dataset: PrivateDataset, stage: str, params: dict) 
     elif stage == "dp_finetune":
         parsed = dp_finetune_params_check(dataset=dataset, params=params)
         amount = epsilon_to_decimal(parsed.target_epsilon, what="target epsilon")
-        budget_fit_check(budget=dataset.budget, amount=amount, asker="the run", remedy="have the limit raised")
+        budget_fit_check(budget=dataset.budget, amount=amount, asker="the run", remedy="have the limit raised",
+                         plan=dp_finetune_plan(dataset=dataset, parsed=parsed))
 
 
 def _validated_threshold(value) -> Decimal:

@@ -3,7 +3,12 @@ release the rest. Each service locks the budget row (SELECT ... FOR UPDATE on Po
 IMMEDIATE write transaction on SQLite), so concurrent jobs can never overspend, and is
 idempotent per (job, kind): calling it again returns the row already written.
 
-Composition across jobs is sequential (the floor DESIGN.md names): spent = sum of commits.
+Composition across jobs follows the budget's policy. `sequential`: spent = the sum of commits.
+`tight`: the whole DP history is composed by the budget's accountant (privacy.dp.composition); a
+job that brings its planned mechanism is admitted when the composed epsilon of everything
+committed and reserved plus its plan fits the limit, and its reserve and commit rows record the
+composed increase they caused. Either way the epsilon column of each row is the job's own epsilon,
+so both figures can always be recomputed from the ledger.
 """
 import math
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
@@ -12,9 +17,11 @@ from django.db import transaction
 
 from jobs.services import db_retried, job_event_record
 
+from ..dp.accountant import AccountingError
+from ..dp.composition import Mechanism
 from ..events import budget_changed_on_commit
 from ..models import EPSILON_DECIMAL_PLACES, LedgerEntry, PrivacyBudget
-from ..selectors import BudgetBalance, budget_balance
+from ..selectors import BudgetBalance, budget_balance, composed_figures, ledger_history
 
 QUANTUM = Decimal(1).scaleb(-EPSILON_DECIMAL_PLACES)
 
@@ -40,10 +47,13 @@ def epsilon_to_decimal(value, *, what: str = "epsilon") -> Decimal:
 
 
 @transaction.atomic
-def budget_reserve(*, job, epsilon, actor, reason: str = "") -> LedgerEntry:
-    """Set aside `epsilon` of the job's dataset budget before the job draws any noise.
+def budget_reserve(*, job, epsilon, actor, reason: str = "", plan: Mechanism | None = None) -> LedgerEntry:
+    """Set aside `epsilon` (the job's target) of the job's dataset budget before it draws any noise.
 
-    Raises BudgetExceeded, naming the numbers, when spent + reserved + epsilon > limit.
+    `plan`: the mechanism the job will run (sample rate, calibrated noise, planned steps). Under
+    a tight budget the plan is composed with everything committed and reserved; without one the
+    target epsilon is counted sequentially on top. Raises BudgetExceeded, naming the numbers,
+    when what the policy charges would pass the limit.
     """
     budget = _locked_budget(job)
     existing = LedgerEntry.objects.filter(job=job, kind=LedgerEntry.Kind.RESERVE).first()
@@ -54,10 +64,14 @@ def budget_reserve(*, job, epsilon, actor, reason: str = "") -> LedgerEntry:
         return existing
     if amount == 0:
         raise LedgerError("a reservation must be for a positive epsilon")
-    budget_fit_check(budget=budget, amount=amount, asker=f"job {job.pk}")
+    composed = budget_fit_check(budget=budget, amount=amount, asker=f"job {job.pk}", plan=plan)
+    mechanism = {}
+    if composed is not None:
+        mechanism = {"plan": plan.as_record() if plan else None, **composed}
     entry = LedgerEntry.objects.create(
         budget=budget, job=job, kind=LedgerEntry.Kind.RESERVE, actor=actor, epsilon=amount,
-        delta=budget.delta, reason=reason or f"reserve the target epsilon of {job.kind} job {job.pk}",
+        delta=budget.delta, mechanism=mechanism,
+        reason=reason or f"reserve the target epsilon of {job.kind} job {job.pk}",
     )
     job_event_record(job_id=job.pk, kind="log", payload={"message": f"reserved epsilon {amount}", "ledger": "reserve"})
     budget_changed_on_commit(dataset_id=budget.dataset_id)
@@ -65,19 +79,47 @@ def budget_reserve(*, job, epsilon, actor, reason: str = "") -> LedgerEntry:
 
 
 def budget_fit_check(*, budget: PrivacyBudget, amount: Decimal, asker: str,
-                     remedy: str = "have a compliance officer raise the limit") -> None:
+                     remedy: str = "have a compliance officer raise the limit",
+                     plan: Mechanism | None = None) -> dict | None:
     """Refuse a new reservation of `amount` (epsilon, at the ledger's precision) that would push
-    spent + reserved past the budget's limit: BudgetExceeded, naming the numbers. The one home of
-    this rule: budget_reserve calls it under the budget's row lock, a run's check before it waits
-    for approval (approval.run_first_stage_check) without one. `asker` names who asks ("job 12",
-    "the run"); `remedy` ends the message (the two paths word it differently)."""
-    balance = budget_balance(budget=budget)
-    if not balance.fits(amount):
+    what the budget's policy charges past its limit: BudgetExceeded, naming the numbers. The one
+    home of this rule: budget_reserve calls it under the budget's row lock, a run's check before
+    it waits for approval (approval.run_first_stage_check) without one. `asker` names who asks
+    ("job 12", "the run"); `remedy` ends the message (the two paths word it differently).
+
+    Under a tight budget the check composes `plan` with the history (or, without a plan, adds
+    `amount` on top) and returns the composed figures before and after (for the reserve row);
+    under sequential it returns None."""
+    balance = budget_balance(budget=budget, with_composed=False)  # tight budgets compose regardless
+    if budget.composition != PrivacyBudget.Composition.TIGHT or balance.composed is None:
+        if not balance.fits(amount):
+            raise BudgetExceeded(
+                f"Refused: {asker} asks for epsilon {amount} on dataset '{budget.dataset.name}', whose limit "
+                f"is {budget.epsilon_limit}; {balance.spent} is spent and {balance.reserved} reserved by "
+                f"running jobs, so at most {balance.left} is left. Ask for {balance.left} or less, or {remedy}."
+            )
+        return None
+    before = balance.composed.with_reserved
+    try:
+        after = composed_figures(budget=budget, history=ledger_history(budget=budget),
+                                 extra=[plan] if plan else []).with_reserved
+    except AccountingError as exc:
+        raise BudgetExceeded(f"Refused: {asker} cannot be composed with the history of dataset "
+                             f"'{budget.dataset.name}': {exc}") from None
+    if plan is None:
+        after += amount  # no mechanism to compose: counted sequentially, on top
+    # Both are certified bounds; PRV's discretisation may bound a longer history a hair lower
+    # than a shorter one: keep the larger, so the recorded increase is never negative.
+    after = max(after, before)
+    if after > budget.epsilon_limit:
         raise BudgetExceeded(
-            f"Refused: {asker} asks for epsilon {amount} on dataset '{budget.dataset.name}', whose limit "
-            f"is {budget.epsilon_limit}; {balance.spent} is spent and {balance.reserved} reserved by "
-            f"running jobs, so at most {balance.left} is left. Ask for {balance.left} or less, or {remedy}."
+            f"Refused: {asker} asks for epsilon {amount} on dataset '{budget.dataset.name}', whose limit is "
+            f"{budget.epsilon_limit} under tight composition ({budget.accountant}, delta {budget.delta:g}); "
+            f"everything committed and reserved composes to {before}, and with this job to {after}, "
+            f"{after - budget.epsilon_limit} over the limit. Ask for less (fewer steps or more noise), or {remedy}."
         )
+    return {"composition": PrivacyBudget.Composition.TIGHT, "accountant": budget.accountant,
+            "composed_before": str(before), "composed_after": str(after), "composed_increase": str(after - before)}
 
 
 @db_retried
@@ -96,6 +138,8 @@ def budget_commit(*, job, epsilon: float, delta: float, mechanism: dict, actor, 
     if not (isinstance(delta, (int, float)) and math.isfinite(delta) and 0 <= delta < 1):
         raise LedgerError(f"delta must be a probability in [0, 1), got {delta!r}")
     amount = epsilon_to_decimal(epsilon)
+    if budget.composition == PrivacyBudget.Composition.TIGHT:
+        mechanism = {**mechanism, **_composed_increase(budget=budget, job=job, mechanism=mechanism, amount=amount)}
     entry = LedgerEntry.objects.create(
         budget=budget, job=job, kind=LedgerEntry.Kind.COMMIT, actor=actor, epsilon=amount, delta=float(delta),
         mechanism=mechanism, reason=reason or f"epsilon spent by {job.kind} job {job.pk}",
@@ -136,6 +180,23 @@ def budget_settle(*, job, epsilon: float, delta: float, mechanism: dict, actor, 
     budget_commit(job=job, epsilon=epsilon, delta=delta, mechanism=mechanism, actor=actor, reason=reason)
     budget_release(job=job, actor=actor)
     return budget_balance(budget=PrivacyBudget.objects.get(dataset_id=job.dataset_id))
+
+
+def _composed_increase(*, budget: PrivacyBudget, job, mechanism: dict, amount: Decimal) -> dict:
+    """What committing `mechanism` adds to the composed spend of the other commits (the increase
+    its actual steps caused), for the commit row; the balance itself is recomputed from the
+    mechanisms. A commit that names no mechanism adds its epsilon sequentially."""
+    others = ledger_history(budget=budget, exclude_job_id=job.pk)
+    try:
+        before = composed_figures(budget=budget, history=others).spent
+        actual = Mechanism.from_record(mechanism)
+        others.committed.extend([actual] if actual else [])
+        others.unnamed_spent += Decimal(0) if actual else amount
+        after = composed_figures(budget=budget, history=others).spent
+    except AccountingError as exc:  # the commit is recorded anyway: the spend happened
+        return {"composition": PrivacyBudget.Composition.TIGHT, "composed_error": str(exc)}
+    return {"composition": PrivacyBudget.Composition.TIGHT, "composed_before": str(before),
+            "composed_after": str(after), "composed_increase": str(after - before)}
 
 
 def _locked_budget(job) -> PrivacyBudget:

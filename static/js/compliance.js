@@ -35,7 +35,8 @@
     return span;
   }
 
-  // Cumulative committed epsilon per dataset (a step line, extended to now) and its limit.
+  // Per dataset: the cumulative committed epsilon (the sum: a solid step line, extended to now),
+  // the commits composed by the accountant (a dotted step line beside it), and the limit.
   function burndownTraces(series) {
     const now = new Date().toISOString();
     const traces = [];
@@ -46,7 +47,13 @@
       times.push(now);
       spent.push(spent[spent.length - 1]);
       traces.push({x: times, y: spent, name: dataset.name, legendgroup: dataset.name, mode: "lines",
-                   line: {shape: "hv", color, width: 2}, hovertemplate: "%{y} spent<extra>" + dataset.name + "</extra>"});
+                   line: {shape: "hv", color, width: 2},
+                   hovertemplate: "%{y} sequential (sum)<extra>" + dataset.name + "</extra>"});
+      const composed = dataset.points.map((point) => (point.composed === null ? null : num(point.composed)));
+      composed.push(composed[composed.length - 1]);
+      traces.push({x: times, y: composed, name: `${dataset.name} composed (${dataset.accountant.toUpperCase()}, δ ${dataset.delta})`,
+                   legendgroup: dataset.name, mode: "lines", line: {shape: "hv", color, width: 2, dash: "dot"},
+                   hovertemplate: "%{y} composed<extra>" + dataset.name + "</extra>"});
       traces.push({x: [times[0], now], y: [num(dataset.limit), num(dataset.limit)], name: dataset.name + " limit",
                    legendgroup: dataset.name, showlegend: false, mode: "lines", line: {dash: "dash", color, width: 1},
                    hovertemplate: "limit %{y}<extra>" + dataset.name + "</extra>"});
@@ -57,7 +64,7 @@
   function drawBurndown(target, series) {
     const layout = {margin: {t: 30, r: 10, b: 60, l: 55}, height: 340, legend: TOP_LEGEND,
                     xaxis: {type: "date"},
-                    yaxis: {title: {text: "cumulative epsilon committed"}, rangemode: "tozero"}};
+                    yaxis: {title: {text: "epsilon committed: sum (solid), composed (dotted)"}, rangemode: "tozero"}};
     if (!series.length) { target.textContent = "No budgets yet."; return; }
     Plotly.react(target, burndownTraces(series), layout, config);
   }
@@ -99,7 +106,7 @@
       if (!budgets.length) {
         const row = body.insertRow();
         row.className = "empty-row";
-        cell(row, "No datasets are registered yet.").colSpan = 10;
+        cell(row, "No datasets are registered yet.").colSpan = 11;
         return;
       }
       for (const b of budgets) {
@@ -113,6 +120,7 @@
         name.append(unit);
         cell(row, b.owner);
         [b.limit, b.spent, b.reserved, b.left].forEach((text) => cell(row, text, "num"));
+        cell(row, b.figures, "text figures");
         const meter = document.createElement("meter");
         Object.assign(meter, {min: 0, max: num(b.limit), optimum: 0, high: num(b.warn_at), value: num(b.used)});
         meter.textContent = `${b.used} of ${b.limit}`;

@@ -16,6 +16,10 @@ PLAIN_BY_ROLE = {"system": PLAIN_SYSTEM, "user": PLAIN_INSTRUCTION, "assistant":
 PLAIN_PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
 
 
+# Where a user turn is cut open (user_turn_text): a private-use character no template writes or escapes.
+TURN_CUT = "\ue000"
+
+
 def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
@@ -23,10 +27,29 @@ def has_chat_template(tokenizer) -> bool:
 def prompt_text(tokenizer, messages: list[dict]) -> str:
     """The chat prompt as the model sees it before it answers: the chat template with the
     assistant's turn opened (the generation prompt), or the plain format ending in
-    PLAIN_GENERATION_PROMPT when the tokenizer has no chat template."""
+    PLAIN_GENERATION_PROMPT when the tokenizer has no chat template. A last message
+    {"role": "user", "content": prefix, "open": True} asks instead for the user's turn opened
+    (user_turn_text): the model then writes what a user would."""
+    if messages and messages[-1].get("open"):
+        return user_turn_text(tokenizer, messages[:-1], prefix=messages[-1]["content"])
     if has_chat_template(tokenizer):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return "".join(PLAIN_BY_ROLE[m["role"]].format(content=m["content"]) for m in messages) + PLAIN_GENERATION_PROMPT
+
+
+def user_turn_text(tokenizer, messages: list[dict], *, prefix: str = "") -> str:
+    """The conversation `messages` followed by a user turn opened and begun with `prefix`: the
+    text a model trained on whole records (instruction in the loss) continues with a user's
+    message, ended by the template's end-of-turn token. With a chat template it is the templated
+    conversation cut where the new user message begins, so it matches record_prompt_response's
+    prompt token for token (the template's default system message included); without one, the
+    plain format's instruction header."""
+    if has_chat_template(tokenizer):
+        text = tokenizer.apply_chat_template(messages + [{"role": "user", "content": TURN_CUT}], tokenize=False)
+        if text.count(TURN_CUT) == 1:
+            return text[:text.index(TURN_CUT)] + prefix
+    earlier = "".join(PLAIN_BY_ROLE[m["role"]].format(content=m["content"]) for m in messages)
+    return earlier + PLAIN_INSTRUCTION.split("{content}")[0] + prefix
 
 
 def record_messages(record: dict) -> list[dict]:

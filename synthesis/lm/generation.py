@@ -7,7 +7,9 @@ Two backends share the types below and the same two calls:
 needs CUDA and the `gpu` extra. `backend_choose` / `backend_load` (backends.py) pick one for the machine.
 
 A prompt is a list of chat messages `[{"role": "system"|"user"|"assistant", "content": str}]`,
-rendered with the tokenizer's chat template and the generation prompt (assistant turn opened).
+rendered with the tokenizer's chat template and the generation prompt (assistant turn opened);
+a last message `{"role": "user", "content": "", "open": True}` opens the user's turn instead
+(synthesis.lm.chat.user_turn_text: stage 2 samples instructions that way).
 """
 import gc
 import math
@@ -94,13 +96,16 @@ def prompts_validate(prompts: list[Prompt]) -> None:
     for index, messages in enumerate(prompts):
         if not isinstance(messages, list) or not messages:
             raise GenerationError(f"prompt {index} must be a non-empty list of chat messages")
-        for message in messages:
+        for position, message in enumerate(messages):
             if not isinstance(message, dict) or message.get("role") not in ROLES \
                     or not isinstance(message.get("content"), str):
                 raise GenerationError(
                     f"prompt {index} has a malformed message {message!r}: each message must be "
                     f"{{'role': one of {ROLES}, 'content': str}}"
                 )
+            if message.get("open") and (message["role"] != "user" or position != len(messages) - 1):
+                raise GenerationError(f"prompt {index}: only its last message may be open, and only a user's "
+                                      f"(the model then writes the user's turn); got {message!r}")
 
 
 def prompt_token_ids(tokenizer, messages: Prompt) -> list[int]:

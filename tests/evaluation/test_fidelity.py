@@ -144,6 +144,26 @@ def test_medical_texts_are_told_from_finance_texts(tiny):
     assert same["mauve"] >= other["mauve"]  # a random tiny model's embeddings are a weak ground for MAUVE
 
 
+def test_personal_details_are_masked_on_both_sides_before_embedding(tiny, monkeypatch):
+    from evaluation import fidelity
+
+    model, tokenizer, texts = tiny
+    embedded = []
+
+    def recording(model, tokenizer, batch, *, max_length):
+        embedded.extend(batch)
+        return text_embeddings(model, tokenizer, batch, max_length=max_length)
+
+    monkeypatch.setattr(fidelity, "text_embeddings", recording)
+    named = [f"Hello doctor, my name is {name} Vandermeer and my MRN is 1076{index:04d}. {text}"
+             for index, (name, text) in enumerate(zip(["Ysolde", "Tarquin", "Saoirse"] * 10, texts["medical"]))]
+    report = fidelity_of_texts(model, tokenizer, named, texts["medical, other patients"], encoder="tiny", max_length=128)
+
+    assert report["pii"] == fidelity.PII_MASKING and report["mauve"] is not None
+    assert not any(secret in text for text in embedded for secret in ("Ysolde", "Vandermeer", "1076"))
+    assert all("my name is [NAME]" in text for text in embedded[:30])  # the private side, embedded first
+
+
 def test_empty_texts_are_left_out_and_too_few_are_said_so(tiny):
     model, tokenizer, texts = tiny
     report = fidelity_of_texts(model, tokenizer, texts["medical"][:12], ["", "  ", None, *texts["finance"][:8]],

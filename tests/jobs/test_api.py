@@ -150,9 +150,13 @@ def test_datasets_are_listed_with_their_balance_for_whoever_may_see_them(world):
     assert set(listed["gus"]) == {"clinic"} and set(listed["cleo"]) == {"clinic", "bank"}
     clinic = listed["olive"]["clinic"]
     assert clinic["usable"] and clinic["records_readable"] and clinic["owner"] == "olive"
+    composition = clinic["budget"].pop("composition")
     assert clinic["budget"] | {"delta": 0} == {"epsilon_limit": 10.0, "delta": 0, "accountant": "prv", "spent": 0.0,
                                                "reserved": 0.0, "left": 10.0, "delta_spent": 0.0, "commits": 0,
                                                "nonprivate_releases": 0}
+    assert composition["policy"] == "sequential" and composition["sequential"]["epsilon"] == "0"
+    assert composition["composed"]["epsilon"] == "0" and composition["composed"]["accountant"] == "prv"
+    assert composition["text"].startswith("sequential 0 (δ 0), composed 0 (PRV, δ ")
     assert listed["gus"]["clinic"]["usable"] and not listed["gus"]["clinic"]["records_readable"]
     assert not listed["cleo"]["clinic"]["usable"] and not listed["cleo"]["bank"]["records_readable"]
 

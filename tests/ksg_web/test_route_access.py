@@ -34,6 +34,7 @@ ROUTES = {
     "jobs/artifacts/<id:artifact_id>/download/": "object", "jobs/api-tokens/<id:token_id>/revoke/": "object",
     "datasets/<id:dataset_id>/": "object", "datasets/<id:dataset_id>/grants/": "object",
     "datasets/<id:dataset_id>/grants/<id:grant_id>/revoke/": "object",
+    "datasets/<id:dataset_id>/composition/": "object", "datasets/<id:dataset_id>/statement/": "object",
     "compliance/": "officer", "compliance/approvals/": "officer", "compliance/ledger/": "officer",
     "compliance/ledger.csv": "officer", "compliance/ledger.json": "officer", "compliance/audit/": "officer",
     "compliance/audit.csv": "officer", "compliance/audit.json": "officer",

@@ -37,12 +37,12 @@ def clinic(people):
                                      comment="board decision 2024-07: above 2 needs a second look")
 
 
-def stages(epsilon: float) -> dict:
-    return preset_stages("demo", target_epsilon=epsilon)
+def stages(epsilon: float, baseline: str = "dp_direct") -> dict:
+    return preset_stages("demo", target_epsilon=epsilon, baseline=baseline)
 
 
 def submit(owner, dataset, epsilon: float, baseline: str = "dp_direct") -> Job:
-    return run_submit(owner=owner, dataset=dataset, stages=stages(epsilon), preset="demo", baseline=baseline)
+    return run_submit(owner=owner, dataset=dataset, stages=stages(epsilon, baseline), preset="demo", baseline=baseline)
 
 
 def status_payloads(run: Job) -> list[dict]:

@@ -89,6 +89,18 @@ def test_dp_job_reserves_trains_commits_releases_and_leaves_a_loadable_adapter(c
     assert Job.objects.filter(kind="dp_finetune").count() == 1
 
 
+def test_a_dp_job_with_the_loss_on_the_record_trains_on_every_token(celery_session_worker, clinic):
+    owner, dataset, model_dir = clinic
+    job = finished(dp_finetune_submit(owner=owner, dataset=dataset,
+                                      params=small_params(model_dir, steps=2, loss_on="record")).pk)
+
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    logged = job.events.filter(kind="log", payload__loss_on__isnull=False).get().payload
+    assert logged["loss_on"] == "record" and "the loss on every token of the record" in logged["message"]
+    with pytest.raises(Exception, match="loss_on"):
+        dp_finetune_submit(owner=owner, dataset=dataset, params=small_params(model_dir, loss_on="instruction"))
+
+
 def test_cancelled_dp_job_commits_only_the_steps_it_took(celery_session_worker, clinic):
     owner, dataset, model_dir = clinic
     job = dp_finetune_submit(owner=owner, dataset=dataset, params=small_params(model_dir, steps=400))
@@ -142,3 +154,38 @@ def test_submit_refuses_parameters_that_cannot_train(clinic):
     with pytest.raises(JobParamsError, match="physical_batch_size must be between"):
         dp_finetune_submit(owner=owner, dataset=dataset, params=small_params(model_dir, physical_batch_size=16))
     assert not Job.objects.exists() and not LedgerEntry.objects.exists()
+
+
+def test_under_tight_composition_a_lost_worker_settles_the_steps_it_noised_against_the_plan(clinic):
+    from privacy.dp.composition import Mechanism, epsilon_composed
+    from privacy.models import PrivacyBudget
+    from privacy.selectors import epsilon_ceiling
+    from privacy.services import dp_finetune_plan
+
+    owner, dataset, model_dir = clinic
+    PrivacyBudget.objects.filter(dataset=dataset).update(composition="tight")
+    dataset.refresh_from_db()
+    params = params_as_dict(params_parse("dp_finetune", small_params(model_dir, steps=50)))
+    plan = dp_finetune_plan(dataset=dataset, parsed=params_parse("dp_finetune", params))
+    assert (plan.steps, plan.sample_rate) == (50, 8 / dataset.train_count)  # what the training loop plans
+    job = Job.objects.create(kind="dp_finetune", owner=owner, dataset=dataset, params=params, celery_task_id="t-1")
+    reserve = budget_reserve(job=job, epsilon=4, actor=owner, plan=plan)  # reservation before any noise
+    assert reserve.mechanism["plan"] == plan.as_record()
+    job_start(job_id=job.pk, celery_task_id=job.celery_task_id)
+    for step in (1, 2, 3):  # attempt 1 drew noise for three steps at the planned sigma, then died
+        job_event_record(job_id=job.pk, kind="epsilon", payload={
+            "step": step, "planned_steps": 50, "noise_multiplier": plan.noise_multiplier,
+            "sample_rate": plan.sample_rate, "epsilon": accountant.epsilon_compute(
+                sample_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier, steps=step,
+                delta=dataset.budget.delta)})
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+
+    status = job_execute(job_id=job.pk, celery_task_id=job.celery_task_id, stage=dp_finetune_run)
+
+    assert status == "failed"
+    commit = ledger(job)["commit"]
+    noised = Mechanism(plan.sample_rate, plan.noise_multiplier, 3)
+    spent = epsilon_ceiling(epsilon_composed(mechanisms=[noised], delta=dataset.budget.delta))
+    assert commit.mechanism["steps"] == 3 and Decimal(commit.mechanism["composed_after"]) == spent
+    balance = dataset_balance(dataset=dataset)
+    assert (balance.composition, balance.spent, balance.reserved) == ("tight", spent, 0)

@@ -115,3 +115,32 @@ def test_the_approvals_page_flags_a_waiting_run_by_the_same_fit_rule(make_user, 
     card = {run.pk: page.split(f'id="approval-{run.pk}"')[1].split("</section>")[0] for run in (exact, over)}
     assert "does not fit now" not in card[exact.pk]
     assert "does not fit now" in card[over.pk]
+
+
+def test_under_tight_composition_both_paths_admit_by_the_composed_plan(owner):
+    from jobs.kinds import params_parse
+    from privacy.dp.composition import epsilon_composed
+    from privacy.models import PrivacyBudget
+    from privacy.selectors import epsilon_ceiling
+    from privacy.services import dp_finetune_plan
+
+    dataset = make_dataset(owner, name="wards", epsilon_limit="100")
+    PrivacyBudget.objects.filter(dataset=dataset).update(composition="tight")
+    dataset = PrivateDataset.objects.get(pk=dataset.pk)
+    params = stage1_params(4.0)
+    plan = dp_finetune_plan(dataset=dataset, parsed=params_parse("dp_finetune", params))
+    two = epsilon_ceiling(epsilon_composed(mechanisms=[plan, plan], delta=dataset.budget.delta))
+    assert two < Decimal("7.9")  # the sum of two targets of 4 would not fit the limit below
+    PrivacyBudget.objects.filter(dataset=dataset).update(epsilon_limit=two)
+    dataset = PrivateDataset.objects.get(pk=dataset.pk)
+
+    for _ in range(2):
+        run_first_stage_check(dataset=dataset, stage="dp_finetune", params=params)
+        job = dp_finetune_submit(owner=owner, dataset=dataset, params=params)
+        assert LedgerEntry.objects.get(job=job, kind="reserve").mechanism["plan"] == plan.as_record()
+    assert dataset_balance(dataset=dataset).spent + dataset_balance(dataset=dataset).reserved == two
+
+    by_check, by_submit = refusal_on_both_paths(BudgetExceeded, owner=owner, dataset=dataset, stage="dp_finetune",
+                                                params=stage1_params(0.5))
+    for message in (by_check, by_submit):
+        assert "under tight composition (prv, delta 0.0001)" in message and f"composes to {two}" in message

@@ -42,8 +42,8 @@ def evaluation_of(run: Job) -> dict:
 @pytest.mark.parametrize("baseline", ["dp_direct", "self_instruct", "nonprivate", "scrubbed"])
 def test_each_baseline_runs_its_stages_and_ends_with_an_evaluation(celery_session_worker, clinic, baseline):
     owner, dataset, model_dir = clinic
-    run = run_submit(owner=owner, dataset=dataset, stages=tiny_stages(model_dir, **EVALUATE), preset="demo",
-                     baseline=baseline)
+    run = run_submit(owner=owner, dataset=dataset, stages=tiny_stages(model_dir, baseline=baseline, **EVALUATE),
+                     preset="demo", baseline=baseline)
 
     run = finished(run.pk)
 
@@ -107,8 +107,14 @@ def test_run_parameters_are_checked_per_baseline(clinic):
         run_stage_params({**stages, "finetune_private": {**stages["finetune_private"], "records": "raw"}}, "scrubbed")
     assert run_stage_params(stages, "scrubbed")["finetune_private"]["records"] == "scrubbed"
     assert run_stage_params(stages, "nonprivate")["finetune_private"]["records"] == "raw"
+    # the demo preset samples the adapter's user turn; self_instruct has no adapter and asks with the seeds
+    assert stages["generate"]["prompting"] == "user_turn"
+    with pytest.raises(JobParamsError, match="generate.prompting is 'few_shot' in the self_instruct baseline"):
+        run_stage_params(stages, "self_instruct")
+    own = tiny_stages(model_dir, baseline="self_instruct")
+    assert run_stage_params(own, "self_instruct")["generate"]["prompting"] == "few_shot"
     with pytest.raises(JobParamsError, match="generate.adapter_artifact must not be set"):
-        run_stage_params({**stages, "generate": {**stages["generate"], "adapter_artifact": 3}}, "self_instruct")
+        run_stage_params({**own, "generate": {**own["generate"], "adapter_artifact": 3}}, "self_instruct")
     with pytest.raises(JobParamsError, match="evaluate.adapter_artifact is set by the run"):
         run_stage_params({**stages, "evaluate": {**stages["evaluate"], "adapter_artifact": 3}}, "dp_direct")
     assert list(run_stage_params(stages, "nonprivate")) == ["finetune_private", "evaluate"]

@@ -88,3 +88,33 @@ def test_the_chat_module_imports_neither_django_nor_torch():
             "print(sorted(m for m in ('django', 'torch', 'jobs') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("which", ["templated", "plain"])
+def test_an_opened_user_turn_is_the_record_cut_where_its_instruction_begins(which, request):
+    tokenizer = request.getfixturevalue(which)
+    opened = [{"role": "user", "content": "", "open": True}]
+    header = prompt_text(tokenizer, opened)
+
+    assert header == ("<|im_start|>user\n" if which == "templated" else "### Instruction:\n")
+    # a model trained on whole records reads, at this point, the beginning of an instruction:
+    # stage 2's user-turn sampling continues exactly the token sequence training learned
+    whole = record_text(RECORD, tokenizer, end_of_sequence=False)
+    assert whole.startswith(header + RECORD["instruction"])
+    (ids, labels), = examples_tokenize([RECORD], tokenizer, max_length=256, whole_record=True)
+    assert ids[:len(prompt_token_ids(tokenizer, opened))] == prompt_token_ids(tokenizer, opened)
+    assert labels == ids  # every token in the loss, the instruction's included
+    with_prefix = [{"role": "user", "content": "Patient", "open": True}]
+    assert prompt_text(tokenizer, with_prefix) == header + "Patient"
+
+
+def test_an_opened_user_turn_follows_the_conversation_before_it(templated, plain):
+    system = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "", "open": True}]
+    assert prompt_text(templated, system) == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n"
+    assert prompt_text(plain, system) == "Be brief.\n\n### Instruction:\n"
+
+
+def test_a_whole_record_too_long_keeps_its_beginning(templated):
+    (ids, labels), = examples_tokenize([RECORD], templated, max_length=5, whole_record=True)
+    full = templated(record_text(RECORD, templated, end_of_sequence=False), add_special_tokens=False)["input_ids"]
+    assert ids == full[:5] and labels == ids

@@ -277,7 +277,8 @@ def test_filter_instructions_gives_every_reason_in_input_order_and_never_sends_p
     assert verdicts[3].detail == {"duplicate_of": 0, "rouge_l": 1.0}
     assert verdicts[6].detail["duplicate_of"] == 0 and 0.7 < verdicts[6].detail["rouge_l"] < 1.0
     assert verdicts[4].detail["relevance"] == pytest.approx(0.02 / 0.92)
-    assert verdict_counts(verdicts) == {"kept": 3, "empty_or_malformed": 3, "pii": 2, "duplicate": 2, "not_relevant": 1}
+    assert verdict_counts(verdicts) == {"kept": 3, "empty_or_malformed": 3, "pii": 2, "duplicate": 2, "not_relevant": 1,
+                                       "pii_masked": 0}
 
     assert calls == [4]  # one batched call, survivors only
     assert len(seen) == 4 and all(f"Instruction: {text}\n" in question for text, question in zip(table, seen))
@@ -303,6 +304,38 @@ def test_filter_instructions_drops_only_the_configured_pii_kinds():
     assert dropped[0].reason == "pii" and allowed[0].kept
 
 
+def test_masking_replaces_the_pii_by_its_kind_and_sends_only_the_masked_text_onward():
+    instructions = ["Hello doctor, my name is Ysolde Crumpton and my MRN is 10761203. My knee is stiff, what should I do?",
+                    "Hello doctor, my name is Tarquin Vandermeer and my knee is stiff, what should I do?",
+                    "Call me at 555-123-4567 about my rash please"]
+    seen = []
+
+    def next_token_probs(chats, candidates):
+        seen.extend(chat[-1]["content"] for chat in chats)
+        return [{"yes": 0.9, "no": 0.1} for _ in chats]
+
+    verdicts = filter_instructions(instructions, config=FilterConfig(pii_action="mask", dedup_threshold=0.95),
+                                   domain="medical", next_token_probs=next_token_probs)
+
+    assert all(v.kept for v in verdicts), [v.reason for v in verdicts]
+    assert verdicts[0].text == "Hello doctor, my name is [NAME] and my MRN is [ID]. My knee is stiff, what should I do?"
+    assert verdicts[0].detail == {"relevance": 0.9, "masked": ["id", "name"]}
+    assert verdicts[2].text == "Call me at [PHONE] about my rash please"
+    for leaked in ("Ysolde", "Crumpton", "10761203", "Tarquin", "Vandermeer", "555-123-4567"):
+        assert not any(leaked in question for question in seen)
+    assert verdict_counts(verdicts)["pii_masked"] == 3
+    # the masked texts are what the duplicate check compares: two messages that differed only in
+    # the name are duplicates once masked
+    other = instructions[1].replace("Tarquin Vandermeer", "Saoirse Quarrington")
+    config = FilterConfig(pii_action="mask", dedup_threshold=0.95)
+    again = filter_instructions([instructions[1], other], config=config, domain="medical",
+                                next_token_probs=next_token_probs)
+    assert [v.reason for v in again] == [None, "duplicate"]
+    assert rouge_l(tokenize_for_similarity(instructions[1]), tokenize_for_similarity(other)) < 0.95
+    with pytest.raises(ValueError, match="pii_action must be one of drop, mask"):
+        FilterConfig(pii_action="keep")
+
+
 def test_filter_instructions_applies_word_limits_and_the_relevance_threshold():
     texts = ["Define inflation", "Define inflation and deflation with examples please"]
     probabilities = fixed_probabilities({t: {"yes": 0.6, "no": 0.4} for t in texts})
@@ -315,7 +348,8 @@ def test_filter_instructions_applies_word_limits_and_the_relevance_threshold():
 
 
 def test_verdict_counts_has_every_key_when_there_are_no_verdicts():
-    assert verdict_counts([]) == {"kept": 0, "empty_or_malformed": 0, "pii": 0, "duplicate": 0, "not_relevant": 0}
+    assert verdict_counts([]) == {"kept": 0, "empty_or_malformed": 0, "pii": 0, "duplicate": 0, "not_relevant": 0,
+                                  "pii_masked": 0}
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -239,6 +239,36 @@ def test_malformed_prompts_are_refused_naming_the_prompt(backend):
         backend.next_token_probs([[]], ["yes"])
 
 
+def test_only_the_last_message_may_open_the_users_turn(backend):
+    opened = {"role": "user", "content": "", "open": True}
+    with pytest.raises(GenerationError, match="prompt 0: only its last message may be open"):
+        backend.generate([[opened, {"role": "user", "content": "fever"}]], GREEDY)
+    with pytest.raises(GenerationError, match="only a user's"):
+        backend.generate([[{"role": "assistant", "content": "", "open": True}]], GREEDY)
+
+
+@pytest.mark.parametrize("loss_on", ["record", "response"])
+def test_an_adapter_trained_on_whole_records_writes_their_instruction_when_the_users_turn_is_opened(
+        model_dir, tmp_path, loss_on):
+    from types import SimpleNamespace
+
+    from privacy.dp.train import plain_lora_train
+
+    record = {"instruction": TEXTS[1], "response": TEXTS[2]}
+    params = SimpleNamespace(lora_rank=8, lora_alpha=16, target_modules="q_proj,v_proj", learning_rate=3e-2,
+                             epochs=40.0, logical_batch_size=1, physical_batch_size=1, max_length=64, seed=0,
+                             loss_on=loss_on)
+    model, tokenizer = causal_lm_load(str(model_dir), cache_dir=tmp_path)
+    trained, _ = plain_lora_train(model, tokenizer, [record], params)
+    trained.eval()
+
+    opened = [[{"role": "user", "content": "", "open": True}]]
+    written = TransformersBackend(trained.merge_and_unload(), tokenizer).generate(
+        opened, SamplingParams(temperature=0.0, max_new_tokens=20))[0].text
+    # stage 1 with the instruction in the loss is what lets stage 2 sample instructions this way
+    assert (written.strip() == record["instruction"]) == (loss_on == "record"), written
+
+
 def test_plain_format_is_used_for_a_tokenizer_without_chat_template(backend):
     class NoTemplate:
         chat_template = None

@@ -43,14 +43,15 @@ def public_tiny_model(directory: Path) -> Path:
     return tiny_model_dir(directory, public)
 
 
-def tiny_stages(model_dir: Path, **extra) -> dict:
+def tiny_stages(model_dir: Path, baseline: str = "knowledgesg", **extra) -> dict:
     overrides = [f"{key}={value}" for key, value in {
         "dp_finetune.steps": 3, "dp_finetune.logical_batch_size": 8, "dp_finetune.physical_batch_size": 8,
         "generate.num_instructions": 12, "generate.max_new_tokens": 12, "generate.backend": "transformers",
         "filter.relevance_threshold": 0.0, "filter.backend": "transformers", "distill.max_new_tokens": 12,
         "distill.backend": "transformers", "finetune_target.epochs": 1.0, "finetune_target.logical_batch_size": 4,
         "finetune_target.physical_batch_size": 4, "finetune_target.max_length": 64, **extra}.items()]
-    return preset_stages("demo", base_model=str(model_dir), professional_model=str(model_dir), overrides=overrides)
+    return preset_stages("demo", base_model=str(model_dir), professional_model=str(model_dir), overrides=overrides,
+                         baseline=baseline)
 
 
 def finished(job_id: int, timeout: float = 240) -> Job:

@@ -36,3 +36,15 @@ def test_instruction_extract_removes_wrappers(generated, expected):
 def test_a_line_that_only_introduces_is_skipped():
     generated = "Let's get creative with language, and instead of one sentence here are the messages:\nCan I run with a cold?"
     assert instruction_extract(generated) == "Can I run with a cold?"
+
+
+def test_a_sampled_user_turn_is_the_instruction_whole_up_to_a_plain_format_header():
+    from synthesis.prompts import user_turn_instruction, user_turn_prompts
+
+    message = "Hello doctor, my knee is stiff in the morning.\nWhat should I do?\nBest, Sam"
+    assert user_turn_instruction("  " + message + "\n") == message
+    assert user_turn_instruction(message + "\n\n### Response:\nRest it.") == message
+    assert user_turn_instruction("Hi doctor\n### Instruction: another one") == ""  # 2 words: not an instruction
+    assert user_turn_instruction("") == ""
+    prompts = user_turn_prompts(3)
+    assert prompts == [[{"role": "user", "content": "", "open": True}]] * 3

@@ -46,7 +46,7 @@ class Command(BaseCommand):
         try:
             stages = preset_stages(options["preset"], domain=options["domain"], target_epsilon=options["epsilon"],
                                    base_model=options["base_model"], professional_model=options["professional_model"],
-                                   overrides=options["set"])
+                                   overrides=options["set"], baseline=options["baseline"])
             run = run_submit(owner=dataset.owner, dataset=dataset, stages=stages, preset=options["preset"],
                              baseline=options["baseline"])
         except (JobParamsError, BudgetExceeded, NonPrivateRefused) as error:
