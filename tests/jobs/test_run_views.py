@@ -143,7 +143,7 @@ def test_a_run_is_submitted_with_its_first_stage_and_its_epsilon_reserved(client
     assert run.params["baseline"] == "knowledgesg" and run.params["preset"] == "demo"
     stages = run.params["stages"]
     assert stages["generate"]["num_instructions"] == 7 and stages["filter"]["relevance_threshold"] == 0.6
-    assert stages["generate"]["max_new_tokens"] == 128  # untouched knobs keep the preset's value
+    assert stages["generate"]["max_new_tokens"] == 48  # untouched knobs keep the preset's value
     assert stages["filter"]["professional_model"] == str(tiny_model)
     [stage] = run.children.all()
     assert stage.kind == "dp_finetune" and stage.status == "queued" and stage.params["base_model"] == str(tiny_model)

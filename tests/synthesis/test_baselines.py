@@ -10,6 +10,7 @@ from django.conf import settings as django_settings
 from jobs.kinds import JobParamsError
 from jobs.models import Job
 from ksg_web.runs.pipeline import BASELINES, run_stage_params, run_submit
+from ksg_web.runs.presets import preset_stages
 from privacy.models import LedgerEntry
 from privacy.selectors import dataset_balance
 from privacy.services import NonPrivateRefused
@@ -107,10 +108,12 @@ def test_run_parameters_are_checked_per_baseline(clinic):
         run_stage_params({**stages, "finetune_private": {**stages["finetune_private"], "records": "raw"}}, "scrubbed")
     assert run_stage_params(stages, "scrubbed")["finetune_private"]["records"] == "scrubbed"
     assert run_stage_params(stages, "nonprivate")["finetune_private"]["records"] == "raw"
-    # the demo preset samples the adapter's user turn; self_instruct has no adapter and asks with the seeds
-    assert stages["generate"]["prompting"] == "user_turn"
+    # a run may sample the adapter's user turn; self_instruct has no adapter and asks with the seeds
+    user_turn = tiny_stages(model_dir, **{"generate.prompting": "user_turn"})
     with pytest.raises(JobParamsError, match="generate.prompting is 'few_shot' in the self_instruct baseline"):
-        run_stage_params(stages, "self_instruct")
+        run_stage_params(user_turn, "self_instruct")
+    assert preset_stages("paper", baseline="self_instruct")["generate"]["prompting"] == "few_shot"
+    assert preset_stages("paper")["generate"]["prompting"] == "user_turn"
     own = tiny_stages(model_dir, baseline="self_instruct")
     assert run_stage_params(own, "self_instruct")["generate"]["prompting"] == "few_shot"
     with pytest.raises(JobParamsError, match="generate.adapter_artifact must not be set"):

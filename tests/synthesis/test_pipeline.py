@@ -63,7 +63,9 @@ def test_a_run_chains_the_five_stages_and_hands_back_a_target_adapter(celery_ses
     from transformers import AutoModelForCausalLM
 
     owner, dataset, model_dir = clinic
-    run = run_submit(owner=owner, dataset=dataset, stages=tiny_stages(model_dir), preset="demo")
+    # KnowledgeSG's way at scale (the paper preset's): stage 1 on whole records, stage 2 opens the user's turn
+    stages = tiny_stages(model_dir, **{"dp_finetune.loss_on": "record", "generate.prompting": "user_turn"})
+    run = run_submit(owner=owner, dataset=dataset, stages=stages, preset="demo")
 
     run = finished(run.pk)
 
@@ -91,6 +93,7 @@ def test_a_run_chains_the_five_stages_and_hands_back_a_target_adapter(celery_ses
     adapter_dir = Path(django_settings.KSG_ARTIFACT_DIR) / target.artifacts.get(kind="adapter").path
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter_dir)
     assert queues["generate"].events.filter(kind="sample").exists()
+    assert queues["generate"].params["prompting"] == "user_turn" and queues["dp_finetune"].params["loss_on"] == "record"
     assert not any(span.kind in ("name", "email", "phone", "id") for pair in pairs for span in pii_find(pair["response"]))
 
 
