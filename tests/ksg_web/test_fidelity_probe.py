@@ -49,5 +49,8 @@ def test_the_probe_is_refused_without_a_grant_and_for_a_job_that_has_no_adapter(
     other = Job.objects.create(kind="generate", owner=owner, params={})
     with pytest.raises(CommandError, match=f"job {other.pk} is a generate job"):
         probe("--dataset", "clinic", "--adapter-job", str(other.pk), "--base-model", str(model_dir))
-    with pytest.raises(CommandError, match="--count must be at least 10"):
-        probe("--dataset", "clinic", "--count", "3")
+    for count in ("3", "1000000"):
+        with pytest.raises(CommandError, match="--count must be between 10"):
+            probe("--dataset", "clinic", "--count", count)
+    with pytest.raises(CommandError, match="no dataset named 'nowhere'"):
+        probe("--dataset", "nowhere")

@@ -12,6 +12,8 @@ from privacy.models import PrivateDataset
 from privacy.services import AccessRefused
 from synthesis.prompts import PROMPTING
 
+MAX_COUNT = 5000
+
 
 class Command(BaseCommand):
     help = ("Sample instructions from the base model, or from it with a stage-1 (or nonprivate) adapter, the way "
@@ -49,8 +51,9 @@ class Command(BaseCommand):
             if job is None:
                 raise CommandError(f"no job with id {options['adapter_job']}")
         base_model = options["base_model"] or (job.params.get("base_model") if job else "") or "smollm2-135m-instruct"
-        if options["count"] < 10:
-            raise CommandError("--count must be at least 10: fidelity needs 10 distinct texts a side")
+        if not 10 <= options["count"] <= MAX_COUNT:
+            raise CommandError(f"--count must be between 10 (fidelity needs 10 distinct texts a side) and "
+                               f"{MAX_COUNT} (the bootstrap's cost grows with it), got {options['count']}")
         probe = ProbeSettings(prompting=options["prompting"], count=options["count"], seed=options["seed"],
                               temperature=options["temperature"], max_new_tokens=options["max_new_tokens"])
         try:
