@@ -54,10 +54,11 @@ def generation_workload(shape: ModelShape, *, prompt_lengths: list[int], shared_
 
 
 def lora_shapes(shape: ModelShape, targets: tuple[str, ...]) -> list[tuple[int, int]]:
-    """(inner, out) of the projections LoRA adapts (q_proj, k_proj, v_proj, o_proj)."""
+    """(inner, out) of the projections LoRA adapts (llama names: q_proj ... down_proj)."""
     q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
     known = {"q_proj": (shape.hidden, q), "k_proj": (shape.hidden, kv), "v_proj": (shape.hidden, kv),
-             "o_proj": (q, shape.hidden)}
+             "o_proj": (q, shape.hidden), "gate_proj": (shape.hidden, shape.intermediate),
+             "up_proj": (shape.hidden, shape.intermediate), "down_proj": (shape.intermediate, shape.hidden)}
     return [known[target] for target in targets]
 
 
