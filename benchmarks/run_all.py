@@ -70,8 +70,8 @@ def markdown(machine, load_end: float, rows: list[dict], header: str) -> str:
     lines = [f"Machine: {machine.line(load_end)}.", "", header, ""]
     if shared:
         load = max(machine.load_average, load_end)
-        lines += [f"**The CPU was shared** (load average up to {load:.2f} on {machine.cores} cores): "
-                  "these times and ceilings are not speed figures.", ""]
+        lines += [(f"**The CPU was shared** (load average up to {load:.2f} on {machine.cores} cores): "
+                   "these times and ceilings are not speed figures."), ""]
     lines += ["| workload | dtype | measured | baseline (same run) | vs baseline | ceiling (bound) | fraction of ceiling |",
               "|---|---|---:|---:|---:|---|---:|"]
     return "\n".join(lines + [table_row(row) for row in rows]) + "\n"
