@@ -74,7 +74,11 @@ def markdown(machine, load_end: float, rows: list[dict], header: str) -> str:
                    "these times and ceilings are not speed figures."), ""]
     lines += ["| workload | dtype | measured | baseline (same run) | vs baseline | ceiling (bound) | fraction of ceiling |",
               "|---|---|---:|---:|---:|---|---:|"]
-    return "\n".join(lines + [table_row(row) for row in rows]) + "\n"
+    lines += [table_row(row) for row in rows]
+    if any(row["fraction"] > 1 or row["baseline_fraction"] > 1 for row in rows):
+        lines += ["", ("A fraction above 100% is no result: the rates are measured after the timed run, and the "
+                       "machine had less to spare then than during the run. Rerun it on an idle machine.")]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

@@ -129,3 +129,12 @@ def test_table_says_the_direction_against_the_baseline_and_a_shared_cpu():
     text = markdown(machine, 3.0, [row], "header")
     assert "**25%**" in text and "2.00x slower" in text and "(50% of ceiling)" in text
     assert "not speed figures" in text
+
+
+def test_table_flags_a_fraction_above_one_as_no_result():
+    machine = roofline.machine_describe(LSCPU)
+    row = {"benchmark": "generation", "workload": "w", "dtype": "float32", "measured_label": "engine",
+           "measured_seconds": 1.0, "baseline_label": "generate", "baseline_seconds": 2.0, "ceiling_seconds": 1.5,
+           "compute_seconds": 1.5, "memory_seconds": 0.1, "flops": 1e12, "bytes_moved": 1e9, "effective_rate": 1e12,
+           "bandwidth": 1e10, "fraction": 1.5, "baseline_fraction": 0.75}
+    assert "above 100% is no result" in markdown(machine, 0.0, [row], "header")
