@@ -1,4 +1,5 @@
 # Two commands: `make run` serves the platform, `make test` runs the tests. Both install first.
+# (`make bench` runs the roofline benchmarks; see docs/PERFORMANCE.md.)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ PORT ?= 8000
 # another package would be a multi-GB CUDA download.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install browser run test lint check clean
+.PHONY: install browser run test lint check bench clean
 
 $(VENV)/.installed: pyproject.toml requirements/pii-model.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +49,12 @@ lint: install
 
 test: install browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The benchmarks that print their roofline, at short sizes, on an idle machine: writes the table
+# docs/PERFORMANCE.md shows ("The roofline method") to docs/perf/<machine>.md. Minutes; not part of
+# `make test`. BENCH_ARGS=--tiny for a smoke run.
+bench: install
+	$(PY) benchmarks/run_all.py --out-dir docs/perf $(BENCH_ARGS)
 
 check: install
 	$(PY) manage.py check --fail-level WARNING

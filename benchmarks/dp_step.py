@@ -12,8 +12,15 @@ training_model_load); the flags give the reference settings.
     .venv/bin/python benchmarks/dp_step.py                 # batches 8 16 32, 6 timed steps, median of 3 runs
     .venv/bin/python benchmarks/dp_step.py --dtype float32 --attention sdpa --full-logits   # the old path
     .venv/bin/python benchmarks/dp_step.py --records-per-unit 4   # + the user-level step, 4 records a person
+
+After the table, each batch's roofline (benchmarks/roofline.py): the FLOPs and bytes of a step
+(benchmarks/workloads.training_workload: forward, the input gradients through the frozen base
+weights, the adapters' gradients, from the timed steps' token counts) against the matrix-product
+rates measured here at the step's shapes in the base weights' dtype and the memory bandwidth;
+the DP step's time and the non-DP step's (its baseline) as fractions of that bound.
 """
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -38,23 +45,29 @@ def measure(mode: str, batch: int, steps: int, max_length: int, dtype_name: str,
     from django.conf import settings
 
     from privacy.demo_data import demo_records
-    from privacy.dp.train import DPTrainConfig, collate, examples_tokenize, lora_wrap, per_example_loss
+    from benchmarks.roofline import ModelShape
+    from privacy.dp.train import IGNORE_INDEX, DPTrainConfig, collate, examples_tokenize, lora_wrap, per_example_loss
     from synthesis.lm.loader import EMBEDDED_MODEL, causal_lm_load
 
     torch.manual_seed(0)
     model, tokenizer = causal_lm_load(EMBEDDED_MODEL, cache_dir=settings.KSG_MODEL_CACHE,
                                       dtype=getattr(torch, dtype_name))
     model.set_attn_implementation(attention)
+    shape = dataclasses.asdict(ModelShape.from_config(model.config))
     config = DPTrainConfig(target_epsilon=4.0, delta=1e-5, steps=steps, epochs=None, max_length=max_length,
                            logical_batch_size=batch, physical_batch_size=batch)
     model = lora_wrap(model, config)
     examples = examples_tokenize(demo_records(domain="medical", n=batch * (steps + 1), seed=0), tokenizer,
                                  max_length=max_length)
     batches = [collate(tokenizer.pad_token_id)(examples[i * batch:(i + 1) * batch]) for i in range(steps + 1)]
+    timed = examples[batch:(steps + 1) * batch]  # the steps after the warm-up: the roofline's workload
+    counts = {"shape": shape, "lengths": [len(ids) for ids, _ in timed], "lora_rank": config.lora_rank,
+              "lora_targets": list(config.target_modules),
+              "scored": [sum(label != IGNORE_INDEX for label in labels[1:]) for _, labels in timed]}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     if mode == "units":
-        return measure_units(model, optimizer, examples, batch, steps, records_per_unit, full_logits,
-                             tokenizer.pad_token_id)
+        return {**counts, **measure_units(model, optimizer, examples, batch, steps, records_per_unit, full_logits,
+                                          tokenizer.pad_token_id)}
     if mode == "dp":
         import warnings
 
@@ -75,7 +88,7 @@ def measure(mode: str, batch: int, steps: int, max_length: int, dtype_name: str,
             times.append(time.perf_counter() - started)
     return {"mode": mode, "batch": batch, "seconds_per_step": statistics.median(times),
             "examples_per_second": batch / statistics.median(times),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **counts}
 
 
 def measure_units(model, optimizer, examples, batch: int, steps: int, records_per_unit: int, full_logits: bool,
@@ -125,13 +138,18 @@ def main() -> None:
     parser.add_argument("--attention", default="eager", choices=["eager", "sdpa"])
     parser.add_argument("--records-per-unit", type=int, default=0, metavar="K",
                         help="also time the user-level DP step, the batch's records as persons of K records (0: off)")
+    parser.add_argument("--roofline-json", type=Path, default=None, help="also write the roofline rows here (run_all.py)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args.child[0], int(args.child[1]), args.steps, args.max_length, args.dtype,
                                  args.full_logits, args.attention, args.records_per_unit)))
         return
+    from benchmarks import roofline
+
+    machine = roofline.machine_describe()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    print(f"machine: {machine.line()}")
     print(f"commit {commit}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch threads default, max_length {args.max_length}, base weights {args.dtype}, {args.attention} attention, "
           f"{'full' if args.full_logits else 'scored-only'} logits; per run the median of {args.steps} "
@@ -140,6 +158,7 @@ def main() -> None:
     units_header = f" {f'units(K={args.records_per_unit}) s/step':>19} {'units/DP':>8} {'units MB':>8}"
     print(f"{'batch':>5} {'non-DP s/step':>13} {'DP s/step':>10} {'ratio':>6} {'non-DP ex/s':>11} {'DP ex/s':>8} "
           f"{'non-DP MB':>9} {'DP MB':>7}" + (units_header if args.records_per_unit else ""))
+    medians = {}
     for batch in args.batches:
         runs = {mode: [] for mode in modes}
         for _ in range(args.repeats):
@@ -152,6 +171,7 @@ def main() -> None:
                 runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
         median = {mode: sorted(runs[mode], key=lambda run: run["seconds_per_step"])[len(runs[mode]) // 2]
                   for mode in modes}  # the median run of each mode
+        medians[batch] = median
         plain, dp = median["plain"], median["dp"]
         line = (f"{batch:>5} {plain['seconds_per_step']:>13.3f} {dp['seconds_per_step']:>10.3f} "
                 f"{dp['seconds_per_step'] / plain['seconds_per_step']:>6.2f} {plain['examples_per_second']:>11.1f} "
@@ -161,6 +181,35 @@ def main() -> None:
             line += (f" {units['seconds_per_step']:>19.3f} {units['seconds_per_step'] / dp['seconds_per_step']:>8.2f} "
                      f"{units['peak_rss_mb']:>8.0f}")
         print(line, flush=True)
+    rows = roofline_report(medians, args)
+    if args.roofline_json:
+        roofline.summary_write(args.roofline_json, rows)
+    print(f"machine: {machine.line(os.getloadavg()[0])}", flush=True)
+
+
+def roofline_report(medians: dict, args) -> list[dict]:
+    """Print each batch's roofline lines (rates measured now at the step's shapes in the base
+    weights' dtype) and return the table rows: the DP step against the non-DP step."""
+    import torch
+
+    from benchmarks import roofline
+    from benchmarks.workloads import training_workload
+
+    dtype, bandwidth, rates_cache, rows = getattr(torch, args.dtype), roofline.memory_bandwidth(), {}, []
+    for batch, median in medians.items():
+        counts = median["dp"]
+        workload = training_workload(roofline.ModelShape(**counts["shape"]), lengths=counts["lengths"],
+                                     scored=counts["scored"], steps=args.steps, lora_rank=counts["lora_rank"],
+                                     lora_targets=tuple(counts["lora_targets"]), element_bytes=dtype.itemsize)
+        ceiling = roofline.ceiling_measure(workload, dtype, bandwidth=bandwidth, rates_cache=rates_cache)
+        for mode, run in median.items():
+            print(f"{ceiling.line(f'batch {batch} {mode}', run['seconds_per_step'])}; {workload.notes}")
+        rows.append(roofline.summary_row(
+            benchmark="dp_step", workload=f"DP-LoRA step, batch {batch}, max_length {args.max_length}",
+            dtype=args.dtype, measured_label="DP step", measured_seconds=median["dp"]["seconds_per_step"],
+            baseline_label="non-DP step", baseline_seconds=median["plain"]["seconds_per_step"], ceiling=ceiling))
+    print(roofline.rates_line({shape: rate for (shape, _), rate in rates_cache.items()}, args.dtype))
+    return rows
 
 
 if __name__ == "__main__":

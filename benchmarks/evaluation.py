@@ -12,6 +12,12 @@ log-prob (nats), of a membership score, and how many targets' true-name rank cha
     .venv/bin/python benchmarks/evaluation.py                             # new path, fp32 and bf16
     .venv/bin/python benchmarks/evaluation.py --paths old new --dtypes float32
     .venv/bin/python benchmarks/evaluation.py --adapter /path/to/lora    # a trained target
+
+Each row also gets its roofline (benchmarks/roofline.py): the FLOPs and bytes of the three
+attacks' scoring (benchmarks/workloads.scoring_workload, from the texts each scoring call
+received, recorded as it ran) against the matrix-product rates measured here at its shapes in
+the row's dtype and the memory bandwidth, printed beside the baseline's (the "old" scorer of
+the same dtype where it ran, else the first row).
 """
 import argparse
 import os
@@ -107,6 +113,7 @@ def main() -> None:
     parser.add_argument("--references", type=int, default=1000, help="reference secrets of the canary")
     parser.add_argument("--max-length", type=int, default=128, help="membership tokens per record (the stage's)")
     parser.add_argument("--adapter", type=Path, default=None, help="a LoRA adapter directory, merged as the stage does")
+    parser.add_argument("--roofline-json", type=Path, default=None, help="also write the roofline rows here (run_all.py)")
     args = parser.parse_args()
 
     import django
@@ -115,12 +122,15 @@ def main() -> None:
     import torch
     from django.conf import settings
 
+    from benchmarks import roofline
     from evaluation import scoring
     from synthesis.lm.generation import TransformersBackend
     from synthesis.lm.loader import EMBEDDED_MODEL
 
     new_scored_logprobs = scoring._scored_logprobs
     workload = workload_make(args)
+    machine = roofline.machine_describe()
+    print(f"machine: {machine.line()}")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                             check=False).stdout.strip()
     print(f"commit {commit} (+ working tree), {platform.machine()}, {os.cpu_count()} CPUs, "
@@ -132,16 +142,19 @@ def main() -> None:
           "| truth top-1 / top-5 | loss AUC | min-k AUC | canary rank | max abs diff record log-prob "
           "| max abs diff membership score | truth ranks moved | load average |")
     print("|" + "---|" * 15)
-    rows, totals = [], []
+    rows, totals, measured = [], [], []  # measured: (path, dtype, seconds, scoring calls, model config)
     for dtype in args.dtypes:
         backend = TransformersBackend.load(model_spec=EMBEDDED_MODEL, adapter_path=args.adapter,
                                            cache_dir=settings.KSG_MODEL_CACHE, dtype=getattr(torch, dtype))
         for path in args.paths:
-            scoring._scored_logprobs = old_scored_logprobs if path == "old" else new_scored_logprobs
+            calls = []
+            scoring._scored_logprobs = scoring_recorded(old_scored_logprobs if path == "old" else new_scored_logprobs,
+                                                        calls)
             row = attacks_run(backend.model, backend.tokenizer, workload, max_length=args.max_length)
             rows.append(row)
             total = sum(row["seconds"])
             totals.append(total)
+            measured.append((path, dtype, total, calls, backend.model.config))
             top1 = sum(rank == 0 for rank in row["truth_ranks"])
             top5 = sum(rank < 5 for rank in row["truth_ranks"])
             print(f"| {path} | {dtype} | {row['seconds'][0]:.1f} | {row['seconds'][1]:.1f} | {row['seconds'][2]:.1f} "
@@ -149,6 +162,53 @@ def main() -> None:
                   f"| {row['loss_auc']:.3f} | {row['min_k_auc']:.3f} | {row['canary']['rank_in_sample']} "
                   f"| {differences(row, rows[0])} | {os.getloadavg()[0]:.1f} |", flush=True)
         backend.close()
+    scoring._scored_logprobs = new_scored_logprobs
+    table_rows = roofline_report(measured, args)
+    if args.roofline_json:
+        roofline.summary_write(args.roofline_json, table_rows)
+    print(f"machine: {machine.line(os.getloadavg()[0])}", flush=True)
+
+
+def scoring_recorded(scored_logprobs, calls: list):
+    """scored_logprobs that also keeps each call's examples (a reference: no copy, no time)."""
+    def recorded(model, examples, pad_id, batch_size):
+        calls.append(examples)
+        return scored_logprobs(model, examples, pad_id, batch_size)
+
+    return recorded
+
+
+def roofline_report(measured: list, args) -> list[dict]:
+    """Print each row's roofline line (rates measured now at its shapes in its dtype) and return
+    the table rows: each row against its baseline (the "old" scorer of its dtype, else the first row)."""
+    import torch
+
+    from benchmarks import roofline
+    from benchmarks.workloads import scoring_workload
+    from evaluation.scoring import MAX_BATCH_TOKENS
+
+    bandwidth, rates_cache, ceilings = roofline.memory_bandwidth(), {}, []
+    for path, dtype_name, seconds, calls, config in measured:
+        workload = scoring_workload(roofline.ModelShape.from_config(config), calls=calls,
+                                    element_bytes=getattr(torch, dtype_name).itemsize, tokens_per_pass=MAX_BATCH_TOKENS)
+        ceilings.append(roofline.ceiling_measure(workload, getattr(torch, dtype_name), bandwidth=bandwidth,
+                                                 rates_cache=rates_cache))
+        print(f"{ceilings[-1].line(f'{path} {dtype_name}', seconds)}; {workload.notes}")
+    for dtype_name in dict.fromkeys(dtype for _, dtype, _, _, _ in measured):
+        print(roofline.rates_line({shape: rate for (shape, dtype), rate in rates_cache.items()
+                                   if dtype == getattr(torch, dtype_name)}, dtype_name))
+    rows = []
+    for index, (path, dtype_name, seconds, _, _) in enumerate(measured):
+        base = next((i for i, (p, d, _, _, _) in enumerate(measured) if p == "old" and d == dtype_name), 0)
+        if index == base:
+            continue
+        rows.append(roofline.summary_row(
+            benchmark="evaluation", workload=f"attacks' scoring: {args.targets} targets x {args.candidates} candidates, "
+                                         f"{args.members}+{args.members} records, 1 canary x {args.references} references",
+            dtype=dtype_name, measured_label=f"{path} scorer", measured_seconds=seconds,
+            baseline_label=f"{measured[base][0]} scorer {measured[base][1]}", baseline_seconds=measured[base][2],
+            ceiling=ceilings[index], baseline_ceiling=ceilings[base]))
+    return rows
 
 
 if __name__ == "__main__":
