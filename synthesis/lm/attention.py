@@ -79,3 +79,9 @@ def decode_mask(rows: int, slots: torch.Tensor, index: torch.Tensor, prefixes: l
         for number in range(own_index // block + 1):
             reach[number] = max(reach[number], slot + 1)
     return shared, bias[:, None, None, :], reach
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """The rotary embedding's rotation: the last dimension's halves swapped, the first negated."""
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)

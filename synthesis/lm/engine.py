@@ -37,7 +37,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from synthesis.lm.attention import cascade_attention, decode_mask
+from synthesis.lm.attention import cascade_attention, decode_mask, rotate_half
+from synthesis.lm.fused import fused_projections
 from synthesis.lm.kv_cache import BlockCache
 from synthesis.lm.sampling import tokens_sample
 
@@ -122,7 +123,7 @@ class DecodeEngine:
         self.stats = EngineStats()
         # shared prompt prefixes and their keys and values per layer ([kv_heads, n, head_dim])
         self.prefixes: list[tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = []
-        self.fused = [_fused_projections(layer) for layer in self.layers]
+        self.fused = [fused_projections(layer) for layer in self.layers]
         self.qkv_sizes = (self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim)
         self.cache = BlockCache(layers=len(self.layers), slots=max_sequences, kv_heads=self.kv_heads,
                                 head_dim=self.head_dim, dtype=self.dtype, device=self.device)
@@ -319,8 +320,8 @@ class DecodeEngine:
             v = v.reshape(-1, self.kv_heads, self.head_dim)
             if hasattr(attention, "q_norm"):
                 q, k = attention.q_norm(q), attention.k_norm(k)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
             self.cache.write_tokens(index, write_slots, write_index, k, v)
             outputs = []
             if n_decode:
@@ -410,32 +411,3 @@ class DecodeEngine:
             raise EngineError("the engine still has sequences")
         self.cache.clear()
 
-
-def _fused_projections(layer) -> tuple:
-    """(qkv weight, qkv bias, gate_up weight, gate_up bias) of a decoder layer: one matrix product
-    for q, k and v, one for the MLP's gate and up, instead of five. The module's own weights
-    become views into the fused tensors (no second copy in memory), once per layer."""
-    attention, mlp = layer.self_attn, layer.mlp
-    cached = getattr(layer, "_ksg_fused", None)
-    if cached is not None and cached[0].data_ptr() == attention.q_proj.weight.data_ptr() \
-            and cached[2].data_ptr() == mlp.gate_proj.weight.data_ptr():
-        return cached
-    fused = []
-    for modules in ((attention.q_proj, attention.k_proj, attention.v_proj), (mlp.gate_proj, mlp.up_proj)):
-        weight = torch.cat([m.weight.detach() for m in modules])
-        bias = torch.cat([m.bias.detach() for m in modules]) if modules[0].bias is not None else None
-        start = 0
-        for module in modules:
-            rows = module.weight.shape[0]
-            module.weight.data = weight[start:start + rows]
-            if bias is not None:
-                module.bias.data = bias[start:start + rows]
-            start += rows
-        fused += [weight, bias]
-    layer._ksg_fused = tuple(fused)
-    return layer._ksg_fused
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Callable
 
-from synthesis.lm.generation import (Completion, Prompt, SamplingParams, adapter_dir_check, batch_seed,
+from synthesis.lm.requests import (Completion, Prompt, SamplingParams, adapter_dir_check, batch_seed,
     candidate_token_ids, prompt_token_ids, prompts_validate)
 from synthesis.lm.loader import model_source
 

@@ -8,7 +8,8 @@ from privacy.dp.train import DPTrainConfig, lora_wrap
 from synthesis.lm import generation
 from synthesis.lm.backends import backend_choose, backend_load
 from synthesis.lm.generation import (Completion, GenerationError, SamplingParams, TransformersBackend, batches_plan,
-    candidate_token_ids, prompt_text)
+    candidate_token_ids)
+from synthesis.lm.chat import prompt_text
 from synthesis.lm.loader import causal_lm_load
 from tests.support.tiny_model import tiny_model_dir
 
