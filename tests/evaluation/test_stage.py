@@ -79,12 +79,21 @@ def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained, 
     utility = report["utility"]
     # The adapter was trained on the training split: it fits the private data better than the base.
     assert utility["heldout_loss"]["target"]["loss"] != utility["heldout_loss"]["base"]["loss"]
-    # 8 questions asked for, 6 held out: all 6 are answered and judged, and the report says so
-    assert 0 <= utility["rouge_l"]["target"]["mean"] <= 1 and utility["win_rate"]["n"] == 6
-    assert utility["questions"] | {"note": None} == {"requested": 8, "held_out": 6, "used": 6, "note": None}
+    # 8 questions asked for, 6 held out: the judge's cap is 6, sampled in looks of 2, 3 and 6 questions until
+    # its consistency decides; the report says how many it used and why it stopped
+    judged, sample = utility["win_rate"]["n"], utility["win_rate"]["sample"]
+    assert 0 <= utility["rouge_l"]["target"]["mean"] <= 1 and judged == sample["n"] in (2, 3, 6)
+    assert sample["cap"] == 6 and sample["sizes"] == [2, 3, 6] and sample["reason"].startswith(
+        f"stopped at {judged} of 6 questions" if sample["decision"] != "undecided" else "ran to the cap, 6 questions")
+    assert utility["questions"] | {"note": None} == {"requested": 8, "held_out": 6, "drawn": 6, "used": judged,
+                                                     "note": None}
     assert "holds out only 6 records" in utility["questions"]["note"]
-    # each model answers the 6 questions once: ROUGE-L and the judge read the same answers
-    assert generated == [6, 6]
+    # each model answers each judged question once, look by look: ROUGE-L and the judge read the same answers
+    assert sum(generated) == 2 * judged and utility["rouge_l"]["target"]["n"] == judged
+    # the attacks too give their sample and why it stopped, and the verdict says it
+    for sampled in (membership["sample"], report["privacy"]["reconstruction"]["sample"]):
+        assert sampled["n"] <= sampled["cap"] and sampled["reason"]
+    assert any("Sample: " in finding["text"] for finding in report["verdict"])
     # the judge saw each pair in both orders; its consistency is reported, a win-rate only if informative
     assert all(len(verdict["orders"]) == 2 for verdict in utility["win_rate"]["verdicts"])
     assert (utility["win_rate"]["win_rate"] is None) == (utility["win_rate"]["consistency"] < JUDGE_MIN_CONSISTENCY)
