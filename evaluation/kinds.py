@@ -30,7 +30,7 @@ class EvaluateParams:
                 "stops when its consistency decides)."})
     max_new_tokens: int = field(default=64, metadata={"min": 4, "max": 4096, "help": "Tokens per generated answer."})
     canary_references: int = field(default=1000, metadata={"min": 10, "max": 1_000_000, "help": "Random secrets each planted canary is ranked against (exposure resolution: log2 of this, in bits)."})
-    sequential_looks: int = field(default=3, metadata={
+    sequential_looks: int = field(default=1, metadata={
         "min": 1, "max": MAX_LOOKS, "help": "Looks of the reconstruction attack, membership inference and the judge: "
         "each samples C/4, C/2, C (3 looks) of its cap C and stops at the first look that decides (1: all of C)."})
     seed: int = seed_field("Seed of the attacks' sampling and of the held-out questions drawn.")

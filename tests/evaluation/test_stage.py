@@ -59,7 +59,7 @@ def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained, 
         "adapter_artifact": adapter.pk, "dp_adapter_artifact": dp_adapter.pk,
         "base_model": str(model_dir), "professional_model": str(model_dir),
         "max_length": 96, "reconstruction_targets": 5, "candidate_set_size": 20, "generation_records": 8,
-        "max_new_tokens": 8}))
+        "max_new_tokens": 8, "sequential_looks": 3}))
     job = Job.objects.create(kind="evaluate", owner=owner, dataset=dataset, params=params, celery_task_id="e")
 
     assert job_execute(job_id=job.pk, celery_task_id="e", stage=evaluate_run) == "succeeded", Job.objects.get(pk=job.pk).error
