@@ -5,6 +5,9 @@ model: does it leak the private data (membership inference, name reconstruction)
 useful (held-out loss, ROUGE-L against the held-out references, win-rate judged by W_Pro in
 both answer orders, IFD of the synthetic data vs the private data, fidelity of the synthetic
 instructions to the held-out private ones). The headline figures also stream as `metric` events.
+The reconstruction attack, membership inference and the judge take their sizes as caps and sample
+in `sequential_looks` looks until their interval decides (evaluation.sequential); each says in the
+report how many items it used and why it stopped.
 
 The report is written twice, one file on each side of the privacy boundary (jobs.artifacts): the
 whole of it, excerpts of private records included, in the client-only area on the private volume
