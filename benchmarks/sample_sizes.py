@@ -22,12 +22,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation.reconstruction import POWER_MULTIPLE  # noqa: E402
-from evaluation.sequential import (auc_decision, consistency_decision, look_sizes,  # noqa: E402
-                                   rate_decision, sample_until_decided)
-from evaluation.membership import look_split, roc_auc  # noqa: E402
-from evaluation.utility import JUDGE_MIN_CONSISTENCY  # noqa: E402
-from scipy.stats import norm  # noqa: E402
+from scipy.stats import norm
+
+from evaluation.membership import look_split, roc_auc
+from evaluation.reconstruction import POWER_MULTIPLE
+from evaluation.sequential import (
+    auc_decision,
+    consistency_decision,
+    look_sizes,
+    rate_decision,
+    sample_until_decided,
+)
+from evaluation.utility import JUDGE_MIN_CONSISTENCY
 
 TARGETS, CANDIDATES, MEMBERS, NONMEMBERS, QUESTIONS, LOOKS = 30, 30, 60, 60, 64, 3
 MODELS = {"nonprivate": {"top1": 0.200, "auc": 0.763, "consistency": 0.0},
@@ -87,10 +93,10 @@ def main() -> None:
         used = {"targets": [], "records": [], "questions": []}
         decisions = {"targets": [], "records": [], "questions": []}
         for _ in range(args.runs):
-            for key, run in (("targets", lambda: reconstruction_targets_used(rates["top1"], rng)),
-                             ("records", lambda: membership_records_used(rates["auc"], rng)),
-                             ("questions", lambda: questions_used(rates["consistency"], rng))):
-                n, decision = run()
+            for key, sampled, rate in (("targets", reconstruction_targets_used, rates["top1"]),
+                                       ("records", membership_records_used, rates["auc"]),
+                                       ("questions", questions_used, rates["consistency"])):
+                n, decision = sampled(rate, rng)
                 used[key].append(n)
                 decisions[key].append(decision)
         per_run = [calls(t, r, q) for t, r, q in zip(used["targets"], used["records"], used["questions"])]

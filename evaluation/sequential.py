@@ -30,8 +30,9 @@ Otherwise the look says "continue"; at the cap an undecided sample stops with "u
 No Django here: plain numbers in, plain data out.
 """
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .intervals import auc_interval, wilson_interval
 

@@ -125,7 +125,7 @@ def test_member_token_logprobs_equal_the_plain_definition():
 def _fake_scores(monkeypatch, scored: list[int]):
     """membership's scorer replaced: a record's token log-probs are its "score", and `scored`
     receives how many records each call scores."""
-    import evaluation.membership as membership
+    from evaluation import membership
 
     def fake(model, tokenizer, records, *, max_length):
         scored.append(len(records))

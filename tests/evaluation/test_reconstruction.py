@@ -189,7 +189,7 @@ def test_decoys_beyond_the_real_names_are_recombined_from_their_own_first_and_la
 def _attack_counted(monkeypatch, *, leaky: bool) -> list[str]:
     """reconstruction's two attacks replaced by a model that puts the truth first (leaky) or last
     (never right), and the truths it was asked about, in order."""
-    import evaluation.reconstruction as reconstruction
+    from evaluation import reconstruction
 
     attacked = []
 

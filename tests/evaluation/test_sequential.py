@@ -7,9 +7,20 @@ import pytest
 
 from evaluation.intervals import wilson_interval
 from evaluation.membership import roc_auc
-from evaluation.sequential import (BOUNDED, CONTINUE, INFORMATIVE, LEAK, UNDECIDED, UNINFORMATIVE, auc_decision,
-                                   consistency_decision, look_confidence, look_sizes, rate_decision,
-                                   sample_until_decided)
+from evaluation.sequential import (
+    BOUNDED,
+    CONTINUE,
+    INFORMATIVE,
+    LEAK,
+    UNDECIDED,
+    UNINFORMATIVE,
+    auc_decision,
+    consistency_decision,
+    look_confidence,
+    look_sizes,
+    rate_decision,
+    sample_until_decided,
+)
 
 CHANCE = 1 / 30
 
@@ -56,7 +67,7 @@ def _bernoulli_attack(rate: float, cap: int, seed: int):
 
 
 def test_a_leaky_attack_stops_early_with_leak():
-    scored, ((hits, n), record) = _bernoulli_attack(0.25, 120, seed=1)
+    scored, ((_hits, n), record) = _bernoulli_attack(0.25, 120, seed=1)
     assert record["decision"] == LEAK and n < 120 and scored == [30]
     assert record["reason"].startswith("stopped at 30 of 120 targets (look 1 of 3): the interval [")
     assert "lies above chance 0.033" in record["reason"]
@@ -94,7 +105,7 @@ def _coverage(rate: float, cap: int, *, repeats: int, seed: int) -> float:
     for _ in range(repeats):
         outcomes = [rng.random() < rate for _ in range(cap)]
         (hits, n), _ = sample_until_decided(
-            sizes, lambda n, confidence: (sum(outcomes[:n]), n),
+            sizes, lambda n, confidence, outcomes=outcomes: (sum(outcomes[:n]), n),
             lambda figure, confidence: rate_decision(*figure, chance=CHANCE, multiple=5, confidence=confidence),
             unit="targets")
         interval = wilson_interval(hits, n, confidence=look_confidence(len(sizes)))
@@ -155,3 +166,19 @@ def test_a_judge_that_picks_by_position_is_found_uninformative_at_the_first_look
 def test_sampling_with_no_look_is_refused():
     with pytest.raises(ValueError, match="cap is 0"):
         sample_until_decided((), lambda n, c: n, lambda f, c: None, unit="targets")
+
+
+def test_an_attack_that_never_decides_runs_to_the_cap_and_says_so():
+    scored = []
+
+    def measure(n, confidence):
+        scored.append(n)
+        return 1, n  # the first target hit, none after: 1 of 30 holds chance and reaches 5x chance
+
+    _, record = sample_until_decided(
+        look_sizes(30, 3), measure,
+        lambda figure, confidence: rate_decision(*figure, chance=CHANCE, multiple=5, confidence=confidence),
+        unit="targets")
+    assert scored == [8, 15, 30] and record["decision"] == UNDECIDED and record["n"] == 30
+    assert record["reason"] == ("ran to the cap, 30 targets (3 looks), without a decision: the interval [0.004, 0.212] "
+                                "of 1 of 30 holds chance 0.033 and reaches 5x chance, 0.167")
