@@ -68,7 +68,10 @@ def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained, 
     report = json.loads((Path(django_settings.KSG_PRIVATE_DIR) / "artifacts" / whole.path).read_text())
     membership = report["privacy"]["membership"]
     audited = sum(record.get("audit", False) for record in dataset_records(dataset=dataset, split="train"))
-    assert 0 <= membership["loss"]["auc"] <= 1 and membership["loss"]["n_members"] == dataset.train_count - audited
+    # membership samples in looks up to every training and held-out record: the split of the look it stopped at
+    assert 0 <= membership["loss"]["auc"] <= 1 and membership["sample"]["members_available"] == dataset.train_count - audited
+    assert membership["loss"]["n_members"] + membership["loss"]["n_nonmembers"] == membership["sample"]["n"]
+    assert membership["sample"]["cap"] == dataset.train_count - audited + dataset.heldout_count
     # the one-run audit of the model and of the stage-1 adapter beside it, on all 12 audit canaries
     audit = report["privacy"]["audit"]
     assert audit["canaries"] == 12 and audit["model"]["m"] == 12 and audit["model"]["n_in"] == audited
