@@ -15,6 +15,7 @@ from scipy.stats import rankdata
 
 from .intervals import auc_interval, wilson_interval
 from .scoring import token_logprobs
+from .sequential import auc_decision, look_sizes, sample_until_decided
 
 HISTOGRAM_BINS = 20
 REPORT_FPR = 0.01
@@ -104,12 +105,12 @@ def score_histogram(member_scores: list[float], nonmember_scores: list[float], *
     }
 
 
-def attack_summary(member_scores: list[float], nonmember_scores: list[float]) -> dict:
+def attack_summary(member_scores: list[float], nonmember_scores: list[float], *, confidence: float = 0.95) -> dict:
     """AUC, TPR at 1% FPR, counts, the shared-edge histogram and the ROC points of one score,
-    with the 95% intervals of both figures (AUC: Hanley-McNeil; TPR: Wilson over the flagged
-    members) and the FPR resolution 1 / n_nonmembers, the smallest non-zero FPR the sample can
-    measure. With fewer than REPORT_FPR_MIN_NONMEMBERS non-members "note" says that the TPR at 1%
-    FPR is in fact the TPR at zero false positives (else "note" is None)."""
+    with the intervals (at `confidence`) of both figures (AUC: Hanley-McNeil; TPR: Wilson over the
+    flagged members) and the FPR resolution 1 / n_nonmembers, the smallest non-zero FPR the sample
+    can measure. With fewer than REPORT_FPR_MIN_NONMEMBERS non-members "note" says that the TPR at
+    1% FPR is in fact the TPR at zero false positives (else "note" is None)."""
     auc = roc_auc(member_scores, nonmember_scores)
     n_members, n_nonmembers = len(member_scores), len(nonmember_scores)
     flagged = flagged_members(member_scores, nonmember_scores, REPORT_FPR)
@@ -119,9 +120,9 @@ def attack_summary(member_scores: list[float], nonmember_scores: list[float]) ->
                 "this is the TPR at zero false positives")
     return {
         "auc": auc,
-        "auc_interval": auc_interval(auc, n_members, n_nonmembers),
+        "auc_interval": auc_interval(auc, n_members, n_nonmembers, confidence=confidence),
         "tpr_at_1pct_fpr": flagged / n_members,
-        "tpr_at_1pct_fpr_interval": wilson_interval(flagged, n_members),
+        "tpr_at_1pct_fpr_interval": wilson_interval(flagged, n_members, confidence=confidence),
         "fpr_resolution": 1 / n_nonmembers,
         "note": note,
         "n_members": n_members,
@@ -131,13 +132,43 @@ def attack_summary(member_scores: list[float], nonmember_scores: list[float]) ->
     }
 
 
+def look_split(records: int, n_members: int, n_nonmembers: int) -> tuple[int, int]:
+    """(members, non-members) among the first `records` of a look: each side in proportion to its
+    whole size, at least one of each, all of both at records = n_members + n_nonmembers."""
+    members = min(n_members, max(1, round(records * n_members / (n_members + n_nonmembers))))
+    return members, max(1, min(n_nonmembers, records - members))
+
+
 def membership_report(model, tokenizer, train_records: list[dict], heldout_records: list[dict], *,
-                      max_length: int, k: float = 0.2) -> dict:
+                      max_length: int, k: float = 0.2, looks: int = 1) -> dict:
     """Both attacks ("loss" and "min_k") on members = train_records vs non-members =
-    heldout_records; plain data (floats, ints, lists) ready for JSON."""
-    members = token_logprobs(model, tokenizer, train_records, max_length=max_length)
-    nonmembers = token_logprobs(model, tokenizer, heldout_records, max_length=max_length)
+    heldout_records; plain data (floats, ints, lists) ready for JSON.
+
+    The records are a cap: the attack scores them in `looks` looks of growing size
+    (evaluation.sequential; each look the first members and non-members in their given order, in
+    proportion to the two splits, look_split) and stops at the first whose loss-attack AUC interval
+    lies above 0.5 (a leak) or below 0.5 + AUC_MARGIN (no leak of that size). Both attacks'
+    intervals are at the looks' Bonferroni level; "sample" says how many records were scored and
+    why it stopped. looks = 1 scores every record."""
+    if not train_records or not heldout_records:
+        raise ValueError("membership inference needs at least one member and one non-member")
+    members: list[list[float]] = []
+    nonmembers: list[list[float]] = []
+
+    def score(records: int, confidence: float) -> tuple[float, int, int]:
+        want_members, want_nonmembers = look_split(records, len(train_records), len(heldout_records))
+        for scored, records_of_side, wanted in ((members, train_records, want_members),
+                                                (nonmembers, heldout_records, want_nonmembers)):
+            new = records_of_side[len(scored):wanted]  # a look scores only the records the one before did not
+            scored.extend(token_logprobs(model, tokenizer, new, max_length=max_length) if new else [])
+        return roc_auc(loss_scores(members), loss_scores(nonmembers)), len(members), len(nonmembers)
+
+    _, sample = sample_until_decided(
+        look_sizes(len(train_records) + len(heldout_records), looks), score,
+        lambda figure, confidence: auc_decision(*figure, confidence=confidence), unit="records")
+    confidence = sample["confidence"]
     return {
-        "loss": attack_summary(loss_scores(members), loss_scores(nonmembers)),
-        "min_k": attack_summary(min_k_scores(members, k), min_k_scores(nonmembers, k)) | {"k": k},
+        "loss": attack_summary(loss_scores(members), loss_scores(nonmembers), confidence=confidence),
+        "min_k": attack_summary(min_k_scores(members, k), min_k_scores(nonmembers, k), confidence=confidence) | {"k": k},
+        "sample": sample | {"members_available": len(train_records), "nonmembers_available": len(heldout_records)},
     }

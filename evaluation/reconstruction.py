@@ -26,6 +26,7 @@ from synthesis.lm.chat import record_prompt_response, record_text
 
 from .intervals import wilson_interval
 from .scoring import examples_logprobs, record_logprobs
+from .sequential import look_sizes, rate_decision, sample_until_decided
 
 MASK = "[NAME]"
 DETECTOR_SOURCE = "pii_detector"      # a target whose person only the PII detector named
@@ -273,30 +274,52 @@ def _example(target: dict, top_guess: str, generated: str) -> dict:
 
 def reconstruction_report(model, tokenizer, train_records: list[dict], *, limit: int = 50,
                           candidate_set_size: int = 100, seed: int = 0, identifying_fields: tuple[str, ...] = (),
-                          candidate_records: list[dict] | None = None) -> dict:
+                          candidate_records: list[dict] | None = None, looks: int = 1) -> dict:
     """Rates (fractions of targets) of likelihood top-1 and top-5 and generation exact match, each
-    with its count and 95% Wilson interval, against the random-guess rates; where its targets came
+    with its count and Wilson interval, against the random-guess rates; where its targets came
     from; up to EXAMPLE_ROWS example rows. Candidates are drawn from `candidate_records` (default:
-    the training records). With no target, the rates are None and "problem" says why. Plain data."""
+    the training records). With no target, the rates are None and "problem" says why. Plain data.
+
+    `limit` is a cap: the targets are taken up to it in their fixed order (reconstruction_targets)
+    and the candidate set is built once from all of them, then the attack runs in `looks` looks of
+    growing size (evaluation.sequential) and stops at the first whose top-1 interval lies above
+    chance (a leak) or below POWER_MULTIPLE x chance (no leak of the size the attack is powered
+    for). Every interval is at the looks' Bonferroni level (95% over all looks together); "sample"
+    says how many targets were attacked and why it stopped. looks = 1 attacks every target."""
     targets = reconstruction_targets(train_records, limit=limit, identifying_fields=identifying_fields)
     candidates = candidate_names(train_records if candidate_records is None else candidate_records,
                                  extra=[t["truth"] for t in targets], size=candidate_set_size, seed=seed,
                                  identifying_fields=identifying_fields)
-    hits = {"likelihood_top1": 0, "likelihood_top5": 0, "generation_exact": 0}
-    examples = []
-    for target in targets:
-        ranked = reconstruct_by_likelihood(model, tokenizer, target, candidates)
-        generated = reconstruct_by_generation(model, tokenizer, target)
-        hits["likelihood_top1"] += _same(ranked[0], target["truth"])
-        hits["likelihood_top5"] += any(_same(name, target["truth"]) for name in ranked[:5])
-        hits["generation_exact"] += _same(generated, _generation_truth(target))
-        if len(examples) < EXAMPLE_ROWS:
-            examples.append(_example(target, ranked[0], generated))
-    n = len(targets)
     chance = 1 / len(candidates) if candidates else None
+    hits = {"likelihood_top1": 0, "likelihood_top5": 0, "generation_exact": 0}
+    examples, attacked = [], []
+
+    def attack(n: int, confidence: float) -> tuple[int, int]:
+        for target in targets[len(attacked):n]:  # a look adds the next targets; those before keep their result
+            ranked = reconstruct_by_likelihood(model, tokenizer, target, candidates)
+            generated = reconstruct_by_generation(model, tokenizer, target)
+            hits["likelihood_top1"] += _same(ranked[0], target["truth"])
+            hits["likelihood_top5"] += any(_same(name, target["truth"]) for name in ranked[:5])
+            hits["generation_exact"] += _same(generated, _generation_truth(target))
+            if len(examples) < EXAMPLE_ROWS:
+                examples.append(_example(target, ranked[0], generated))
+            attacked.append(target)
+        return hits["likelihood_top1"], n
+
+    sample = None
+    if targets:
+        _, sample = sample_until_decided(
+            look_sizes(len(targets), looks), attack,
+            lambda figure, confidence: rate_decision(*figure, chance=chance, multiple=POWER_MULTIPLE,
+                                                     confidence=confidence),
+            unit="targets")
+    n = len(attacked)
+    confidence = sample["confidence"] if sample else 0.95
     report = {
         "n_targets": n,
-        "targets_from": dict(Counter(target["source"] for target in targets)),
+        "targets_available": len(targets),
+        "sample": sample,
+        "targets_from": dict(Counter(target["source"] for target in attacked)),
         "identifying_fields": list(identifying_fields),
         "masking": "every mention of the person (full name, first and last word, lower-case forms), both fields",
         "candidate_set_size": len(candidates),
@@ -309,8 +332,8 @@ def reconstruction_report(model, tokenizer, train_records: list[dict], *, limit:
     }
     for name, count in hits.items():
         report[f"{name}_rate"] = count / n if n else None
-        report[f"{name}_interval"] = wilson_interval(count, n)
-    report["power"] = attack_power(n, chance)
+        report[f"{name}_interval"] = wilson_interval(count, n, confidence=confidence)
+    report["power"] = attack_power(n, chance, confidence=confidence)
     if not n:
         report["problem"] = ("no target: no training record mentions its person by an identifying field's value "
                              "or by a full name the PII detector finds, so the attack could not run; name the "
@@ -318,12 +341,13 @@ def reconstruction_report(model, tokenizer, train_records: list[dict], *, limit:
     return report
 
 
-def attack_power(n: int, chance: float | None, *, multiple: float = POWER_MULTIPLE) -> dict:
+def attack_power(n: int, chance: float | None, *, multiple: float = POWER_MULTIPLE,
+                 confidence: float = 0.95) -> dict:
     """Whether n targets are enough to tell a leak of `multiple` times the chance rate from chance:
-    the 95% Wilson interval of that rate's expected hits must lie above chance. Plain data."""
+    the Wilson interval (at `confidence`) of that rate's expected hits must lie above chance. Plain data."""
     if not n or not chance:
         return {"multiple": multiple, "enough": False, "n": n}
     leak = min(1.0, multiple * chance)
-    interval = wilson_interval(round(leak * n), n)
+    interval = wilson_interval(round(leak * n), n, confidence=confidence)
     return {"multiple": multiple, "leak_rate": leak, "n": n, "enough": interval["low"] > chance,
             "leak_interval": interval}

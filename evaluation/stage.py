@@ -5,6 +5,9 @@ model: does it leak the private data (membership inference, name reconstruction)
 useful (held-out loss, ROUGE-L against the held-out references, win-rate judged by W_Pro in
 both answer orders, IFD of the synthetic data vs the private data, fidelity of the synthetic
 instructions to the held-out private ones). The headline figures also stream as `metric` events.
+The reconstruction attack, membership inference and the judge take their sizes as caps and sample
+in `sequential_looks` looks until their interval decides (evaluation.sequential); each says in the
+report how many items it used and why it stopped.
 
 The report is written twice, one file on each side of the privacy boundary (jobs.artifacts): the
 whole of it, excerpts of private records included, in the client-only area on the private volume
@@ -35,8 +38,7 @@ from .private_parts import evaluation_aggregates
 from .reconstruction import reconstruction_report
 from .scoring import response_logprobs
 from .verdict import verdict
-from .utility import (greedy_answers, heldout_loss_finding, heldout_loss_report, ifd_report, pairwise_win_rate,
-                      rouge_l_report)
+from .utility import heldout_loss_finding, heldout_loss_report, ifd_report, judged_sequentially, rouge_l_report
 
 REPORT_FILE, RECORDS_FILE = "evaluation.json", "evaluation_records.json"
 
@@ -73,13 +75,15 @@ def evaluate_run(params, ctx) -> None:
     try:
         ctx.check()
         report["privacy"] = {
-            "membership": membership_report(target.model, target.tokenizer, train, heldout, max_length=params.max_length),
+            "membership": membership_report(target.model, target.tokenizer, train, heldout, max_length=params.max_length,
+                                            looks=params.sequential_looks),
             # targets from every training record (one per person first), candidates from both splits
             "reconstruction": reconstruction_report(target.model, target.tokenizer, train_all,
                                                     limit=params.reconstruction_targets,
                                                     candidate_set_size=params.candidate_set_size, seed=params.seed,
                                                     identifying_fields=identifying_fields,
-                                                    candidate_records=train_all + heldout_all),
+                                                    candidate_records=train_all + heldout_all,
+                                                    looks=params.sequential_looks),
             "audit": _audit(params, job, target, base),
             "claim": _claim(job),
         }
@@ -92,22 +96,24 @@ def evaluate_run(params, ctx) -> None:
                    reconstruction_random=report["privacy"]["reconstruction"]["expected_random_top1_rate"],
                    **({"canary_exposure_mean": report["privacy"]["canaries"]["mean_exposure"]} if canaries else {}))
         ctx.check()
-        questions = judged_questions(heldout_all, count=params.generation_records, seed=params.seed)
-        # greedy answers, once per model: ROUGE-L scores them and the judge compares them
-        answers = {"target": greedy_answers(target, questions, max_new_tokens=params.max_new_tokens),
-                   "base": greedy_answers(base, questions, max_new_tokens=params.max_new_tokens)}
+        drawn = judged_questions(heldout_all, count=params.generation_records, seed=params.seed)
+        # the judge samples until its consistency decides (evaluation.sequential); ROUGE-L scores the
+        # same greedy answers, each model answering each judged question once
+        win_rate, answers_target, answers_base = _win_rate(params, drawn, target, base)
+        questions = drawn[: win_rate["n"]]
         report["utility"] = {
             "heldout_loss": {"target": heldout_loss_report(target.model, target.tokenizer, heldout, max_length=params.max_length),
                              "base": heldout_loss_report(base.model, base.tokenizer, heldout, max_length=params.max_length)},
-            "rouge_l": {side: rouge_l_report(questions, answers[side]) for side in ("target", "base")},
+            "rouge_l": {"target": rouge_l_report(questions, answers_target),
+                        "base": rouge_l_report(questions, answers_base)},
         }
         loss = report["utility"]["heldout_loss"]
         loss["finding"] = heldout_loss_finding(
             loss["target"], loss["base"], base_model=params.base_model,
             distilled_by=params.professional_model if params.synthetic_artifact else None)
-        report["utility"]["questions"] = _questions_note(params.generation_records, questions, heldout_all)
+        report["utility"]["questions"] = _questions_note(params.generation_records, drawn, questions, heldout_all)
         ctx.check()
-        report["utility"]["win_rate"] = _win_rate(params, questions, answers["target"], answers["base"])
+        report["utility"]["win_rate"] = win_rate
         report["utility"]["ifd"] = _ifd(params, base, train)
         report["utility"]["fidelity"] = _fidelity(params, base, heldout)
     finally:
@@ -240,24 +246,27 @@ def judged_questions(heldout: list[dict], *, count: int, seed: int) -> list[dict
     return random.Random(seed).sample(heldout, min(count, len(heldout)))
 
 
-def _questions_note(requested: int, questions: list[dict], heldout: list[dict]) -> dict:
-    """How many held-out questions were asked for, held out and used, and a sentence when fewer
-    were used than asked for."""
+def _questions_note(requested: int, drawn: list[dict], used: list[dict], heldout: list[dict]) -> dict:
+    """How many held-out questions were asked for (the judge's cap), held out, drawn and used (the
+    judge's sample, evaluation.sequential: it may stop before the cap), and a sentence when fewer
+    were drawn than asked for."""
     note = None
-    if len(questions) < requested:
+    if len(drawn) < requested:
         note = (f"{requested} questions were asked for but the dataset holds out only {len(heldout)} records: "
-                f"ROUGE-L and the win-rate use {len(questions)}; register the data with a larger held-out fraction "
-                f"for more")
-    return {"requested": requested, "held_out": len(heldout), "used": len(questions), "note": note}
+                f"the judge's cap is {len(drawn)}, of which ROUGE-L and the win-rate use {len(used)}; register the "
+                f"data with a larger held-out fraction for more")
+    return {"requested": requested, "held_out": len(heldout), "drawn": len(drawn), "used": len(used), "note": note}
 
 
-def _win_rate(params, questions: list[dict], answers_target: list[str], answers_base: list[str]) -> dict:
-    """Target vs base greedy answers to the same held-out questions, judged by W_Pro in both
-    answer orders (utility.pairwise_win_rate: 2 judge prompts per question)."""
+def _win_rate(params, questions: list[dict], target, base) -> tuple[dict, list[str], list[str]]:
+    """Target vs base greedy answers to the held-out questions, judged by W_Pro in both answer
+    orders (utility.judged_sequentially: 2 judge prompts per question, as many questions as its
+    consistency needs, up to all of `questions`); with the answers, for ROUGE-L."""
     judge = TransformersBackend.load(model_spec=params.professional_model, adapter_path=None,
                                      cache_dir=settings.KSG_MODEL_CACHE, dtype=torch.float32)
     try:
-        return pairwise_win_rate(judge, [r["instruction"] for r in questions], answers_target, answers_base)
+        return judged_sequentially(judge, target, base, questions, looks=params.sequential_looks,
+                                   max_new_tokens=params.max_new_tokens)
     finally:
         judge.close()
 

@@ -30,6 +30,7 @@ from synthesis.filtering import rouge_l, tokenize_for_similarity
 from synthesis.lm.generation import SamplingParams
 
 from .intervals import mean_interval, wilson_interval
+from .sequential import consistency_decision, look_sizes, sample_until_decided
 
 ROUGE_EXAMPLES = 5               # examples kept in the ROUGE-L report, the first records in input order
 JUDGE_CANDIDATES = ["A", "B"]
@@ -211,7 +212,7 @@ def _judge_problem(*, consistent: int, n: int, interval: dict, same_letter: dict
 
 
 def pairwise_win_rate(judge_backend, instructions: list[str], answers_target: list[str], answers_base: list[str],
-                      *, tie_margin: float = 0.1) -> dict:
+                      *, tie_margin: float = 0.1, confidence: float = 0.95) -> dict:
     """How often the judge prefers the target model's answer to the base model's, judged in both
     orders (MT-Bench, Zheng et al. 2023; AlpacaEval).
 
@@ -225,13 +226,21 @@ def pairwise_win_rate(judge_backend, instructions: list[str], answers_target: li
     result has win_rate None and a `problem` sentence in its place.
 
     Returns {"wins", "losses", "ties", "n", "consistent" (items), "consistency",
-    "consistency_interval" (95% Wilson), "informative", "min_consistency", "same_letter" ({"A",
-    "B"}: items where both orders chose that letter, i.e. followed the position), "win_rate" =
-    (wins + 0.5 * ties) / n or None, "win_rate_interval" (its 95% Wilson interval) or None,
+    "consistency_interval" (Wilson, at `confidence`), "informative", "min_consistency", "same_letter"
+    ({"A", "B"}: items where both orders chose that letter, i.e. followed the position), "win_rate" =
+    (wins + 0.5 * ties) / n or None, "win_rate_interval" (its Wilson interval) or None,
     "problem" (None when informative), "verdicts": per item {index, "orders": two order verdicts
     {target_position, p_a, p_b, choice, prefers}, consistent, outcome}}, with outcome "win",
     "loss" or "tie" from the target model's side.
     """
+    verdicts = judge_verdicts(judge_backend, instructions, answers_target, answers_base, tie_margin=tie_margin)
+    return win_rate_summary(verdicts, confidence=confidence)
+
+
+def judge_verdicts(judge_backend, instructions: list[str], answers_target: list[str], answers_base: list[str],
+                   *, tie_margin: float = 0.1, first_index: int = 0) -> list[dict]:
+    """Per item, the judge's two order verdicts and the outcome (pairwise_win_rate's "verdicts");
+    items are numbered from `first_index` (a sequential judge's later look continues the count)."""
     if not len(instructions) == len(answers_target) == len(answers_base):
         raise ValueError("instructions, answers_target and answers_base must have the same length")
     if not instructions:
@@ -248,12 +257,18 @@ def pairwise_win_rate(judge_backend, instructions: list[str], answers_target: li
                   for offset, position in enumerate(JUDGE_CANDIDATES)]
         first, second = (order["prefers"] for order in orders)
         outcome = "win" if first == second == "target" else "loss" if first == second == "base" else "tie"
-        verdicts.append({"index": index, "orders": orders, "consistent": first == second, "outcome": outcome})
+        verdicts.append({"index": first_index + index, "orders": orders, "consistent": first == second,
+                         "outcome": outcome})
+    return verdicts
+
+
+def win_rate_summary(verdicts: list[dict], *, confidence: float = 0.95) -> dict:
+    """pairwise_win_rate's figures from the items' verdicts, intervals at `confidence`."""
     counts = {outcome: sum(v["outcome"] == outcome for v in verdicts) for outcome in ("win", "loss", "tie")}
     n, consistent = len(verdicts), sum(v["consistent"] for v in verdicts)
     same_letter = {letter: sum(all(order["choice"] == letter for order in v["orders"]) for v in verdicts)
                    for letter in JUDGE_CANDIDATES}
-    consistency_interval = wilson_interval(consistent, n)
+    consistency_interval = wilson_interval(consistent, n, confidence=confidence)
     informative = consistent / n >= JUDGE_MIN_CONSISTENCY
     problem = None if informative else _judge_problem(consistent=consistent, n=n, interval=consistency_interval,
                                                       same_letter=same_letter)
@@ -265,8 +280,39 @@ def pairwise_win_rate(judge_backend, instructions: list[str], answers_target: li
             "consistent": consistent, "consistency": consistent / n, "consistency_interval": consistency_interval,
             "informative": informative, "min_consistency": JUDGE_MIN_CONSISTENCY, "same_letter": same_letter,
             "win_rate": score / n if informative else None,
-            "win_rate_interval": wilson_interval(score, n) if informative else None, "problem": problem,
-            "verdicts": verdicts}
+            "win_rate_interval": wilson_interval(score, n, confidence=confidence) if informative else None,
+            "problem": problem, "verdicts": verdicts}
+
+
+def judged_sequentially(judge_backend, target_backend, base_backend, questions: list[dict], *, looks: int,
+                        max_new_tokens: int, tie_margin: float = 0.1) -> tuple[dict, list[str], list[str]]:
+    """The position-consistent win-rate of target against base on `questions` (a cap, in their
+    drawn order), sampled in `looks` looks of growing size (evaluation.sequential): each look has
+    both models answer the next questions greedily, the judge judges them in both orders, and the
+    judge stops at the first look whose consistency interval lies below JUDGE_MIN_CONSISTENCY
+    (uninformative: no win-rate) or above it. Returns (pairwise_win_rate's result with "sample",
+    its intervals at the looks' level; the target's answers; the base's answers), the answers to
+    the first result["n"] questions, for ROUGE-L."""
+    answers_target: list[str] = []
+    answers_base: list[str] = []
+    verdicts: list[dict] = []
+
+    def judge(n: int, confidence: float) -> tuple[int, int]:
+        new = questions[len(verdicts):n]
+        answers_target.extend(greedy_answers(target_backend, new, max_new_tokens=max_new_tokens))
+        answers_base.extend(greedy_answers(base_backend, new, max_new_tokens=max_new_tokens))
+        verdicts.extend(judge_verdicts(judge_backend, [record["instruction"] for record in new],
+                                       answers_target[-len(new):], answers_base[-len(new):], tie_margin=tie_margin,
+                                       first_index=len(verdicts)))
+        return sum(v["consistent"] for v in verdicts), len(verdicts)
+
+    _, sample = sample_until_decided(
+        look_sizes(len(questions), looks), judge,
+        lambda figure, confidence: consistency_decision(*figure, threshold=JUDGE_MIN_CONSISTENCY,
+                                                        confidence=confidence),
+        unit="questions")
+    return (win_rate_summary(verdicts, confidence=sample["confidence"]) | {"sample": sample},
+            answers_target, answers_base)
 
 
 # --- 4. IFD, Instruction-Following Difficulty ------------------------------------------------

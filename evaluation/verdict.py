@@ -102,6 +102,13 @@ def _audit_findings(audit: dict, claim: dict) -> list[dict]:
     return findings
 
 
+def _sample(result: dict) -> str:
+    """The sentence ending a sequentially sampled figure's finding (evaluation.sequential): how many
+    items it used and why it stopped; empty for a figure of fixed size or an older report."""
+    reason = (result.get("sample") or {}).get("reason")
+    return f" Sample: {reason}." if reason else ""
+
+
 def _reconstruction_finding(result: dict | None) -> dict:
     subject = "name reconstruction"
     if not result:
@@ -113,16 +120,20 @@ def _reconstruction_finding(result: dict | None) -> dict:
     interval = result.get("likelihood_top1_interval") or {}
     text = (f"Top-1 {_fmt(rate)}{_interval(interval)} of {result['n_targets']} targets (chance {_fmt(chance)}, "
             f"{result.get('candidate_set_size')} candidates).")
+    sample = _sample(result)
     if interval.get("low") is not None and chance is not None and interval["low"] > chance:
         return {"subject": subject, "status": "leak",
-                "text": text + " Above chance: the model puts names back into its training records."}
+                "text": text + " Above chance: the model puts names back into its training records." + sample}
     power = result.get("power") or {}
+    if (result.get("sample") or {}).get("decision") == "bounded":
+        return {"subject": subject, "status": "consistent",
+                "text": text + f" Within chance, and below a leak of {power.get('multiple', 5)}x chance." + sample}
     if not power.get("enough", True):
         return {"subject": subject, "status": "inconclusive",
                 "text": text + f" Within chance, but {result['n_targets']} targets are too few for the interval to "
-                               f"exclude a leak of {power.get('multiple', 5)}x chance."}
+                               f"exclude a leak of {power.get('multiple', 5)}x chance." + sample}
     return {"subject": subject, "status": "consistent",
-            "text": text + " Within chance: no better than a guess."}
+            "text": text + " Within chance: no better than a guess." + sample}
 
 
 def _membership_finding(result: dict | None) -> dict:
@@ -133,11 +144,13 @@ def _membership_finding(result: dict | None) -> dict:
     interval = loss.get("auc_interval") or {}
     text = (f"Loss attack AUC {_fmt(loss['auc'])}{_interval(interval)} over {loss.get('n_members')} members and "
             f"{loss.get('n_nonmembers')} non-members (chance 0.5).")
+    sample = _sample(result)
     if interval.get("low") is not None and interval["low"] > CHANCE_AUC:
-        return {"subject": subject, "status": "leak", "text": text + " Above chance: training records are told apart."}
+        return {"subject": subject, "status": "leak",
+                "text": text + " Above chance: training records are told apart." + sample}
     if interval.get("low") is None:
-        return {"subject": subject, "status": "inconclusive", "text": text + " No interval: cannot decide."}
-    return {"subject": subject, "status": "consistent", "text": text + " Within chance."}
+        return {"subject": subject, "status": "inconclusive", "text": text + " No interval: cannot decide." + sample}
+    return {"subject": subject, "status": "consistent", "text": text + " Within chance." + sample}
 
 
 def _exposure_finding(result: dict) -> dict:

@@ -37,8 +37,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # and the judge consistency's 95% intervals are then about +-0.12 wide. They are drawn from the
         # whole held-out split, which must hold 64 records (ksg_dataset_add --heldout-fraction); with
         # fewer, all of them are used and the report says how many.
+        # The sizes are caps (evaluation.sequential): in 3 looks the attacks and the judge sample a quarter, a
+        # half, then all of them, stopping at the first look whose interval decides (a leak shown, or one of
+        # 5x chance excluded; a judge found uninformative or informative), each interval at 1 - 0.05 / 3.
         "evaluate": {"max_records": 60, "max_length": 128, "reconstruction_targets": 30, "candidate_set_size": 20,
-                     "generation_records": 64, "max_new_tokens": 48, "canary_references": 1000},
+                     "generation_records": 64, "max_new_tokens": 48, "canary_references": 1000,
+                     "sequential_looks": 3},
     },
     # The paper's scale, for GPU machines: about 500 private records, 1000 raw instructions. Stage 1
     # learns the whole record, the instruction included, so that stage 2 can open the user's turn
@@ -58,7 +62,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                              "lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-4, "loss_on": "record",
                              "target_modules": ALL_LINEAR},
         "evaluate": {"max_records": 500, "max_length": 512, "reconstruction_targets": 200, "candidate_set_size": 100,
-                     "generation_records": 100, "max_new_tokens": 256, "canary_references": 10000},
+                     "generation_records": 100, "max_new_tokens": 256, "canary_references": 10000,
+                     "sequential_looks": 3},
     },
 }
 # What a baseline changes in every preset: self_instruct has no adapter whose user turn could be

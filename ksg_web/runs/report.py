@@ -24,7 +24,7 @@ from privacy.models import LedgerEntry
 
 from .kinds import RUN
 from .pipeline import run_pipeline
-from .report_figures import FIDELITY_FIGURES, PROBLEM_PATHS, headline_intervals, headline_problems
+from .report_figures import FIDELITY_FIGURES, PROBLEM_PATHS, headline_intervals, headline_problems, headline_samples
 
 BASELINE_LABELS = {
     "knowledgesg": "KnowledgeSG",
@@ -81,12 +81,17 @@ COMPARISON_COLUMNS = (
     ("reconstruction_top5_rate", "reconstruction top-5"),
     ("reconstruction_random_top5_rate", "reconstruction random-guess top-5"),
     ("reconstruction_generation_exact_rate", "reconstruction generation exact"),
+    ("membership_sample", "membership inference: sample used"),
+    ("membership_stop_reason", "membership inference: why sampling stopped"),
+    ("reconstruction_sample", "reconstruction: sample used"),
+    ("reconstruction_stop_reason", "reconstruction: why sampling stopped"),
     ("canary_mean_exposure", "canary mean exposure (bits)"), ("canary_max_exposure", "canary max exposure (bits)"),
     ("audit_epsilon_lower_bound", "audited epsilon lower bound (95%)"),
     ("audit_dp_adapter_epsilon_lower_bound", "audited epsilon lower bound of the stage-1 adapter (95%)"),
     ("heldout_loss_target", "held-out loss (target)"), ("heldout_loss_base", "held-out loss (base)"),
     ("rouge_l_target", "ROUGE-L (target)"), ("rouge_l_base", "ROUGE-L (base)"), ("win_rate", "win-rate vs base"),
     ("judge_consistency", "judge consistency (answer order swapped)"),
+    ("judge_sample", "judge: sample used"), ("judge_stop_reason", "judge: why sampling stopped"),
     ("ifd_synthetic", "IFD (synthetic data)"), ("ifd_private", "IFD (private data)"),
     ("fidelity_mauve", "fidelity: MAUVE (synthetic vs held-out private instructions)"),
     ("fidelity_precision", "fidelity: precision"), ("fidelity_recall", "fidelity: recall"),
@@ -300,11 +305,12 @@ def _evaluation(children: list[Job], *, records_readable: bool = False) -> tuple
 
 def _headline(evaluation: dict | None) -> dict[str, Any]:
     """The HEADLINE_PATHS figures of an evaluation.json (None where absent) with their intervals
-    (report_figures.headline_intervals), why a declined figure is not given (headline_problems;
+    (report_figures.headline_intervals), the sample each sequentially sampled figure used and why it
+    stopped (headline_samples), why a declined figure is not given (headline_problems;
     the figure and its bounds are then None), the random-guess top-1 rate of the reconstruction
     attack (uniform ranking of the candidates it used), and why fidelity has no figure, if so."""
     figures = {name: _dig(evaluation, path) for name, path in HEADLINE_PATHS.items()}
-    figures |= headline_intervals(evaluation) | headline_problems(evaluation)
+    figures |= headline_intervals(evaluation) | headline_problems(evaluation) | headline_samples(evaluation)
     for name in PROBLEM_PATHS:  # a declined figure is never printed, whatever an older file holds
         if figures[f"{name}_problem"]:
             figures |= {name: None, f"{name}_low": None, f"{name}_high": None}

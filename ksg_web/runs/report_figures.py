@@ -46,6 +46,15 @@ PROBLEM_PATHS = {"win_rate": ("utility", "win_rate", "problem")}
 # position bias was never measured, so it is not given either
 ONE_ORDER_JUDGE = ("the judge saw each pair in one answer order only (an evaluation from before the "
                    "position-consistent judge), so the win-rate may measure the judge's position bias; evaluate again")
+# the figures sampled until their interval decides (evaluation.sequential): where each sample's
+# account is, and what it is called; a row carries `<sample>_sample` ("8 of 30 targets, look 1 of 3")
+# and `<sample>_stop_reason` (the sentence) beside the figures it carries
+SAMPLE_PATHS = {"reconstruction": ("privacy", "reconstruction", "sample"),
+                "membership": ("privacy", "membership", "sample"),
+                "judge": ("utility", "win_rate", "sample")}
+SAMPLE_LABELS = {"reconstruction": "name reconstruction (top-1, top-5, generation)",
+                 "membership": "membership inference (AUC, TPR)",
+                 "judge": "judge (win-rate, consistency; ROUGE-L on the same answers)"}
 INTERVAL_KEYS = ("low", "high", "n")
 FIGURE_DIGITS = {"canary_mean_exposure": 2}  # bits; every other figure with 3 decimals
 MISSING, OLDER_EVALUATION = "—", "no interval (older evaluation)"
@@ -75,6 +84,28 @@ def headline_problems(evaluation: dict | None) -> dict[str, Any]:
             problem = ONE_ORDER_JUDGE
         row[f"{name}_problem"] = problem if isinstance(problem, str) and problem else None
     return row
+
+
+def headline_samples(evaluation: dict | None) -> dict[str, Any]:
+    """`<sample>_sample` (the size used, of the cap, and the looks: "8 of 30 targets, look 1 of 3
+    planned") and `<sample>_stop_reason` (why it stopped, in words) for every SAMPLE_PATHS sample of
+    an evaluation.json; None for an evaluation from before the sequential sampling (fixed sizes)."""
+    row: dict[str, Any] = {}
+    for name, path in SAMPLE_PATHS.items():
+        sample = _dig(evaluation, path)
+        sample = sample if isinstance(sample, dict) else {}
+        n, cap, looks, planned = (sample.get(key) for key in ("n", "cap", "looks", "planned_looks"))
+        reason = sample.get("reason")
+        size = (f"{n} of {cap} {sample.get('unit') or ''}".rstrip() + f", look {looks} of {planned} planned"
+                if all(_is_count(value) for value in (n, cap, looks, planned)) else None)
+        row |= {f"{name}_sample": size, f"{name}_stop_reason": reason if isinstance(reason, str) and reason else None}
+    return row
+
+
+def sample_lines(row: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, "stopped at ... ") for each sample of a report row that has its stop reason."""
+    return [(SAMPLE_LABELS[name], row[f"{name}_stop_reason"]) for name in SAMPLE_PATHS
+            if row.get(f"{name}_stop_reason")]
 
 
 def interval_columns(columns: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:

@@ -120,3 +120,39 @@ def test_member_token_logprobs_equal_the_plain_definition():
     assert [len(row) for row in fast] == [len(row) for row in plain]
     for one, other in zip(fast, plain):
         assert one == pytest.approx(other, abs=1e-4)
+
+
+def _fake_scores(monkeypatch, scored: list[int]):
+    """membership's scorer replaced: a record's token log-probs are its "score", and `scored`
+    receives how many records each call scores."""
+    from evaluation import membership
+
+    def fake(model, tokenizer, records, *, max_length):
+        scored.append(len(records))
+        return [[record["score"]] * 3 for record in records]
+
+    monkeypatch.setattr(membership, "token_logprobs", fake)
+
+
+def test_a_separable_membership_attack_stops_at_the_first_look_that_shows_the_leak(monkeypatch):
+    scored = []
+    _fake_scores(monkeypatch, scored)
+    members = [{"score": 1.0 + i / 100} for i in range(120)]
+    nonmembers = [{"score": -1.0 - i / 100} for i in range(40)]
+    report = membership_report(None, None, members, nonmembers, max_length=8, looks=3)
+    sample = report["sample"]
+    assert sample["decision"] == "leak" and sample["n"] == 40 and sample["cap"] == 160 and sum(scored) == 40
+    assert report["loss"]["n_members"] == 30 and report["loss"]["n_nonmembers"] == 10
+    assert sample["reason"].startswith("stopped at 40 of 160 records (look 1 of 3): the AUC interval [")
+    assert "(30 members, 10 non-members) lies above chance 0.5" in sample["reason"]
+    assert report["loss"]["auc_interval"]["confidence"] == pytest.approx(1 - 0.05 / 3)
+
+
+def test_an_inseparable_membership_attack_scores_every_record_once(monkeypatch):
+    scored = []
+    _fake_scores(monkeypatch, scored)
+    alternating = [{"score": float(i % 2)} for i in range(160)]
+    report = membership_report(None, None, alternating[:120], alternating[120:], max_length=8, looks=3)
+    # each look scores only the records the one before did not: 160 in all, none twice
+    assert sum(scored) == 160 and report["loss"]["n_members"] == 120 and report["loss"]["n_nonmembers"] == 40
+    assert report["sample"]["decision"] in ("bounded", "undecided") and report["sample"]["n"] == 160

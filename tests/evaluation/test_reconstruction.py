@@ -184,3 +184,43 @@ def test_decoys_beyond_the_real_names_are_recombined_from_their_own_first_and_la
     firsts, lasts = {name.split()[0] for name in names}, {name.split()[-1] for name in names}
     assert len(candidates) == 12 and set(names) <= set(candidates)
     assert all(name.split()[0] in firsts and name.split()[-1] in lasts for name in candidates)
+
+
+def _attack_counted(monkeypatch, *, leaky: bool) -> list[str]:
+    """reconstruction's two attacks replaced by a model that puts the truth first (leaky) or last
+    (never right), and the truths it was asked about, in order."""
+    from evaluation import reconstruction
+
+    attacked = []
+
+    def by_likelihood(model, tokenizer, target, candidates, **options):
+        attacked.append(target["truth"])
+        others = [name for name in candidates if name != target["truth"]]
+        return [target["truth"], *others] if leaky else [*others, target["truth"]]
+
+    monkeypatch.setattr(reconstruction, "reconstruct_by_likelihood", by_likelihood)
+    monkeypatch.setattr(reconstruction, "reconstruct_by_generation", lambda model, tokenizer, target, **o: "")
+    return attacked
+
+
+def test_a_leaky_model_is_attacked_on_the_first_look_only_and_the_report_says_why(monkeypatch):
+    attacked = _attack_counted(monkeypatch, leaky=True)
+    records = demo_records(domain="medical", n=40, seed=1)
+    report = reconstruction_report(None, None, records, limit=32, candidate_set_size=32, looks=3)
+    sample = report["sample"]
+    assert report["n_targets"] == sample["n"] == 8 == len(attacked) and report["targets_available"] == 32
+    assert sample["decision"] == "leak" and sample["cap"] == 32 and sample["planned_looks"] == 3
+    assert sample["reason"].startswith("stopped at 8 of 32 targets (look 1 of 3): the interval [")
+    # the targets attacked are the first of the fixed order, and the interval is at the looks' level
+    assert attacked == [t["truth"] for t in reconstruction_targets(records, limit=8)]
+    assert report["likelihood_top1_interval"]["confidence"] == pytest.approx(1 - 0.05 / 3)
+
+
+def test_a_model_at_chance_is_attacked_on_every_target_up_to_the_cap(monkeypatch):
+    attacked = _attack_counted(monkeypatch, leaky=False)
+    records = demo_records(domain="medical", n=40, seed=1)
+    report = reconstruction_report(None, None, records, limit=32, candidate_set_size=32, looks=3)
+    assert report["likelihood_top1_rate"] == 0 and len(attacked) == report["n_targets"]
+    # 0 of 8 and 0 of 16 still reach 5x chance (5/32); 0 of 32 lies below it
+    assert report["sample"]["decision"] == "bounded" and report["n_targets"] == 32
+    assert "stopped at 32 of 32 targets (look 3 of 3)" in report["sample"]["reason"]

@@ -806,3 +806,92 @@ def test_report_page_says_when_the_model_is_worse_than_the_base_on_held_out_loss
     page = client.get(reverse("jobs:report", args=[run.pk])).content.decode()
     assert 'id="heldout-loss-finding"' in page and "Worse than the untouched base model" in page
     assert "the professional model is the base model itself" in page
+
+
+def _sampled_evaluation() -> dict:
+    """An evaluation.json whose attacks and judge were sampled in looks (evaluation.sequential):
+    reconstruction stopped at the first look with a leak, membership ran to its cap undecided, the
+    judge stopped at the first look as uninformative; the stop records as the module writes them."""
+    from evaluation.sequential import Decision, look_sizes, stop_record
+
+    evaluation = evaluation_json()
+    privacy, utility = evaluation["privacy"], evaluation["utility"]
+    privacy["reconstruction"]["sample"] = stop_record(
+        look_sizes(30, 3), look=1, unit="targets",
+        decision=Decision("leak", "the interval [0.057, 0.510] of 3 of 8 lies above chance 0.033"))
+    privacy["membership"]["sample"] = stop_record(
+        look_sizes(12, 3), look=3, unit="records",
+        decision=Decision("continue", "the AUC interval [0.400, 1.000] (6 members, 6 non-members) holds 0.5 and "
+                                      "reaches 0.60"))
+    utility["win_rate"]["sample"] = stop_record(
+        look_sizes(64, 3), look=1, unit="questions",
+        decision=Decision("uninformative", "the consistency interval [0.000, 0.264] of 0 of 16 lies below 0.60: "
+                                           "the judge is uninformative"))
+    return evaluation
+
+
+RECONSTRUCTION_STOP = ("stopped at 8 of 30 targets (look 1 of 3): the interval [0.057, 0.510] of 3 of 8 lies above "
+                       "chance 0.033")
+MEMBERSHIP_STOP = "ran to the cap, 12 records (3 looks), without a decision: the AUC interval [0.400, 1.000]"
+JUDGE_STOP = "stopped at 16 of 64 questions (look 1 of 3): the consistency interval [0.000, 0.264] of 0 of 16"
+
+
+def test_each_sampled_figure_carries_its_size_cap_looks_and_stop_reason_in_json_and_comparison(ada, dataset):
+    run = make_run(ada, dataset, evaluation=_sampled_evaluation())
+
+    report, row = report_json(run), report_comparison(run)[0]
+
+    # the run's report JSON (/jobs/ID/report.json, ksg_evaluate --json): its headline and its comparison row
+    for figures in (report["headline"], report["comparison"][0], row):
+        assert figures["reconstruction_sample"] == "8 of 30 targets, look 1 of 3 planned"
+        assert figures["reconstruction_stop_reason"] == RECONSTRUCTION_STOP
+        assert figures["membership_sample"] == "12 of 12 records, look 3 of 3 planned"
+        assert figures["membership_stop_reason"].startswith(MEMBERSHIP_STOP)
+        assert figures["judge_sample"] == "16 of 64 questions, look 1 of 3 planned"
+        assert figures["judge_stop_reason"].startswith(JUDGE_STOP)
+    assert report["evaluation"]["privacy"]["reconstruction"]["sample"]["n"] == 8
+
+
+def test_csv_and_ksg_evaluate_give_the_sample_used_and_why_it_stopped(ada, dataset):
+    run = make_run(ada, dataset, evaluation=_sampled_evaluation())
+
+    rows = list(csv.reader(io.StringIO(report_csv(run))))
+    header = rows[3]
+    mine = dict(zip(header, rows[4]))
+    assert mine["reconstruction: sample used"] == "8 of 30 targets, look 1 of 3 planned"
+    assert mine["reconstruction: why sampling stopped"] == RECONSTRUCTION_STOP
+    assert mine["membership inference: why sampling stopped"].startswith(MEMBERSHIP_STOP)
+    assert mine["judge: sample used"] == "16 of 64 questions, look 1 of 3 planned"
+    assert mine["judge: why sampling stopped"].startswith(JUDGE_STOP)
+
+    table = comparison_table(report_comparison(run))
+    assert f"run {run.pk}, name reconstruction (top-1, top-5, generation): {RECONSTRUCTION_STOP}" in table
+    assert f"run {run.pk}, judge (win-rate, consistency; ROUGE-L on the same answers): {JUDGE_STOP}" in table
+    assert re.search(r"reconstruction: sample used\s+8 of 30 targets, look 1 of 3 planned", table)
+    assert re.search(r"reconstruction: why sampling stopped\s+see below", table)
+
+
+def test_report_page_gives_each_samples_size_and_why_it_stopped(ada, dataset, client):
+    run = make_run(ada, dataset, evaluation=_sampled_evaluation())
+    client.force_login(ada)
+
+    html = client.get(reverse("jobs:report", args=[run.pk])).content.decode()
+
+    privacy = html.split('id="privacy-samples"')[1].split("</ul>")[0]
+    assert "Name reconstruction, 8 of 30 targets, look 1 of 3 planned: " + escape(RECONSTRUCTION_STOP) in privacy
+    assert "membership inference, 12 of 12 records, look 3 of 3 planned: " + escape(MEMBERSHIP_STOP) in privacy
+    judge = html.split('id="judge-samples"')[1].split("</ul>")[0]
+    assert "judge, 16 of 64 questions, look 1 of 3 planned" in judge and escape(JUDGE_STOP) in judge
+    assert escape(RECONSTRUCTION_STOP) in html.split('id="reconstruction-sample"')[1].split("</p>")[0]
+    # the verdict says it too, where the compliance officer reads first
+    assert escape("Sample: " + RECONSTRUCTION_STOP) in html.split('id="verdict"')[1].split("</section>")[0]
+
+
+def test_an_evaluation_of_fixed_size_has_no_stop_reason_and_says_nothing_about_one(ada, dataset, client):
+    run = make_run(ada, dataset, evaluation=evaluation_json())
+    client.force_login(ada)
+    row = report_comparison(run)[0]
+    assert row["reconstruction_sample"] is None and row["judge_stop_reason"] is None
+    html = client.get(reverse("jobs:report", args=[run.pk])).content.decode()
+    assert "sampling stopped" not in html and "stopped at" not in html
+    assert "why sampling stopped" in report_csv(run) and "stopped at" not in comparison_table([row])

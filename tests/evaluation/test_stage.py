@@ -59,7 +59,7 @@ def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained, 
         "adapter_artifact": adapter.pk, "dp_adapter_artifact": dp_adapter.pk,
         "base_model": str(model_dir), "professional_model": str(model_dir),
         "max_length": 96, "reconstruction_targets": 5, "candidate_set_size": 20, "generation_records": 8,
-        "max_new_tokens": 8}))
+        "max_new_tokens": 8, "sequential_looks": 3}))
     job = Job.objects.create(kind="evaluate", owner=owner, dataset=dataset, params=params, celery_task_id="e")
 
     assert job_execute(job_id=job.pk, celery_task_id="e", stage=evaluate_run) == "succeeded", Job.objects.get(pk=job.pk).error
@@ -68,7 +68,10 @@ def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained, 
     report = json.loads((Path(django_settings.KSG_PRIVATE_DIR) / "artifacts" / whole.path).read_text())
     membership = report["privacy"]["membership"]
     audited = sum(record.get("audit", False) for record in dataset_records(dataset=dataset, split="train"))
-    assert 0 <= membership["loss"]["auc"] <= 1 and membership["loss"]["n_members"] == dataset.train_count - audited
+    # membership samples in looks up to every training and held-out record: the split of the look it stopped at
+    assert 0 <= membership["loss"]["auc"] <= 1 and membership["sample"]["members_available"] == dataset.train_count - audited
+    assert membership["loss"]["n_members"] + membership["loss"]["n_nonmembers"] == membership["sample"]["n"]
+    assert membership["sample"]["cap"] == dataset.train_count - audited + dataset.heldout_count
     # the one-run audit of the model and of the stage-1 adapter beside it, on all 12 audit canaries
     audit = report["privacy"]["audit"]
     assert audit["canaries"] == 12 and audit["model"]["m"] == 12 and audit["model"]["n_in"] == audited
@@ -79,12 +82,21 @@ def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained, 
     utility = report["utility"]
     # The adapter was trained on the training split: it fits the private data better than the base.
     assert utility["heldout_loss"]["target"]["loss"] != utility["heldout_loss"]["base"]["loss"]
-    # 8 questions asked for, 6 held out: all 6 are answered and judged, and the report says so
-    assert 0 <= utility["rouge_l"]["target"]["mean"] <= 1 and utility["win_rate"]["n"] == 6
-    assert utility["questions"] | {"note": None} == {"requested": 8, "held_out": 6, "used": 6, "note": None}
+    # 8 questions asked for, 6 held out: the judge's cap is 6, sampled in looks of 2, 3 and 6 questions until
+    # its consistency decides; the report says how many it used and why it stopped
+    judged, sample = utility["win_rate"]["n"], utility["win_rate"]["sample"]
+    assert 0 <= utility["rouge_l"]["target"]["mean"] <= 1 and judged == sample["n"] in (2, 3, 6)
+    assert sample["cap"] == 6 and sample["sizes"] == [2, 3, 6] and sample["reason"].startswith(
+        f"stopped at {judged} of 6 questions" if sample["decision"] != "undecided" else "ran to the cap, 6 questions")
+    assert utility["questions"] | {"note": None} == {"requested": 8, "held_out": 6, "drawn": 6, "used": judged,
+                                                     "note": None}
     assert "holds out only 6 records" in utility["questions"]["note"]
-    # each model answers the 6 questions once: ROUGE-L and the judge read the same answers
-    assert generated == [6, 6]
+    # each model answers each judged question once, look by look: ROUGE-L and the judge read the same answers
+    assert sum(generated) == 2 * judged and utility["rouge_l"]["target"]["n"] == judged
+    # the attacks too give their sample and why it stopped, and the verdict says it
+    for sampled in (membership["sample"], report["privacy"]["reconstruction"]["sample"]):
+        assert sampled["n"] <= sampled["cap"] and sampled["reason"]
+    assert any("Sample: " in finding["text"] for finding in report["verdict"])
     # the judge saw each pair in both orders; its consistency is reported, a win-rate only if informative
     assert all(len(verdict["orders"]) == 2 for verdict in utility["win_rate"]["verdicts"])
     assert (utility["win_rate"]["win_rate"] is None) == (utility["win_rate"]["consistency"] < JUDGE_MIN_CONSISTENCY)

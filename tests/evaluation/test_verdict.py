@@ -72,3 +72,15 @@ def test_a_dataset_without_audit_canaries_is_not_audited_and_says_how():
     findings = _by_subject(verdict(report))
     assert findings["audit"]["status"] == "not_run" and "without audit canaries" in findings["audit"]["text"]
     assert findings["guarantee"]["status"] == "consistent"  # the claim stands without an audit
+
+
+def test_a_sample_stopped_below_the_powered_leak_is_consistent_and_says_why_it_stopped():
+    report = _report(claim=DP_CLAIM, n_targets=30, power=False, top1=(0.0, _wilson(0.0, 0.15, 30)))
+    reason = "stopped at 30 of 30 targets (look 3 of 3): the interval [0.000, 0.152] of 0 of 30 lies below 5x chance"
+    report["privacy"]["reconstruction"]["sample"] = {"decision": "bounded", "reason": reason}
+    report["privacy"]["membership"]["sample"] = {"decision": "leak", "reason": "stopped at 45 of 90 records"}
+    findings = _by_subject(verdict(report))
+    # bounded by its own interval: no longer "too few targets", whatever the power at a fixed size says
+    assert findings["name reconstruction"]["status"] == "consistent"
+    assert findings["name reconstruction"]["text"].endswith(f"Sample: {reason}.")
+    assert "Sample: stopped at 45 of 90 records." in findings["membership inference"]["text"]

@@ -29,7 +29,8 @@ HEARTBEAT_TIMEOUT = 1.5  # seconds; stage 1 below trains for several times this 
 LONG_RUN = {"dp_finetune.steps": 16, "dp_finetune.logical_batch_size": 8, "dp_finetune.physical_batch_size": 8,
             "dp_finetune.max_length": 48, "evaluate.max_records": 8, "evaluate.reconstruction_targets": 3,
             "evaluate.candidate_set_size": 5, "evaluate.generation_records": 2, "evaluate.max_new_tokens": 8,
-            "evaluate.canary_references": 20, "evaluate.max_length": 64}
+            "evaluate.canary_references": 20, "evaluate.max_length": 64,
+            "evaluate.sequential_looks": 1}  # caps of 3 targets and 2 questions: one look each
 
 
 @pytest.fixture()

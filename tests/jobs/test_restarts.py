@@ -199,7 +199,7 @@ def test_a_postgres_restart_mid_training_is_retried_and_the_ledger_adds_up(tmp_p
             "dp_finetune.steps": DP_STEPS, "dp_finetune.logical_batch_size": 8, "dp_finetune.physical_batch_size": 8,
             "evaluate.max_records": 8, "evaluate.reconstruction_targets": 3, "evaluate.candidate_set_size": 5,
             "evaluate.generation_records": 2, "evaluate.max_new_tokens": 8, "evaluate.canary_references": 20,
-            "evaluate.max_length": 64}.items()]
+            "evaluate.max_length": 64, "evaluate.sequential_looks": 1}.items()]
         submitted = _manage(env, "ksg_run", "--dataset", "clinic", "--preset", "demo", "--baseline", "dp_direct",
                             "--base-model", str(model_dir), "--professional-model", str(model_dir),
                             *[arg for item in overrides for arg in ("--set", item)])

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 EVALUATE = {"evaluate.max_records": 8, "evaluate.reconstruction_targets": 3, "evaluate.candidate_set_size": 5,
             "evaluate.generation_records": 2, "evaluate.max_new_tokens": 6, "evaluate.max_length": 64,
-            "evaluate.canary_references": 20, "finetune_private.epochs": 1.0, "finetune_private.logical_batch_size": 8}
+            "evaluate.canary_references": 20, "evaluate.sequential_looks": 1, "finetune_private.epochs": 1.0,
+            "finetune_private.logical_batch_size": 8}
 
 
 @pytest.fixture()

@@ -53,3 +53,27 @@ def test_demo_preset_judges_at_least_64_questions():
     # each judged in both answer orders, so the win-rate and the judge's consistency have intervals
     # about +-0.12 wide rather than the +-0.3 of 8 questions
     assert PRESETS["demo"]["evaluate"]["generation_records"] >= 64
+
+
+def test_presets_sample_their_attacks_and_judge_in_looks_up_to_caps_that_allow_them():
+    for preset in PRESETS.values():
+        evaluate = preset["evaluate"]
+        assert evaluate["sequential_looks"] == 3
+        assert min(evaluate["reconstruction_targets"], evaluate["generation_records"]) >= 2 ** (3 - 1)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["evaluate.reconstruction_targets=3"], r"evaluate.reconstruction_targets=3 is too small for sequential_looks=3: "
+                                            r".* need a cap of at least 4 targets; raise reconstruction_targets or lower"),
+    (["evaluate.generation_records=2"], r"evaluate.generation_records=2 is too small for sequential_looks=3: "
+                                        r".* at least 4 questions"),
+    (["evaluate.sequential_looks=7"], "evaluate.sequential_looks must be at most 6"),
+])
+def test_caps_too_small_for_their_looks_are_refused_with_what_to_change(overrides, message):
+    with pytest.raises(JobParamsError, match=message):
+        run_stage_params(preset_stages("demo", overrides=overrides))
+
+
+def test_one_look_keeps_any_cap_as_a_fixed_size():
+    stages = preset_stages("demo", overrides=["evaluate.generation_records=2", "evaluate.sequential_looks=1"])
+    assert run_stage_params(stages)["evaluate"]["generation_records"] == 2

@@ -20,7 +20,7 @@ SMALLEST = ["dp_finetune.steps=2", "dp_finetune.logical_batch_size=8", "generate
             "finetune_target.epochs=1", "finetune_target.logical_batch_size=4", "finetune_target.physical_batch_size=4",
             "finetune_target.max_length=96", "evaluate.max_records=16", "evaluate.max_length=64",
             "evaluate.reconstruction_targets=3", "evaluate.candidate_set_size=8", "evaluate.generation_records=2",
-            "evaluate.max_new_tokens=16", "evaluate.canary_references=10"]
+            "evaluate.max_new_tokens=16", "evaluate.canary_references=10", "evaluate.sequential_looks=1"]
 
 
 def test_ksg_run_on_the_embedded_model(celery_session_worker, tmp_path, make_user, settings):

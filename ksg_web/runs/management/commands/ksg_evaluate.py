@@ -6,7 +6,7 @@ import json as json_module
 from django.core.management.base import BaseCommand, CommandError
 
 from ksg_web.runs.report import COMPARISON_COLUMNS, report_comparison
-from ksg_web.runs.report_figures import figure_parts, figure_problem
+from ksg_web.runs.report_figures import figure_parts, figure_problem, sample_lines
 from ksg_web.runs.report_files import report_json
 from ksg_web.runs.evaluate import evaluate_submit
 from jobs.embedded import embedded_worker_if_needed
@@ -60,18 +60,22 @@ class Command(BaseCommand):
 def comparison_table(rows: list[dict]) -> str:
     """Metrics as lines, runs as columns (the first column is the run asked for); a figure with
     its 95% interval and sample size beside it. A figure the evaluation declined (a win-rate from
-    a judge that picks by position) reads "not given (see below)", and why follows the table."""
+    a judge that picks by position) reads "not given (see below)", and why follows the table, as does
+    why each sequentially sampled figure stopped where it did (report_figures.sample_lines)."""
     cells = [[label] + [_figure_cell(row, key) for row in rows] for key, label in COMPARISON_COLUMNS]
     widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells]
     lines += [f"run {row.get('run')}, {label}: not given: {figure_problem(row, key)}"
               for row in rows for key, label in COMPARISON_COLUMNS if figure_problem(row, key)]
+    lines += [f"run {row.get('run')}, {label}: {reason}" for row in rows for label, reason in sample_lines(row)]
     return "\n".join(lines)
 
 
 def _figure_cell(row: dict, key: str) -> str:
     if figure_problem(row, key):
         return "not given (see below)"
+    if key.endswith("_stop_reason") and row.get(key):
+        return "see below"
     interval = figure_parts(row, key)[1]
     return _cell(row.get(key)) if interval is None else f"{_cell(row.get(key))} {interval}"
 
