@@ -75,7 +75,8 @@ def questions_used(consistency: float, rng: random.Random) -> tuple[int, str]:
 
 def calls(targets: float, records: float, questions: float) -> dict[str, float]:
     return {"reconstruction scorings": targets * CANDIDATES, "reconstruction generations": targets,
-            "membership scorings": records, "greedy answers": 2 * questions, "judge prompts": 2 * questions}
+            "membership scorings": records, "greedy answers": 2 * QUESTIONS,  # every question: ROUGE-L scores them all
+            "judge prompts": 2 * questions}
 
 
 def main() -> None:

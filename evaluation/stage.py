@@ -38,7 +38,8 @@ from .private_parts import evaluation_aggregates
 from .reconstruction import reconstruction_report
 from .scoring import response_logprobs
 from .verdict import verdict
-from .utility import heldout_loss_finding, heldout_loss_report, ifd_report, judged_sequentially, rouge_l_report
+from .utility import (greedy_answers, heldout_loss_finding, heldout_loss_report, ifd_report, judged_sequentially,
+                      rouge_l_report)
 
 REPORT_FILE, RECORDS_FILE = "evaluation.json", "evaluation_records.json"
 
@@ -96,24 +97,25 @@ def evaluate_run(params, ctx) -> None:
                    reconstruction_random=report["privacy"]["reconstruction"]["expected_random_top1_rate"],
                    **({"canary_exposure_mean": report["privacy"]["canaries"]["mean_exposure"]} if canaries else {}))
         ctx.check()
-        drawn = judged_questions(heldout_all, count=params.generation_records, seed=params.seed)
-        # the judge samples until its consistency decides (evaluation.sequential); ROUGE-L scores the
-        # same greedy answers, each model answering each judged question once
-        win_rate, answers_target, answers_base = _win_rate(params, drawn, target, base)
-        questions = drawn[: win_rate["n"]]
+        questions = judged_questions(heldout_all, count=params.generation_records, seed=params.seed)
+        # greedy answers to every drawn question, once per model, in one batch each: ROUGE-L scores them
+        # all (it measures the models), and the judge compares them in looks until its consistency
+        # decides (evaluation.sequential), so it may read only the first of them
+        answers = {"target": greedy_answers(target, questions, max_new_tokens=params.max_new_tokens),
+                   "base": greedy_answers(base, questions, max_new_tokens=params.max_new_tokens)}
         report["utility"] = {
             "heldout_loss": {"target": heldout_loss_report(target.model, target.tokenizer, heldout, max_length=params.max_length),
                              "base": heldout_loss_report(base.model, base.tokenizer, heldout, max_length=params.max_length)},
-            "rouge_l": {"target": rouge_l_report(questions, answers_target),
-                        "base": rouge_l_report(questions, answers_base)},
+            "rouge_l": {side: rouge_l_report(questions, answers[side]) for side in ("target", "base")},
         }
         loss = report["utility"]["heldout_loss"]
         loss["finding"] = heldout_loss_finding(
             loss["target"], loss["base"], base_model=params.base_model,
             distilled_by=params.professional_model if params.synthetic_artifact else None)
-        report["utility"]["questions"] = _questions_note(params.generation_records, drawn, questions, heldout_all)
         ctx.check()
-        report["utility"]["win_rate"] = win_rate
+        report["utility"]["win_rate"] = _win_rate(params, questions, answers["target"], answers["base"])
+        report["utility"]["questions"] = _questions_note(params.generation_records, questions,
+                                                         report["utility"]["win_rate"]["n"], heldout_all)
         report["utility"]["ifd"] = _ifd(params, base, train)
         report["utility"]["fidelity"] = _fidelity(params, base, heldout)
     finally:
@@ -246,27 +248,27 @@ def judged_questions(heldout: list[dict], *, count: int, seed: int) -> list[dict
     return random.Random(seed).sample(heldout, min(count, len(heldout)))
 
 
-def _questions_note(requested: int, drawn: list[dict], used: list[dict], heldout: list[dict]) -> dict:
-    """How many held-out questions were asked for (the judge's cap), held out, drawn and used (the
-    judge's sample, evaluation.sequential: it may stop before the cap), and a sentence when fewer
-    were drawn than asked for."""
+def _questions_note(requested: int, questions: list[dict], judged: int, heldout: list[dict]) -> dict:
+    """How many held-out questions were asked for, held out and used (ROUGE-L uses every one; the
+    judge, `judged` of them: it may stop before, evaluation.sequential), and a sentence when fewer
+    were used than asked for."""
     note = None
-    if len(drawn) < requested:
+    if len(questions) < requested:
         note = (f"{requested} questions were asked for but the dataset holds out only {len(heldout)} records: "
-                f"the judge's cap is {len(drawn)}, of which ROUGE-L and the win-rate use {len(used)}; register the "
-                f"data with a larger held-out fraction for more")
-    return {"requested": requested, "held_out": len(heldout), "drawn": len(drawn), "used": len(used), "note": note}
+                f"ROUGE-L uses {len(questions)} and the judge at most that many; register the data with a larger "
+                f"held-out fraction for more")
+    return {"requested": requested, "held_out": len(heldout), "used": len(questions), "judged": judged, "note": note}
 
 
-def _win_rate(params, questions: list[dict], target, base) -> tuple[dict, list[str], list[str]]:
+def _win_rate(params, questions: list[dict], answers_target: list[str], answers_base: list[str]) -> dict:
     """Target vs base greedy answers to the held-out questions, judged by W_Pro in both answer
     orders (utility.judged_sequentially: 2 judge prompts per question, as many questions as its
-    consistency needs, up to all of `questions`); with the answers, for ROUGE-L."""
+    consistency needs, up to all of them)."""
     judge = TransformersBackend.load(model_spec=params.professional_model, adapter_path=None,
                                      cache_dir=settings.KSG_MODEL_CACHE, dtype=torch.float32)
     try:
-        return judged_sequentially(judge, target, base, questions, looks=params.sequential_looks,
-                                   max_new_tokens=params.max_new_tokens)
+        return judged_sequentially(judge, [record["instruction"] for record in questions], answers_target,
+                                   answers_base, looks=params.sequential_looks)
     finally:
         judge.close()
 

@@ -284,35 +284,32 @@ def win_rate_summary(verdicts: list[dict], *, confidence: float = 0.95) -> dict:
             "problem": problem, "verdicts": verdicts}
 
 
-def judged_sequentially(judge_backend, target_backend, base_backend, questions: list[dict], *, looks: int,
-                        max_new_tokens: int, tie_margin: float = 0.1) -> tuple[dict, list[str], list[str]]:
-    """The position-consistent win-rate of target against base on `questions` (a cap, in their
-    drawn order), sampled in `looks` looks of growing size (evaluation.sequential): each look has
-    both models answer the next questions greedily, the judge judges them in both orders, and the
-    judge stops at the first look whose consistency interval lies below JUDGE_MIN_CONSISTENCY
-    (uninformative: no win-rate) or above it. Returns (pairwise_win_rate's result with "sample",
-    its intervals at the looks' level; the target's answers; the base's answers), the answers to
-    the first result["n"] questions, for ROUGE-L."""
-    answers_target: list[str] = []
-    answers_base: list[str] = []
+def judged_sequentially(judge_backend, instructions: list[str], answers_target: list[str], answers_base: list[str],
+                        *, looks: int, tie_margin: float = 0.1) -> dict:
+    """The position-consistent win-rate of the target's answers against the base's (pairwise_win_rate)
+    on the questions in their drawn order (the list is the cap), judged in `looks` looks of growing
+    size (evaluation.sequential): each look judges the next questions in both orders, and the judge
+    stops at the first look whose consistency interval lies below JUDGE_MIN_CONSISTENCY
+    (uninformative: no win-rate) or above it. Returns pairwise_win_rate's result with "sample",
+    its intervals at the looks' level. The answers are given, not generated here: ROUGE-L scores
+    every question's answers whether or not the judge stopped early, since it measures the models,
+    not the judge."""
+    if not len(instructions) == len(answers_target) == len(answers_base):
+        raise ValueError("instructions, answers_target and answers_base must have the same length")
     verdicts: list[dict] = []
 
     def judge(n: int, confidence: float) -> tuple[int, int]:
-        new = questions[len(verdicts):n]
-        answers_target.extend(greedy_answers(target_backend, new, max_new_tokens=max_new_tokens))
-        answers_base.extend(greedy_answers(base_backend, new, max_new_tokens=max_new_tokens))
-        verdicts.extend(judge_verdicts(judge_backend, [record["instruction"] for record in new],
-                                       answers_target[-len(new):], answers_base[-len(new):], tie_margin=tie_margin,
-                                       first_index=len(verdicts)))
+        start = len(verdicts)
+        verdicts.extend(judge_verdicts(judge_backend, instructions[start:n], answers_target[start:n],
+                                       answers_base[start:n], tie_margin=tie_margin, first_index=start))
         return sum(v["consistent"] for v in verdicts), len(verdicts)
 
     _, sample = sample_until_decided(
-        look_sizes(len(questions), looks), judge,
+        look_sizes(len(instructions), looks), judge,
         lambda figure, confidence: consistency_decision(*figure, threshold=JUDGE_MIN_CONSISTENCY,
                                                         confidence=confidence),
         unit="questions")
-    return (win_rate_summary(verdicts, confidence=sample["confidence"]) | {"sample": sample},
-            answers_target, answers_base)
+    return win_rate_summary(verdicts, confidence=sample["confidence"]) | {"sample": sample}
 
 
 # --- 4. IFD, Instruction-Following Difficulty ------------------------------------------------

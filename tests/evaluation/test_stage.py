@@ -88,11 +88,12 @@ def test_evaluation_reports_privacy_and_utility_against_the_base_model(trained, 
     assert 0 <= utility["rouge_l"]["target"]["mean"] <= 1 and judged == sample["n"] in (2, 3, 6)
     assert sample["cap"] == 6 and sample["sizes"] == [2, 3, 6] and sample["reason"].startswith(
         f"stopped at {judged} of 6 questions" if sample["decision"] != "undecided" else "ran to the cap, 6 questions")
-    assert utility["questions"] | {"note": None} == {"requested": 8, "held_out": 6, "drawn": 6, "used": judged,
+    assert utility["questions"] | {"note": None} == {"requested": 8, "held_out": 6, "used": 6, "judged": judged,
                                                      "note": None}
     assert "holds out only 6 records" in utility["questions"]["note"]
-    # each model answers each judged question once, look by look: ROUGE-L and the judge read the same answers
-    assert sum(generated) == 2 * judged and utility["rouge_l"]["target"]["n"] == judged
+    # each model answers each of the 6 questions once: ROUGE-L scores all of them (it measures the models), the
+    # judge reads the first `judged` of the same answers
+    assert sum(generated) == 2 * 6 and utility["rouge_l"]["target"]["n"] == 6
     # the attacks too give their sample and why it stopped, and the verdict says it
     for sampled in (membership["sample"], report["privacy"]["reconstruction"]["sample"]):
         assert sampled["n"] <= sampled["cap"] and sampled["reason"]
