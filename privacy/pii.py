@@ -256,7 +256,7 @@ def _spans(text: str, results: list, doc=None) -> list[PiiSpan]:
             if cleaned and not is_organisation_or_place(text, *cleaned, doc=doc):  # "Williams, Lam and Jones"
                 name_candidates.append((*cleaned, result.score, "ner"))
         elif result.entity_type == _SYNTAX_ENTITY:
-            cleaned = name_span_clean(text, result.start, result.end)
+            cleaned = name_span_clean(text, result.start, result.end, parsed_noun=True)
             if cleaned:
                 name_candidates.append((*cleaned, result.score, "syntax"))
         elif _KIND_OF[result.entity_type] == "name":
