@@ -268,6 +268,21 @@ def name_span_clean(text: str, start: int, end: int, *, parsed_noun: bool = Fals
     return start + words[0][0], start + words[-1][1]
 
 
+# a surname's first word that is never a given name: "Ní Bhraonáin", "Mac Giolla", "van der Merwe"
+_SURNAME_PARTICLE = re.compile(rf"(?:Ní|Nic|Mac|Ó|Ua|Van|Von|De|Da|Di|Del|Dos|Du|{_PARTICLES})[ \t]")
+_WORD_BEFORE = re.compile(rf"(?P<word>{_TOKEN.pattern})[ \t]{{1,3}}\Z")
+
+
+def name_start_widened(text: str, start: int) -> int:
+    """The start of a name whose span begins at a surname particle, widened over the given name
+    just before it ("Siobhán Ní Bhraonáin" where the model tagged "Ní Bhraonáin"); `start` where
+    nothing name-shaped stands there ("Dr. Ní Bhraonáin")."""
+    if not _SURNAME_PARTICLE.match(text, start):
+        return start
+    before = _WORD_BEFORE.search(text, max(0, start - 40), start)
+    return before.start() if before and before.group("word") not in NOT_NAMES else start
+
+
 def is_street(text: str, start: int) -> bool:
     """Whether the capitalised words at `start` follow a house number: "12 London Road"."""
     return bool(_HOUSE_NUMBER.search(text, max(0, start - 12), start))

@@ -109,3 +109,10 @@ def test_what_follows_a_word_can_make_it_a_medicine(text, word):
 def test_a_firms_product_after_a_word_makes_it_a_firm(text, word):
     start = text.index(word)
     assert is_organisation_or_place(text, start, start + len(word))
+
+
+def test_a_given_name_before_a_surname_particle_is_part_of_the_name():
+    """The model tags "Ní Bhraonáin" and leaves the given name before it (found serving the base
+    model: "Síbhán Ní Bhraonáin" and "P.P. Siobhán Ní Bhraonáin" kept their first names)."""
+    text = "Dear Dr. Ní Bhraonáin,\n\nI hope you are well.\n\nSíbhán Ní Bhraonáin,\n\nP.P. Siobhán Ní Bhraonáin,"
+    assert names(text) == ["Ní Bhraonáin", "Síbhán Ní Bhraonáin", "Siobhán Ní Bhraonáin"]
