@@ -30,7 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .pii_rules import has_name_word, name_context_candidates, name_mentions, name_span_clean, structured_candidates
+from .pii_rules import (has_name_word, name_context_candidates, name_mentions, name_span_clean, name_start_widened,
+                        structured_candidates)
 from .pii_syntax import is_organisation_or_place, syntax_name_candidates
 
 KINDS = ("email", "id", "phone", "date", "name")
@@ -217,10 +218,11 @@ def _syntax_recognizer():
 
 
 def _names(text: str, candidates: list[tuple[int, int, float, str]]) -> list[tuple[int, int, float, str]]:
-    """Name candidates (start, end, score, source) merged where they overlap (the union of the
-    extents; sources together: 1 - prod(1 - score) over each source's best), with every other
-    mention of their words added."""
+    """Name candidates (start, end, score, source), each widened over the given name before a
+    surname particle, merged where they overlap (the union of the extents; sources together:
+    1 - prod(1 - score) over each source's best), with every other mention of their words added."""
     merged: list[list] = []
+    candidates = [(name_start_widened(text, start), end, score, source) for start, end, score, source in candidates]
     for start, end, score, source in sorted(candidates):
         if merged and start < merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], end)
@@ -243,6 +245,7 @@ def _names(text: str, candidates: list[tuple[int, int, float, str]]) -> list[tup
     # a word of a confident name is as confident wherever it is mentioned
     spans = [(start, end, *max((score, source), best(start, end))) for start, end, score, source in spans]
     for start, end in name_mentions(text, [(s, e) for s, e, _, _ in spans]):
+        start = name_start_widened(text, start)
         if not any(start < e and s < end for s, e, _, _ in spans):
             spans.append((start, end, *best(start, end)))
     return sorted(spans)
@@ -256,7 +259,7 @@ def _spans(text: str, results: list, doc=None) -> list[PiiSpan]:
             if cleaned and not is_organisation_or_place(text, *cleaned, doc=doc):  # "Williams, Lam and Jones"
                 name_candidates.append((*cleaned, result.score, "ner"))
         elif result.entity_type == _SYNTAX_ENTITY:
-            cleaned = name_span_clean(text, result.start, result.end)
+            cleaned = name_span_clean(text, result.start, result.end, parsed_noun=True)
             if cleaned:
                 name_candidates.append((*cleaned, result.score, "syntax"))
         elif _KIND_OF[result.entity_type] == "name":

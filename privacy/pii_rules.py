@@ -91,12 +91,13 @@ def _letters(predicate) -> str:
 
 
 _UPPER, _LOWER = _letters(str.isupper), _letters(str.islower)
-# A capitalised word: Sarah, McDonald, O'Brien, Smith-Jones, Ní, Ångström, Wiśniewska, Thị
-# (never ALL CAPS, nor a single letter but the Irish "Ó").
+# A capitalised word: Sarah, McDonald, O'Brien, Smith-Jones, Ní, Ångström, Wiśniewska, Thị, and a
+# romanised Korean given name whose second syllable is lower case: Seo-yeon, Ha-eun (never ALL
+# CAPS, nor a single letter but the Irish "Ó").
 _TOKEN = re.compile(
     rf"(?<![\w'’])Ó(?=[ \t][{_UPPER}])|"  # the Irish "Ó" of Ó Lónáin: a name's one-letter word
     rf"(?<![\w'’])(?:[hnt](?=[{_UPPER}]))?[{_UPPER}](?:[{_LOWER}]+|['’](?=[{_UPPER}]))"  # Irish "hEarchú", "nGallchóir"
-    rf"(?:[{_UPPER}][{_LOWER}]+)*(?:-[{_UPPER}][{_LOWER}]+)?(?![\w])"
+    rf"(?:[{_UPPER}][{_LOWER}]+)*(?:-[{_UPPER}][{_LOWER}]+|-[{_LOWER}]{{2,5}}(?![\w-]))?(?![\w])"
 )
 # between the words of one name: spaces, a middle initial ("John Q. Smith"), a particle ("van der")
 _PARTICLES = r"(?:van|von|der|den|de|del|della|di|da|du|dos|das|le|la|bin|binti|ibn|al|el|ter|ten|zu|y)"
@@ -128,6 +129,12 @@ NOT_NAMES = frozenset("""
 
 # (what comes before the name, what must follow it or None, score: how often the context is a name)
 _SCORE_INTRO, _SCORE_TITLE, _SCORE_GREETING, _SCORE_SIGNOFF, _SCORE_ROLE, _SCORE_NAME_LINE = 0.95, 0.95, 0.9, 0.85, 0.85, 0.7
+_SCORE_BESIDE_ME, _SCORE_RECORD_OF = 0.85, 0.75
+# where a clause starts: a line's or a sentence's start, after a comma, or after a word that opens one
+_CLAUSE_START = "(?:^|(?<=[.!?;:,(\n][ \t])|(?<=\n)|" + "|".join(
+    rf"(?<=\b{word}[ \t])" for word in "and but so if that when while because both then can could will would should did do"
+                                       " does are were have had Can Could Will Would Should Did Do Does Are Were Have Had"
+                                       " Both Then When While If".split()) + ")"
 _END = r"(?=[ \t]*(?:[,.!?;:)(\n]|$))"  # the name ends a phrase
 _SELF_END = rf"(?=[ \t]*(?:[,.!?;:)(\n]|$)|[ \t]+(?:here|speaking|from|again|and|calling|writing)\b)"
 _RULES = tuple((re.compile(before, re.MULTILINE), re.compile(after, re.MULTILINE) if after else None, score)
@@ -152,6 +159,12 @@ _RULES = tuple((re.compile(before, re.MULTILINE), re.compile(after, re.MULTILINE
     # a name after the last sentence of a line: "I am very unhappy. Bärbel Dobes\n"
     (r"(?<=[.!?])[ \t]+", r"(?=[ \t]*(?:\n|\Z))", _SCORE_NAME_LINE),
     (r"\b(?i:first\s+name|surname|last\s+name|family\s+name|given\s+name|forename)(?:\s+is)?[ \t]+", None, _SCORE_INTRO),
+    # "Seo-yeon and I are both ...", "Noa and me": beside the writer stands a person
+    # (at a clause's start, not after "in": "hiking in Snowdonia and I think ...")
+    (_CLAUSE_START, r"(?=[ \t]+and[ \t]+(?:I|me|myself)\b)", _SCORE_BESIDE_ME),
+    # what is kept about a person: "the address for Lindiwe Khumalo", "a letter for X", "on behalf of X"
+    (r"\b(?i:address|details|account|letter|post|mail|appointment|prescription|results|records|file|referral"
+     r"|statement|paperwork|forms)[ \t]+for[ \t]+|\b(?i:on[ \t]+behalf[ \t]+of)[ \t]+", None, _SCORE_RECORD_OF),
     (r"(?:^|(?<=[.!?,;:][ \t]))[ \t]*",
      r"(?=[ \t]+is[ \t]+my[ \t]+(?i:sur|first[ \t]+|last[ \t]+|family[ \t]+|given[ \t]+)?name\b)", _SCORE_INTRO),
 ))
@@ -161,7 +174,14 @@ _NAME_LINE = re.compile(r"(?:(?<=[.!?]\n)|(?<=[.!?][ \t]\n)|\n(?=[^\n]*\n?\Z))[ 
 # stem from the USAN naming scheme, or after "take", "prescribed", "on") or a street.
 _DRUG_STEM = re.compile(r"(?:pril|olol|sartan|statin|prazole|azole|mycin|cillin|cycline|floxacin|formin|gliptin|dipine"
                         r"|oxetine|triptan|profen|fenac|sone|olone|mab|vir|azepam|zolam|tidine|setron|lukast|dronate"
-                        r"|parin|thyroxine|amol)\Z")
+                        r"|parin|thyroxine|amol|traline|pram|pentin|gabalin|apine|epine|idone|xaban|gatran|semide"
+                        r"|thiazide|terol|coxib|caine|tyline|ipramine|codone|adol|gliflozin|glutide|tinib|platin)\Z")
+# what follows a medicine's name: "Amlodipine 5 mg", "Calpol syrup", "Ventolin inhaler"
+_MEDICINE_AFTER = re.compile(r"[ \t]+(?:\d+(?:\.\d+)?[ \t]*(?:mg|mcg|µg|ml|g)\b|(?:tablets?|capsules?|pills?|syrup|cream"
+                             r"|gel|drops|spray|patch(?:es)?|injections?|inhaler|sachets?|dose|doses|suspension)\b)")
+# a word joined to a medicine is one too: "Nurofen with Lemsip", "Citalopram and Ozempic"
+_MEDICINE_JOINT_BEFORE = re.compile(r"(?<![\w'’-])(?P<word>[A-Z][a-z]+)[ \t]*(?:,|\band|\bor|\bwith|\bplus)[ \t]+\Z")
+_MEDICINE_JOINT_AFTER = re.compile(r"[ \t]*(?:,|and\b|or\b|with\b|plus\b)[ \t]*(?P<word>[A-Z][a-z]+)\b")
 _MEDICINE_BEFORE = re.compile(r"\b(?i:take|takes|taking|took|tried|prescribed|started|stopped|dose\s+of|mg\s+of|on)"
                               r"[ \t]+\Z")
 _STREET_AFTER = re.compile(r"[ \t]+(?:Street|St|Road|Rd|Lane|Ln|Avenue|Ave|Drive|Close|Way|Crescent|Terrace|Place"
@@ -225,9 +245,11 @@ def name_mentions(text: str, names: list[tuple[int, int]]) -> list[tuple[int, in
     return [(start, end) for start, end in spans]
 
 
-def name_span_clean(text: str, start: int, end: int) -> tuple[int, int] | None:
+def name_span_clean(text: str, start: int, end: int, *, parsed_noun: bool = False) -> tuple[int, int] | None:
     """An NER span cut to its name words (no title or greeting before, no "'s" after), or None
-    when what is left is not name-shaped (digits, lowercase, only words that are not names)."""
+    when what is left is not name-shaped (digits, lowercase, only words that are not names).
+    `parsed_noun`: the parse placed it as a noun, so a determiner after it ("I lent Ottilie my
+    car") does not make it a verb."""
     words = _tokens(text[start:end])
     while words and words[0][2] in _BEFORE_NAMES:  # "Hi Erica", "Dr Jones": the model's span takes the greeting
         words = words[1:]
@@ -241,9 +263,24 @@ def name_span_clean(text: str, start: int, end: int) -> tuple[int, int] | None:
         return None
     if len(words) == 1 and looks_like_medicine(text, start + words[0][0], start + words[0][1]):
         return None  # "Lisinopril", "take Gaviscon": a medicine
-    if len(words) == 1 and _DETERMINER_AFTER.match(text, start + words[0][1]):
+    if len(words) == 1 and not parsed_noun and _DETERMINER_AFTER.match(text, start + words[0][1]):
         return None  # "Mark the box": a verb with its object
     return start + words[0][0], start + words[-1][1]
+
+
+# a surname's first word that is never a given name: "Ní Bhraonáin", "Mac Giolla", "van der Merwe"
+_SURNAME_PARTICLE = re.compile(rf"(?:Ní|Nic|Mac|Ó|Ua|Van|Von|De|Da|Di|Del|Dos|Du|{_PARTICLES})[ \t]")
+_WORD_BEFORE = re.compile(rf"(?P<word>{_TOKEN.pattern})[ \t]{{1,3}}\Z")
+
+
+def name_start_widened(text: str, start: int) -> int:
+    """The start of a name whose span begins at a surname particle, widened over the given name
+    just before it ("Siobhán Ní Bhraonáin" where the model tagged "Ní Bhraonáin"); `start` where
+    nothing name-shaped stands there ("Dr. Ní Bhraonáin")."""
+    if not _SURNAME_PARTICLE.match(text, start):
+        return start
+    before = _WORD_BEFORE.search(text, max(0, start - 40), start)
+    return before.start() if before and before.group("word") not in NOT_NAMES else start
 
 
 def is_street(text: str, start: int) -> bool:
@@ -256,10 +293,20 @@ def is_name_word(word: str) -> bool:
     return bool(_TOKEN.fullmatch(word))
 
 
-def looks_like_medicine(text: str, start: int, end: int) -> bool:
-    """Whether the word text[start:end] is more likely a medicine: a USAN stem ("Lisinopril") or
-    a word after "take", "prescribed", "on" ("take Gaviscon")."""
-    return bool(_DRUG_STEM.search(text[start:end]) or _MEDICINE_BEFORE.search(text, max(0, start - 16), start))
+def looks_like_medicine(text: str, start: int, end: int, *, joined: bool = True) -> bool:
+    """Whether the word text[start:end] is more likely a medicine: a USAN stem ("Lisinopril"), a
+    word after "take", "prescribed", "on" ("take Gaviscon"), before a dose or a form ("Amlodipine
+    5 mg", "Calpol syrup"), or joined by "and", "or", "with" to a word that is one of those
+    ("Nurofen with Lemsip")."""
+    if (_DRUG_STEM.search(text[start:end]) or _MEDICINE_BEFORE.search(text, max(0, start - 16), start)
+            or _MEDICINE_AFTER.match(text, end)):
+        return True
+    if not joined:
+        return False
+    before = _MEDICINE_JOINT_BEFORE.search(text, max(0, start - 30), start)
+    after = _MEDICINE_JOINT_AFTER.match(text, end)
+    return bool(before and looks_like_medicine(text, before.start("word"), before.end("word"), joined=False)
+                or after and looks_like_medicine(text, after.start("word"), after.end("word"), joined=False))
 
 
 def name_extent(text: str, start: int, end: int) -> tuple[int, int]:

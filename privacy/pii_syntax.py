@@ -26,8 +26,28 @@ SYNTAX_SCORE = 0.75  # a proper noun in a person's place in the sentence, with n
 _PERSON_PLACES = {"nsubj", "nsubjpass", "poss"}
 _PROPER_TAGS = {"NNP", "NNPS"}
 # entity labels the small model gives reliably enough to say "not a person"
-_NOT_PERSON_LABELS = {"GPE", "LOC", "NORP", "DATE", "TIME", "EVENT", "LANGUAGE", "LAW", "MONEY", "PERCENT",
-                      "QUANTITY", "ORDINAL", "CARDINAL"}
+_NOT_NAME_LABELS = {"NORP", "DATE", "TIME", "EVENT", "LANGUAGE", "LAW", "MONEY", "PERCENT", "QUANTITY", "ORDINAL",
+                    "CARDINAL"}
+_NOT_PERSON_LABELS = _NOT_NAME_LABELS | {"GPE", "LOC"}
+# a pronoun of a person: the proper noun it refers back to is a person, whatever the NER called it
+# ("Last night Radomir fainted ... hit his head": GPE; "my transfer to Wojciech ... paid him": ORG)
+_PERSON_PRONOUNS = frozenset("he him his himself she her hers herself".split())
+# the verbs whose object is a person: "tell Maarten that ...", "remind X to ..."
+_PERSON_OBJECT_VERBS = frozenset("""
+    tell tells told telling remind reminds reminded reminding inform informs informed informing thank thanks thanked
+    let lets warn warned reassure reassured introduce introduced
+""".split())
+# what an institution does to a customer's money: "Revolut blocked my transfer", "Visa declined the payment"
+_INSTITUTION_VERBS = re.compile(r"(?i:block|froze|freez|charg|declin|refus|refund|reject|suspend|clos|debit|bounc|revers|"
+                                r"cancel|report|rais|cut|withh[oe]ld|flag)")
+_MONEY_NOUNS = frozenset("""
+    payment payments transfer transfers card cards account accounts fee fees charge charges refund transaction
+    transactions loan loans application mortgage limit claim subscription profit profits prices price rates rate
+    guidance outlook dividend interest overdraft deposit withdrawal debit
+""".split())
+# words after a name that make it a firm's or a product's: "my Monzo app", "the Visa card", "Tesco shares"
+_FIRM_NOUN_AFTER = re.compile(r"[ \t]+(?:app|apps|card|cards|account|accounts|bank|branch|branches|website|statement"
+                              r"|statements|fees|overdraft|customers|store|stores|shop|shops|helpline|plc)\b")
 # how an organisation's name ends: "Miller Inc", "Hale & Co", "Lam and Partners", "Cummings Group"
 _ORG_WORDS = frozenset("""
     Inc Incorporated LLC LLP Ltd Limited PLC Plc plc Corp Corporation Co Company Companies Group Holdings Partners
@@ -60,7 +80,8 @@ _LIST_NEXT = re.compile(_JOINT + r"(?=[A-Z])")
 _CAPITALISED = re.compile(r"[A-Z][\w'’-]*")
 _LIST_BEFORE = re.compile(r"(?<![\w'’-])(?P<word>[A-Z][\w'’-]*)" + _JOINT + r"\Z")
 FIRM_LIST_MEMBERS = 3  # "Garcia, Cook and Mccarthy": three or more lone words in a list name a firm
-# a double-barrelled surname alone, no first name or title before it: "Jones-Davis will cut 450 jobs"
+# a double-barrelled surname alone, no first name or title before it: "Jones-Davis will cut 450 jobs",
+# "Regulators fined Gould-Foster $576 million"
 _DOUBLE_BARRELLED = re.compile(r"[A-Z][a-z]+-[A-Z][a-z]+\Z")
 
 
@@ -97,14 +118,54 @@ def _in_person_place(token) -> bool:
     return any(child.dep_ == "conj" and child.lower_ in ("i", "me") for child in token.children)
 
 
+def _person_by_role(token) -> bool:
+    """The token is a person by what is said of it, whatever the NER's label: the indirect object
+    of a verb ("I owe Liliana money"), the object of "tell", "remind", "thank", ..."""
+    if token.dep_ == "dative" and token.head.tag_[:2] == "VB":
+        return True
+    return token.dep_ == "dobj" and token.head.lower_ in _PERSON_OBJECT_VERBS
+
+
+def _pronoun_antecedents(doc) -> set[int]:
+    """Indices of proper nouns that a later "he", "she", "his", "her" in the same sentence refers
+    back to: the nearest name-shaped proper noun before it, unless a common noun or another
+    third-person pronoun stands between as a subject (then that is the antecedent)."""
+    found = set()
+    for pronoun in doc:
+        if pronoun.lower_ not in _PERSON_PRONOUNS:
+            continue
+        for token in reversed(doc[pronoun.sent.start: pronoun.i]):
+            if token.dep_ in ("nsubj", "nsubjpass") and (token.tag_ in ("NN", "NNS") or token.lower_ in
+                                                         _PERSON_PRONOUNS | {"they", "it"}):
+                break
+            if (_name_shaped(token) and token.dep_ not in ("compound", "flat") and token.ent_type_ not in _NOT_NAME_LABELS
+                    and doc[token.i - 1].lower_ not in ("the", "a", "an") and not _illness_object(token)):
+                found.add(token.i)
+                break
+    return found
+
+
+def _illness_object(token) -> bool:
+    """ "has Alzheimer's", "diagnosed with Crohn's": a possessive with no noun after it, as an
+    object, is an illness named after a person ("at Maria's" stays a person's house)."""
+    following = token.doc[token.i + 1] if token.i + 1 < len(token.doc) else None
+    return (following is not None and following.tag_ == "POS" and token.dep_ != "poss"
+            and (token.dep_ == "dobj" or token.head.lower_ == "with"))
+
+
 def syntax_name_candidates(doc) -> list[tuple[int, int, float]]:
     """(start, end, score) character spans of proper nouns in a person's place in the sentence,
-    not organisations or places; none where the pipeline has no parser."""
+    or that a person's pronoun refers back to, not organisations or places; none where the
+    pipeline has no parser."""
     if doc is None or not doc.has_annotation("DEP") or not doc.has_annotation("TAG"):
         return []
     spans = []
+    referred = _pronoun_antecedents(doc)
     for token in doc:
-        if not _name_shaped(token) or token.ent_type_ in _NOT_PERSON_LABELS or not _in_person_place(token):
+        if not _name_shaped(token) or token.ent_type_ in _NOT_NAME_LABELS:
+            continue
+        if not (token.i in referred or _person_by_role(token)
+                or token.ent_type_ not in _NOT_PERSON_LABELS and _in_person_place(token)):
             continue
         first, last = _run(doc, token)
         start, end = name_extent(doc.text, doc[first].idx, doc[last].idx + len(doc[last].text))
@@ -156,7 +217,8 @@ def is_organisation_or_place(text: str, start: int, end: int, *, doc=None) -> bo
         return False
     if any(word.rstrip(".,") in _ORG_WORDS for word in words[1:]):
         return True
-    if len(words) == 1 and _DOUBLE_BARRELLED.match(words[0]) and not re.search(r"[A-Za-z][ \t]+\Z", text[:start]):
+    if (len(words) == 1 and _DOUBLE_BARRELLED.match(words[0])
+            and not re.search(r"(?<![\w'’-])[A-Z][\w'’.-]*[ \t]+\Z", text[max(0, start - 40):start])):
         return True
     end, members, ampersand = _list_extent(text, start, end)
     if ampersand or any(member in _ORG_WORDS for member in members[1:]):  # "Procter & Gamble", "Austin and Sons"
@@ -174,9 +236,33 @@ def is_organisation_or_place(text: str, start: int, end: int, *, doc=None) -> bo
         return True
     if is_street(text, start) or (len(words) == 1 and looks_like_medicine(text, start, end)):
         return True
-    if _eponym(text, end, doc):
+    if _eponym(text, end, doc) or _FIRM_NOUN_AFTER.match(text, end):
         return True
-    return doc is not None and doc.has_annotation("DEP") and _subject_of_its(doc, start, end)
+    if doc is None or not doc.has_annotation("DEP"):
+        return False
+    return _subject_of_its(doc, start, end) or _institution_subject(doc, start, end) or _at_a_workplace(doc, start)
+
+
+def _institution_subject(doc, start: int, end: int) -> bool:
+    """The span is the subject of what an institution does to money: "Revolut blocked my
+    transfer", "Barclaycard keeps charging me a fee", "Why did Visa decline the payment"."""
+    tokens = [token for token in doc if start <= token.idx < end]
+    if not tokens or tokens[-1].dep_ not in ("nsubj", "nsubjpass"):
+        return False
+    verb = tokens[-1].head
+    verbs = [verb] + [child for child in verb.children if child.dep_ in ("xcomp", "ccomp") and child.tag_[:2] == "VB"]
+    return any(_INSTITUTION_VERBS.match(v.lower_) and any(t.lower_ in _MONEY_NOUNS for t in v.subtree if t.i > v.i)
+               for v in verbs)
+
+
+def _at_a_workplace(doc, start: int) -> bool:
+    """The span is where someone works or banks: "my accountant at Grant Thornton", "the
+    pharmacist at Boots" ("at" after a noun; "looked at Maria" stays a person)."""
+    first = next((token for token in doc if token.idx >= start), None)
+    if first is None or first.i < 2:
+        return False
+    at, before = doc[first.i - 1], doc[first.i - 2]
+    return at.lower_ == "at" and before.tag_ in ("NN", "NNS")
 
 
 def _eponym(text: str, end: int, doc) -> bool:

@@ -46,18 +46,31 @@ def test_on_the_third_held_out_set_recall_and_precision_stay_at_what_was_measure
     """Written after those rules, before any measurement on it, and measured once: recall 26 of
     30 (0.867 [0.70, 0.95]: below the 0.95 bar; names as the object of "to" or "for" and a
     Korean name with a lower-case second part are missed), precision 27 of 30 (0.900). A bug
-    it did not show was fixed after it (a plain "to" marked a place); the figures stayed."""
+    it did not show was fixed after it (a plain "to" marked a place); the figures stayed. Round 3
+    worked on its misses and errors (a name a pronoun refers back to, lower-case Korean syllables,
+    what an institution does to money), so it is no longer held out: 30 of 30 and 30 of 31."""
     measured = pii_measure(_marked("pii_handwritten_heldout3.jsonl"))["name"]
     assert measured["planted"] == 30
-    assert measured["found"] >= 26 and measured["precision"] >= 0.9, measured
+    assert measured["found"] >= 30 and measured["precision"] >= 0.96, measured
 
 
 def test_on_the_fourth_held_out_set_recall_and_precision_stay_at_what_was_measured_once():
     """Written after the "to" fix, before any measurement on it, and measured once: recall 27 of
-    30 (0.900 [0.74, 0.97]: below the 0.95 bar), precision 27 of 30 (0.900). A guard, not the bar."""
+    30 (0.900 [0.74, 0.97]: below the 0.95 bar), precision 27 of 30 (0.900). Round 3 worked on its
+    errors (an indirect object, "the address for X", firms as subjects), so it is no longer held
+    out: 30 of 30 and 30 of 30."""
     measured = pii_measure(_marked("pii_handwritten_heldout4.jsonl"))["name"]
     assert measured["planted"] == 30
-    assert measured["found"] >= 27 and measured["precision"] >= 0.9, measured
+    assert measured["found"] >= 30 and measured["precision"] >= 0.96, measured
+
+
+def test_on_the_fifth_held_out_set_recall_and_precision_stay_at_what_was_measured_once():
+    """Written before round 3 changed the detector, measured once after it (commit d76b106): recall
+    42 of 45 (0.933 [0.82, 0.98]), precision 43 of 48 (0.896 [0.78, 0.96]): below the 0.95 and 0.9
+    bar (docs/RESULTS.md). The set marks names only. A guard, not the bar."""
+    measured = pii_measure(_marked("pii_handwritten_heldout5.jsonl"))["name"]
+    assert measured["planted"] == 45
+    assert measured["found"] >= 42 and measured["correct"] >= 43 and measured["spans"] <= 48, measured
 
 
 @pytest.mark.parametrize("domain, n, recall, precision", [

@@ -3,6 +3,8 @@ eponyms told from persons (privacy.pii_syntax, through privacy.pii's detector)."
 import pytest
 
 from privacy.pii import CONFIDENT_SCORE, pii_find
+from privacy.pii_rules import looks_like_medicine
+from privacy.pii_syntax import is_organisation_or_place
 
 
 def names(text: str) -> list[str]:
@@ -53,3 +55,64 @@ def test_a_person_after_to_is_still_a_person():
 def test_a_person_named_in_full_elsewhere_is_found_in_a_list_too():
     text = "Ann Smith joined the board. Smith, Jones and Brown signed the letter."
     assert "Smith" in names(text)[1:]  # the lone "Smith" in the list: a mention of a found name
+
+
+
+@pytest.mark.parametrize("text, expected", [
+    # a person's pronoun refers back to a name the NER calls a place or a firm
+    ("I sent the deposit to Gaspard last week but he never received it.", ["Gaspard"]),
+    ("Yesterday Bogdan slipped on the ice and broke his wrist.", ["Bogdan"]),  # after a fronted phrase
+    ("I lent Ottilie my car and now I need it back.", ["Ottilie"]),  # the indirect object
+    ("I paid Faustyna the rent last week.", ["Faustyna"]),
+    ("Please tell Leocadia that the clinic is closed on Friday.", ["Leocadia"]),  # the object of "tell"
+    ("Thank Bartholomeus for the flowers.", ["Bartholomeus"]),
+    ("Ye-jin and I both have hay fever.", ["Ye-jin"]),  # beside "I"; a lower-case Korean syllable
+    ("My son Jae-won has a rash on his neck.", ["Jae-won"]),
+    ("Could you change the details for Teodozja Nowicka before Monday?", ["Teodozja Nowicka"]),
+    ("I am writing on behalf of Ruslan Abdulov about the overdraft.", ["Ruslan Abdulov"]),
+    ("I stayed at Marisela's and she cooked for me.", ["Marisela"]),  # a person's house, not an illness
+])
+def test_a_name_is_found_from_what_is_said_of_it(text, expected):
+    assert names(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "Is Sertraline okay with alcohol?",  # a USAN stem (-traline)
+    "I have been taking Lansoprazole with Gaviscon for a month.",  # joined to a medicine
+    "Halifax charged me twice for one transfer.",  # what an institution does to money
+    "Citibank froze my account without warning.",
+    "My cousin is a cashier at Greggs near the station.",  # "at" after a noun: a workplace
+    # guards for the rules above: each would be a name without them
+    "Regulators fined Hale-Winter $20 million for the breach.",  # a lone double-barrelled name, not a dative
+    "My dad has Alzheimer's and keeps losing his keys.",  # an illness, not what "his" refers to
+    "We went camping in Exmoor and I got bitten by something.",  # "in X and I": a place
+])
+def test_medicines_firms_workplaces_and_illnesses_are_not_names(text):
+    assert names(text) == []
+
+
+@pytest.mark.parametrize("text, word", [
+    ("The doctor said Calpol syrup is fine for a six-month-old.", "Calpol"),  # a form after it
+    ("Priadel 400 mg is what the ward gave me.", "Priadel"),  # a dose after it
+    ("Is Beechams with Lemsip too much paracetamol?", "Lemsip"),  # joined to one after "with": not enough
+])
+def test_what_follows_a_word_can_make_it_a_medicine(text, word):
+    start = text.index(word)
+    expected = word != "Lemsip"
+    assert looks_like_medicine(text, start, start + len(word)) is expected
+
+
+@pytest.mark.parametrize("text, word", [
+    ("My Chase app keeps logging me out.", "Chase"),
+    ("I want to close my Zopa account today.", "Zopa"),
+])
+def test_a_firms_product_after_a_word_makes_it_a_firm(text, word):
+    start = text.index(word)
+    assert is_organisation_or_place(text, start, start + len(word))
+
+
+def test_a_given_name_before_a_surname_particle_is_part_of_the_name():
+    """The model tags "Ní Bhraonáin" and leaves the given name before it (found serving the base
+    model: "Síbhán Ní Bhraonáin" and "P.P. Siobhán Ní Bhraonáin" kept their first names)."""
+    text = "Dear Dr. Ní Bhraonáin,\n\nI hope you are well.\n\nSíbhán Ní Bhraonáin,\n\nP.P. Siobhán Ní Bhraonáin,"
+    assert names(text) == ["Ní Bhraonáin", "Síbhán Ní Bhraonáin", "Siobhán Ní Bhraonáin"]

@@ -149,6 +149,19 @@ def test_the_stream_filter_never_lets_a_detected_span_out_however_the_text_is_cu
     assert output_filter("The weather is fine.", mode="refuse").text == "The weather is fine."
 
 
+# what the embedded base model wrote, served with the mask filter (docs/RESULTS.md, issue 24's third
+# round): streamed, "P.P. Siobhán" went out before a later line showed "Siobhán" was a name
+BASE_MODEL_REPLY = ("Dear Dr. Ní Bhraonáin,\n\nI hope this message finds you well.\n\nSíbhán Ní Bhraonáin,\n\n"
+                    "P.P. Siobhán Ní Bhraonáin,\n\nDedicated to your remarkable health and well-being.\n\nP.P. Siobhán Ní")
+
+
+def test_the_stream_masks_a_given_name_before_a_surname_particle_as_the_whole_output_does():
+    whole = output_filter(BASE_MODEL_REPLY, mode="mask").text
+    gate = StreamFilter(mode="mask")
+    sent = "".join(gate.feed(BASE_MODEL_REPLY[i:i + 2]) for i in range(0, len(BASE_MODEL_REPLY), 2)) + gate.finish()
+    assert sent == whole and "Siobhán" not in sent and "Síbhán" not in sent
+
+
 # one weak source: a subject's place in the sentence (the NER does not tag him)
 UNSURE = "Yesterday the nurse said Yusuf can go back to school. Take two tablets a day and rest."
 SURE = "Dear Robert White, your results are fine. Take two tablets a day and rest."  # model and greeting
