@@ -223,7 +223,15 @@ def _streamed(engine, deployment: Deployment, messages, sampling, audit: dict, s
 
     async def events():
         gate = StreamFilter(mode=deployment.output_filter, low_confidence=settings.KSG_SERVE_PII_LOW_CONFIDENCE)
-        sent, completion, error = [], None, ""
+        sent, completion, error, audited = [], None, "", False
+
+        async def audit_write() -> None:
+            nonlocal audited
+            audited = True
+            await sync_to_async(_audit)(audit, started, completion=completion, filtered=bool(gate.spans),
+                                        filtered_spans=gate.counts(), output="".join(sent) if deployment.store_texts
+                                        else "", error=error, status_code=500 if error else 200)
+
         try:
             yield chunk({"role": "assistant", "content": ""})
             async for piece in _pieces(engine.stream(messages, sampling)):
@@ -236,25 +244,30 @@ def _streamed(engine, deployment: Deployment, messages, sampling, audit: dict, s
                 if text:
                     sent.append(text)
                     yield chunk({"content": text})
+            last = []
             if not gate.refused:
                 rest = gate.finish()
                 if rest:
                     sent.append(rest)
-                    yield chunk({"content": rest})
+                    last.append(chunk({"content": rest}))
             if gate.refused:
                 sent.append(gate.refusal)
-                yield chunk({"content": gate.refusal}, "content_filter")
+                last.append(chunk({"content": gate.refusal}, "content_filter"))
             else:
-                yield chunk({}, completion.finish_reason if completion else "stop",
-                            _usage(completion) if completion else None)
+                last.append(chunk({}, completion.finish_reason if completion else "stop",
+                                  _usage(completion) if completion else None))
+            # the audit row before the last chunks: a client closes the connection once it reads [DONE],
+            # and the server may then drop this generator without running its `finally`
+            await audit_write()
+            for line in last:
+                yield line
             yield "data: [DONE]\n\n"
         except Exception as exc:  # the client sees the stream end; the audit keeps why
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            await sync_to_async(_audit)(audit, started, completion=completion, filtered=bool(gate.spans),
-                                        filtered_spans=gate.counts(), output="".join(sent) if deployment.store_texts
-                                        else "", error=error, status_code=500 if error else 200)
+            if not audited:  # an error, or a client gone mid-stream with the generator closed
+                await audit_write()
 
     response = StreamingHttpResponse(events(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

@@ -404,3 +404,50 @@ def test_the_stream_filter_runs_the_detector_only_for_sentences_that_could_hold_
     assert streamed() == sent == output_filter(text, mode="mask").text
     assert "Ysolde" not in sent and "[PHONE]" in sent
     assert 1 <= skipping < len(scans)  # the sentences with no name word, digit or "@" were not scanned
+
+
+@pytest.mark.slow
+def test_a_streamed_call_is_audited_before_its_last_chunk_reaches_the_client(served):
+    """A client (the openai one among them) closes the connection once it reads `data: [DONE]`, and
+    the ASGI server may then drop the response's generator without running its `finally`: the audit
+    row must exist by the time [DONE] is sent. Driven through Django's ASGI handler, as daphne
+    (ksg_serve) drives it."""
+    import asyncio
+    import json
+
+    from asgiref.sync import sync_to_async
+    from django.core.asgi import get_asgi_application
+
+    owner, run, deployment, key, secret = served
+    body = json.dumps({"model": deployment.name, "stream": True, "max_tokens": 6, "temperature": 0,
+                       "messages": [{"role": "user", "content": "What should I do about a headache ?"}]}).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "query_string": b"", "root_path": "", "server": ("testserver", 80), "client": ("127.0.0.1", 5000),
+             "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"),
+                         (b"authorization", f"Bearer {secret}".encode())]}
+    audits_when_done, sent = [], []
+
+    async def call() -> None:
+        done = asyncio.Event()
+        requests = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():
+            if requests:
+                return requests.pop(0)
+            await done.wait()  # the client goes away once it has read [DONE]
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+            if message["type"] == "http.response.body" and b"[DONE]" in message.get("body", b""):
+                audits_when_done.append(await sync_to_async(CompletionAudit.objects.filter(stream=True).count)())
+                done.set()
+
+        await get_asgi_application()(scope, receive, send)
+
+    asyncio.run(call())
+    assert sent[0]["status"] == 200
+    assert audits_when_done == [1]  # the row was written before [DONE] went out
+    audit = CompletionAudit.objects.get(stream=True)
+    assert audit.status_code == 200 and audit.completion_tokens >= 1 and audit.key_id == key.pk
