@@ -136,7 +136,7 @@ _CLAUSE_START = "(?:^|(?<=[.!?;:,(\n][ \t])|(?<=\n)|" + "|".join(
                                        " does are were have had Can Could Will Would Should Did Do Does Are Were Have Had"
                                        " Both Then When While If".split()) + ")"
 _END = r"(?=[ \t]*(?:[,.!?;:)(\n]|$))"  # the name ends a phrase
-_SELF_END = rf"(?=[ \t]*(?:[,.!?;:)(\n]|$)|[ \t]+(?:here|speaking|from|again|and|calling|writing)\b)"
+_SELF_END = r"(?=[ \t]*(?:[,.!?;:)(\n]|$)|[ \t]+(?:here|speaking|from|again|and|calling|writing)\b)"
 _RULES = tuple((re.compile(before, re.MULTILINE), re.compile(after, re.MULTILINE) if after else None, score)
                for before, after, score in (
     (r"\b(?i:my\s+name\s+is|my\s+name['’]s|name\s+is|call\s+me|named)[ \t]+", None, _SCORE_INTRO),

@@ -9,7 +9,6 @@ import pytest
 from evaluation.reconstruction import (
     MASK,
     attack_power,
-    RECONSTRUCTION_MAX_LENGTH,
     _filled,
     candidate_names,
     fill,
@@ -20,7 +19,6 @@ from evaluation.reconstruction import (
 )
 from privacy.demo_data import demo_records
 from tests.evaluation.memorised import memorised
-from tests.evaluation.test_scoring import plain_record_logprobs
 
 
 def _mentions(text: str, word: str) -> int:

@@ -226,10 +226,6 @@ class MixedJudge:
         return results
 
 
-def items(n: int) -> tuple[list[str], list[str], list[str]]:
-    return [f"question {i}" for i in range(n)], [f"GOOD answer {i}" for i in range(n)], [f"bad answer {i}" for i in range(n)]
-
-
 def marked(n: int, marks: dict[int, str]) -> tuple[list[str], list[str], list[str]]:
     """items(n) with the questions at the given indices marked (POSITION, HALF, TIE)."""
     instructions, target, base = items(n)

@@ -1,6 +1,5 @@
 """Audit canaries for the one-run audit: drawn at registration, each in the training split by a
 coin flip, kept with their flips on the client side."""
-import json
 
 import pytest
 

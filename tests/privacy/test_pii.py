@@ -1,7 +1,5 @@
 """The PII detector (privacy.pii): each kind with its exact span, and no findings in plain prose."""
-import json
 import time
-from pathlib import Path
 
 import pytest
 
