@@ -23,7 +23,8 @@ SERVER_ENV = {"KSG_HEARTBEAT_SECONDS": "0.25", "KSG_HEARTBEAT_TIMEOUT": str(HEAR
 KNOBS = {"dp_finetune__steps": 16, "dp_finetune__logical_batch_size": 8, "dp_finetune__physical_batch_size": 8,
          "dp_finetune__max_length": 48, "evaluate__max_records": 8, "evaluate__reconstruction_targets": 3,
          "evaluate__candidate_set_size": 5, "evaluate__generation_records": 2, "evaluate__max_new_tokens": 8,
-         "evaluate__canary_references": 20, "evaluate__max_length": 64}
+         "evaluate__canary_references": 20, "evaluate__max_length": 64,
+         "evaluate__sequential_looks": 1}  # caps of 2-3 items: one look (a cap must hold 2^(looks-1))
 
 LEDGER = """
 import json
