@@ -102,7 +102,7 @@ _TOKEN = re.compile(
 # between the words of one name: spaces, a middle initial ("John Q. Smith"), a particle ("van der")
 _PARTICLES = r"(?:van|von|der|den|de|del|della|di|da|du|dos|das|le|la|bin|binti|ibn|al|el|ter|ten|zu|y)"
 _NAME_GAP = re.compile(rf"[ \t]{{1,3}}(?:[{_UPPER}]\.[ \t]{{1,3}}|(?:{_PARTICLES}[ \t]{{1,3}}){{1,2}})?")
-_LEADING_PARTICLES = re.compile(rf"(?:{_PARTICLES}[ \t]{{1,3}}){{0,2}}")
+_LEADING_PARTICLES = re.compile(rf"(?:{_PARTICLES}[ \t]{{1,3}}){{0,2}}(?:(?:al|el|ul|ad|ar|as|ash|at|az|ud|abu|bin|ibn|bint)-)?")
 _TITLES = frozenset({"Dr", "Doctor", "Mr", "Mrs", "Ms", "Mx", "Miss", "Prof", "Professor", "Nurse", "Sister"})
 _BEFORE_NAMES = frozenset("""
     Hi Hello Hey Hiya Dear Thanks Thank Regards Best Cheers Good Morning Afternoon Evening Sincerely Yours Love Take
@@ -125,6 +125,8 @@ NOT_NAMES = frozenset("""
     Email Call Text Phone Ring Contact Send Write Ask Tell Mobile Tel Fax Address Note Notes Subject Re
     English British American Canadian Irish Scottish Welsh French German Spanish Italian Polish Dutch
     I Im A
+    Relations Operations Affairs Advice Liaison Complaints Enquiries Banking Compliance Payments Lending Claims
+    Collections Admissions Appointments Bereavement Safeguarding Outpatients Helpdesk Resources Care
 """.split()) | _TITLES
 
 # (what comes before the name, what must follow it or None, score: how often the context is a name)
@@ -273,10 +275,17 @@ _SURNAME_PARTICLE = re.compile(rf"(?:Ní|Nic|Mac|Ó|Ua|Van|Von|De|Da|Di|Del|Dos|
 _WORD_BEFORE = re.compile(rf"(?P<word>{_TOKEN.pattern})[ \t]{{1,3}}\Z")
 
 
+# an Arabic article or kinship word joined to the surname by a hyphen: "al-Khatib", "bin-Laden"
+_HYPHENED_PARTICLE_BEFORE = re.compile(r"(?<![\w'’-])(?:al|el|ul|ad|ar|as|ash|at|az|ud|abu|bin|ibn|bint)-\Z")
+
+
 def name_start_widened(text: str, start: int) -> int:
     """The start of a name whose span begins at a surname particle, widened over the given name
     just before it ("Siobhán Ní Bhraonáin" where the model tagged "Ní Bhraonáin"); `start` where
-    nothing name-shaped stands there ("Dr. Ní Bhraonáin")."""
+    nothing name-shaped stands there ("Dr. Ní Bhraonáin"). A span that begins after a hyphened
+    particle starts at the particle ("Mr al-Khatib": the model tagged "Khatib")."""
+    if (particle := _HYPHENED_PARTICLE_BEFORE.search(text, max(0, start - 5), start)) is not None:
+        start = particle.start()
     if not _SURNAME_PARTICLE.match(text, start):
         return start
     before = _WORD_BEFORE.search(text, max(0, start - 40), start)

@@ -35,8 +35,21 @@ _PERSON_PRONOUNS = frozenset("he him his himself she her hers herself".split())
 # the verbs whose object is a person: "tell Maarten that ...", "remind X to ..."
 _PERSON_OBJECT_VERBS = frozenset("""
     tell tells told telling remind reminds reminded reminding inform informs informed informing thank thanks thanked
-    let lets warn warned reassure reassured introduce introduced
+    let lets warn warned reassure reassured introduce introduced register registers registered registering enrol
+    enrols enrolled enrolling enroll enrolls refer refers referred referring invite invites invited inviting
+    congratulate congratulated marry married
 """.split())
+# what only a person has: "Hodan's blood sugar", "Tavita's inhaler" (the owner is a person whatever
+# the NER called it; "London's hospitals" has none of these)
+_PERSONAL_NOUNS = frozenset("""
+    blood sugar temperature fever rash cough asthma eczema inhaler medication medicine tablets insulin appointment
+    appointments prescription symptoms pain allergy allergies diabetes pregnancy baby birthday operation scan results
+    leg legs arm arms knee knees back head eyes ears teeth chest skin weight heart lungs sleep school teacher nursery
+    husband wife partner mum dad mother father son daughter brother sister grandmother grandfather salary wages
+    pension will funeral divorce tenancy passport vaccination jab jabs nappy nappies bottle mood behaviour behavior
+""".split())
+# the words that open a yes/no question: "Is Raynaud's the reason ...": the "'s" is no "is"
+_QUESTION_OPENERS = frozenset("is was are were could can does did do might may would should has have".split())
 # what an institution does to a customer's money: "Revolut blocked my transfer", "Visa declined the payment"
 _INSTITUTION_VERBS = re.compile(r"(?i:block|froze|freez|charg|declin|refus|refund|reject|suspend|clos|debit|bounc|revers|"
                                 r"cancel|report|rais|cut|withh[oe]ld|flag)")
@@ -44,6 +57,12 @@ _MONEY_NOUNS = frozenset("""
     payment payments transfer transfers card cards account accounts fee fees charge charges refund transaction
     transactions loan loans application mortgage limit claim subscription profit profits prices price rates rate
     guidance outlook dividend interest overdraft deposit withdrawal debit
+""".split())
+# a firm's work, for a subject the NER already calls an organisation
+_FIRM_WORK_VERBS = re.compile(r"(?i:handl|manag|process|administ|audit|run|oversee|review|investigat|advis|act)")
+_FIRM_WORK_NOUNS = _MONEY_NOUNS | frozenset("""
+    liquidation insolvency administration audit accounts tax taxes payroll pension pensions investments portfolio
+    savings claims estate probate sale purchase merger acquisition takeover case
 """.split())
 # words after a name that make it a firm's or a product's: "my Monzo app", "the Visa card", "Tesco shares"
 _FIRM_NOUN_AFTER = re.compile(r"[ \t]+(?:app|apps|card|cards|account|accounts|bank|branch|branches|website|statement"
@@ -110,7 +129,8 @@ def _in_person_place(token) -> bool:
     if token.dep_ == "poss":
         following = token.doc[token.i + 1: token.i + 3]
         return (len(following) == 2 and following[0].text in ("'s", "’s", "'", "’")
-                and following[1].text[:1].islower() and following[1].lower_ not in _EPONYM_NOUNS)
+                and following[1].text[:1].islower() and following[1].lower_ not in _EPONYM_NOUNS
+                and following[1].tag_ not in ("DT", "PDT"))
     if token.dep_ in _PERSON_PLACES:  # the subject of a verb that follows it ("Negative: ..." is no subject)
         following = token.doc[token.i + 1] if token.i + 1 < len(token.doc) else None
         return (token.head.i > token.i and token.head.tag_[:2] in ("VB", "MD")
@@ -120,9 +140,13 @@ def _in_person_place(token) -> bool:
 
 def _person_by_role(token) -> bool:
     """The token is a person by what is said of it, whatever the NER's label: the indirect object
-    of a verb ("I owe Liliana money"), the object of "tell", "remind", "thank", ..."""
+    of a verb ("I owe Liliana money"), the object of "tell", "remind", "thank", "register", ...,
+    the owner of what only a person has ("Hodan's blood sugar")."""
     if token.dep_ == "dative" and token.head.tag_[:2] == "VB":
         return True
+    if token.dep_ == "poss" and _in_person_place(token):
+        owned = token.head
+        return any(word.lower_ in _PERSONAL_NOUNS for word in [owned, *(c for c in owned.children if c.dep_ == "compound")])
     return token.dep_ == "dobj" and token.head.lower_ in _PERSON_OBJECT_VERBS
 
 
@@ -251,8 +275,13 @@ def _institution_subject(doc, start: int, end: int) -> bool:
         return False
     verb = tokens[-1].head
     verbs = [verb] + [child for child in verb.children if child.dep_ in ("xcomp", "ccomp") and child.tag_[:2] == "VB"]
-    return any(_INSTITUTION_VERBS.match(v.lower_) and any(t.lower_ in _MONEY_NOUNS for t in v.subtree if t.i > v.i)
-               for v in verbs)
+    if any(_INSTITUTION_VERBS.match(v.lower_) and any(t.lower_ in _MONEY_NOUNS for t in v.subtree if t.i > v.i)
+           for v in verbs):
+        return True
+    # one the NER calls an organisation, doing a firm's work: "Deloitte is handling the liquidation"
+    return tokens[-1].ent_type_ == "ORG" and any(
+        _FIRM_WORK_VERBS.match(v.lower_) and any(t.lower_ in _FIRM_WORK_NOUNS for t in v.subtree if t.i > v.i)
+        for v in verbs)
 
 
 def _at_a_workplace(doc, start: int) -> bool:
@@ -273,6 +302,9 @@ def _eponym(text: str, end: int, doc) -> bool:
         return False
     if after.group(1).lower() in _EPONYM_NOUNS:
         return True
+    if after.group(1).lower() in ("the", "a", "an", "something", "anything", "this", "that"):  # "Is Raynaud's the reason ...": a thing (no "is" after "Is")
+        opener = re.search(r"(?:^|[.!?\n][ \t]*)(\w+)[ \t]+[\w'’-]+[ \t]*\Z", text[:end])
+        return bool(opener) and opener.group(1).lower() in _QUESTION_OPENERS
     following = [token for token in doc if token.idx == end + after.start(1)] if doc is not None else []
     return bool(following) and doc.has_annotation("TAG") and (following[0].tag_[:2] in ("VB", "MD")
                                                                or following[0].tag_ == "TO")

@@ -55,6 +55,15 @@ def adapter_fidelity(*, dataset: PrivateDataset, actor, adapter_job: Job | None,
     adapter_path, described = None, f"{base_model} alone (no adapter)"
     if adapter_job is not None:
         adapter_path, described = _adapter_of(adapter_job, dataset)
+    return adapter_path_fidelity(dataset=dataset, adapter_path=adapter_path, described=described,
+                                 base_model=base_model, probe=probe)
+
+
+def adapter_path_fidelity(*, dataset: PrivateDataset, adapter_path, described: str, base_model: str,
+                          probe: ProbeSettings) -> dict:
+    """adapter_fidelity's measurement for an adapter directory (None: the base model alone),
+    `described` saying what it is. No access check: the caller made it (adapter_fidelity), or
+    is a developer's script on its own data (benchmarks/noise_carry.py)."""
     heldout = [record["instruction"] for record in dataset_records(dataset=dataset, split="heldout")]
     sampling = SamplingParams(temperature=probe.temperature, top_p=probe.top_p,
                               max_new_tokens=probe.max_new_tokens, seed=probe.seed)

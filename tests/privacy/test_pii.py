@@ -1,5 +1,4 @@
 """The PII detector (privacy.pii): each kind with its exact span, and no findings in plain prose."""
-import time
 
 import pytest
 
@@ -81,16 +80,12 @@ def test_redact_replaces_each_span_with_its_kind():
     assert pii_redact("Dear Sarah Johnson, your MRN 12345678 is ready.") == "Dear [NAME], your MRN [ID] is ready."
 
 
-def test_every_demo_patient_name_is_found_and_hundreds_of_records_take_seconds():
+def test_every_demo_record_has_its_patient_named():
+    """(Its speed is benchmarks/pii_speed.py's to measure, against a baseline in the same run: a
+    wall-clock bound here failed whenever another process shared the two cores.)"""
     records = demo_records(domain="medical", n=500, seed=3)
-    texts = [f"{record['instruction']}\n{record['response']}" for record in records]
-    pii_find("warm up: the NER pipeline loads once per process")
-    started = time.perf_counter()
-    summary = pii_summary(texts)
-    elapsed = time.perf_counter() - started
+    summary = pii_summary(f"{record['instruction']}\n{record['response']}" for record in records)
     assert summary["records_with_pii"] == 500 and summary["name"] >= 1000
-    # the NER costs about 10 ms a record of ~600 characters on one free core (rules alone: 0.3 ms)
-    assert elapsed < 20.0, f"{elapsed:.2f} s for 500 records"
 
 
 def test_scrubbing_masks_every_span_the_detector_finds_in_both_fields():

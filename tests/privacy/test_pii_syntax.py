@@ -116,3 +116,34 @@ def test_a_given_name_before_a_surname_particle_is_part_of_the_name():
     model: "Síbhán Ní Bhraonáin" and "P.P. Siobhán Ní Bhraonáin" kept their first names)."""
     text = "Dear Dr. Ní Bhraonáin,\n\nI hope you are well.\n\nSíbhán Ní Bhraonáin,\n\nP.P. Siobhán Ní Bhraonáin,"
     assert names(text) == ["Ní Bhraonáin", "Síbhán Ní Bhraonáin", "Siobhán Ní Bhraonáin"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    # round 4 (the fifth held-out set's misses, each tried here on other words)
+    ("Oluwaseun's temperature was 39 last night and the paracetamol did nothing.", ["Oluwaseun"]),  # what only a person has
+    ("Could you refer Zdenka to the dermatology clinic?", ["Zdenka"]),  # the object of "refer"
+    ("We need to register Thandiwe with a dentist near the new flat.", ["Thandiwe"]),
+    ("Kind regards,\nMr al-Rashidi", ["al-Rashidi"]),  # a hyphened particle is part of the surname
+])
+def test_round_four_finds_an_owner_an_object_and_a_hyphened_particle(text, expected):
+    assert names(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "Is Tourette's something a child grows out of?",  # a yes/no question's "'s" is no "is"
+    "Is Ménière's the reason I keep losing my balance?",
+    "Yours sincerely,\nComplaints and Liaison",  # a department signs
+    "Thank you for your patience.\nCustomer Relations",
+])
+def test_round_four_does_not_take_illnesses_or_departments_for_names(text):
+    assert names(text) == []
+
+
+def test_a_possessive_in_a_question_about_a_persons_things_stays_a_person():
+    assert names("Is Oluwaseun's appointment still on Thursday?") == ["Oluwaseun"]
+
+
+def test_an_illness_after_a_possessive_does_not_make_the_owner_an_eponym():
+    """Kept on purpose: "Hashimoto's thyroiditis" (the fifth set) is masked as a name, because a
+    rule that read "-itis" after a possessive as an eponym lost "Kofi's tonsillitis"; recall first."""
+    assert names("Kofi's tonsillitis is back again.") == ["Kofi"]
