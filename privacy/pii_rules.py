@@ -126,7 +126,10 @@ NOT_NAMES = frozenset("""
     English British American Canadian Irish Scottish Welsh French German Spanish Italian Polish Dutch
     I Im A
     Relations Operations Affairs Advice Liaison Complaints Enquiries Banking Compliance Payments Lending Claims
-    Collections Admissions Appointments Bereavement Safeguarding Outpatients Helpdesk Resources Care
+    Collections Admissions Appointments Bereavement Safeguarding Outpatients Helpdesk Resources Care Bookings Booking
+    Radiology Dermatology Cardiology Oncology Neurology Urology Gynaecology Obstetrics Paediatrics Orthopaedics
+    Physiotherapy Pathology Haematology Endocrinology Rheumatology Gastroenterology Ophthalmology Audiology Maternity
+    Solicitor Solicitors Paralegal Associate Counsel Law Family Conveyancing Litigation Probate Lettings
 """.split()) | _TITLES
 
 # (what comes before the name, what must follow it or None, score: how often the context is a name)
@@ -138,7 +141,7 @@ _CLAUSE_START = "(?:^|(?<=[.!?;:,(\n][ \t])|(?<=\n)|" + "|".join(
                                        " does are were have had Can Could Will Would Should Did Do Does Are Were Have Had"
                                        " Both Then When While If".split()) + ")"
 _END = r"(?=[ \t]*(?:[,.!?;:)(\n]|$))"  # the name ends a phrase
-_SELF_END = r"(?=[ \t]*(?:[,.!?;:)(\n]|$)|[ \t]+(?:here|speaking|from|again|and|calling|writing)\b)"
+_SELF_END = r"(?=[ \t]*(?:[,.!?;:)(\n]|$)|[ \t]+(?:here|speaking|from|again|and|calling|writing)\b|[ \t]+[-–—][ \t])"
 _RULES = tuple((re.compile(before, re.MULTILINE), re.compile(after, re.MULTILINE) if after else None, score)
                for before, after, score in (
     (r"\b(?i:my\s+name\s+is|my\s+name['’]s|name\s+is|call\s+me|named)[ \t]+", None, _SCORE_INTRO),
@@ -156,14 +159,15 @@ _RULES = tuple((re.compile(before, re.MULTILINE), re.compile(after, re.MULTILINE
      r"|flatmate|roommate|landlord|landlady),?[ \t]+", None, _SCORE_ROLE),
     (r"\b(?i:patient|client|customer|chief\s+executive|finance\s+chief|chief\s+(?:financial|operating)\s+officer"
      r"|spokes(?:person|woman|man)|chair(?:man|woman|person)?|CEO|CFO|COO|founder|president|director|advis[eo]r"
-     r"|appointed|according\s+to)[ \t]+", None, _SCORE_ROLE),
+     r"|appointed|according\s+to):?[ \t]+", None, _SCORE_ROLE),
     (r"(?:^|(?<=[.!?,;:][ \t]))[ \t]*", r"(?=[ \t]+(?:here|speaking)\b)", _SCORE_INTRO),  # "Robert White here, 54"
     # a name after the last sentence of a line: "I am very unhappy. Bärbel Dobes\n"
     (r"(?<=[.!?])[ \t]+", r"(?=[ \t]*(?:\n|\Z))", _SCORE_NAME_LINE),
     (r"\b(?i:first\s+name|surname|last\s+name|family\s+name|given\s+name|forename)(?:\s+is)?[ \t]+", None, _SCORE_INTRO),
     # "Seo-yeon and I are both ...", "Noa and me": beside the writer stands a person
     # (at a clause's start, not after "in": "hiking in Snowdonia and I think ...")
-    (_CLAUSE_START, r"(?=[ \t]+and[ \t]+(?:I|me|myself)\b)", _SCORE_BESIDE_ME),
+    (_CLAUSE_START, r"(?=(?:,[ \t]*[^\W\d_][\w'’-]*(?:[ \t]+[^\W\d_][\w'’-]*)?)*,?[ \t]+and[ \t]+(?:I|me|myself)\b)",
+     _SCORE_BESIDE_ME),
     # what is kept about a person: "the address for Lindiwe Khumalo", "a letter for X", "on behalf of X"
     (r"\b(?i:address|details|account|letter|post|mail|appointment|prescription|results|records|file|referral"
      r"|statement|paperwork|forms)[ \t]+for[ \t]+|\b(?i:on[ \t]+behalf[ \t]+of)[ \t]+", None, _SCORE_RECORD_OF),
@@ -180,11 +184,13 @@ _DRUG_STEM = re.compile(r"(?:pril|olol|sartan|statin|prazole|azole|mycin|cillin|
                         r"|thiazide|terol|coxib|caine|tyline|ipramine|codone|adol|gliflozin|glutide|tinib|platin)\Z")
 # what follows a medicine's name: "Amlodipine 5 mg", "Calpol syrup", "Ventolin inhaler"
 _MEDICINE_AFTER = re.compile(r"[ \t]+(?:\d+(?:\.\d+)?[ \t]*(?:mg|mcg|µg|ml|g)\b|(?:tablets?|capsules?|pills?|syrup|cream"
-                             r"|gel|drops|spray|patch(?:es)?|injections?|inhaler|sachets?|dose|doses|suspension)\b)")
+                             r"|gel|drops|spray|patch(?:es)?|injections?|inhaler|sachets?|dose|doses|suspension)\b"
+                             r"|(?:(?:is|are|was|were)[ \t]+)?(?:out[ \t]+of[ \t]+stock|in[ \t]+short[ \t]+supply|discontinued)\b)")
 # a word joined to a medicine is one too: "Nurofen with Lemsip", "Citalopram and Ozempic"
 _MEDICINE_JOINT_BEFORE = re.compile(r"(?<![\w'’-])(?P<word>[A-Z][a-z]+)[ \t]*(?:,|\band|\bor|\bwith|\bplus)[ \t]+\Z")
 _MEDICINE_JOINT_AFTER = re.compile(r"[ \t]*(?:,|and\b|or\b|with\b|plus\b)[ \t]*(?P<word>[A-Z][a-z]+)\b")
-_MEDICINE_BEFORE = re.compile(r"\b(?i:take|takes|taking|took|tried|prescribed|started|stopped|dose\s+of|mg\s+of|on)"
+_MEDICINE_BEFORE = re.compile(r"\b(?i:take|takes|taking|took|tried|prescribe|prescribes|prescribed|prescribing|started"
+                              r"|stopped|dose\s+of|mg\s+of|on)"
                               r"[ \t]+\Z")
 _STREET_AFTER = re.compile(r"[ \t]+(?:Street|St|Road|Rd|Lane|Ln|Avenue|Ave|Drive|Close|Way|Crescent|Terrace|Place"
                            r"|Square|Gardens|Grove|Row|Walk|Court|Boulevard|Parade|Mews)\b")
@@ -231,6 +237,33 @@ def name_context_candidates(text: str) -> Iterator[tuple[int, int, float]]:
                 and not any(word in NOT_NAMES for _, _, word in words)
                 and all(_NAME_GAP.fullmatch(line.group(1), a[1], b[0]) for a, b in zip(words, words[1:]))):
             yield line.start(1), line.end(1), _SCORE_NAME_LINE
+
+
+_PARTICLE_RUN = re.compile(rf"(?:[ \t]{{1,3}}{_PARTICLES}){{1,2}}[ \t]{{1,3}}")
+
+
+def particle_name_runs(text: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of every given name, particle(s) and surname: "Femke de Smedt", "Joris van
+    den Broeck" (a shape that places share: "Rio de Janeiro"; the caller rules those out)."""
+    tokens = _tokens(text)
+    for (start, end, word), (next_start, next_end, next_word) in zip(tokens, tokens[1:]):
+        if (word not in NOT_NAMES and word not in _PLACE_OR_FIRM_HEADS and next_word not in NOT_NAMES
+                and next_word not in _PLACE_OR_FIRM_HEADS
+                and _PARTICLE_RUN.fullmatch(text, end, next_start)):
+            yield start, next_end
+
+
+# the first words of places and firms in languages with such particles: "Banco de Portugal", "Costa del Sol"
+_PLACE_OR_FIRM_HEADS = frozenset("""
+    Bank Banco Banca Banque Caixa Caja Group Company Foundation Trust Costa Puerto Porto Rio Isla Playa Monte Villa
+    Castillo Castle Château Bois Pas Port Saint Sant Santa San Sao São Los Las Cabo Sierra Hotel Casa Palazzo Museo
+""".split())
+
+
+def names_adjacent(text: str, end: int, start: int) -> bool:
+    """Whether a name ending at `end` and one starting at `start` are one name: only a space, a
+    middle initial or a particle between ("Joris" and "Broeck" in "Joris van den Broeck")."""
+    return end <= start and bool(_NAME_GAP.fullmatch(text, end, start))
 
 
 def name_mentions(text: str, names: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -20,7 +20,7 @@ in it is found elsewhere in the text (its other mentions are marked then).
 """
 import re
 
-from .pii_rules import NOT_NAMES, is_name_word, is_street, looks_like_medicine, name_extent
+from .pii_rules import NOT_NAMES, is_name_word, is_street, looks_like_medicine, name_extent, particle_name_runs
 
 SYNTAX_SCORE = 0.75  # a proper noun in a person's place in the sentence, with no other evidence
 _PERSON_PLACES = {"nsubj", "nsubjpass", "poss"}
@@ -39,6 +39,9 @@ _PERSON_OBJECT_VERBS = frozenset("""
     enrols enrolled enrolling enroll enrolls refer refers referred referring invite invites invited inviting
     congratulate congratulated marry married
 """.split())
+# "add X to the account", "remove X from the mortgage": who is on an account is a person
+_ACCOUNT_VERBS = frozenset("add adds added adding remove removes removed removing".split())
+_HOLDINGS = frozenset("account accounts mortgage policy lease tenancy deeds agreement will".split())
 # what only a person has: "Hodan's blood sugar", "Tavita's inhaler" (the owner is a person whatever
 # the NER called it; "London's hospitals" has none of these)
 _PERSONAL_NOUNS = frozenset("""
@@ -51,7 +54,7 @@ _PERSONAL_NOUNS = frozenset("""
 # the words that open a yes/no question: "Is Raynaud's the reason ...": the "'s" is no "is"
 _QUESTION_OPENERS = frozenset("is was are were could can does did do might may would should has have".split())
 # what an institution does to a customer's money: "Revolut blocked my transfer", "Visa declined the payment"
-_INSTITUTION_VERBS = re.compile(r"(?i:block|froze|freez|charg|declin|refus|refund|reject|suspend|clos|debit|bounc|revers|"
+_INSTITUTION_VERBS = re.compile(r"(?i:block|froze|freez|charg|declin|refus|refund|reject|suspend|clos|debit|bounc|revers|match|"
                                 r"cancel|report|rais|cut|withh[oe]ld|flag)")
 _MONEY_NOUNS = frozenset("""
     payment payments transfer transfers card cards account accounts fee fees charge charges refund transaction
@@ -66,14 +69,14 @@ _FIRM_WORK_NOUNS = _MONEY_NOUNS | frozenset("""
 """.split())
 # words after a name that make it a firm's or a product's: "my Monzo app", "the Visa card", "Tesco shares"
 _FIRM_NOUN_AFTER = re.compile(r"[ \t]+(?:app|apps|card|cards|account|accounts|bank|branch|branches|website|statement"
-                              r"|statements|fees|overdraft|customers|store|stores|shop|shops|helpline|plc)\b")
+                              r"|statements|fees|overdraft|customers|store|stores|shop|shops|helpline|plc|points)\b")
 # how an organisation's name ends: "Miller Inc", "Hale & Co", "Lam and Partners", "Cummings Group"
 _ORG_WORDS = frozenset("""
     Inc Incorporated LLC LLP Ltd Limited PLC Plc plc Corp Corporation Co Company Companies Group Holdings Partners
     Associates Sons Brothers Bros GmbH AG SA SpA BV NV Pty Bank Trust Foundation Fund Capital Ventures Industries
     Enterprises Solutions Systems Technologies Labs Media Motors Airlines Insurance Hospital Hospitals Clinic Surgery
     Pharmacy Council University College School Institute Society Agency Authority Ministry Department Services
-    Consulting Logistics Partnership International Worldwide Global
+    Consulting Logistics Partnership International Worldwide Global Money
 """.split())
 _ORG_AFTER = re.compile(r"[ \t]*(?:,[ \t]*)?(?:&|and)?[ \t]*(?P<word>[A-Z][A-Za-z]*)\b\.?")
 _SHARES_AFTER = re.compile(r"(?:['’]s)?[ \t]+(?:shares|stock|share\s+price|shareholders|board)\b")
@@ -92,7 +95,11 @@ _ITS = frozenset({"its"})
 # "Parkinson's disease", "Crohn's disease": a person's name in a thing's name (only nouns a person's
 # own "X's <noun>" hardly takes: "Maria's test", "Maria's fracture" stay a person's)
 _EPONYM_NOUNS = frozenset("disease syndrome palsy phenomenon lymphoma sarcoma reflex manoeuvre maneuver contracture "
-                          "theorem".split())
+                          "theorem flare flares".split())
+# where an illness is named: "diagnosed with Hashimoto's last year", "my wife's Raynaud's"
+_ILLNESS_BEFORE = re.compile(r"(?:\b(?i:diagnosed[ \t]+with|suffers?[ \t]+from|suffering[ \t]+from|suffered[ \t]+from"
+                             r"|treated[ \t]+for|tested[ \t]+for|test[ \t]+for|living[ \t]+with|symptoms[ \t]+of)"
+                             r"|['’]s|\b(?:my|your|his|her|our|their))[ \t]+\Z")
 # the names of a list "Garcia, Cook and Mccarthy", "Hale & Lam": what follows the list speaks for all
 _JOINT = r"(?:,[ \t]*(?:and[ \t]+|&[ \t]*)?|[ \t]+and[ \t]+|[ \t]*&[ \t]*)"
 _LIST_NEXT = re.compile(_JOINT + r"(?=[A-Z])")
@@ -101,7 +108,7 @@ _LIST_BEFORE = re.compile(r"(?<![\w'’-])(?P<word>[A-Z][\w'’-]*)" + _JOINT + 
 FIRM_LIST_MEMBERS = 3  # "Garcia, Cook and Mccarthy": three or more lone words in a list name a firm
 # a double-barrelled surname alone, no first name or title before it: "Jones-Davis will cut 450 jobs",
 # "Regulators fined Gould-Foster $576 million"
-_DOUBLE_BARRELLED = re.compile(r"[A-Z][a-z]+-[A-Z][a-z]+\Z")
+_DOUBLE_BARRELLED = re.compile(r"[A-Z][^\W\d_A-Z]+-[A-Z][^\W\d_A-Z]+\Z")
 
 
 def _name_shaped(token) -> bool:
@@ -144,6 +151,10 @@ def _person_by_role(token) -> bool:
     the owner of what only a person has ("Hodan's blood sugar")."""
     if token.dep_ == "dative" and token.head.tag_[:2] == "VB":
         return True
+    if token.dep_ == "dobj" and token.head.lower_ in _ACCOUNT_VERBS and any(
+            prep.lower_ in ("to", "from", "onto", "off") and any(obj.lower_ in _HOLDINGS for obj in prep.children)
+            for prep in token.head.children if prep.dep_ in ("prep", "dative")):
+        return True  # "remove Min-ji Yeom from the account": an account has persons on it
     if token.dep_ == "poss" and _in_person_place(token):
         owned = token.head
         return any(word.lower_ in _PERSONAL_NOUNS for word in [owned, *(c for c in owned.children if c.dep_ == "compound")])
@@ -158,7 +169,12 @@ def _pronoun_antecedents(doc) -> set[int]:
     for pronoun in doc:
         if pronoun.lower_ not in _PERSON_PRONOUNS:
             continue
-        for token in reversed(doc[pronoun.sent.start: pronoun.i]):
+        before = list(doc[pronoun.sent.start: pronoun.i])
+        if not before and pronoun.sent.start > 0:  # a sentence that opens with "She": the last sentence's person,
+            before = list(doc[pronoun.sent.start - 1].sent)  # its subject where a name is one ("Can Mihaela have Calpol?")
+            subjects = [token for token in before if token.dep_ in ("nsubj", "nsubjpass") and _name_shaped(token)]
+            before = subjects or before
+        for token in reversed(before):
             if token.dep_ in ("nsubj", "nsubjpass") and (token.tag_ in ("NN", "NNS") or token.lower_ in
                                                          _PERSON_PRONOUNS | {"they", "it"}):
                 break
@@ -196,6 +212,10 @@ def syntax_name_candidates(doc) -> list[tuple[int, int, float]]:
         if first > 0 and doc[first - 1].lower_ in ("the", "a", "an", "this", "that", "its", "our", "their"):
             continue  # "The Sainsbury's pharmacy": a thing
         if not is_organisation_or_place(doc.text, start, end, doc=doc):
+            spans.append((start, end, SYNTAX_SCORE))
+    for start, end in particle_name_runs(doc.text):  # "Femke de Smedt"; not "in Porto de Galinhas" (a place)
+        if (not any(token.ent_type_ in ("LOC", "FAC") for token in doc if start <= token.idx < end)
+                and not is_organisation_or_place(doc.text, start, end, doc=doc)):
             spans.append((start, end, SYNTAX_SCORE))
     return spans
 
@@ -260,11 +280,19 @@ def is_organisation_or_place(text: str, start: int, end: int, *, doc=None) -> bo
         return True
     if is_street(text, start) or (len(words) == 1 and looks_like_medicine(text, start, end)):
         return True
-    if _eponym(text, end, doc) or _FIRM_NOUN_AFTER.match(text, end):
+    if _eponym(text, start, end, doc) or _FIRM_NOUN_AFTER.match(text, end):
         return True
     if doc is None or not doc.has_annotation("DEP"):
         return False
-    return _subject_of_its(doc, start, end) or _institution_subject(doc, start, end) or _at_a_workplace(doc, start)
+    return (_subject_of_its(doc, start, end) or _institution_subject(doc, start, end) or _at_a_workplace(doc, start)
+            or _possessed(doc, start, end))
+
+
+def _possessed(doc, start: int, end: int) -> bool:
+    """The span is something a person has: "when I collected her Clenil" ("her" owns it; "told
+    her Kofi was ill" has no owner)."""
+    return any(child.dep_ == "poss" and child.tag_ == "PRP$" and child.i < token.i
+               for token in doc if start <= token.idx < end for child in token.children)
 
 
 def _institution_subject(doc, start: int, end: int) -> bool:
@@ -294,9 +322,21 @@ def _at_a_workplace(doc, start: int) -> bool:
     return at.lower_ == "at" and before.tag_ in ("NN", "NNS")
 
 
-def _eponym(text: str, end: int, doc) -> bool:
+def _owns_a_noun(text: str, doc, end: int) -> bool:
+    """Whether the possessive ending at `end` ("X's") is followed by the noun it owns ("X's
+    husband"); without a parse, a lower-case word after it counts as one."""
+    if doc is None or not doc.has_annotation("TAG"):
+        return bool(re.match(r"['’]s?[ \t]+[a-z]", text[end:]))
+    after = [token for token in doc if token.idx >= end and token.tag_ != "POS"][:1]
+    return bool(after) and after[0].tag_ in ("NN", "NNS") and after[0].ent_type_ not in ("DATE", "TIME")
+
+
+def _eponym(text: str, start: int, end: int, doc) -> bool:
     """The name before `end` is a thing named after a person: "Parkinson's disease", or a
     possessive with no noun after it ("Raynaud's makes my fingers white", "Hashimoto's to ...")."""
+    if re.match(r"['’]s?(?![\w'’])", text[end:]) and _ILLNESS_BEFORE.search(
+            text, max(0, start - 40), start) and not _owns_a_noun(text, doc, end):
+        return True  # "diagnosed with Hashimoto's last year", "my wife's Raynaud's."
     after = re.match(r"['’]s[ \t]+(\w+)", text[end:])
     if not after:
         return False
@@ -308,3 +348,24 @@ def _eponym(text: str, end: int, doc) -> bool:
     following = [token for token in doc if token.idx == end + after.start(1)] if doc is not None else []
     return bool(following) and doc.has_annotation("TAG") and (following[0].tag_[:2] in ("VB", "MD")
                                                                or following[0].tag_ == "TO")
+
+
+def name_run_start(doc, start: int) -> int:
+    """The start of the proper-noun run that the name at `start` ends: a given name the model left
+    out of its span ("remove Min-ji Yeom" where it tagged "Yeom"); `start` when none stands there."""
+    if doc is None or not doc.has_annotation("TAG"):
+        return start
+    first = next((token for token in doc if token.idx == start), None)
+    if first is None:
+        return start
+    i = first.i
+    while i > 0:
+        before = doc[i - 1]
+        if (i > 2 and before.text[:1].islower() and doc[i - 2].text == "-" and not doc[i - 2].whitespace_
+                and not doc[i - 3].whitespace_ and _name_shaped(doc[i - 3]) and before.head.i >= first.i):
+            i -= 3  # "Min-ji": spaCy's "Min", "-", "ji"
+        elif _name_shaped(before) and before.dep_ == "compound" and before.head.i >= first.i:
+            i -= 1
+        else:
+            break
+    return doc[i].idx

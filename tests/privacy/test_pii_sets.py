@@ -67,10 +67,21 @@ def test_on_the_fourth_held_out_set_recall_and_precision_stay_at_what_was_measur
 def test_on_the_fifth_held_out_set_recall_and_precision_stay_at_what_was_measured_once():
     """Written before round 3 changed the detector, measured once after it (commit d76b106): recall
     42 of 45 (0.933 [0.82, 0.98]), precision 43 of 48 (0.896 [0.78, 0.96]): below the 0.95 and 0.9
-    bar (docs/RESULTS.md). The set marks names only. A guard, not the bar."""
+    bar (docs/RESULTS.md). The set marks names only. Rounds 4 and 5 worked on its errors, so it is no
+    longer held out: 45 of 45 and 45 of 47 (Klarna and "Hashimoto's thyroiditis" still masked)."""
     measured = pii_measure(_marked("pii_handwritten_heldout5.jsonl"))["name"]
     assert measured["planted"] == 45
-    assert measured["found"] >= 42 and measured["correct"] >= 43 and measured["spans"] <= 48, measured
+    assert measured["found"] >= 45 and measured["correct"] >= 45 and measured["spans"] <= 47, measured
+
+
+def test_on_the_sixth_held_out_set_recall_and_precision_stay_at_what_was_reached_after_it():
+    """Written by a helper that never read the detector, committed before round 4 changed it
+    (bb328b3), measured once at 19911f0: recall 90 of 99 (0.909 [0.84, 0.95]), precision 93 of 109
+    (0.853 [0.78, 0.91]), below the bar (docs/RESULTS.md). Round 5 worked on its errors, so it is
+    no longer held out: 97 of 99 and 97 of 99."""
+    measured = pii_measure(_marked("pii_handwritten_heldout6.jsonl"))["name"]
+    assert measured["planted"] == 99
+    assert measured["found"] >= 97 and measured["correct"] >= 97 and measured["spans"] <= 99, measured
 
 
 @pytest.mark.parametrize("domain, n, recall, precision", [
