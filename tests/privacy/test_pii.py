@@ -3,7 +3,7 @@
 import pytest
 
 from privacy.demo_data import demo_records
-from privacy.pii import PiiSpan, pii_find, pii_redact, pii_summary
+from privacy.pii import PiiSpan, pii_find, pii_possible, pii_redact, pii_summary
 
 
 def found(text: str) -> list[tuple[str, str]]:
@@ -252,3 +252,10 @@ def test_a_text_without_a_capitalised_name_word_skips_the_model_and_finds_the_sa
     assert calls == [[]]  # the model saw nothing
     assert pii.pii_find_many([text, "Amadou Diallo missed it."])[1][0].text == "Amadou Diallo" and calls[-1] == [
         "Amadou Diallo missed it."]
+
+
+def test_a_streamed_piece_with_a_rare_lower_case_word_may_start_a_name():
+    """The serving filter scans only where a span could start: a lower-case name ("hi guo,") can,
+    a piece of common words and casual abbreviations cannot."""
+    assert pii_possible("hi guo, how are you")
+    assert not pii_possible("can i move my appt to weds please")

@@ -78,10 +78,21 @@ def test_on_the_sixth_held_out_set_recall_and_precision_stay_at_what_was_reached
     """Written by a helper that never read the detector, committed before round 4 changed it
     (bb328b3), measured once at 19911f0: recall 90 of 99 (0.909 [0.84, 0.95]), precision 93 of 109
     (0.853 [0.78, 0.91]), below the bar (docs/RESULTS.md). Round 5 worked on its errors, so it is
-    no longer held out: 97 of 99 and 97 of 99."""
+    no longer held out: 97 of 99 and 97 of 99 after round 5, 98 of 99 and 98 of 100 after round 6."""
     measured = pii_measure(_marked("pii_handwritten_heldout6.jsonl"))["name"]
     assert measured["planted"] == 99
-    assert measured["found"] >= 97 and measured["correct"] >= 97 and measured["spans"] <= 99, measured
+    assert measured["found"] >= 98 and measured["correct"] >= 98 and measured["spans"] <= 100, measured
+
+
+def test_on_the_seventh_held_out_set_recall_and_precision_stay_at_what_was_reached_after_it():
+    """Written by a helper told nothing of what the detector finds hard, committed (52de1eb) and
+    measured once at 66de665: recall 137 of 173 (0.792 [0.73, 0.85]), precision 139 of 165 (0.842),
+    far below the bar (docs/RESULTS.md). Round 6 worked on its errors (lower-case names, signatures,
+    headers, ages, note forms, capitalised common nouns), so it is no longer held out: 172 of 173
+    and 172 of 176."""
+    measured = pii_measure(_marked("pii_handwritten_heldout7.jsonl"))["name"]
+    assert measured["planted"] == 173
+    assert measured["found"] >= 172 and measured["correct"] >= 172 and measured["spans"] <= 176, measured
 
 
 @pytest.mark.parametrize("domain, n, recall, precision", [
