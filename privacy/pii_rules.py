@@ -130,6 +130,8 @@ NOT_NAMES = frozenset("""
     Radiology Dermatology Cardiology Oncology Neurology Urology Gynaecology Obstetrics Paediatrics Orthopaedics
     Physiotherapy Pathology Haematology Endocrinology Rheumatology Gastroenterology Ophthalmology Audiology Maternity
     Solicitor Solicitors Paralegal Associate Counsel Law Family Conveyancing Litigation Probate Lettings
+    Admin Administrator Handover Ward Financial Ombudsman Thx Supervisor Matter Flat Registry Branch Managers Region
+    Property
     Card Cards Referral Colleague Cust Callback Underwriting Interpreter Issuer Machine Landlord Tenant App Vitamin Confirmation
     Payee Consultant Rheumatologist Draft Heads Terms Unit Applicant Applicants Executor Executors Claimant Defendant
     Respondent Appellant Witness Judge Registrar
@@ -164,18 +166,29 @@ _RULES = tuple((re.compile(before, re.MULTILINE), re.compile(after, re.MULTILINE
     # a signature after a dash at the end: "... my money back. - Agnese Bērziņa"
     (r"(?:^|(?<=\s))[-–—][ \t]*", r"(?=[ \t]*\Z)", _SCORE_SIGNOFF),
     # who someone spoke to, or what a person is called: "the man I spoke to, Ruairidh, told me"
-    (r"\b(?i:spoke\s+to|speaking\s+to|talked\s+to|dealt\s+with|(?:is|was|are|were)\s+called|the\s+late)[,]?[ \t]+",
-     None, _SCORE_ROLE),
+    (r"\b(?i:spoke\s+to|speaking\s+to|talked\s+to|talking\s+(?:to|with)|chatting\s+with|speaking\s+with|dealt\s+with"
+     r"|(?:is|was|are|were)\s+called|(?:she|he)['’]s\s+called|the\s+late|especially|particularly|married|divorced"
+     r"|engaged\s+to|separated\s+from)[,]?[ \t]+", None, _SCORE_ROLE),
+    # "a little boy called Mirwais", "the lovely HCA called Kobina"
+    (r"\b(?:a|an|the)[ \t]+(?:[\w'’-]+[ \t]+){0,2}(?:called|named)[ \t]+", None, _SCORE_ROLE),
+    # "From all the Pietikäinen family": a surname
+    (r"\b(?i:the)[ \t]+", r"(?=[ \t]+family\b)", _SCORE_ROLE),
+    # a transcript's speaker: "Agent (Faamanu):"
+    (r"\b(?:Agent|Adviser|Advisor|Customer|Caller|Nurse|Doctor|Operator)[ \t]*\([ \t]*", r"(?=[ \t]*\))", _SCORE_ROLE),
     # a header or a file note's label: "From: Pavitra Ramasubbu", "Applicants X and partner Y"
     (r"(?:^|(?<=\n))[ \t]*(?:From|To|Cc|Sent\s+by|Attendee|Attendees|Caller|Deceased):[ \t]*|\b(?:Applicants?|Executors?"
      r"|Beneficiary|Beneficiaries|and\s+partner)[ \t]+", None, _SCORE_ROLE),
     # a person with an age: "Aarav (8) and Ishani (5)", "Dorin Munteanu, aged 19"
-    (r"(?:^|(?<=[\s(,]))", r"(?=[ \t]*\(\d{1,3}\)|,?[ \t]+aged[ \t]+\d)", _SCORE_ROLE),
+    (r"(?:^|(?<=[\s(,]))", r"(?=[ \t]*\(\d{1,3}\)|,?[ \t]+aged[ \t]+\d|,[ \t]*\d{1,2}(?:[ \t]+and\b|[ \t]*[),]))",
+     _SCORE_ROLE),
     # a name that opens the message, called to: "Joost, please stop the Lamotrigine"
-    (r"\A[ \t]*", r"(?=,[ \t]+(?i:please|could|can|would|just|thanks|thank|I|we|your|you|sorry|hope|as)\b)", _SCORE_ROLE),
+    (r"(?:\A|(?<=\n))[ \t]*", r"(?=,[ \t]+(?i:please|could|can|would|just|thanks|thank|I|we|your|you|sorry|hope|as)\b)",
+     _SCORE_ROLE),
     (r"\b(?i:thanks|thank\s+you|sorry|hello|hi|okay|ok|yes|no|of\s+course)\b[^.!?\n]{0,60},[ \t]*",
      r"(?=[ \t]*(?:[.!?]|$))", _SCORE_SIGNOFF),
-    (r"\b(?i:my|your|his|her|our|their|the)\s+(?i:husband|wife|partner|son|daughter|mother|father|mum|mom|dad"
+    (r"(?:\b(?i:my|your|his|her|our|their|the|two|three|four|both)|['’]s)\s+(?i:(?:late|little|dear)\s+)?"
+     r"(?i:husband|wife|partner|son|daughter|mother|father|mum|mom|dad|mate|pal|solicitor|conveyancer|accountant|broker"
+     r"|barrister|executor|attorney|midwife|social\s+worker|caseworker|key\s+worker"
      r"|brother|sister|friend|colleague|neighbour|neighbor|carer|caregiver|GP|boss|manager|grandson|granddaughter"
      r"|grandmother|grandfather|grandma|grandpa|aunt|uncle|cousin|fiancée?|boyfriend|girlfriend|nephew|niece"
      r"|flatmate|roommate|landlord|landlady|ex-husband|ex-wife|ex-partner|ex|children|kids|sons|daughters|twins"
@@ -201,7 +214,8 @@ _RULES = tuple((re.compile(before, re.MULTILINE), re.compile(after, re.MULTILINE
      r"(?=[ \t]+is[ \t]+my[ \t]+(?i:sur|first[ \t]+|last[ \t]+|family[ \t]+|given[ \t]+)?name\b)", _SCORE_INTRO),
 ))
 # a line that is only a name, as a signature: the last line, or one after a line that ends a sentence
-_NAME_LINE = re.compile(r"(?:(?<=[.!?]\n)|(?<=[.!?][ \t]\n)|\n(?=[^\n]*\n?\Z))[ \t]*([^\n]+?)[ \t]*(?=\n|\Z)")
+_NAME_LINE = re.compile(r"(?:(?<=[.!?]\n)|(?<=[.!?][ \t]\n)|(?<=[.!?]\n\n)|(?<=[.!?]\n[ \t]\n)|\n(?=[^\n]*\n?\Z))"
+                        r"[ \t]*([^\n]+?)[ \t]*(?=\n|\Z)")
 # What a lone capitalised word that the NER calls a person is more likely to be: a medicine (a
 # stem from the USAN naming scheme, or after "take", "prescribed", "on") or a street.
 _DRUG_STEM = re.compile(r"(?:pril|olol|sartan|statin|prazole|azole|mycin|cillin|cycline|floxacin|formin|gliptin|dipine"
@@ -319,7 +333,8 @@ _LOWER_CUES = tuple((re.compile(before, re.MULTILINE), re.compile(after) if afte
     (r"(?i:\bi\s+am|\bi['’]?m|\bthis\s+is|\bit['’]?s)[ \t]+", r"[ \t]*(?:[,.!?;:\n]|$)|[ \t]+(?:here|again|from)\b"),
     (r"(?i:\b(?:dr|doctor|mr|mrs|ms|miss|nurse)\.?)[ \t]+", None),
     (r"(?i:\b(?:dear|hi|hello|hey|hiya|thanks|thank\s+you|cheers))[ \t]+", r"[ \t]*(?:[,.!?\n]|$)"),
-    (r"(?i:\b(?:my|our|your|his|her|their)\s+(?:little\s+)?(?:husband|wife|partner|son|daughter|boy|girl|baby|mum|mom|dad"
+    (r"(?i:\b(?:my|our|your|his|her|their)\s+(?:little\s+|late\s+)?(?:husband|wife|partner|son|daughter|boy|girl|baby|mum"
+     r"|mom|dad|mate|pal|bestie"
      r"|brother|sister|friend|colleague|neighbour|neighbor|carer|boss|manager|grandson|granddaughter|nan|nana|grandma"
      r"|grandpa|aunt|auntie|uncle|cousin|fiancée?|boyfriend|girlfriend|nephew|niece|ex|flatmate|landlord|landlady)),?[ \t]+",
      None),

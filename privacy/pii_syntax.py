@@ -76,7 +76,8 @@ _ORG_WORDS = frozenset("""
     Associates Sons Brothers Bros GmbH AG SA SpA BV NV Pty Bank Trust Foundation Fund Capital Ventures Industries
     Enterprises Solutions Systems Technologies Labs Media Motors Airlines Insurance Hospital Hospitals Clinic Surgery
     Pharmacy Council University College School Institute Society Agency Authority Ministry Department Services
-    Consulting Logistics Partnership International Worldwide Global Money Lodge Wing Pay
+    Consulting Logistics Partnership International Worldwide Global Money Lodge Wing Pay Lettings Estates Properties
+    Homes Legal Accountants Dental Builders Construction Haulage Design Studio Studios Marketplace Works Ceramics
 """.split())
 _ORG_AFTER = re.compile(r"[ \t]*(?:,[ \t]*)?(?:&|and)?[ \t]*(?P<word>[A-Z][A-Za-z]*)\b\.?")
 _SHARES_AFTER = re.compile(r"(?:['’]s)?[ \t]+(?:shares|stock|share\s+price|shareholders|board)\b")
@@ -87,6 +88,8 @@ _PLACE_BEFORE = re.compile(
     r"|flying|flew|flown|travel(?:s|led|ling|ed|ing)?|drive|drives|drove|driving|driven|return(?:s|ed|ing)?|head(?:s|ed"
     r"|ing)?|switch(?:es|ed|ing)?|emigrat\w+|relocat\w+)(?:[ \t]+[\w'’]+){0,3}?[ \t]+"
     r"(?:to|into|towards))[ \t]+\Z")
+_FIRM_BEFORE = re.compile(r"\b(?i:banks?|banked|banking|account|accounts|mortgage|loan|insured|insurance|pension|savings"
+                          r"|ISA)[ \t]+(?:is[ \t]+|are[ \t]+)?(?:with|at)[ \t]+\Z")
 _STREET_BEFORE = re.compile(r"\b(?:Street|St|Road|Rd|Lane|Avenue|Ave|Drive|Close|Way|Crescent|Terrace|Place|Gardens|Grove"
                             r"|Square|Mews|Row|Walk|Hill),[ \t]*\Z")
 _POSSESSIVE_AFTER = re.compile(r"['’]s?\b")
@@ -283,6 +286,8 @@ def is_organisation_or_place(text: str, start: int, end: int, *, doc=None) -> bo
     if is_street(text, start) or (len(words) == 1 and looks_like_medicine(text, start, end)):
         return True
     if _STREET_BEFORE.search(text, max(0, start - 16), start):  # "14 Cedar Close, Harrogate": the town
+        return True
+    if _FIRM_BEFORE.search(text, max(0, start - 40), start):  # "he banks with Monzo": a bank
         return True
     if _eponym(text, start, end, doc) or _FIRM_NOUN_AFTER.match(text, end):
         return True

@@ -95,6 +95,15 @@ def test_on_the_seventh_held_out_set_recall_and_precision_stay_at_what_was_reach
     assert measured["found"] >= 172 and measured["correct"] >= 172 and measured["spans"] <= 176, measured
 
 
+def test_on_the_eighth_held_out_set_recall_and_precision_stay_at_what_was_reached_after_it():
+    """Written blind like the seventh, committed (6da3b16) and measured once at 644eed3: recall 138 of
+    154 (0.896 [0.84, 0.94]), precision 138 of 157 (0.879 [0.82, 0.92]), below the bar. Round 7
+    worked on its errors, so it is no longer held out: 152 of 154 and 152 of 158."""
+    measured = pii_measure(_marked("pii_handwritten_heldout8.jsonl"))["name"]
+    assert measured["planted"] == 154
+    assert measured["found"] >= 152 and measured["correct"] >= 152 and measured["spans"] <= 158, measured
+
+
 @pytest.mark.parametrize("domain, n, recall, precision", [
     ("finance", 150, 0.97, 0.95),  # company names of surnames ("Williams, Lam and Jones") and towns are not names
     ("medical", 100, 0.99, 0.99),
