@@ -131,7 +131,8 @@ NOT_NAMES = frozenset("""
     Physiotherapy Pathology Haematology Endocrinology Rheumatology Gastroenterology Ophthalmology Audiology Maternity
     Solicitor Solicitors Paralegal Associate Counsel Law Family Conveyancing Litigation Probate Lettings
     Admin Administrator Handover Ward Financial Ombudsman Thx Supervisor Matter Flat Registry Branch Managers Region
-    Property
+    Property Physio Practitioner Histopathology Mine Stalls Fraud Chargeback Employment Tribunal Attendance Order
+    Attorney Quantum Deposit Husband Wife Keys Induction Action
     Card Cards Referral Colleague Cust Callback Underwriting Interpreter Issuer Machine Landlord Tenant App Vitamin Confirmation
     Payee Consultant Rheumatologist Draft Heads Terms Unit Applicant Applicants Executor Executors Claimant Defendant
     Respondent Appellant Witness Judge Registrar
@@ -147,6 +148,7 @@ _CLAUSE_START = "(?:^|(?<=[.!?;:,(\n][ \t])|(?<=\n)|" + "|".join(
                                        " Both Then When While If".split()) + ")"
 _END = r"(?=[ \t]*(?:[,.!?;:)(\n]|$))"  # the name ends a phrase
 _SELF_END = r"(?=[ \t]*(?:[,.!?;:)(\n]|$)|[ \t]+(?:here|speaking|from|again|and|calling|writing)\b|[ \t]+[-–—][ \t])"
+_PAIR = r"|(?=[ \t]+(?:and|&)[ \t]+[^\W\d_][\w'’-]*(?:[ \t]+[^\W\d_][\w'’-]*)?[ \t]*(?:[,.!?\n]|$))"
 _AND_NEXT = re.compile(r"[ \t]+(?:and|&)[ \t]+")
 _PHRASE_END = re.compile(r"(?=[ \t]*(?:[,.!?;:)\n]|$)|[ \t]+(?:and|&)[ \t]+)")
 _SIGNOFF = (r"\b(?i:thanks\s+so\s+much|thank\s+you\s+so\s+much|thanks\s+again|many\s+thanks|thank\s+you|thanks"
@@ -156,10 +158,10 @@ _SIGNOFF = (r"\b(?i:thanks\s+so\s+much|thank\s+you\s+so\s+much|thanks\s+again|ma
 _RULES = tuple((re.compile(before, re.MULTILINE), re.compile(after, re.MULTILINE) if after else None, score)
                for before, after, score in (
     (r"\b(?i:my\s+name\s+is|my\s+name['’]s|name\s+is|call\s+me|named)[ \t]+", None, _SCORE_INTRO),
-    (r"(?:\bI\s+am|\bI['’]m|\b[Tt]his\s+is|\b[Ii]t['’]s|\b[Ii]t\s+is)[ \t]+", _SELF_END, _SCORE_INTRO),
+    (r"(?:\bI\s+am|\bI['’]m|\b[Tt]his\s+is|\b[Ii]t['’]?s|\b[Ii]t\s+is)[ \t]+", _SELF_END, _SCORE_INTRO),
     (r"\b(?:Dr|Doctor|Mr|Mrs|Ms|Mx|Miss|Prof|Professor|Nurse|Sister|DC|DS|DI|DCI|PC|Sgt|Insp|Cllr|Rev|Revd|Fr|Dame|Lord"
      r"|Lady|FY1|FY2|SHO|HCA)\.?[ \t]+", None, _SCORE_TITLE),
-    (r"\b(?:Dear|Hi|Hello|Hey|Hiya|Morning|Good\s+(?:morning|afternoon|evening))[ \t]+", _END, _SCORE_GREETING),
+    (r"\b(?:Dear|Hi|Hello|Hey|Hiya|Morning|Good\s+(?:morning|afternoon|evening))[ \t]+", _END + _PAIR, _SCORE_GREETING),
     (_SIGNOFF, _END + r"|(?=[ \t]+(?:and|&)[ \t]+[^\W\d_][\w'’-]*(?:[ \t]+[^\W\d_][\w'’-]*)?[ \t]*(?:[,.!?\n]|$))",
      _SCORE_SIGNOFF),
     (_SIGNOFF + r"[^\W\d_][\w'’-]*[ \t]+(?:and|&)[ \t]+", _END, _SCORE_SIGNOFF),  # "Kind regards, Lavanya and Karthik R"
@@ -174,7 +176,13 @@ _RULES = tuple((re.compile(before, re.MULTILINE), re.compile(after, re.MULTILINE
     # "From all the Pietikäinen family": a surname
     (r"\b(?i:the)[ \t]+", r"(?=[ \t]+family\b)", _SCORE_ROLE),
     # a transcript's speaker: "Agent (Faamanu):"
-    (r"\b(?:Agent|Adviser|Advisor|Customer|Caller|Nurse|Doctor|Operator)[ \t]*\([ \t]*", r"(?=[ \t]*\))", _SCORE_ROLE),
+    (r"\b(?:Agent|Adviser|Advisor|Customer|Caller|Nurse|Doctor|Operator|Partner|Associate|Trainee|Solicitor|Paralegal"
+     r"|Husband|Wife|Son|Daughter|Mother|Father)[ \t]*\([ \t]*", r"(?=[ \t]*\))", _SCORE_ROLE),
+    # a message's sender: "Message from Tsehay Gebrehiwot:", "tel call from X re ..."; "baby X"; "Payee: X"
+    (r"\b(?i:message|call|email|text|voicemail)[ \t]+from[ \t]+|\bbaby[ \t]+|\b(?:Payee|Account\s+name|Name):[ \t]*", None,
+     _SCORE_ROLE),
+    # a signature after the last sentence with a role: "Araceli, Customer Support", "Yohannes (Surgical Nurse Practitioner)"
+    (r"(?<=[.!?])[ \t]+", r"(?=,[ \t]+[A-Z][\w &]{2,40}[ \t]*\Z|[ \t]*\([^()\n]{3,60}\)[ \t]*\Z)", _SCORE_SIGNOFF),
     # a header or a file note's label: "From: Pavitra Ramasubbu", "Applicants X and partner Y"
     (r"(?:^|(?<=\n))[ \t]*(?:From|To|Cc|Sent\s+by|Attendee|Attendees|Caller|Deceased):[ \t]*|\b(?:Applicants?|Executors?"
      r"|Beneficiary|Beneficiaries|and\s+partner)[ \t]+", None, _SCORE_ROLE),
@@ -182,13 +190,15 @@ _RULES = tuple((re.compile(before, re.MULTILINE), re.compile(after, re.MULTILINE
     (r"(?:^|(?<=[\s(,]))", r"(?=[ \t]*\(\d{1,3}\)|,?[ \t]+aged[ \t]+\d|,[ \t]*\d{1,2}(?:[ \t]+and\b|[ \t]*[),]))",
      _SCORE_ROLE),
     # a name that opens the message, called to: "Joost, please stop the Lamotrigine"
-    (r"(?:\A|(?<=\n))[ \t]*", r"(?=,[ \t]+(?i:please|could|can|would|just|thanks|thank|I|we|your|you|sorry|hope|as)\b)",
+    (r"(?:\A|(?<=\n)|(?<=[.!?][ \t]))[ \t]*", r"(?=,[ \t]+(?i:please|could|can|would|just|thanks|thank|I|we|your|you|sorry"
+     r"|hope|as)\b)",
      _SCORE_ROLE),
     (r"\b(?i:thanks|thank\s+you|sorry|hello|hi|okay|ok|yes|no|of\s+course)\b[^.!?\n]{0,60},[ \t]*",
      r"(?=[ \t]*(?:[.!?]|$))", _SCORE_SIGNOFF),
-    (r"(?:\b(?i:my|your|his|her|our|their|the|two|three|four|both)|['’]s)\s+(?i:(?:late|little|dear)\s+)?"
+    (r"(?:\b(?i:my|your|his|her|our|their|the|two|three|four|both)|['’]s)\s+(?i:(?:late|little|dear)\s+)?(?i:ex[ \t-])?"
      r"(?i:husband|wife|partner|son|daughter|mother|father|mum|mom|dad|mate|pal|solicitor|conveyancer|accountant|broker"
-     r"|barrister|executor|attorney|midwife|social\s+worker|caseworker|key\s+worker"
+     r"|barrister|executor|attorney|midwife|social\s+worker|caseworker|key\s+worker|nephews|nieces|grandsons"
+     r"|granddaughters|brothers|sisters|parents|trainee|paralegal|associate|assistant|secretary|PA"
      r"|brother|sister|friend|colleague|neighbour|neighbor|carer|caregiver|GP|boss|manager|grandson|granddaughter"
      r"|grandmother|grandfather|grandma|grandpa|aunt|uncle|cousin|fiancée?|boyfriend|girlfriend|nephew|niece"
      r"|flatmate|roommate|landlord|landlady|ex-husband|ex-wife|ex-partner|ex|children|kids|sons|daughters|twins"
@@ -221,7 +231,8 @@ _NAME_LINE = re.compile(r"(?:(?<=[.!?]\n)|(?<=[.!?][ \t]\n)|(?<=[.!?]\n\n)|(?<=[
 _DRUG_STEM = re.compile(r"(?:pril|olol|sartan|statin|prazole|azole|mycin|cillin|cycline|floxacin|formin|gliptin|dipine"
                         r"|oxetine|triptan|profen|fenac|sone|olone|mab|vir|azepam|zolam|tidine|setron|lukast|dronate"
                         r"|parin|thyroxine|amol|traline|pram|pentin|gabalin|apine|epine|idone|xaban|gatran|semide"
-                        r"|thiazide|terol|coxib|caine|tyline|ipramine|codone|adol|gliflozin|glutide|tinib|platin)\Z")
+                        r"|thiazide|terol|coxib|caine|tyline|ipramine|codone|adol|gliflozin|glutide|tinib|platin|racetam|pezil"
+                        r"|zumab|ximab|mumab|nib|lamide|trigine|oxacin|azine|pine|stigmine)\Z")
 # what follows a medicine's name: "Amlodipine 5 mg", "Calpol syrup", "Ventolin inhaler"
 _MEDICINE_AFTER = re.compile(r"[ \t]+(?:\d+(?:\.\d+)?[ \t]*(?:mg|mcg|µg|ml|g)\b|(?:tablets?|capsules?|pills?|syrup|cream"
                              r"|gel|drops|spray|patch(?:es)?|injections?|inhaler|sachets?|dose|doses|suspension)\b"
@@ -277,7 +288,7 @@ def name_context_candidates(text: str) -> Iterator[tuple[int, int, float]]:
                     if tokens[following][2] in NOT_NAMES:
                         break
                     run = _name_run(text, tokens, following)
-                    if not _PHRASE_END.match(text, tokens[run][1]):
+                    if score < _SCORE_ROLE and not _PHRASE_END.match(text, tokens[run][1]):
                         break
                     yield tokens[following][0], tokens[run][1], score
                     end = tokens[run][1]
@@ -327,19 +338,21 @@ _CASUAL_WORDS = frozenset("""
     isnt wasnt hasnt havent couldnt wouldnt shouldnt im ive id ill youre theyre thats whats theres u ur r ya yeah
     yep nope hiya hey hi hello morning evening again here thanks cheers
 """.split())
+_VERB_FORM = re.compile(r"(?:ing|ed|ly)\Z")
 _LOWER_WORD = re.compile(r"[^\W\d_A-Z]{2,20}(?![\w'’-])")
 _LOWER_CUES = tuple((re.compile(before, re.MULTILINE), re.compile(after) if after else None) for before, after in (
     (r"(?i:\bmy\s+name\s+is|\bname\s+is|\bcall\s+me)[ \t]+", None),
     (r"(?i:\bi\s+am|\bi['’]?m|\bthis\s+is|\bit['’]?s)[ \t]+", r"[ \t]*(?:[,.!?;:\n]|$)|[ \t]+(?:here|again|from)\b"),
     (r"(?i:\b(?:dr|doctor|mr|mrs|ms|miss|nurse)\.?)[ \t]+", None),
     (r"(?i:\b(?:dear|hi|hello|hey|hiya|thanks|thank\s+you|cheers))[ \t]+", r"[ \t]*(?:[,.!?\n]|$)"),
-    (r"(?i:\b(?:my|our|your|his|her|their)\s+(?:little\s+|late\s+)?(?:husband|wife|partner|son|daughter|boy|girl|baby|mum"
+    (r"(?i:\b(?:my|our|your|his|her|their)\s+(?:little\s+|late\s+)?(?:ex[\s-])?(?:husband|wife|partner|son|daughter|boy|girl|baby|mum"
      r"|mom|dad|mate|pal|bestie"
      r"|brother|sister|friend|colleague|neighbour|neighbor|carer|boss|manager|grandson|granddaughter|nan|nana|grandma"
      r"|grandpa|aunt|auntie|uncle|cousin|fiancée?|boyfriend|girlfriend|nephew|niece|ex|flatmate|landlord|landlady)),?[ \t]+",
      None),
     (r"(?:^|(?<=[.!?,;:][ \t]))[ \t]*", r"[ \t]+here\b"),  # "hi guo, eero here"
-    (r"(?<=[.!?])[ \t]+(?:[-–—][ \t]*)?", r"[ \t]*\Z"),  # the message's last word: "... pls. nurcan", "- nemanja"
+    (r"(?<=[.!?])[ \t]+(?:[-–—][ \t]*)?", r"[ \t]*\Z"),
+    (r"(?:^|(?<=[.!?,;:][ \t]))[ \t]*", r"[ \t]+and[ \t]+(?:i|me)\b"),  # "roser and i are both ok"  # the message's last word: "... pls. nurcan", "- nemanja"
 ))
 
 
@@ -360,10 +373,19 @@ def lower_name_candidates(text: str) -> Iterator[tuple[int, int, float]]:
     for before, after in _LOWER_CUES:
         for match in before.finditer(text):
             word = _LOWER_WORD.match(text, match.end())
-            if (word is None or word.group() in _CASUAL_WORDS or (after and not after.match(text, word.end()))
-                    or zipf_frequency(word.group(), "en") >= RARE_ZIPF):
+            if word is None or word.group() in _CASUAL_WORDS or zipf_frequency(word.group(), "en") >= RARE_ZIPF:
                 continue
-            yield word.start(), word.end(), _SCORE_ROLE
+            if _VERB_FORM.search(word.group()):
+                continue  # "I am upholding it", "it's finished": a verb, not a name
+            second = _LOWER_WORD.match(text, word.end() + 1) if text[word.end():word.end() + 1] == " " else None
+            if second and (second.group() in _CASUAL_WORDS or zipf_frequency(second.group(), "en") >= RARE_ZIPF):
+                second = None
+            if after and not after.match(text, word.end()) and not (second and after.match(text, second.end())):
+                continue
+            end = word.end()
+            if second and (after is None or after.match(text, second.end())):
+                end = second.end()  # "its jadwiga szczepańska, my son ..."
+            yield word.start(), end, _SCORE_ROLE
 
 
 def name_mentions(text: str, names: list[tuple[int, int]]) -> list[tuple[int, int]]:

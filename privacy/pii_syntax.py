@@ -50,6 +50,7 @@ _PERSONAL_NOUNS = frozenset("""
     leg legs arm arms knee knees back head eyes ears teeth chest skin weight heart lungs sleep school teacher nursery
     husband wife partner mum dad mother father son daughter brother sister grandmother grandfather salary wages
     pension will funeral divorce tenancy passport vaccination jab jabs nappy nappies bottle mood behaviour behavior
+    id licence license payslips visa
 """.split())
 # the words that open a yes/no question: "Is Raynaud's the reason ...": the "'s" is no "is"
 _QUESTION_OPENERS = frozenset("is was are were could can does did do might may would should has have".split())

@@ -104,6 +104,15 @@ def test_on_the_eighth_held_out_set_recall_and_precision_stay_at_what_was_reache
     assert measured["found"] >= 152 and measured["correct"] >= 152 and measured["spans"] <= 158, measured
 
 
+def test_on_the_ninth_held_out_set_recall_and_precision_stay_at_what_was_reached_after_it():
+    """Written blind like the seventh, committed (92de4f1) and measured once at 7a50d94: recall 118 of
+    139 (0.849 [0.78, 0.90]), precision 119 of 142 (0.838), below the bar. Round 8 worked on its
+    errors, so it is no longer held out: 135 of 139 and 135 of 138."""
+    measured = pii_measure(_marked("pii_handwritten_heldout9.jsonl"))["name"]
+    assert measured["planted"] == 139
+    assert measured["found"] >= 135 and measured["correct"] >= 135 and measured["spans"] <= 138, measured
+
+
 @pytest.mark.parametrize("domain, n, recall, precision", [
     ("finance", 150, 0.97, 0.95),  # company names of surnames ("Williams, Lam and Jones") and towns are not names
     ("medical", 100, 0.99, 0.99),

@@ -244,3 +244,33 @@ def test_round_seven_finds_praise_naming_families_transcripts_ages_and_signature
 ])
 def test_round_seven_does_not_take_banks_departments_or_firms_for_names(text):
     assert names(text) == []
+
+
+@pytest.mark.parametrize("text, expected", [
+    # round 8 (the ninth held-out set's misses, each tried here on other words)
+    ("hiya its wanjiku kamau, my daughter has a rash", ["wanjiku kamau"]),  # a lower-case full name
+    ("Hi Tomasz and Halina, thanks for the documents.", ["Tomasz", "Halina"]),  # a greeting of two
+    ("Message from Ayelet Shaked-Levi: my wound is red.", ["Ayelet Shaked-Levi"]),
+    ("She looked after me and baby Kahurangi last week.", ["Kahurangi"]),
+    ("She leaves her estate to her nephews, Aitor and Xabier.", ["Aitor", "Xabier"]),
+    ("My kids Sefa and Lupe are at the local school.", ["Sefa", "Lupe"]),  # joined names after a role
+    ("Costs:\n- Partner (Whetu Rangi): £350 per hour", ["Whetu Rangi"]),
+    ("Please contact our trainee, Gethin Prosser.", ["Gethin Prosser"]),
+    ("joint account with my ex husband tiberiu oancea, how do i leave it", ["tiberiu oancea"]),
+    ("hi nuno, sorry. beatriz and i are both fine with it", ["nuno", "beatriz"]),  # "X and i"
+    ("Payee: Adebola Ogunleye\nAmount: £40", ["Adebola Ogunleye"]),
+    ("It should go through now. Itzel, Customer Support", ["Itzel"]),  # a signature with its team
+    ("Please call the ward if it gets worse. Solomone (Ward Sister)", ["Solomone"]),
+    ("Quantum is still disputed. Kalolaine, can you chase the report?", ["Kalolaine"]),  # called to mid-text
+])
+def test_round_eight_finds_lower_case_full_names_pairs_senders_and_signatures_with_roles(text, expected):
+    assert names(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "I have reviewed your complaint and i am upholding it.",  # a verb after "i am"
+    "Since starting Rivastigmine he has been sleepy.",  # a USAN stem
+    "Please find attached the sealed Order; Quantum is agreed.",  # legal nouns
+])
+def test_round_eight_does_not_take_verbs_medicines_or_legal_nouns_for_names(text):
+    assert names(text) == []
