@@ -30,8 +30,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .pii_rules import (has_name_word, has_rare_lower_word, lower_name_candidates, name_context_candidates, name_mentions,
-                        name_span_clean, name_start_widened, names_adjacent, structured_candidates)
+from .pii_lower import has_rare_lower_word, lower_name_candidates
+from .pii_rules import (has_name_word, name_context_candidates, name_mentions, name_span_clean, name_start_widened,
+                        names_adjacent, structured_candidates)
 from .pii_syntax import (is_named_as_organisation_or_place, is_organisation_or_place, name_run_start,
                          syntax_name_candidates)
 

@@ -15,6 +15,8 @@ a list of what to skip, never of what to find.
 import re
 from collections.abc import Iterator
 
+from .pii_lower import LOWER_WORD
+
 # --- structured kinds ------------------------------------------------------------------------
 _EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 
@@ -327,73 +329,12 @@ def names_adjacent(text: str, end: int, start: int) -> bool:
     return end <= start and bool(_NAME_GAP.fullmatch(text, end, start))
 
 
-# Lower-case names in casual messages ("hi guo, eero here", "my partner harshvardhan"): after a cue
-# that introduces a person, a lower-case word that English hardly uses (wordfreq's Zipf frequency
-# below RARE_ZIPF: "harshvardhan" 1.4, "guo" 3.05; "there" 6.3, "referral" 3.6) and that is not a
-# casual abbreviation ("appt" 2.6, "weds" 2.5) is a name.
-RARE_ZIPF = 3.2
-_CASUAL_WORDS = frozenset("""
-    appt appts physio thurs weds tues wed thur fri sat sun mon tmrw tmw tomoz pls plz thx ty bloods meds prescrip
-    docs dr drs mr mrs ms hun hon babe xx xxx lol omg idk btw fyi asap ok okay aswell alot cant wont dont didnt
-    isnt wasnt hasnt havent couldnt wouldnt shouldnt im ive id ill youre theyre thats whats theres u ur r ya yeah
-    yep nope hiya hey hi hello morning evening again here thanks cheers
-""".split())
-_VERB_FORM = re.compile(r"(?:ing|ed|ly)\Z")
-_LOWER_WORD = re.compile(r"[^\W\d_A-Z]{2,20}(?![\w'’-])")
-_LOWER_CUES = tuple((re.compile(before, re.MULTILINE), re.compile(after) if after else None) for before, after in (
-    (r"(?i:\bmy\s+name\s+is|\bname\s+is|\bcall\s+me)[ \t]+", None),
-    (r"(?i:\bi\s+am|\bi['’]?m|\bthis\s+is|\bit['’]?s)[ \t]+", r"[ \t]*(?:[,.!?;:\n]|$)|[ \t]+(?:here|again|from)\b"),
-    (r"(?i:\b(?:dr|doctor|mr|mrs|ms|miss|nurse)\.?)[ \t]+", None),
-    (r"(?i:\b(?:dear|hi|hello|hey|hiya|thanks|thank\s+you|cheers))[ \t]+", r"[ \t]*(?:[,.!?\n]|$)"),
-    (r"(?i:\b(?:my|our|your|his|her|their)\s+(?:little\s+|late\s+)?(?:ex[\s-])?(?:husband|wife|partner|son|daughter|boy|girl|baby|mum"
-     r"|mom|dad|mate|pal|bestie"
-     r"|brother|sister|friend|colleague|neighbour|neighbor|carer|boss|manager|grandson|granddaughter|nan|nana|grandma"
-     r"|grandpa|aunt|auntie|uncle|cousin|fiancée?|boyfriend|girlfriend|nephew|niece|ex|flatmate|landlord|landlady)),?[ \t]+",
-     None),
-    (r"(?:^|(?<=[.!?,;:][ \t]))[ \t]*", r"[ \t]+here\b"),  # "hi guo, eero here"
-    (r"(?<=[.!?])[ \t]+(?:[-–—][ \t]*)?", r"[ \t]*\Z"),
-    (r"(?:^|(?<=[.!?,;:][ \t]))[ \t]*", r"[ \t]+and[ \t]+(?:i|me)\b"),  # "roser and i are both ok"  # the message's last word: "... pls. nurcan", "- nemanja"
-))
-
-
-def has_rare_lower_word(text: str) -> bool:
-    """Whether text has a lower-case word that could be a name after a cue (one English hardly
-    uses): a streamed piece without one, and without a capitalised word, digit or "@", cannot
-    start a name."""
-    from wordfreq import zipf_frequency
-
-    return any(word.group() not in _CASUAL_WORDS and zipf_frequency(word.group(), "en") < RARE_ZIPF
-               for word in re.finditer(r"(?<![\w'’-])[^\W\d_A-Z]{2,20}(?![\w'’-])", text))
-
-
-def lower_name_candidates(text: str) -> Iterator[tuple[int, int, float]]:
-    """(start, end, score) of lower-case names after a cue that introduces a person."""
-    from wordfreq import zipf_frequency  # deferred: its word list loads on first use
-
-    for before, after in _LOWER_CUES:
-        for match in before.finditer(text):
-            word = _LOWER_WORD.match(text, match.end())
-            if word is None or word.group() in _CASUAL_WORDS or zipf_frequency(word.group(), "en") >= RARE_ZIPF:
-                continue
-            if _VERB_FORM.search(word.group()):
-                continue  # "I am upholding it", "it's finished": a verb, not a name
-            second = _LOWER_WORD.match(text, word.end() + 1) if text[word.end():word.end() + 1] == " " else None
-            if second and (second.group() in _CASUAL_WORDS or zipf_frequency(second.group(), "en") >= RARE_ZIPF):
-                second = None
-            if after and not after.match(text, word.end()) and not (second and after.match(text, second.end())):
-                continue
-            end = word.end()
-            if second and (after is None or after.match(text, second.end())):
-                end = second.end()  # "its jadwiga szczepańska, my son ..."
-            yield word.start(), end, _SCORE_ROLE
-
-
 def name_mentions(text: str, names: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Every other mention, in the same text, of a word of the names found: "Ysolde Crumpton"
     introduced once makes a later lone "Ysolde" a name too. Adjacent name words form one span."""
     words = {word for start, end in names for _, _, word in _tokens(text[start:end]) if word not in NOT_NAMES}
     tokens = [token for token in _tokens(text) if token[2] in words]
-    lower = {text[start:end] for start, end in names if _LOWER_WORD.fullmatch(text, start, end)}
+    lower = {text[start:end] for start, end in names if LOWER_WORD.fullmatch(text, start, end)}
     tokens += [(m.start(), m.end(), m.group()) for word in lower
                for m in re.finditer(rf"(?<![\w'’-]){re.escape(word)}(?![\w'’-])", text)]
     tokens.sort()
