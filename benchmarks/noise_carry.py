@@ -60,7 +60,11 @@ def main() -> None:
     from privacy.selectors import dataset_records
     from synthesis.lm.loader import training_model_load
 
-    dataset = PrivateDataset.objects.get(name=args.dataset)
+    dataset = PrivateDataset.objects.filter(name=args.dataset).first()
+    if dataset is None:
+        names = ", ".join(PrivateDataset.objects.values_list("name", flat=True)) or "none"
+        sys.exit(f"no dataset named {args.dataset!r} in this KSG_DATA_DIR (registered: {names}); "
+                 f"register one with manage.py ksg_dataset_add")
     if not dataset.privacy_unit:
         sys.exit("the dataset has no privacy unit: this experiment trains user-level DP")
     out = Path(args.out)
