@@ -7,7 +7,8 @@ from jobs.kinds import CLIENT_QUEUE, ArtifactInput, JobKindSpec, JobParamsError,
 from .sequential import MAX_LOOKS, smallest_cap
 
 # the sizes that are caps of a sequentially sampled attack or judge (evaluation.sequential)
-SEQUENTIAL_CAPS = {"reconstruction_targets": "targets", "generation_records": "questions"}
+SEQUENTIAL_CAPS = {"reconstruction_targets": "targets", "generation_records": "questions",
+                   "canary_references": "reference secrets"}
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,9 @@ class EvaluateParams:
         "min": 1, "max": 10_000, "help": "Held-out questions answered and judged, at most (drawn from the whole held-out split; the judge "
                 "stops when its consistency decides)."})
     max_new_tokens: int = field(default=64, metadata={"min": 4, "max": 4096, "help": "Tokens per generated answer."})
-    canary_references: int = field(default=1000, metadata={"min": 10, "max": 1_000_000, "help": "Random secrets each planted canary is ranked against (exposure resolution: log2 of this, in bits)."})
+    canary_references: int = field(default=1000, metadata={"min": 10, "max": 1_000_000, "help": "Random secrets each planted canary is ranked against, at most (exposure resolution: log2 of this, in bits; a canary stops when its exposure interval is 1 bit wide)."})
     sequential_looks: int = field(default=1, metadata={
-        "min": 1, "max": MAX_LOOKS, "help": "Looks of the reconstruction attack, membership inference and the judge: "
+        "min": 1, "max": MAX_LOOKS, "help": "Looks of the reconstruction attack, membership inference, the judge and each canary's references: "
         "each samples C/4, C/2, C (3 looks) of its cap C and stops at the first look that decides (1: all of C)."})
     seed: int = seed_field("Seed of the attacks' sampling and of the held-out questions drawn.")
 

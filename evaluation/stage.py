@@ -90,7 +90,8 @@ def evaluate_run(params, ctx) -> None:
         }
         if canaries:
             report["privacy"]["canaries"] = exposure_report(target.model, target.tokenizer, canaries,
-                                                            reference_sample=params.canary_references, seed=params.seed)
+                                                            reference_sample=params.canary_references, seed=params.seed,
+                                                            looks=params.sequential_looks)
         ctx.metric(step=1, membership_auc=report["privacy"]["membership"]["loss"]["auc"],
                    membership_auc_min_k=report["privacy"]["membership"]["min_k"]["auc"],
                    reconstruction_top1=report["privacy"]["reconstruction"]["likelihood_top1_rate"],

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .pii import pii_find
+from .pii import pii_find, pii_find_many
 
 SPAN_WORDS = 8
 TEXT_FIELDS = ("instruction", "response")
@@ -83,6 +83,10 @@ class PrivateTextIndex:
         self.span_words = span_words
         self.spans: dict[str, set[str]] = {}
         self.values: dict[str, dict[tuple[str, ...], set[str]]] = {}  # first word -> words -> labels
+        # every text field scanned in one batched pass first: record_identifiers then finds its spans
+        # in the detector's cache (privacy.pii)
+        pii_find_many([record[field] for records in splits.values() for record in records
+                       for field in TEXT_FIELDS if isinstance(record.get(field), str)])
         for split, records in splits.items():
             for position, record in enumerate(records):
                 label = f"{split}[{position}]"

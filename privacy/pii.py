@@ -26,8 +26,10 @@ import importlib.util
 import json
 import logging
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .pii_lower import has_rare_lower_word, lower_name_candidates
@@ -42,6 +44,8 @@ RULES_ONLY = "none"  # KSG_PII_MODEL=none: no NER model, rules only
 CONFIDENT_SCORE = 0.9  # a name span scoring below this has one weak source of evidence
 NER_SCORE = 0.85  # Presidio's default for a spaCy entity (spaCy gives no per-entity probability)
 BATCH_SIZE = 64  # texts per nlp.pipe batch
+FOUND_CACHE_TEXTS = 20_000  # texts whose spans a detector remembers (_Detector.found)
+_found_lock = threading.Lock()  # the serving filter scans from several threads
 
 _PRESIDIO_ENTITY = {"email": "EMAIL_ADDRESS", "id": "KSG_ID", "phone": "PHONE_NUMBER", "date": "DATE_TIME",
                     "name": "KSG_NAME_CONTEXT"}
@@ -78,6 +82,10 @@ class _Detector:
     analyzer: object  # presidio_analyzer.AnalyzerEngine
     nlp_engine: object  # presidio_analyzer.nlp_engine.SpacyNlpEngine
     description: dict
+    # text -> its spans, the last FOUND_CACHE_TEXTS texts scanned: one evaluation scans the same
+    # records for its reconstruction candidates and again for its leak scan; a new detector (another
+    # model, pii_configure) starts with an empty one
+    found: OrderedDict = field(default_factory=OrderedDict, compare=False, repr=False)
 
 
 def _ner_pipeline(model: str):
@@ -284,14 +292,25 @@ def pii_find_many(texts: Iterable[str], *, batch_size: int = BATCH_SIZE) -> list
     (the NER's spans are cut to them), so its spans are the rules' alone, found the same."""
     detector = _detector()
     texts = [str(text) for text in texts]
-    found: list[list[PiiSpan] | None] = [None if has_name_word(text) else _spans(text, _platform_results(text))
-                                         for text in texts]
-    modelled = [i for i, spans in enumerate(found) if spans is None]
-    batches = detector.nlp_engine.process_batch([texts[i] for i in modelled], "en", batch_size=batch_size)
-    for i, (text, artifacts) in zip(modelled, batches):
-        found[i] = _spans(text, detector.analyzer.analyze(text, language="en", nlp_artifacts=artifacts),
-                          artifacts.tokens)
-    return found
+    known = detector.found
+    with _found_lock:
+        found: list[tuple[PiiSpan, ...] | None] = [known.get(text) for text in texts]
+    for i, text in enumerate(texts):
+        if found[i] is None and not has_name_word(text):
+            found[i] = tuple(_spans(text, _platform_results(text)))
+    modelled = list(dict.fromkeys(texts[i] for i, spans in enumerate(found) if spans is None))  # each text once
+    batches = detector.nlp_engine.process_batch(modelled, "en", batch_size=batch_size)
+    modelled_spans = {text: tuple(_spans(text, detector.analyzer.analyze(text, language="en", nlp_artifacts=artifacts),
+                                         artifacts.tokens))
+                      for text, artifacts in batches}  # (text, its NLP artifacts), in order
+    found = [spans if spans is not None else modelled_spans[text] for text, spans in zip(texts, found)]
+    with _found_lock:
+        for text, spans in zip(texts, found):
+            known[text] = spans
+            known.move_to_end(text)
+        while len(known) > FOUND_CACHE_TEXTS:
+            known.popitem(last=False)
+    return [list(spans) for spans in found]
 
 
 def pii_possible(text: str) -> bool:

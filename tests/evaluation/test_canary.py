@@ -65,3 +65,49 @@ def test_canary_scores_sharing_the_sentence_prefix_equal_the_plain_definition():
                              batch_size=2) == pytest.approx(plain, abs=1e-4)
     assert exposure(setup.model, setup.tokenizer, setup.canary, reference_sample=50)["log_prob"] == pytest.approx(
         plain[0], abs=1e-4)
+
+
+def test_exposure_interval_maps_the_fraction_above_to_bits():
+    from evaluation.canary import exposure_interval
+    top = exposure_interval(0, 1000)
+    assert top["high"] == pytest.approx(math.log2(SPACE_SIZE))  # nothing above: it may be first in all of R
+    assert top["low"] == pytest.approx(math.log2(SPACE_SIZE) - math.log2(1 + top_rate_high(0, 1000) * SPACE_SIZE))
+    middle = exposure_interval(500, 1000)
+    assert middle["low"] < 1 < middle["high"] < 1.2  # q about 0.5: 1 bit
+    assert exposure_interval(5, 100)["high"] - exposure_interval(5, 100)["low"] > \
+        exposure_interval(50, 1000)["high"] - exposure_interval(50, 1000)["low"]  # more references, narrower
+    assert exposure_interval(0, 0)["low"] is None
+
+
+def top_rate_high(higher, n):
+    from evaluation.intervals import wilson_interval
+    return wilson_interval(higher, n)["high"]
+
+
+@pytest.mark.slow
+def test_exposure_in_looks_stops_when_resolved_and_equals_the_fixed_sample_it_used():
+    """A canary the model never saw is resolved before the cap; the memorised one runs to it (its
+    interval reaches log2 |R|). Either way its figures are those of its first n references."""
+    setup = memorised()
+    cap = 400
+    seen = exposure(setup.model, setup.tokenizer, setup.canary, reference_sample=cap, looks=3)
+    assert seen["reference_sample"] == cap and seen["sample"]["decision"] == "undecided"
+    assert seen["exposure_interval"]["high"] == pytest.approx(math.log2(SPACE_SIZE))
+    stopped = [exposure(setup.model, setup.tokenizer, canary, reference_sample=cap, looks=3, seed=seed)
+               for seed, canary in enumerate(canary_records(6, seed=11))]
+    assert any(row["reference_sample"] < cap and row["sample"]["decision"] == "resolved" for row in stopped)
+    for row in stopped:
+        interval = row["exposure_interval"]
+        assert interval["low"] <= row["exposure"] <= interval["high"]
+        if row["sample"]["decision"] == "resolved":
+            assert interval["high"] - interval["low"] <= 1.0
+    # the rank at the look it stopped at is the rank among exactly its first n references
+    row, seed = next((row, seed) for seed, row in enumerate(stopped) if row["reference_sample"] < cap)
+    import random
+    from privacy.canary import secret_at
+    canary = canary_records(6, seed=11)[seed]
+    drawn = [secret_at(i) for i in random.Random(seed).sample(range(SPACE_SIZE), cap + 1)]
+    references = [s for s in drawn if s != canary["secret"]][: row["reference_sample"]]
+    scores = response_logprobs(setup.model, setup.tokenizer, [canary_record(s) for s in [canary["secret"], *references]],
+                               max_length=CANARY_MAX_LENGTH)
+    assert row["rank_in_sample"] == 1 + sum(score > scores[0] for score in scores[1:])

@@ -172,8 +172,42 @@ def test_a_name_with_two_sources_is_confident_and_one_from_a_lone_last_line_is_n
 def test_batched_scans_find_what_single_scans_find():
     from privacy.pii import pii_find_many
 
+    from privacy.pii import _detector
+
     texts = [record["instruction"] for record in demo_records(domain="medical", n=40, seed=5)] + ["", "no one"]
-    assert pii_find_many(texts, batch_size=7) == [pii_find(text) for text in texts]
+    _detector().found.clear()  # fresh scans on both sides, not the cache
+    batched = pii_find_many(texts, batch_size=7)
+    singles = []
+    for text in texts:
+        _detector().found.clear()
+        singles.append(pii_find(text))
+    assert batched == singles
+
+
+def test_a_text_scanned_again_comes_from_the_detectors_cache_and_equals_a_fresh_scan(monkeypatch):
+    from privacy import pii
+    from privacy.pii_rules import has_name_word
+
+    detector = pii._detector()
+    detector.found.clear()
+    modelled, process_batch = [], detector.nlp_engine.process_batch
+
+    def counting(texts, *args, **kwargs):
+        texts = list(texts)
+        modelled.extend(texts)
+        return process_batch(texts, *args, **kwargs)
+
+    monkeypatch.setattr(detector.nlp_engine, "process_batch", counting)
+    texts = [record["response"] for record in demo_records(domain="medical", n=12, seed=9)] + ["call 555-0100"]
+    first = pii.pii_find_many(texts + texts[:3])  # a text twice in one call goes through the model once
+    assert first[-3:] == first[:3] and any(first)
+    assert sorted(modelled) == sorted(text for text in texts if has_name_word(text))
+    assert pii.pii_find_many(texts) == first[:len(texts)] and len(modelled) == len(set(modelled))  # all cached
+    detector.found.clear()
+    assert pii.pii_find_many(texts) == first[:len(texts)]  # the same as a fresh scan
+    monkeypatch.setattr(pii, "FOUND_CACHE_TEXTS", 4)
+    pii.pii_find_many(texts)
+    assert list(detector.found) == texts[-4:]  # bounded: the last texts scanned are kept
 
 
 # --- rules only, and what the detector is ----------------------------------------------------
@@ -241,6 +275,7 @@ def test_a_text_without_a_capitalised_name_word_skips_the_model_and_finds_the_sa
     from privacy import pii
 
     detector = pii._detector()
+    detector.found.clear()  # scanned afresh, not read from the cache
     text_artifacts = next(iter(detector.nlp_engine.process_batch([text], "en")))[1]
     full = pii._spans(text, detector.analyzer.analyze(text, language="en", nlp_artifacts=text_artifacts),
                       text_artifacts.tokens)
