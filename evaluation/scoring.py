@@ -150,6 +150,13 @@ def _scored_logprobs(model, examples: list[tuple[list[int], list[int]]], pad_id:
     return result
 
 
+def examples_token_logprobs(model, examples: list[tuple[list[int], list[int]]], *, pad_id: int,
+                            batch_size: int = 8) -> list[list[float]]:
+    """Per (input_ids, labels) example, the log-probs (nats) of its tokens whose label is not
+    IGNORE_INDEX, each given every token before it, in position order."""
+    return _scored_logprobs(model, examples, pad_id, batch_size)
+
+
 def token_logprobs(model, tokenizer, records: list[dict], *, max_length: int,
                    batch_size: int = 8) -> list[list[float]]:
     """Per record ({"instruction", "response"}), the log-prob (nats) of each response token

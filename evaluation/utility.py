@@ -4,7 +4,8 @@ Four measurements, each a plain function on plain data (records are {"instructio
 dicts, the format privacy.dp.train trains on):
 
 1. held-out loss and perplexity: the mean response-token cross-entropy (nats) on records the
-   model never saw, computed exactly as training computes it (privacy.dp.train.per_example_loss);
+   model never saw, the value training computes (privacy.dp.train.per_example_loss), through the
+   scorer (evaluation.scoring);
 2. ROUGE-L against references: the model answers each instruction greedily through a generation
    backend; ROUGE-L F1 (synthesis.filtering.rouge_l) of its answer against the reference answer;
 3. pairwise win-rate: the professional model, as judge, reads one question and two answers (the
@@ -23,13 +24,14 @@ import math
 import statistics
 
 import numpy as np
-import torch
 
-from privacy.dp.train import IGNORE_INDEX, collate, examples_tokenize, per_example_loss
+from privacy.dp.train import IGNORE_INDEX, examples_tokenize
 from synthesis.filtering import rouge_l, tokenize_for_similarity
 from synthesis.lm.generation import SamplingParams
 
+
 from .intervals import mean_interval, wilson_interval
+from .scoring import examples_token_logprobs
 from .sequential import consistency_decision, look_sizes, sample_until_decided
 
 ROUGE_EXAMPLES = 5               # examples kept in the ROUGE-L report, the first records in input order
@@ -58,34 +60,23 @@ JUDGE_QUESTION = (
 
 # --- 1. held-out loss and perplexity ---------------------------------------------------------
 
-def _model_device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _example_losses(model, examples: list[tuple[list[int], list[int]]], *, pad_id: int, batch_size: int) -> list[float]:
-    """per_example_loss over tokenized examples, in batches, without gradients, in eval mode
-    (dropout off). The model's train/eval mode is restored afterwards."""
+    """per_example_loss over tokenized examples (the mean cross-entropy of each example's labelled
+    tokens; 0 for one with none), without gradients, in eval mode (dropout off), through the
+    scorer (evaluation.scoring: batches of similar length, a prefix every example shares run
+    once, logits only where a token is scored); the same values as per_example_loss on a padded
+    batch, to float rounding. The model's train/eval mode is restored afterwards."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
-    was_training, device, pad = model.training, _model_device(model), collate(pad_id)
-    model.eval()
-    losses: list[float] = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(examples), batch_size):
-                input_ids, attention_mask, labels = pad(examples[start:start + batch_size])
-                losses.extend(per_example_loss(model, input_ids.to(device), attention_mask.to(device),
-                                               labels.to(device)).tolist())
-    finally:
-        model.train(was_training)
-    return losses
+    rows = examples_token_logprobs(model, examples, pad_id=pad_id, batch_size=batch_size)
+    return [-math.fsum(row) / len(row) if row else 0.0 for row in rows]
 
 
 def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def response_losses(model, tokenizer, records: list[dict], *, max_length: int, batch_size: int = 8) -> list[float]:
+def response_losses(model, tokenizer, records: list[dict], *, max_length: int, batch_size: int = 32) -> list[float]:
     """Per record, the mean cross-entropy (nats per token) of its response tokens given its
     chat-formatted instruction: the training loss (privacy.dp.train.per_example_loss on
     examples_tokenize), so held-out numbers compare directly with the training curve."""
@@ -335,7 +326,7 @@ def _unconditioned_examples(records: list[dict], conditioned: list[tuple[list[in
     return examples
 
 
-def ifd_scores(model, tokenizer, records: list[dict], *, max_length: int, batch_size: int = 8) -> list[float]:
+def ifd_scores(model, tokenizer, records: list[dict], *, max_length: int, batch_size: int = 32) -> list[float]:
     """Per record, IFD = loss(response | instruction) / loss(response | empty instruction), both
     mean response-token cross-entropies in nats (see _unconditioned_examples for the empty
     input). Dimensionless, > 0: below 1 the instruction helps predict the response, at or above 1
