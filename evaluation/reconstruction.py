@@ -7,15 +7,18 @@ back:
   - by generation: give the model the chat text up to the first placeholder, decode greedily,
     take the first name-like words.
 EVERY mention of the person is masked, in both fields: the full name ("[NAME]"), its first and
-last words on their own ("[FIRST]", "[LAST]": "Dear Ms. [LAST]", "Thanks, [FIRST]") and their
-lower-case forms ("[first].[last]@mail.com"). A candidate is filled into every placeholder at
-once. With any mention left in the text the attack would measure copying from context (a model
+last words on their own ("[FIRST]", "[LAST]": "Dear Ms. [LAST]", "Thanks, [FIRST]"), the words
+after the first ("[SURNAME]": "Mr [SURNAME]" for "van Luyssel"), those run together and the forms
+without accents, as email addresses write them ("[first].[surname_joined]@mail.com" for
+"jasmijn.vanluyssel@", "[first_ascii].[last_ascii]@" for Róbert Székely's "robert.szekely@"),
+each in lower case too. A candidate is filled into every placeholder at once. With any mention left in the text the attack would measure copying from context (a model
 that never saw the record reads the name off its signature), not memorisation. A model that did
 not memorise its data does no better than a random pick from the candidates (1 / |candidates|
 top-1). Other people in the record (the doctor) stay: they are not the target.
 """
 import random
 import re
+import unicodedata
 from collections import Counter
 
 import torch
@@ -36,31 +39,49 @@ EXAMPLE_ROWS = 5
 POWER_MULTIPLE = 5                    # the leak, in multiples of chance, the sizes should be able to show
 EXAMPLE_CONTEXT = 120                 # characters of text kept each side of the first placeholder
 _NAME_LIKE = re.compile(r"[A-Z][A-Za-z'\-]+(?:[ \t]+[A-Z][A-Za-z'\-]+){0,2}")
-# placeholder -> (part of the name, lower-cased?)
-PLACEHOLDERS = {"[NAME]": ("name", False), "[FIRST]": ("first", False), "[LAST]": ("last", False),
-                "[name]": ("name", True), "[first]": ("first", True), "[last]": ("last", True)}
-_PLACEHOLDER = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
+# The parts of a name a record can spell, simplest first (where two give the same text, the first
+# names it): the whole, its first and last words, the words after the first ("van Luyssel"), those
+# run together ("vanluyssel", as in an email address), and each without its accents ("Szekely" for
+# "Székely", as email addresses and old systems write them).
+_PARTS = ("name", "first", "last", "surname", "surname_joined", "name_joined")
+PART_KEYS = _PARTS + tuple(f"{part}_ascii" for part in _PARTS)
+# placeholder -> (part of the name, lower-cased?): "[FIRST]", "[first]", "[SURNAME_JOINED_ASCII]", ...
+PLACEHOLDERS = {f"[{key.upper()}]": (key, False) for key in PART_KEYS} | {f"[{key}]": (key, True) for key in PART_KEYS}
+_PLACEHOLDER = re.compile("|".join(re.escape(p) for p in sorted(PLACEHOLDERS, key=len, reverse=True)))
+
+
+def _ascii(text: str) -> str:
+    """text without its accents ("Róbert Székely" -> "Robert Szekely"; letters with no ASCII form
+    kept as they are)."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
 def name_parts(name: str) -> dict[str, str]:
-    """{"name", "first", "last"} of a full name: the whole, its first word, its last word."""
+    """Every part of a full name a record may spell (PART_KEYS): "name", "first", "last",
+    "surname" (the words after the first), "surname_joined" and "name_joined" (run together
+    without spaces or hyphens), and each one's "_ascii" form (without accents)."""
     words = name.split()
-    return {"name": " ".join(words), "first": words[0], "last": words[-1]}
+    surname = " ".join(words[1:]) or words[0]
+    parts = {"name": " ".join(words), "first": words[0], "last": words[-1], "surname": surname,
+             "surname_joined": re.sub(r"[\s\-]", "", surname), "name_joined": re.sub(r"[\s\-]", "", "".join(words))}
+    return parts | {f"{key}_ascii": _ascii(parts[key]) for key in _PARTS}
 
 
 def _mention_pattern(parts: dict[str, str]) -> re.Pattern:
-    """Whole-word mentions of the person: the full name, its first or last word, any case."""
-    alternatives = sorted({parts["name"], parts["first"], parts["last"]}, key=len, reverse=True)
-    return re.compile(r"(?<![A-Za-z'\-])(" + "|".join(re.escape(a) for a in alternatives) + r")(?![A-Za-z'\-])",
-                      re.IGNORECASE)
+    """Whole-word mentions of the person: any part of the name (name_parts), any case."""
+    alternatives = sorted(set(parts.values()), key=len, reverse=True)
+    # not inside a word: no letter (of any script) either side, none joined by an apostrophe or a
+    # hyphen ("O'Lee", "Lee-Smith" are not Lee); a possessive "'s" after it is a mention ("Ann's")
+    return re.compile(r"(?<![^\W\d_])(?<!['\u2019\-])(" + "|".join(re.escape(a) for a in alternatives)
+                      + r")(?![^\W\d_]|-[^\W\d_]|['\u2019](?!s(?![^\W\d_]))[^\W\d_])", re.IGNORECASE)
 
 
 def _mask_person(text: str, parts: dict[str, str]) -> str:
-    """text with every whole-word mention of the person (full name, first or last word, any
-    case) replaced by its placeholder."""
+    """text with every whole-word mention of the person (any part of the name, with or without
+    accents, any case) replaced by its placeholder."""
     def placeholder(match: re.Match) -> str:
         found = match.group()
-        part = next(key for key in ("name", "first", "last") if found.lower() == parts[key].lower())
+        part = next(key for key in PART_KEYS if found.lower() == parts[key].lower())
         lower = found == found.lower() and found != parts[part]
         return f"[{part}]" if lower else f"[{part.upper()}]"
 

@@ -44,10 +44,17 @@ def _keeps_logits(model) -> bool:
             and hasattr(transformers.modeling_utils, "slice_logits_to_keep"))
 
 
+def _cache_argument(model) -> str:
+    """The forward argument that takes a KV cache: `cache` from transformers 5.25 on (which warns
+    on the older name and drops it in 5.40), `past_key_values` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 def _kept_logprobs(model, input_ids, attention_mask, targets, keep, *, past=None, cache: bool = False):
     """log p(targets[i, j] | tokens up to input [i, j]) at the positions where `keep` (batch,
     length) is True, flattened row by row; and the KV cache of the inputs when `cache`."""
-    options = {"input_ids": input_ids, "attention_mask": attention_mask, "past_key_values": past, "use_cache": cache}
+    options = {"input_ids": input_ids, "attention_mask": attention_mask, _cache_argument(model): past, "use_cache": cache}
     if _keeps_logits(model):
         output = model(**options, logits_to_keep=keep)
         logits = output.logits
@@ -60,7 +67,8 @@ def _kept_logprobs(model, input_ids, attention_mask, targets, keep, *, past=None
     for rows, row_targets in zip(logits.split(SOFTMAX_ROWS), targets[keep].split(SOFTMAX_ROWS)):
         rows = rows.float()
         pieces.append(rows.gather(1, row_targets.unsqueeze(1)).squeeze(1) - torch.logsumexp(rows, dim=-1))
-    return torch.cat(pieces), output.past_key_values
+    returned = output.get("cache") if "cache" in output else output.get("past_key_values")
+    return torch.cat(pieces), returned
 
 
 def _shared_length(examples: list[tuple[list[int], list[int]]]) -> int:

@@ -7,6 +7,7 @@ from itertools import pairwise
 import pytest
 
 from evaluation.reconstruction import (
+    name_parts,
     MASK,
     attack_power,
     _filled,
@@ -54,6 +55,26 @@ def test_masking_covers_parts_and_lower_case_forms_and_leaves_other_people():
     assert target["response"] == "Hello Mr. [LAST],\nRest.\nDr. Ann Jones"
     assert fill(target["response"], "Mary Ann Smith") == "Hello Mr. Smith,\nRest.\nDr. Ann Jones"
     assert fill(target["instruction"], "Mary Smith").endswith("mary.smith@mail.com.\nThanks, Mary")
+
+
+def test_masking_covers_emails_without_accents_surnames_of_several_words_and_possessives():
+    """The demo's patients write their email addresses without accents and with a surname of
+    several words run together; left in the text, the untouched base model read the name off them
+    (2 of its first 8 targets on the 60-patient demo file, chance 1 in 30)."""
+    record = {"instruction": "My name is Róbert Székely. My email is robert.szekely@yahoo.com.\nRóbert",
+              "response": "Hi Róbert, Róbert's results are in. Mr Székely-Nagy is another man."}
+    [target] = reconstruction_targets([record], limit=5)
+    assert target["instruction"] == "My name is [NAME]. My email is [first_ascii].[last_ascii]@yahoo.com.\n[FIRST]"
+    assert target["response"] == "Hi [FIRST], [FIRST]'s results are in. Mr Székely-Nagy is another man."
+    assert fill(target["instruction"], "Zoë Ó Briain").startswith("My name is Zoë Ó Briain. My email is zoe.briain@")
+    record = {"instruction": "Dear Dr. Kant, my name is Jasmijn van Luyssel. My email is jasmijn.vanluyssel@hotmail.com.",
+              "response": "Hello Ms van Luyssel, Mrs Luyssel."}
+    [target] = reconstruction_targets([record], limit=5)
+    assert target["instruction"].endswith("is [NAME]. My email is [first].[surname_joined]@hotmail.com.")
+    assert target["response"] == "Hello Ms [SURNAME], Mrs [LAST]."
+    assert fill(target["instruction"], "Ann de la Cruz").endswith("is Ann de la Cruz. My email is ann.delacruz@hotmail.com.")
+    for part in name_parts("Jasmijn van Luyssel").values():  # nothing of the name is left, in any form
+        assert part.lower() not in (target["instruction"] + target["response"]).lower()
 
 
 def test_records_naming_no_full_name_are_not_targets():
