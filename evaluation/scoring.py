@@ -67,7 +67,9 @@ def _kept_logprobs(model, input_ids, attention_mask, targets, keep, *, past=None
     for rows, row_targets in zip(logits.split(SOFTMAX_ROWS), targets[keep].split(SOFTMAX_ROWS)):
         rows = rows.float()
         pieces.append(rows.gather(1, row_targets.unsqueeze(1)).squeeze(1) - torch.logsumexp(rows, dim=-1))
-    returned = output.get("cache") if "cache" in output else output.get("past_key_values")
+    returned = getattr(output, "cache", None)
+    if returned is None:
+        returned = getattr(output, "past_key_values", None)
     return torch.cat(pieces), returned
 
 
