@@ -688,6 +688,12 @@ def test_report_reads_every_headline_figure_of_a_real_evaluation(tmp_path, setti
     client.force_login(owner)
     response = client.get(reverse("jobs:report", args=[run.pk]))
     assert response.status_code == 200 and 'id="canaries"' in response.content.decode()
+    # each canary's row shows its exposure interval and why its references stopped
+    [row] = report["evaluation"]["privacy"]["canaries"]["canaries"]
+    page = response.content.decode()
+    interval = row["exposure_interval"]
+    assert f"[{interval['low']:.2f}, {interval['high']:.2f}]" in page and row["sample"]["reason"] in page
+    assert f"{row['reference_sample']} of 10" in page and "reference secrets" in row["sample"]["reason"]
 
 
 def test_report_opens_with_the_verdict_and_shows_the_audit(ada, dataset, client):
