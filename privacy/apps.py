@@ -27,6 +27,6 @@ class PrivacyConfig(AppConfig):
 
         from .pii import pii_configure
 
-        pii_configure(model=settings.KSG_PII_MODEL)  # the detector's NER model is a setting
+        pii_configure(model=settings.KSG_PII_MODEL, ner=settings.KSG_PII_NER)  # the detector's NER model is a setting
         job_kinds_register(*KINDS)
         job_visibility_register(jobs_visible_policy)  # who sees which job is a dataset's access rule

