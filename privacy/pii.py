@@ -179,7 +179,7 @@ def _installed_version(model: str) -> str | None:
 
 def _measured_text(tuned: dict) -> str:
     """The fine-tuned NER's recorded measurement on marked sets it was not trained on (pooled), in
-    words; "" where none is recorded (ksg_pii_measure --record)."""
+    words, or that there is none (ksg_pii_measure --record records one)."""
     from .intervals import wilson_interval
 
     measured = [m for m in tuned.get("measured", []) if m.get("set") not in tuned.get("sources", [])]
