@@ -144,3 +144,30 @@ def test_the_detector_keeps_a_name_that_opens_a_sentence_on_strong_evidence():
     assert "Hola" not in found and "Saludos" not in found and "Ximena Quispe" in found
     letter = "Yours sincerely,\nDr Oluwakemi Adeyinka-Ross\nConsultant Gastroenterologist"
     assert [span.text for span in pii.pii_find(letter)] == ["Oluwakemi Adeyinka-Ross"]
+
+
+def test_a_measurement_is_recorded_only_on_a_set_the_ner_was_not_trained_on(tmp_path, detector_ner):
+    import shutil
+
+    ner = tmp_path / "ner_copy"
+    shutil.copytree(pii.PII_NER_DIR, ner)
+    meta = json.loads((ner / "meta.json").read_text())
+    meta.pop("measured", None)
+    (ner / "meta.json").write_text(json.dumps(meta))
+    detector_ner(str(ner))
+    assert "not yet measured on messages it was not trained on" in pii.pii_detector_description()["text"]
+    lines = [{"text": "Dear Ms Quarrington, your scan is fine. Kind regards, Dr Olufemi Adebanjo",
+              "pii": {"name": ["Quarrington", "Olufemi Adebanjo"]}}, {"text": "Your parcel is at Boots.", "pii": {}}]
+    for name in ("tiny.jsonl", "pii_handwritten.jsonl"):
+        (tmp_path / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with pytest.raises(CommandError, match="was trained on pii_handwritten.jsonl"):
+        call_command("ksg_pii_measure", str(tmp_path / "pii_handwritten.jsonl"), "--record")
+    call_command("ksg_pii_measure", str(tmp_path / "tiny.jsonl"), "--record")
+    recorded = json.loads((ner / "meta.json").read_text())["measured"]
+    assert [(m["set"], m["messages"], m["planted"]) for m in recorded] == [("tiny.jsonl", 2, 2)]
+    detector_ner("none")
+    detector_ner(str(ner))  # a new detector reads the meta again
+    assert "on 2 hand-marked messages it was not trained on (tiny.jsonl)" in pii.pii_detector_description()["text"]
+    detector_ner("none")
+    with pytest.raises(CommandError, match="without a fine-tuned NER"):
+        call_command("ksg_pii_measure", str(tmp_path / "tiny.jsonl"), "--record")
