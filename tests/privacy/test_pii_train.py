@@ -92,6 +92,10 @@ def test_the_measure_tells_recall_on_names_the_ner_never_met():
 def test_training_refuses_a_set_that_is_not_there(tmp_path):
     with pytest.raises(CommandError, match="no such marked set"):
         call_command("ksg_pii_train", "--out", str(tmp_path / "out"), "--sets", "pii_handwritten_heldout99")
+    (tmp_path / "bad.jsonl").write_text('{"text": "Hi Ana", "pii": {"name": ["Ana"]}}\n{"txt": "Hi"}\n')
+    with pytest.raises(CommandError, match=r"bad.jsonl, line 2: not a"):
+        call_command("ksg_pii_train", "--out", str(tmp_path / "out"), "--sets", str(tmp_path / "bad.jsonl"))
+    assert not (tmp_path / "out").exists()  # nothing written
     with pytest.raises(CommandError, match="no spaCy pipeline en_core_web_none"):
         call_command("ksg_pii_train", "--out", str(tmp_path / "out"), "--base", "en_core_web_none")
 

@@ -31,7 +31,10 @@ class Command(BaseCommand):
 
         if not (spacy.util.is_package(base) or (Path(base) / "meta.json").is_file()):
             raise CommandError(f"no spaCy pipeline {base} is installed (--base: an installed package or a directory)")
-        marked = read_marked(paths)
+        try:
+            marked = read_marked(paths)
+        except (ValueError, OSError) as error:
+            raise CommandError(str(error)) from error
         texts = training_texts(marked, seed=seed)
         self.stdout.write(f"{len(marked)} marked messages from {len(paths)} sets, {len(texts)} texts with the "
                           f"name-swapped copies; fine-tuning {base}'s NER for {epochs} epochs")
