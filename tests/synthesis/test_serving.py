@@ -162,14 +162,14 @@ def test_the_stream_masks_a_given_name_before_a_surname_particle_as_the_whole_ou
     assert sent == whole and "Siobhán" not in sent and "Síbhán" not in sent
 
 
-# one weak source: a subject's place in the sentence (the NER does not tag him)
-UNSURE = "Yesterday the nurse said Yusuf can go back to school. Take two tablets a day and rest."
+# one weak source: the NER alone tags him (no context rule, not a subject's place in the parse)
+UNSURE = "Yesterday the school sent Yusuf home. Take two tablets a day and rest."
 SURE = "Dear Robert White, your results are fine. Take two tablets a day and rest."  # model and greeting
 
 
 def test_withhold_mode_withholds_an_output_with_a_name_the_detector_is_unsure_of_and_masks_a_sure_one():
     for gate_text in (UNSURE, SURE):
-        assert output_filter(gate_text, mode="mask").text.startswith(("Yesterday the nurse said [NAME]", "Dear [NAME]"))
+        assert output_filter(gate_text, mode="mask").text.startswith(("Yesterday the school sent [NAME]", "Dear [NAME]"))
     withheld = output_filter(UNSURE, mode="mask", low_confidence="withhold")
     assert withheld.refused and withheld.text == UNSURE_REFUSAL and withheld.spans == {"name": 1}
     sure = output_filter(SURE, mode="mask", low_confidence="withhold")
@@ -190,7 +190,7 @@ def test_the_endpoint_withholds_unsure_names_when_the_deployment_setting_says_so
     question = [{"role": "user", "content": "Who called?"}]
     assert settings.KSG_SERVE_PII_LOW_CONFIDENCE == "mask"  # the default masks
     masked = client(secret).chat.completions.create(model=deployment.name, messages=question).choices[0]
-    assert masked.message.content.startswith("Yesterday the nurse said [NAME] can")
+    assert masked.message.content.startswith("Yesterday the school sent [NAME] home")
     settings.KSG_SERVE_PII_LOW_CONFIDENCE = "withhold"
     withheld = client(secret).chat.completions.create(model=deployment.name, messages=question).choices[0]
     assert withheld.message.content == UNSURE_REFUSAL and withheld.finish_reason == "content_filter"
