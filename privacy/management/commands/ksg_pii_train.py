@@ -35,6 +35,8 @@ class Command(BaseCommand):
             marked = read_marked(paths)
         except (ValueError, OSError) as error:
             raise CommandError(str(error)) from error
+        if not marked:
+            raise CommandError(f"no marked messages in {', '.join(str(p) for p in paths)}: nothing to train on")
         texts = training_texts(marked, seed=seed)
         self.stdout.write(f"{len(marked)} marked messages from {len(paths)} sets, {len(texts)} texts with the "
                           f"name-swapped copies; fine-tuning {base}'s NER for {epochs} epochs")
